@@ -1,0 +1,93 @@
+"""The one error-record type that every stage emits, and its errors.log form.
+
+Every stage of every pipeline sends failed inputs to a tagged ``failures``
+output as :class:`ErrorRecord` values. :func:`to_errors_log_line` is the only
+place that turns them into the JSON lines of ``errors.log`` (the Azure DICOM
+export format: ``{"Timestamp", "Identifier", "Error"}``, plus ``Stage``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+FAILURES = "failures"
+"""Tag of the dead-letter output of every transform in this package."""
+
+
+def utc_now_iso() -> str:
+    """Current time as ISO-8601 UTC with a ``Z`` suffix (millisecond precision)."""
+    now = _dt.datetime.now(_dt.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorRecord:
+    """One input that could not be transferred.
+
+    Attributes
+    ----------
+    identifier:
+        What failed: a source URL, a pattern, a filter-file line or a DICOM
+        identifier (``study[/series[/sop]]``). Credentials are removed.
+    error:
+        Why, in one sentence a user can act on.
+    stage:
+        Which stage failed: ``expand``, ``read``, ``validate``, ``filter``,
+        ``route`` or ``write``.
+    timestamp:
+        When, ISO-8601 UTC.
+    """
+
+    identifier: str
+    error: str
+    stage: str
+    timestamp: str = dataclasses.field(default_factory=utc_now_iso)
+
+    @classmethod
+    def create(cls, identifier: str, error: str, stage: str) -> "ErrorRecord":
+        """Build a record with credentials scrubbed from identifier and message."""
+        return cls(redact(identifier), redact(error), stage)
+
+
+def to_errors_log_line(record: ErrorRecord) -> str:
+    """The errors.log JSON line for ``record`` (no trailing newline)."""
+    return json.dumps(
+        {
+            "Timestamp": record.timestamp,
+            "Identifier": record.identifier,
+            "Error": record.error,
+            "Stage": record.stage,
+        },
+        ensure_ascii=False,
+    )
+
+
+_SECRET_QUERY = re.compile(
+    r"(?i)\b(sig|se|sv|sp|spr|srt|ss|st|skoid|sktid|skt|ske|sks|skv|sr|"
+    r"X-Amz-[A-Za-z-]+|X-Goog-[A-Za-z-]+|access_token|token|key|signature|"
+    r"AccountKey|SharedAccessSignature|password)=([^&;\s\"']*)"
+)
+
+
+def redact(text: str) -> str:
+    """Remove credentials from URLs and connection strings inside ``text``.
+
+    Strips ``user:password@`` from URLs and blanks the values of query or
+    connection-string parameters that carry secrets (SAS ``sig``, AWS/GCS
+    signed-URL parameters, ``AccountKey``, tokens).
+    """
+    text = re.sub(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@", r"\g<scheme>***@", text)
+    return _SECRET_QUERY.sub(lambda m: f"{m.group(1)}=***", text)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user info and without any query string."""
+    parts = urlsplit(url)
+    if not parts.scheme or len(parts.scheme) == 1:  # local path, or a Windows drive
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -1,0 +1,15 @@
+"""Where bytes come from and where they go: local disk and fsspec object stores."""
+
+from dicom_transfer.io.files import FileRef, file_url, open_url, split_url
+from dicom_transfer.io.listing import list_pattern
+from dicom_transfer.io.destination import Destination, DestinationExists
+
+__all__ = [
+    "Destination",
+    "DestinationExists",
+    "FileRef",
+    "file_url",
+    "list_pattern",
+    "open_url",
+    "split_url",
+]

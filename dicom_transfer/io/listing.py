@@ -1,0 +1,93 @@
+"""List the files that a wildcard pattern matches, listing no more than needed.
+
+Listing starts at the pattern's longest literal directory prefix. A pattern
+whose wildcards sit in one component lists that one directory; ``**``
+patterns list recursively below their literal prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import fsspec
+
+from dicom_transfer.io.files import FileRef, file_url, split_url
+from dicom_transfer.wildcards import Pattern, component_matches, directory_pattern, has_wildcard
+
+
+class NotAFile(Exception):
+    """A pattern's last component matched a directory."""
+
+
+def list_pattern(pattern: Pattern) -> Iterator[FileRef | NotAFile]:
+    """Yield a :class:`FileRef` per matching file, in sorted order.
+
+    A directory matched by the last component of a non-recursive pattern is
+    yielded as :class:`NotAFile` so that the caller can report it. Errors of
+    the store (permission denied, unreachable) propagate as ``OSError``.
+    """
+    fs, root = split_url(pattern.root or ".")
+    if pattern.literal:
+        yield from _literal(fs, root, pattern)
+    elif pattern.is_recursive:
+        yield from _recursive(fs, root, pattern)
+    else:
+        yield from _by_components(fs, root, pattern.components)
+
+
+def _entry_path(fs: fsspec.AbstractFileSystem, entry: dict) -> str:
+    return entry["name"].rstrip("/")
+
+
+def _literal(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> Iterator[FileRef]:
+    try:
+        info = fs.info(root)
+    except FileNotFoundError:
+        return
+    if info["type"] == "directory":
+        yield from _recursive(fs, root, directory_pattern(pattern))
+    else:
+        yield FileRef(file_url(fs, root), int(info["size"]))
+
+
+def _recursive(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> Iterator[FileRef]:
+    try:
+        found = fs.find(root, detail=True, withdirs=False)
+    except FileNotFoundError:
+        return
+    base = root.rstrip("/") + "/"
+    for path in sorted(found):
+        info = found[path]
+        if info.get("type") == "directory" or not path.startswith(base):
+            continue
+        if pattern.matches_relative(path[len(base):]):
+            yield FileRef(file_url(fs, path), int(info["size"]))
+
+
+def _by_components(fs: fsspec.AbstractFileSystem, root: str,
+                   components: tuple[str, ...]) -> Iterator[FileRef | NotAFile]:
+    directories = [root]
+    for depth, component in enumerate(components):
+        last = depth == len(components) - 1
+        next_directories = []
+        for directory in directories:
+            if not has_wildcard(component) and not last:
+                next_directories.append(f"{directory.rstrip('/')}/{component}")
+                continue
+            try:
+                entries = fs.ls(directory, detail=True)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in sorted(entries, key=lambda e: e["name"]):
+                path = _entry_path(fs, entry)
+                name = path.rsplit("/", 1)[-1]
+                if not component_matches(component, name):
+                    continue
+                if not last:
+                    if entry["type"] == "directory":
+                        next_directories.append(path)
+                elif entry["type"] == "directory":
+                    yield NotAFile(file_url(fs, path))
+                else:
+                    yield FileRef(file_url(fs, path), int(entry["size"]))
+        directories = next_directories

@@ -1,0 +1,403 @@
+"""Validate a DICOM Part 10 file while reading as little of it as possible.
+
+pydicom reads truncated files silently, so this module walks the element
+structure itself: it reads each element header, checks that the declared
+length fits in the enclosing item or in the file, and seeks over values it
+does not need (pixel data included). Only the values of a few requested
+top-level attributes are read; pydicom decodes them (character sets, VRs).
+Memory use is bounded whatever the file size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import struct
+import zlib
+from collections.abc import Iterable
+from typing import BinaryIO
+
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+
+from dicom_transfer.uids import uid_problem
+
+PREAMBLE_LENGTH = 128
+UNDEFINED = 0xFFFFFFFF
+MAX_DEPTH = 32
+MAX_CAPTURED_VALUE = 64 * 1024
+
+EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
+IMPLICIT_VR_LE = "1.2.840.10008.1.2"
+EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
+DEFLATED = ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1")
+
+ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+STUDY_UID, SERIES_UID, SOP_UID = 0x0020000D, 0x0020000E, 0x00080018
+SPECIFIC_CHARACTER_SET = 0x00080005
+TRANSFER_SYNTAX_UID = 0x00020010
+PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+
+LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+SHORT_VRS = frozenset(
+    {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT",
+     b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
+)
+
+
+class InvalidInstance(ValueError):
+    """The file is not an acceptable DICOM instance.
+
+    Attributes
+    ----------
+    check:
+        Which check failed: ``part10``, ``parse``, ``truncated`` or ``uid``.
+    """
+
+    def __init__(self, check: str, message: str) -> None:
+        super().__init__(message)
+        self.check = check
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceHeader:
+    """What validation learned about an instance."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    transfer_syntax: str
+    size: int
+    attributes: dict[str, object] = dataclasses.field(default_factory=dict)
+
+
+def keyword_tags(keywords: Iterable[str]) -> dict[str, int]:
+    """Map DICOM keywords to tags; raise ``ValueError`` for an unknown keyword."""
+    tags = {}
+    for keyword in keywords:
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            raise ValueError(f"{keyword!r} is not a DICOM keyword")
+        tags[keyword] = tag
+    return tags
+
+
+def validate_part10(
+    stream: BinaryIO, size: int, keywords: Iterable[str] = ()
+) -> InstanceHeader:
+    """Validate a Part 10 file and return its UIDs and requested attributes.
+
+    Parameters
+    ----------
+    stream:
+        Seekable binary stream positioned at the start of the file.
+    size:
+        The file's size in bytes (used for the truncation check).
+    keywords:
+        Top-level attributes to return in :attr:`InstanceHeader.attributes`
+        (absent ones are left out).
+
+    Raises
+    ------
+    InvalidInstance
+        Saying which check failed and where.
+    """
+    wanted = keyword_tags(keywords)
+    capture = {STUDY_UID, SERIES_UID, SOP_UID, SPECIFIC_CHARACTER_SET, *wanted.values()}
+    if size == 0:
+        raise InvalidInstance("part10", "file is empty (0 bytes)")
+    head = stream.read(PREAMBLE_LENGTH + 4)
+    if len(head) < PREAMBLE_LENGTH + 4:
+        raise InvalidInstance(
+            "part10", f"file has only {len(head)} bytes: too short for the 128-byte preamble and 'DICM'"
+        )
+    if head[PREAMBLE_LENGTH:] != b"DICM":
+        raise InvalidInstance(
+            "part10", "no 'DICM' prefix after the 128-byte preamble: not a DICOM Part 10 file"
+        )
+    meta_walker = _Walker(stream, size, implicit=False, little=True, capture={TRANSFER_SYNTAX_UID})
+    meta_walker.walk_file_meta()
+    raw_ts = meta_walker.captured.get(TRANSFER_SYNTAX_UID)
+    if raw_ts is None:
+        raise InvalidInstance("part10", "file meta information has no Transfer Syntax UID (0002,0010)")
+    transfer_syntax = _text(raw_ts.value)
+    if uid_problem(transfer_syntax):
+        raise InvalidInstance("part10", f"Transfer Syntax UID {transfer_syntax[:70]!r} is not a valid UID")
+
+    implicit = transfer_syntax == IMPLICIT_VR_LE
+    little = transfer_syntax != EXPLICIT_VR_BE
+    dataset_stream, dataset_size = stream, size
+    if transfer_syntax in DEFLATED:
+        dataset_stream, dataset_size = _inflate(stream, size)
+    walker = _Walker(dataset_stream, dataset_size, implicit=implicit, little=little, capture=capture)
+    walker.walk_dataset()
+
+    dataset = Dataset(walker.captured)
+    dataset.set_original_encoding(implicit, little, None)
+    uids = []
+    for tag, keyword in ((STUDY_UID, "StudyInstanceUID"), (SERIES_UID, "SeriesInstanceUID"),
+                         (SOP_UID, "SOPInstanceUID")):
+        if tag not in walker.captured:
+            raise InvalidInstance("uid", f"{keyword} {_tag_text(tag)} is missing")
+        value = _text(walker.captured[tag].value)
+        problem = uid_problem(value)
+        if problem:
+            raise InvalidInstance(
+                "uid", f"{keyword} {_shorten(value)!r} is not a valid UID: {problem}"
+            )
+        uids.append(value)
+    attributes = {}
+    for keyword, tag in wanted.items():
+        if tag in walker.captured:
+            try:
+                attributes[keyword] = dataset[tag].value
+            except Exception as exc:  # pydicom raises many types for bad values
+                raise InvalidInstance("parse", f"{keyword} cannot be decoded: {exc}") from exc
+    return InstanceHeader(uids[0], uids[1], uids[2], transfer_syntax, size, attributes)
+
+
+def _text(value: bytes) -> str:
+    return value.decode("ascii", "replace").rstrip("\x00 ").strip()
+
+
+def _shorten(value: str, limit: int = 70) -> str:
+    return value if len(value) <= limit else value[:limit] + "..."
+
+
+def _tag_text(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _inflate(stream: BinaryIO, size: int) -> tuple[BinaryIO, int]:
+    """Inflate a deflated dataset into a spooled temporary file (bounded memory)."""
+    import tempfile
+
+    out = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        while chunk := stream.read(1024 * 1024):
+            out.write(inflater.decompress(chunk))
+        out.write(inflater.flush())
+    except zlib.error as exc:
+        raise InvalidInstance("parse", f"deflated dataset is corrupt: {exc}") from exc
+    if not inflater.eof:
+        raise InvalidInstance("truncated", "deflated dataset ends before its deflate stream does")
+    length = out.tell()
+    out.seek(0)
+    return out, length
+
+
+class _Walker:
+    """Walks elements, checking every declared length against its bounds."""
+
+    def __init__(self, stream: BinaryIO, size: int, *, implicit: bool, little: bool,
+                 capture: set[int]) -> None:
+        self.stream = stream
+        self.size = size
+        self.implicit = implicit
+        self.little = little
+        self.endian = "<" if little else ">"
+        self.capture = capture
+        self.captured: dict[int, RawDataElement] = {}
+        self.pos = stream.tell()
+
+    # -- low level -------------------------------------------------------
+    def _read(self, count: int, what: str) -> bytes:
+        data = self.stream.read(count)
+        if len(data) != count:
+            raise InvalidInstance(
+                "truncated",
+                f"file ends at byte {self.pos + len(data)} inside {what} starting at byte {self.pos}",
+            )
+        self.pos += count
+        return data
+
+    def _skip(self, count: int) -> None:
+        self.pos += count
+        self.stream.seek(self.pos)
+
+    def _header(self, limit: int | None) -> tuple[int, bytes | None, int, int]:
+        """Read one element header: (tag, VR or None, length, offset)."""
+        offset = self.pos
+        group_element = self._read(4, "an element header")
+        group, element = struct.unpack(self.endian + "HH", group_element)
+        tag = (group << 16) | element
+        if group == 0xFFFE:  # item and delimiters: no VR, 4-byte length
+            (length,) = struct.unpack(self.endian + "L", self._read(4, "an item header"))
+            return tag, None, length, offset
+        if self.implicit:
+            (length,) = struct.unpack(self.endian + "L", self._read(4, "an element header"))
+            return tag, None, length, offset
+        vr = self._read(2, "an element header")
+        if vr in LONG_VRS:
+            self._read(2, "an element header")
+            (length,) = struct.unpack(self.endian + "L", self._read(4, "an element header"))
+        elif vr in SHORT_VRS:
+            (length,) = struct.unpack(self.endian + "H", self._read(2, "an element header"))
+        else:
+            raise InvalidInstance(
+                "parse", f"element {_tag_text(tag)} at byte {offset} has an invalid VR {vr!r}"
+            )
+        return tag, vr, length, offset
+
+    def _check_fits(self, tag: int, offset: int, length: int, limit: int | None) -> None:
+        end = self.pos + length
+        if limit is not None and end > limit:
+            raise InvalidInstance(
+                "parse",
+                f"element {_tag_text(tag)} at byte {offset} declares {length} bytes, "
+                f"beyond the end of its enclosing item or sequence at byte {limit}",
+            )
+        if end > self.size:
+            raise InvalidInstance(
+                "truncated",
+                f"element {_tag_text(tag)} at byte {offset} declares {length} bytes but the "
+                f"file ends at byte {self.size} ({end - self.size} bytes missing)",
+            )
+
+    # -- structure -------------------------------------------------------
+    def walk_file_meta(self) -> None:
+        """Walk group 0002 (always explicit VR little endian), stop before the dataset."""
+        if self.size - self.pos < 8:
+            raise InvalidInstance("part10", "file has no file meta information after 'DICM'")
+        while self.size - self.pos >= 8:
+            start = self.pos
+            (group,) = struct.unpack("<H", self.stream.read(2))
+            self.stream.seek(start)
+            if group != 0x0002:
+                break
+            tag, vr, length, offset = self._header(None)
+            if length == UNDEFINED:
+                raise InvalidInstance("part10", f"file meta element {_tag_text(tag)} has undefined length")
+            self._element_value(tag, vr, length, offset, None, top_level=True)
+        if TRANSFER_SYNTAX_UID not in self.captured and self.pos == PREAMBLE_LENGTH + 4:
+            raise InvalidInstance("part10", "file meta information (group 0002) is missing")
+
+    def walk_dataset(self) -> None:
+        self._dataset(limit=None, depth=0, top_level=True)
+
+    def _dataset(self, limit: int | None, depth: int, top_level: bool = False) -> None:
+        """Walk elements until ``limit`` (defined length), an item delimiter, or EOF."""
+        while True:
+            end = self.size if limit is None else limit
+            if self.pos >= end:
+                if limit is None and not top_level:
+                    raise InvalidInstance(
+                        "truncated", "file ends inside an item of undefined length (no item delimiter)"
+                    )
+                return
+            if top_level and end - self.pos < 8:
+                raise InvalidInstance(
+                    "truncated",
+                    f"file ends with {end - self.pos} stray bytes at byte {self.pos}, "
+                    "too few for an element header",
+                )
+            tag, vr, length, offset = self._header(limit)
+            if tag == ITEM_END and not top_level and limit is None:
+                return
+            if tag in (ITEM, ITEM_END, SEQUENCE_END):
+                raise InvalidInstance(
+                    "parse", f"unexpected item or delimiter tag {_tag_text(tag)} at byte {offset}"
+                )
+            self._element_value(tag, vr, length, offset, limit, top_level, depth)
+
+    def _element_value(self, tag: int, vr: bytes | None, length: int, offset: int,
+                       limit: int | None, top_level: bool, depth: int = 0) -> None:
+        if vr is None and self.implicit:
+            vr = _implicit_vr(tag)
+        if length == UNDEFINED:
+            if vr == b"SQ" or (vr in (b"UN", None) and tag not in PIXEL_TAGS):
+                # UN (or an unknown implicit-VR tag) of undefined length is a sequence
+                # in implicit VR little endian (PS3.5 6.2.2)
+                saved = (self.implicit, self.endian)
+                if vr == b"UN":
+                    self.implicit, self.endian = True, "<"
+                try:
+                    self._sequence(None, depth + 1)
+                finally:
+                    self.implicit, self.endian = saved
+            elif vr in (b"OB", b"OW", b"UN", None):
+                self._fragments(tag, offset)
+            else:
+                raise InvalidInstance(
+                    "parse", f"element {_tag_text(tag)} at byte {offset} ({vr.decode()}) has undefined length"
+                )
+            return
+        self._check_fits(tag, offset, length, limit)
+        if vr == b"SQ":
+            self._sequence(self.pos + length, depth + 1)
+        elif top_level and tag in self.capture:
+            if length > MAX_CAPTURED_VALUE:
+                raise InvalidInstance(
+                    "parse", f"element {_tag_text(tag)} at byte {offset} is implausibly long ({length} bytes)"
+                )
+            value_offset = self.pos
+            value = self._read(length, f"the value of element {_tag_text(tag)}")
+            self.captured[tag] = RawDataElement(
+                Tag(tag), None if self.implicit else vr.decode("ascii"), length, value,
+                value_offset, self.implicit, self.endian == "<", True, False
+            )
+        else:
+            self._skip(length)
+
+    def _sequence(self, limit: int | None, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise InvalidInstance("parse", f"sequences nested deeper than {MAX_DEPTH} levels at byte {self.pos}")
+        while True:
+            if limit is not None and self.pos >= limit:
+                return
+            if limit is None and self.pos >= self.size:
+                raise InvalidInstance(
+                    "truncated", "file ends inside a sequence of undefined length (no sequence delimiter)"
+                )
+            tag, _, length, offset = self._header(limit)
+            if tag == SEQUENCE_END and limit is None:
+                return
+            if tag != ITEM:
+                raise InvalidInstance(
+                    "parse", f"expected a sequence item at byte {offset}, found tag {_tag_text(tag)}"
+                )
+            if length == UNDEFINED:
+                self._dataset(None, depth)
+            else:
+                self._check_fits(tag, offset, length, limit)
+                self._dataset(self.pos + length, depth)
+
+    def _fragments(self, tag: int, offset: int) -> None:
+        """Encapsulated pixel data: defined-length items up to a sequence delimiter."""
+        while True:
+            if self.pos >= self.size:
+                raise InvalidInstance(
+                    "truncated",
+                    f"encapsulated element {_tag_text(tag)} at byte {offset} has no sequence delimiter "
+                    "before the end of the file",
+                )
+            item, _, length, item_offset = self._header(None)
+            if item == SEQUENCE_END:
+                return
+            if item != ITEM or length == UNDEFINED:
+                raise InvalidInstance(
+                    "parse", f"bad fragment item {_tag_text(item)} at byte {item_offset} "
+                    f"in encapsulated element {_tag_text(tag)}"
+                )
+            self._check_fits(item, item_offset, length, None)
+            self._skip(length)
+
+
+def _implicit_vr(tag: int) -> bytes | None:
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return None
+    return b"SQ" if vr == "SQ" else vr.split(" or ")[0].encode("ascii")[:2]
+
+
+def open_for_validation(stream: BinaryIO, size: int, in_memory_limit: int = 1 << 20) -> BinaryIO:
+    """Return a stream to validate: small files are read at once, large ones read lazily."""
+    if size <= in_memory_limit:
+        return io.BytesIO(stream.read(size + 1))
+    return stream

@@ -1,0 +1,1 @@
+"""Assembled pipelines and the command line."""

@@ -1,0 +1,212 @@
+"""The ``dicom-transfer`` command line.
+
+Exit status: 0 = no failures; 1 = completed with failure records;
+2 = invalid invocation or the run could not complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from dicom_transfer import __version__
+from dicom_transfer.errors import redact, utc_now_iso
+from dicom_transfer.layout import Layout
+from dicom_transfer.pipelines.copy import CopyConfig, build_copy_pipeline
+from dicom_transfer.pipelines.options import CopyOptions
+from dicom_transfer.report import (
+    COMPLETED,
+    FAILED,
+    build_summary,
+    default_report_dir,
+    human_summary,
+    new_operation_id,
+    read_json,
+    write_text,
+)
+from dicom_transfer.transforms.route import load_filter_file
+from dicom_transfer.wildcards import parse_pattern
+
+LOG = logging.getLogger("dicom_transfer")
+EXIT_OK, EXIT_FAILURES, EXIT_INVALID = 0, 1, 2
+BEAM_OPTIONS_EPILOG = (
+    "Any Apache Beam pipeline option is accepted too, e.g. --runner DataflowRunner, "
+    "--direct_running_mode multi_processing --direct_num_workers 2."
+)
+
+
+class UsageError(Exception):
+    """The invocation is invalid: reported before the pipeline starts, exit status 2."""
+
+
+def _read_lines(url: str) -> list[str]:
+    from dicom_transfer.io.files import open_url
+
+    with open_url(url) as raw:
+        return [line.decode("utf-8").strip() for line in raw]
+
+
+def collect_patterns(inputs: list[str] | None, input_list: str | None) -> list[str]:
+    """Patterns from ``--input`` and ``--input-list``, each checked; raises UsageError."""
+    patterns = list(inputs or [])
+    if input_list:
+        try:
+            lines = _read_lines(input_list)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read --input-list {input_list}: {exc}") from exc
+        patterns += [line for line in lines if line and not line.startswith("#")]
+    if not patterns:
+        raise UsageError("no input: give --input PATTERN or --input-list FILE")
+    for pattern in patterns:
+        try:
+            parse_pattern(pattern)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+    return list(dict.fromkeys(patterns))
+
+
+def check_filter_file(url: str | None) -> None:
+    if not url:
+        return
+    try:
+        load_filter_file(url)
+    except ValueError as exc:
+        raise UsageError(f"--filter-file: {exc}") from exc
+    except OSError as exc:
+        raise UsageError(f"cannot read --filter-file {url}: {exc}") from exc
+
+
+def unknown_options(argv: list[str]) -> list[str]:
+    """Flags that neither this product nor Beam knows (typos would otherwise be ignored)."""
+    options = PipelineOptions(argv)
+    known = set(options.get_all_options(drop_default=False))
+    everything = options.get_all_options(drop_default=False, retain_unknown_options=True)
+    return sorted(f"--{name}" for name in set(everything) - known)
+
+
+def copy_config(options: CopyOptions) -> CopyConfig:
+    """Check the copy options and build the run's configuration; raises UsageError."""
+    if not options.output:
+        raise UsageError("--output DEST is required")
+    patterns = collect_patterns(options.input, options.input_list)
+    check_filter_file(options.filter_file)
+    operation_id = options.operation_id or new_operation_id()
+    try:
+        layout = Layout.parse(options.layout, operation_id)
+    except ValueError as exc:
+        raise UsageError(f"--layout: {exc}") from exc
+    report_dir = default_report_dir(options.output, layout.name, operation_id)
+    return CopyConfig(
+        patterns=tuple(patterns),
+        destination=options.output.rstrip("/") or options.output,
+        layout=layout,
+        operation_id=operation_id,
+        created_time=utc_now_iso(),
+        errors_url=options.errors or f"{report_dir}/errors.log",
+        summary_url=options.summary or f"{report_dir}/summary.json",
+        filter_file=options.filter_file,
+        overwrite=options.overwrite,
+        dry_run=options.transfer_dry_run,
+    )
+
+
+def run_copy(argv: list[str]) -> int:
+    """Run ``copy`` with ``argv`` (product and Beam options); return the exit status."""
+    options = PipelineOptions(argv)
+    config = copy_config(options.view_as(CopyOptions))
+    LOG.info("copy %s: %d pattern(s) -> %s (layout %s)", config.operation_id,
+             len(config.patterns), redact(config.destination), config.layout.name)
+    try:
+        pipeline = beam.Pipeline(options=options)
+        build_copy_pipeline(pipeline, config)
+        result = pipeline.run()
+        if options.view_as(StandardOptions).runner not in (None, "DirectRunner", "direct"):
+            LOG.info("waiting for the job to finish (the summary is written by the pipeline)")
+        result.wait_until_finish()
+        summary = read_json(config.summary_url)
+    except Exception as exc:  # the run itself broke: say why, record it, exit 2
+        message = redact(f"{type(exc).__name__}: {exc}")
+        LOG.error("copy %s failed: %s", config.operation_id, message)
+        _write_failed_summary(config, message)
+        return EXIT_INVALID
+    print(human_summary(summary, config.summary_url, config.dry_run))
+    return EXIT_OK if summary["status"] == COMPLETED else EXIT_FAILURES
+
+
+def _write_failed_summary(config: CopyConfig, message: str) -> None:
+    summary = build_summary(
+        operation_id=config.operation_id, operation_type="copy",
+        created_time=config.created_time, counter={}, error_href=config.errors_url,
+        status=FAILED, extra={"error": message},
+    )
+    try:
+        write_text(config.summary_url, json.dumps(summary, indent=2) + "\n")
+    except Exception as exc:  # noqa: BLE001 - best effort, the run already failed
+        LOG.error("cannot write the summary %s either: %s", config.summary_url, redact(str(exc)))
+
+
+def run_demo(args: argparse.Namespace, beam_argv: list[str]) -> int:
+    """Generate a sample set with a few bad files and copy it (the README's first command)."""
+    from dicom_transfer.sample import write_sample_set
+
+    workdir = args.dir or tempfile.mkdtemp(prefix="dicom-transfer-demo-")
+    sample = write_sample_set(f"{workdir}/input", studies=3, series_per_study=2,
+                              instances_per_series=4)
+    print(f"Generated {len(sample.valid)} valid instances and {len(sample.bad)} bad files "
+          f"in {workdir}/input")
+    status = run_copy(["--input", f"{workdir}/input/**", "--output", f"{workdir}/output",
+                       *beam_argv])
+    if status == EXIT_INVALID:
+        return status
+    print(f"\nThe failures above are the {len(sample.bad)} deliberately bad sample files "
+          f"({', '.join(sorted(set(sample.bad.values())))}).\nOutput: {workdir}/output")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dicom-transfer",
+        description="Move DICOM instances in bulk between storage and DICOMweb, with Apache Beam.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    copy = commands.add_parser(
+        "copy", help="copy files matched by wildcards to a per-UID layout",
+        description="Copy DICOM files matched by wildcards, validating each, to a layout "
+                    "built from their UIDs.", epilog=BEAM_OPTIONS_EPILOG)
+    CopyOptions._add_argparse_args(copy)
+    demo = commands.add_parser(
+        "demo", help="generate sample data (with bad files) and copy it locally",
+        epilog=BEAM_OPTIONS_EPILOG)
+    demo.add_argument("--dir", default=None, help="Working folder (default: a new temporary one).")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    parser = build_parser()
+    args, beam_argv = parser.parse_known_args(argv)
+    command_argv = argv[1:] if argv and argv[0] == args.command else argv
+    try:
+        unknown = unknown_options(beam_argv)
+        if unknown:
+            raise UsageError(f"unknown option(s): {', '.join(unknown)}")
+        if args.command == "copy":
+            return run_copy(command_argv)
+        return run_demo(args, beam_argv)
+    except UsageError as exc:
+        print(f"dicom-transfer {args.command}: error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_INVALID
+
+
+if __name__ == "__main__":
+    sys.exit(main())

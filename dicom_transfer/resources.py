@@ -1,0 +1,146 @@
+"""DICOM resource selections: Google filter files and Azure export identifiers.
+
+Both name studies, series or instances by UID:
+
+* a Google filter-file line is ``/studies/S[/series/SE[/instances/I]]``;
+* an Azure export identifier is ``S[/SE[/I]]``.
+
+Both parse to :class:`ResourcePath`; a :class:`ResourceFilter` answers whether
+an instance is selected by any of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+
+from dicom_transfer.uids import uid_problem
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class ResourcePath:
+    """A study, a series of a study, or an instance of a series."""
+
+    study: str
+    series: str | None = None
+    instance: str | None = None
+
+    @property
+    def level(self) -> str:
+        if self.instance is not None:
+            return "instance"
+        return "series" if self.series is not None else "study"
+
+    @property
+    def identifier(self) -> str:
+        """The Azure form ``study[/series[/sop]]``."""
+        return "/".join(p for p in (self.study, self.series, self.instance) if p is not None)
+
+    @property
+    def filter_line(self) -> str:
+        """The Google filter-file form ``/studies/S[/series/SE[/instances/I]]``."""
+        line = f"/studies/{self.study}"
+        if self.series is not None:
+            line += f"/series/{self.series}"
+        if self.instance is not None:
+            line += f"/instances/{self.instance}"
+        return line
+
+
+def _checked(study: str, series: str | None, instance: str | None, source: str) -> ResourcePath:
+    for name, uid in (("study", study), ("series", series), ("instance", instance)):
+        if uid is None:
+            continue
+        problem = uid_problem(uid)
+        if problem:
+            raise ValueError(f"{source}: {name} UID {uid[:80]!r} is not a valid UID: {problem}")
+    return ResourcePath(study, series, instance)
+
+
+def parse_filter_line(line: str, where: str = "filter line") -> ResourcePath:
+    """Parse one Google filter-file line.
+
+    Raises
+    ------
+    ValueError
+        Naming ``where`` (e.g. ``"filters.txt line 3"``) and what is wrong.
+    """
+    text = line.strip()
+    parts = text.split("/")
+    # "/studies/S/series/SE/instances/I" splits into ['', 'studies', S, 'series', SE, ...]
+    keywords = ("studies", "series", "instances")
+    if not text.startswith("/") or len(parts) not in (3, 5, 7) or any(
+        parts[i] != keywords[(i - 1) // 2] for i in range(1, len(parts), 2)
+    ):
+        raise ValueError(
+            f"{where}: {text[:120]!r} is not of the form "
+            "/studies/STUDY_UID[/series/SERIES_UID[/instances/INSTANCE_UID]]"
+        )
+    uids = parts[2::2] + [None] * (3 - len(parts[2::2]))
+    return _checked(uids[0], uids[1], uids[2], where)
+
+
+def parse_identifier(text: str, where: str = "identifier") -> ResourcePath:
+    """Parse one Azure export identifier ``study[/series[/sop]]``.
+
+    Raises
+    ------
+    ValueError
+        If it has more than three parts or a part is not a valid UID.
+    """
+    parts = text.strip().split("/")
+    if not 1 <= len(parts) <= 3:
+        raise ValueError(
+            f"{where}: {text[:120]!r} is not of the form "
+            "StudyInstanceUID[/SeriesInstanceUID[/SOPInstanceUID]]"
+        )
+    parts += [None] * (3 - len(parts))
+    return _checked(parts[0], parts[1], parts[2], where)
+
+
+def iter_filter_file_lines(lines: Iterable[str], name: str) -> Iterator[ResourcePath]:
+    """Parse a filter file's lines; blank lines and ``#`` comments are skipped.
+
+    Raises
+    ------
+    ValueError
+        On the first malformed line, naming ``name`` and its line number.
+    """
+    for number, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        yield parse_filter_line(stripped, where=f"{name} line {number}")
+
+
+class ResourceFilter:
+    """Selects instances named by study, series or instance resource paths.
+
+    Examples
+    --------
+    >>> f = ResourceFilter([ResourcePath("1.2"), ResourcePath("3.4", "5.6")])
+    >>> f.selects("1.2", "9", "9"), f.selects("3.4", "5.7", "9")
+    (True, False)
+    """
+
+    def __init__(self, paths: Iterable[ResourcePath]) -> None:
+        self._studies: set[str] = set()
+        self._series: set[tuple[str, str]] = set()
+        self._instances: set[tuple[str, str, str]] = set()
+        for path in paths:
+            if path.instance is not None:
+                self._instances.add((path.study, path.series, path.instance))
+            elif path.series is not None:
+                self._series.add((path.study, path.series))
+            else:
+                self._studies.add(path.study)
+
+    def __len__(self) -> int:
+        return len(self._studies) + len(self._series) + len(self._instances)
+
+    def selects(self, study: str, series: str, instance: str) -> bool:
+        return (
+            study in self._studies
+            or (study, series) in self._series
+            or (study, series, instance) in self._instances
+        )

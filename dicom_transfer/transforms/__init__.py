@@ -1,0 +1,22 @@
+"""Beam PTransforms, one per user-visible step, each usable on its own.
+
+Each returns a dict of PCollections; failed inputs leave through
+``failures`` as :class:`dicom_transfer.errors.ErrorRecord` values.
+"""
+
+from dicom_transfer.transforms.expand import ExpandPatterns
+from dicom_transfer.transforms.report import WriteReports
+from dicom_transfer.transforms.route import FilterInstances, RouteToLayout
+from dicom_transfer.transforms.validate import ReadAndValidate, ValidInstance
+from dicom_transfer.transforms.write import Outcome, WriteInstances
+
+__all__ = [
+    "ExpandPatterns",
+    "FilterInstances",
+    "Outcome",
+    "ReadAndValidate",
+    "RouteToLayout",
+    "ValidInstance",
+    "WriteInstances",
+    "WriteReports",
+]

@@ -1,0 +1,92 @@
+"""Expand wildcard patterns into the files they match."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from dicom_transfer import metrics
+from dicom_transfer.errors import FAILURES, ErrorRecord
+from dicom_transfer.io.files import FileRef
+from dicom_transfer.io.listing import NotAFile, list_pattern
+from dicom_transfer.wildcards import parse_pattern
+
+LOG = logging.getLogger(__name__)
+FILES = "files"
+UNMATCHED = "unmatched"
+
+
+class _ExpandPatternFn(beam.DoFn):
+    def __init__(self) -> None:
+        self.matched = Metrics.counter(metrics.NAMESPACE, metrics.FILES_MATCHED)
+        self.unmatched = Metrics.counter(metrics.NAMESPACE, metrics.UNMATCHED_PATTERNS)
+
+    def process(self, text: str) -> Iterator:
+        try:
+            pattern = parse_pattern(text)
+        except ValueError as exc:
+            yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(text, str(exc), "expand"))
+            return
+        count = 0
+        try:
+            for found in list_pattern(pattern):
+                if isinstance(found, NotAFile):
+                    yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
+                        found.args[0],
+                        f"is a directory, not a file (matched by {text!r}; "
+                        f"use '{found.args[0]}/**' to take the files below it)",
+                        "expand"))
+                    continue
+                count += 1
+                yield found
+        except OSError as exc:
+            yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
+                text, f"cannot list files for this pattern: {exc.strerror or exc}", "expand"))
+            return
+        self.matched.inc(count)
+        if count == 0:
+            LOG.warning("input pattern %r matched no file", text)
+            self.unmatched.inc()
+            yield beam.pvalue.TaggedOutput(UNMATCHED, text)
+
+
+def _first(keyed: tuple[str, Iterable[FileRef]]) -> FileRef:
+    return next(iter(keyed[1]))
+
+
+class ExpandPatterns(beam.PTransform):
+    """Expand Google-style wildcard patterns into distinct :class:`FileRef` values.
+
+    The output goes through a ``GroupByKey`` on the file URL, which both drops
+    files matched by several patterns and breaks fusion, so that reading and
+    validation parallelise across workers.
+
+    Returns a dict with ``files`` (FileRef), ``failures`` (ErrorRecord) and
+    ``unmatched`` (patterns that matched nothing).
+
+    Example::
+
+        expanded = p | ExpandPatterns(["data/**.dcm"])
+        expanded["files"] | ReadAndValidate()
+    """
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        super().__init__()
+        self.patterns = list(patterns)
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
+        expanded = (
+            pbegin
+            | "Patterns" >> beam.Create(self.patterns)
+            | "List" >> beam.ParDo(_ExpandPatternFn()).with_outputs(FAILURES, UNMATCHED, main=FILES)
+        )
+        files = (
+            expanded[FILES]
+            | "KeyByUrl" >> beam.Map(lambda ref: (ref.url, ref))
+            | "DeduplicateAndReshuffle" >> beam.GroupByKey()
+            | "First" >> beam.Map(_first)
+        )
+        return {FILES: files, FAILURES: expanded[FAILURES], UNMATCHED: expanded[UNMATCHED]}

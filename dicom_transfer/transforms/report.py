@@ -1,0 +1,126 @@
+"""Turn failures and outcomes into errors.log, the summary and the ``failure`` counter."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from dicom_transfer import metrics
+from dicom_transfer.errors import to_errors_log_line
+from dicom_transfer.io.files import is_local, split_url
+from dicom_transfer.report import build_summary, write_text
+
+
+class CountOutcomes(beam.CombineFn):
+    """Counts outcomes by kind and adds up the bytes of successful ones."""
+
+    def create_accumulator(self) -> dict[str, int]:
+        return {}
+
+    def add_input(self, accumulator: dict[str, int], outcome: tuple) -> dict[str, int]:
+        kind, size = outcome[0], outcome[1]
+        accumulator[kind] = accumulator.get(kind, 0) + 1
+        if kind == metrics.SUCCESS:
+            accumulator["bytesWritten"] = accumulator.get("bytesWritten", 0) + size
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[dict[str, int]]) -> dict[str, int]:
+        merged: dict[str, int] = {}
+        for accumulator in accumulators:
+            for key, value in accumulator.items():
+                merged[key] = merged.get(key, 0) + value
+        return merged
+
+    def extract_output(self, accumulator: dict[str, int]) -> dict[str, int]:
+        return accumulator
+
+
+class _WriteErrorsLogFn(beam.DoFn):
+    """Writes every error line into one errors.log and counts ``failure``."""
+
+    def __init__(self) -> None:
+        self.failure = Metrics.counter(metrics.NAMESPACE, metrics.FAILURE)
+
+    def process(self, url: str, lines: Iterable[str]) -> Iterator[int]:
+        fs, path = split_url(url)
+        if is_local(fs):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        count = 0
+        with fs.open(path, "w", encoding="utf-8") as out:
+            for line in lines:
+                out.write(line + "\n")
+                count += 1
+        self.failure.inc(count)
+        yield count
+
+
+def _write_summary(failures: int, counts: dict[str, int], unmatched: list[str],
+                   settings: dict) -> str:
+    counter = {"success": 0, "failure": failures, "unchanged": 0, "filtered": 0, "bytesWritten": 0}
+    counter.update(counts)
+    counter["failure"] = failures
+    summary = build_summary(
+        operation_id=settings["operation_id"],
+        operation_type=settings["operation_type"],
+        created_time=settings["created_time"],
+        counter=counter,
+        error_href=settings["errors_url"],
+        extra={**settings.get("extra", {}), "unmatchedPatterns": sorted(unmatched)},
+        results={"dryRun": settings.get("dry_run", False)},
+    )
+    write_text(settings["summary_url"], json.dumps(summary, indent=2) + "\n")
+    return settings["summary_url"]
+
+
+class WriteReports(beam.PTransform):
+    """Write errors.log (JSON lines ``{Timestamp, Identifier, Error, Stage}``) and the summary.
+
+    ``errors.log`` is always written, empty when nothing failed, so that its
+    ``errorHref`` is valid. The summary is written last, inside the pipeline,
+    so it is correct on runners whose launcher does not wait for the job.
+
+    Example::
+
+        (failures, outcomes) | WriteReports(errors_url=..., summary_url=..., operation_id=...,
+                                            operation_type="copy", created_time=...)
+    """
+
+    def __init__(self, *, errors_url: str, summary_url: str, operation_id: str,
+                 operation_type: str, created_time: str, dry_run: bool = False,
+                 extra: dict | None = None) -> None:
+        super().__init__()
+        self.settings = {
+            "errors_url": errors_url,
+            "summary_url": summary_url,
+            "operation_id": operation_id,
+            "operation_type": operation_type,
+            "created_time": created_time,
+            "dry_run": dry_run,
+            "extra": extra or {},
+        }
+
+    def expand(self, inputs: tuple) -> beam.PCollection:
+        failures, outcomes, unmatched = inputs
+        pipeline = failures.pipeline
+        lines = failures | "ToErrorsLogLines" >> beam.Map(to_errors_log_line)
+        written = (
+            pipeline
+            | "ErrorsLogUrl" >> beam.Create([self.settings["errors_url"]])
+            | "WriteErrorsLog" >> beam.ParDo(_WriteErrorsLogFn(), beam.pvalue.AsIter(lines))
+        )
+        counts = (
+            outcomes
+            | "OutcomeKinds" >> beam.Map(lambda outcome: (outcome[0], outcome[1]))
+            | "CountOutcomes" >> beam.CombineGlobally(CountOutcomes())
+        )
+        return written | "WriteSummary" >> beam.Map(
+            _write_summary,
+            counts=beam.pvalue.AsSingleton(counts),
+            unmatched=beam.pvalue.AsList(unmatched),
+            settings=self.settings,
+        )
+

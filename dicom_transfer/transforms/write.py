@@ -1,0 +1,148 @@
+"""Write routed instances to the destination, exactly once and never silently overwriting."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from dicom_transfer import metrics
+from dicom_transfer.errors import FAILURES, ErrorRecord
+from dicom_transfer.io.destination import Destination, DestinationExists, same_content
+from dicom_transfer.io.files import open_url
+from dicom_transfer.progress import ProgressLog
+from dicom_transfer.transforms.validate import ValidInstance
+
+OUTCOMES = "outcomes"
+
+
+class Outcome(NamedTuple):
+    """What happened to one instance: ``success`` or ``unchanged``, with its size."""
+
+    kind: str
+    size: int
+    source: str
+    destination: str
+
+
+def _same_file_content(first_url: str, second_url: str) -> bool:
+    with open_url(first_url) as first, open_url(second_url) as second:
+        return same_content(first, second)
+
+
+class _WriteFn(beam.DoFn):
+    def __init__(self, destination_url: str, overwrite: bool, dry_run: bool) -> None:
+        self.destination_url = destination_url
+        self.overwrite = overwrite
+        self.dry_run = dry_run
+        self.success = Metrics.counter(metrics.NAMESPACE, metrics.SUCCESS)
+        self.unchanged = Metrics.counter(metrics.NAMESPACE, metrics.UNCHANGED)
+        self.bytes_written = Metrics.counter(metrics.NAMESPACE, metrics.BYTES_WRITTEN)
+
+    def setup(self) -> None:
+        self.destination = Destination(self.destination_url)
+        self.progress = ProgressLog("write" if not self.dry_run else "dry-run")
+
+    def process(self, element: tuple[str, Iterable[ValidInstance]]) -> Iterator:
+        relative, group = element
+        target = self.destination.url_of(relative)
+        winner, *others = sorted(group, key=lambda instance: instance.url)
+        for other in others:
+            yield from self._duplicate(other, winner, target)
+        try:
+            yield from self._write(relative, target, winner)
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            yield self._failure(winner.url, f"cannot write {target}: {reason}")
+
+    def _duplicate(self, other: ValidInstance, winner: ValidInstance, target: str) -> Iterator:
+        try:
+            identical = other.size == winner.size and _same_file_content(other.url, winner.url)
+        except OSError as exc:
+            yield self._failure(other.url, f"cannot compare with {winner.url}: {exc}")
+            return
+        if identical:
+            self.unchanged.inc()
+            yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome("unchanged", other.size, other.url, target))
+        else:
+            yield self._failure(
+                other.url,
+                f"conflicting duplicate: {other.url} and {winner.url} both map to {target} "
+                f"(SOP Instance UID {other.sop_uid}) but their bytes differ; {winner.url} was kept",
+            )
+
+    def _write(self, relative: str, target: str, instance: ValidInstance) -> Iterator:
+        existing = self.destination.size_of(relative)
+        if existing is not None:
+            if existing == instance.size and self._same_as_existing(relative, instance):
+                yield self._unchanged(instance, target)
+                return
+            if not self.overwrite:
+                yield self._failure(
+                    instance.url,
+                    f"{target} exists with different content (use --overwrite to replace it)")
+                return
+        if not self.dry_run:
+            try:
+                written = self.destination.write(
+                    relative, instance.url, instance.size, overwrite=existing is not None)
+            except DestinationExists:
+                # Another worker or run wrote it since we looked: decide again, never clobber.
+                if self._same_as_existing(relative, instance):
+                    yield self._unchanged(instance, target)
+                else:
+                    yield self._failure(instance.url, f"{target} exists with different content")
+                return
+            self.bytes_written.inc(written)
+        self.success.inc()
+        self.progress.add(1, instance.size)
+        yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome("success", instance.size, instance.url, target))
+
+    def _same_as_existing(self, relative: str, instance: ValidInstance) -> bool:
+        with self.destination.open_existing(relative) as existing, open_url(instance.url) as source:
+            return same_content(existing, source)
+
+    def _unchanged(self, instance: ValidInstance, target: str) -> beam.pvalue.TaggedOutput:
+        self.unchanged.inc()
+        self.progress.add(1, 0)
+        return beam.pvalue.TaggedOutput(OUTCOMES, Outcome("unchanged", instance.size, instance.url, target))
+
+    @staticmethod
+    def _failure(identifier: str, message: str) -> beam.pvalue.TaggedOutput:
+        return beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(identifier, message, "write"))
+
+
+class WriteInstances(beam.PTransform):
+    """Write ``(relative_path, ValidInstance)`` pairs below ``destination_url``.
+
+    Instances are grouped by output path first, so that duplicates are decided
+    deterministically: identical bytes give one write and ``unchanged`` for the
+    rest; different bytes keep the first source (by URL) and report the others.
+    An existing output with the same bytes is ``unchanged``; with different
+    bytes it is a failure unless ``overwrite``. ``dry_run`` decides everything
+    but writes nothing.
+
+    Returns a dict with ``outcomes`` (:class:`Outcome`) and ``failures``.
+
+    Example::
+
+        written = routed | WriteInstances("gs://bucket/out")
+    """
+
+    def __init__(self, destination_url: str, overwrite: bool = False, dry_run: bool = False) -> None:
+        super().__init__()
+        self.destination_url = destination_url
+        self.overwrite = overwrite
+        self.dry_run = dry_run
+
+    def expand(self, routed: beam.PCollection) -> dict[str, beam.PCollection]:
+        result = (
+            routed
+            | "GroupByOutputPath" >> beam.GroupByKey()
+            | "Write" >> beam.ParDo(
+                _WriteFn(self.destination_url, self.overwrite, self.dry_run)
+            ).with_outputs(FAILURES, OUTCOMES)
+        )
+        return {OUTCOMES: result[OUTCOMES], FAILURES: result[FAILURES]}
