@@ -7,24 +7,27 @@ made with pydicom; nothing is downloaded.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import os
+import warnings
 from collections.abc import Iterator
 
+from pydicom import config
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     MRImageStorage,
-    generate_uid,
 )
 
 PIXEL_ROW_BYTES = 512  # 256 columns of 16-bit pixels
 
 
 def uid_for(*parts: object) -> str:
-    """A deterministic UID (``2.25.<number>``) derived from ``parts``."""
-    return generate_uid(prefix=None, entropy_srcs=[str(part) for part in parts])
+    """A deterministic UID (``2.25.<128-bit number>``, PS3.5 B.2) derived from ``parts``."""
+    digest = hashlib.sha256("\x1f".join(str(part) for part in parts).encode()).digest()
+    return f"2.25.{int.from_bytes(digest[:16], 'big')}"
 
 
 def instance_bytes(
@@ -39,7 +42,24 @@ def instance_bytes(
     instance_number: int = 1,
     implicit: bool = False,
 ) -> bytes:
-    """A valid DICOM Part 10 MR instance of about ``pixel_bytes`` pixel bytes."""
+    """A DICOM Part 10 MR instance of about ``pixel_bytes`` pixel bytes.
+
+    The UIDs are written as given, valid or not (bad samples are deliberate).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        previous = config.settings.writing_validation_mode
+        config.settings.writing_validation_mode = config.IGNORE
+        try:
+            return _instance_bytes(study_uid, series_uid, sop_uid, pixel_bytes, patient_id,
+                                   modality, study_date, instance_number, implicit)
+        finally:
+            config.settings.writing_validation_mode = previous
+
+
+def _instance_bytes(study_uid: str, series_uid: str, sop_uid: str, pixel_bytes: int,
+                    patient_id: str, modality: str, study_date: str, instance_number: int,
+                    implicit: bool) -> bytes:
     rows = max(1, -(-pixel_bytes // PIXEL_ROW_BYTES))
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage

@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from dicom_transfer import __version__
 from dicom_transfer.errors import redact, utc_now_iso
+from dicom_transfer.io.files import open_url
 from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.copy import CopyConfig, build_copy_pipeline
 from dicom_transfer.pipelines.options import CopyOptions
@@ -46,8 +47,6 @@ class UsageError(Exception):
 
 
 def _read_lines(url: str) -> list[str]:
-    from dicom_transfer.io.files import open_url
-
     with open_url(url) as raw:
         return [line.decode("utf-8").strip() for line in raw]
 
@@ -116,9 +115,18 @@ def copy_config(options: CopyOptions) -> CopyConfig:
     )
 
 
+def _quiet_local_workers(argv: list[str]) -> list[str]:
+    """Keep Beam's own INFO lines out of local worker processes (progress lines stay)."""
+    runner = PipelineOptions(argv).view_as(StandardOptions).runner
+    if runner not in (None, "DirectRunner", "direct") or any(
+            a.startswith("--sdk_harness_log_level_overrides") for a in argv):
+        return argv
+    return [*argv, "--sdk_harness_log_level_overrides", json.dumps({"apache_beam": "WARNING"})]
+
+
 def run_copy(argv: list[str]) -> int:
     """Run ``copy`` with ``argv`` (product and Beam options); return the exit status."""
-    options = PipelineOptions(argv)
+    options = PipelineOptions(_quiet_local_workers(argv))
     config = copy_config(options.view_as(CopyOptions))
     LOG.info("copy %s: %d pattern(s) -> %s (layout %s)", config.operation_id,
              len(config.patterns), redact(config.destination), config.layout.name)
@@ -136,7 +144,21 @@ def run_copy(argv: list[str]) -> int:
         _write_failed_summary(config, message)
         return EXIT_INVALID
     print(human_summary(summary, config.summary_url, config.dry_run))
+    _print_first_errors(config.errors_url, summary["counter"].get("failure", 0))
     return EXIT_OK if summary["status"] == COMPLETED else EXIT_FAILURES
+
+
+def _print_first_errors(errors_url: str, failures: int, limit: int = 10) -> None:
+    if not failures:
+        return
+    print(f"  first {min(limit, failures)} of {failures} errors:")
+    try:
+        with open_url(errors_url) as lines:
+            for _, line in zip(range(limit), lines):
+                record = json.loads(line)
+                print(f"    {record['Identifier']}: {record['Error']}")
+    except (OSError, ValueError) as exc:
+        print(f"    (cannot read {redact(errors_url)}: {exc})")
 
 
 def _write_failed_summary(config: CopyConfig, message: str) -> None:

@@ -1,0 +1,102 @@
+"""Shared helpers: run the CLI as a user would, and read what it reports."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dicom_transfer.pipelines.cli import main
+from dicom_transfer.sample import instance_bytes, uid_for
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "dicom_transfer.pipelines.cli"]
+
+
+class Run:
+    """The outcome of one CLI run: exit status, printed text, and the reports it wrote."""
+
+    def __init__(self, status: int, out: str, report_dir: Path | None) -> None:
+        self.status = status
+        self.out = out
+        self.report_dir = report_dir
+
+    @property
+    def summary(self) -> dict:
+        return json.loads((self.report_dir / "summary.json").read_text())
+
+    @property
+    def errors(self) -> list[dict]:
+        text = (self.report_dir / "errors.log").read_text()
+        return [json.loads(line) for line in text.splitlines()]
+
+    @property
+    def counter(self) -> dict:
+        return self.summary["counter"]
+
+    def error_for(self, name: str) -> dict:
+        matches = [e for e in self.errors if e["Identifier"].endswith(name)]
+        assert len(matches) == 1, f"expected one error record for {name}, got {matches}"
+        return matches[0]
+
+
+@pytest.fixture
+def copy_cli(tmp_path, capsys):
+    """Run ``dicom-transfer copy`` in-process with a fixed operation id; return a Run."""
+    counter = {"n": 0}
+
+    def run(*args: str, operation_id: str | None = None) -> Run:
+        counter["n"] += 1
+        op = operation_id or f"op{counter['n']}"
+        argv = ["copy", *args, "--operation-id", op]
+        status = main(argv)
+        out = capsys.readouterr().out
+        output = args[args.index("--output") + 1] if "--output" in args else None
+        report_dir = None
+        if output:
+            layout = args[args.index("--layout") + 1] if "--layout" in args else "uid"
+            report_dir = Path(output) / op if layout == "azure" else Path(output) / ".dicom-transfer" / op
+        return Run(status, out, report_dir)
+
+    return run
+
+
+def run_cli_subprocess(*args: str, user: int | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the CLI in a new process, optionally as another user (for permission tests)."""
+    env = dict(os.environ)
+    kwargs = {}
+    if user is not None:
+        kwargs["user"] = user
+        kwargs["group"] = user
+        kwargs["extra_groups"] = []
+        env["HOME"] = "/tmp"
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=REPO, **kwargs)
+
+
+def sha256(path: Path | str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Relative path -> SHA-256 of every file below ``root``, reports excluded."""
+    return {
+        str(p.relative_to(root)): sha256(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".dicom-transfer" not in p.parts
+    }
+
+
+def write_instance(path: Path, name: str, **kwargs) -> tuple[Path, bytes, tuple[str, str, str]]:
+    """Write a valid instance whose UIDs derive from ``name``; return path, bytes and UIDs."""
+    uids = (kwargs.pop("study", uid_for(name, "st")), kwargs.pop("series", uid_for(name, "se")),
+            kwargs.pop("sop", uid_for(name, "sop")))
+    data = instance_bytes(*uids, **kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path, data, uids
