@@ -48,7 +48,7 @@ class ErrorRecord:
     timestamp: str = dataclasses.field(default_factory=utc_now_iso)
 
     @classmethod
-    def create(cls, identifier: str, error: str, stage: str) -> "ErrorRecord":
+    def create(cls, identifier: str, error: str, stage: str) -> ErrorRecord:
         """Build a record with credentials scrubbed from identifier and message."""
         return cls(redact(identifier), redact(error), stage)
 

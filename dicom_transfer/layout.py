@@ -46,7 +46,7 @@ class Layout:
     prefix: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, spec: str, operation_id: str | None = None) -> "Layout":
+    def parse(cls, spec: str, operation_id: str | None = None) -> Layout:
         """Parse ``uid``, ``azure`` or a template.
 
         Raises
@@ -142,7 +142,7 @@ def validate_template(template: str) -> None:
     except ValueError as exc:
         raise ValueError(f"layout template {template!r} is malformed: {exc}") from exc
     keywords = []
-    for literal, keyword, spec, conversion in fields:
+    for _, keyword, spec, conversion in fields:
         if keyword is None:
             continue
         if spec or conversion:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import struct
+import tempfile
 import zlib
 from collections.abc import Iterable
 from typing import BinaryIO
@@ -28,6 +29,7 @@ PREAMBLE_LENGTH = 128
 UNDEFINED = 0xFFFFFFFF
 MAX_DEPTH = 32
 MAX_CAPTURED_VALUE = 64 * 1024
+MAX_INFLATED_BYTES = 1 << 30
 
 EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
@@ -173,14 +175,21 @@ def _tag_text(tag: int) -> str:
 
 
 def _inflate(stream: BinaryIO, size: int) -> tuple[BinaryIO, int]:
-    """Inflate a deflated dataset into a spooled temporary file (bounded memory)."""
-    import tempfile
-
-    out = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)
+    """Inflate a deflated dataset into a spooled temporary file (bounded memory and ratio)."""
+    limit = max(MAX_INFLATED_BYTES, 64 * size)
+    out = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)  # noqa: SIM115 - returned
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
     try:
         while chunk := stream.read(1024 * 1024):
-            out.write(inflater.decompress(chunk))
+            while chunk:
+                piece = inflater.decompress(chunk, 4 * 1024 * 1024)
+                chunk = inflater.unconsumed_tail
+                total += len(piece)
+                if total > limit:
+                    raise InvalidInstance(
+                        "parse", f"deflated dataset inflates beyond {limit} bytes: refusing it")
+                out.write(piece)
         out.write(inflater.flush())
     except zlib.error as exc:
         raise InvalidInstance("parse", f"deflated dataset is corrupt: {exc}") from exc
@@ -346,7 +355,8 @@ class _Walker:
 
     def _sequence(self, limit: int | None, depth: int) -> None:
         if depth > MAX_DEPTH:
-            raise InvalidInstance("parse", f"sequences nested deeper than {MAX_DEPTH} levels at byte {self.pos}")
+            raise InvalidInstance(
+                "parse", f"sequences nested deeper than {MAX_DEPTH} levels at byte {self.pos}")
         while True:
             if limit is not None and self.pos >= limit:
                 return

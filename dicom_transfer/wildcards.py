@@ -59,7 +59,7 @@ class Pattern:
             return re.fullmatch(self.recursive_regex, relative) is not None
         parts = relative.split("/")
         return len(parts) == len(self.components) and all(
-            component_matches(c, p) for c, p in zip(self.components, parts)
+            component_matches(c, p) for c, p in zip(self.components, parts, strict=True)
         )
 
 

@@ -66,17 +66,18 @@ def copy_cli(tmp_path, capsys):
     return run
 
 
-def run_cli_subprocess(*args: str, user: int | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the CLI in a new process, optionally as another user (for permission tests)."""
-    env = dict(os.environ)
-    kwargs = {}
-    if user is not None:
-        kwargs["user"] = user
-        kwargs["group"] = user
-        kwargs["extra_groups"] = []
-        env["HOME"] = "/tmp"
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=REPO, **kwargs)
+def run_cli_subprocess(*args: str, honour_permissions: bool = False,
+                       timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the CLI in a new process.
+
+    ``honour_permissions``: when running as root, drop the capabilities that let root
+    read any file, so that file modes apply as for any user.
+    """
+    prefix = []
+    if honour_permissions and os.geteuid() == 0:
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    return subprocess.run([*prefix, *CLI, *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
 
 
 def sha256(path: Path | str) -> str:

@@ -53,7 +53,8 @@ def test_missing_or_empty_attribute_is_a_layout_error_naming_it(value):
 
 def test_multi_valued_attribute_is_joined():
     layout = Layout.parse("{ImageType}/{SOPInstanceUID}.dcm")
-    assert layout.relative_path({**UIDS, "ImageType": ("ORIGINAL", "PRIMARY")}) == "ORIGINAL_PRIMARY/1.2.3.4.dcm"
+    path = layout.relative_path({**UIDS, "ImageType": ("ORIGINAL", "PRIMARY")})
+    assert path == "ORIGINAL_PRIMARY/1.2.3.4.dcm"
 
 
 @pytest.mark.parametrize(("template", "words"), [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import struct
 import subprocess
@@ -51,7 +52,7 @@ def test_implicit_vr_instance_is_valid():
 def test_pydicom_reference_files_are_valid(name):
     path = get_testdata_file(name)
     with open(path, "rb") as stream:
-        header = validate_part10(stream, len(open(path, "rb").read()))
+        header = validate_part10(stream, os.path.getsize(path))
     assert header.sop_uid == pydicom.dcmread(path).SOPInstanceUID
 
 
@@ -59,7 +60,8 @@ def test_pydicom_reference_files_are_valid(name):
 def test_truncated_files_that_pydicom_reads_silently_are_rejected(name):
     path = get_testdata_file(name)
     pydicom.dcmread(path)  # pydicom itself does not complain...
-    data = open(path, "rb").read()
+    with open(path, "rb") as stream:
+        data = stream.read()
     assert rejection(data).check == "truncated"  # ...but these are missing bytes
 
 

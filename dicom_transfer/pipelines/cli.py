@@ -154,7 +154,7 @@ def _print_first_errors(errors_url: str, failures: int, limit: int = 10) -> None
     print(f"  first {min(limit, failures)} of {failures} errors:")
     try:
         with open_url(errors_url) as lines:
-            for _, line in zip(range(limit), lines):
+            for _, line in zip(range(limit), lines, strict=False):
                 record = json.loads(line)
                 print(f"    {record['Identifier']}: {record['Error']}")
     except (OSError, ValueError) as exc:
