@@ -138,8 +138,6 @@ def validate_part10(
     walker = _Walker(dataset_stream, dataset_size, implicit=implicit, little=little, capture=capture)
     walker.walk_dataset()
 
-    dataset = Dataset(walker.captured)
-    dataset.set_original_encoding(implicit, little, None)
     uids = []
     for tag, keyword in ((STUDY_UID, "StudyInstanceUID"), (SERIES_UID, "SeriesInstanceUID"),
                          (SOP_UID, "SOPInstanceUID")):
@@ -153,6 +151,9 @@ def validate_part10(
             )
         uids.append(value)
     attributes = {}
+    if wanted:
+        dataset = Dataset(walker.captured)
+        dataset.set_original_encoding(implicit, little, None)
     for keyword, tag in wanted.items():
         if tag in walker.captured:
             try:
@@ -203,6 +204,17 @@ def _inflate(stream: BinaryIO, size: int) -> tuple[BinaryIO, int]:
 class _Walker:
     """Walks elements, checking every declared length against its bounds."""
 
+    @property
+    def endian(self) -> str:
+        return self._endian
+
+    @endian.setter
+    def endian(self, value: str) -> None:
+        self._endian = value
+        self.tag_struct = struct.Struct(value + "HH")
+        self.short_struct = struct.Struct(value + "H")
+        self.long_struct = struct.Struct(value + "L")
+
     def __init__(self, stream: BinaryIO, size: int, *, implicit: bool, little: bool,
                  capture: set[int]) -> None:
         self.stream = stream
@@ -232,26 +244,19 @@ class _Walker:
     def _header(self, limit: int | None) -> tuple[int, bytes | None, int, int]:
         """Read one element header: (tag, VR or None, length, offset)."""
         offset = self.pos
-        group_element = self._read(4, "an element header")
-        group, element = struct.unpack(self.endian + "HH", group_element)
+        head = self._read(8, "an element header")
+        group, element = self.tag_struct.unpack_from(head)
         tag = (group << 16) | element
-        if group == 0xFFFE:  # item and delimiters: no VR, 4-byte length
-            (length,) = struct.unpack(self.endian + "L", self._read(4, "an item header"))
-            return tag, None, length, offset
-        if self.implicit:
-            (length,) = struct.unpack(self.endian + "L", self._read(4, "an element header"))
-            return tag, None, length, offset
-        vr = self._read(2, "an element header")
+        if group == 0xFFFE or self.implicit:  # items, delimiters, implicit VR: 4-byte length
+            return tag, None, self.long_struct.unpack_from(head, 4)[0], offset
+        vr = head[4:6]
+        if vr in SHORT_VRS:
+            return tag, vr, self.short_struct.unpack_from(head, 6)[0], offset
         if vr in LONG_VRS:
-            self._read(2, "an element header")
-            (length,) = struct.unpack(self.endian + "L", self._read(4, "an element header"))
-        elif vr in SHORT_VRS:
-            (length,) = struct.unpack(self.endian + "H", self._read(2, "an element header"))
-        else:
-            raise InvalidInstance(
-                "parse", f"element {_tag_text(tag)} at byte {offset} has an invalid VR {vr!r}"
-            )
-        return tag, vr, length, offset
+            return tag, vr, self.long_struct.unpack(self._read(4, "an element header"))[0], offset
+        raise InvalidInstance(
+            "parse", f"element {_tag_text(tag)} at byte {offset} has an invalid VR {vr!r}"
+        )
 
     def _check_fits(self, tag: int, offset: int, length: int, limit: int | None) -> None:
         end = self.pos + length

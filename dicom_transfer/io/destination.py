@@ -8,12 +8,17 @@ a put only becomes visible once complete, so it is written directly.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import os
 import shutil
+import sys
 import uuid
+from collections.abc import Callable
 from typing import BinaryIO
 
-from dicom_transfer.io.files import file_url, is_local, open_url, split_url
+from dicom_transfer.io.files import file_url, is_local, local_path, open_url, split_url
 
 CHUNK = 1024 * 1024
 
@@ -37,6 +42,7 @@ class Destination:
         self.fs, root = split_url(url)
         self.root = root.rstrip("/")
         self.local = is_local(self.fs)
+        self._directories: set[str] = set()
 
     def __getstate__(self) -> dict:
         return {"url": self.url}
@@ -87,11 +93,14 @@ class Destination:
 
     def _write_local(self, path: str, source_url: str, expected_size: int, overwrite: bool) -> int:
         directory, name = os.path.split(path)
-        os.makedirs(directory, exist_ok=True)
+        if directory not in self._directories:  # one mkdir per folder, not per file
+            os.makedirs(directory, exist_ok=True)
+            self._directories.add(directory)
         temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.partial")
+        placed = False
         try:
-            source_fs, source_path = split_url(source_url)
-            if is_local(source_fs):
+            source_path = local_path(source_url)
+            if source_path is not None:
                 shutil.copyfile(source_path, temporary)  # sendfile(2): no copy through Python
                 written = os.stat(temporary).st_size
             else:
@@ -102,13 +111,55 @@ class Destination:
                 os.replace(temporary, path)
             else:
                 try:
-                    os.link(temporary, path)  # atomic and never clobbers
+                    rename_no_replace(temporary, path)
                 except FileExistsError as exc:
                     raise DestinationExists(path) from exc
+            placed = True
         finally:
-            if os.path.lexists(temporary):
-                os.unlink(temporary)
+            if not placed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temporary)
         return written
+
+
+def _renameat2() -> Callable[[bytes, bytes], int] | None:
+    """Linux's renameat2(RENAME_NOREPLACE), or None where libc lacks it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_noreplace = -100, 1
+    return lambda source, target: function(at_fdcwd, source, at_fdcwd, target, rename_noreplace)
+
+
+_RENAMEAT2 = _renameat2()
+
+
+def rename_no_replace(source: str, target: str) -> None:
+    """Atomically give ``source`` the name ``target``, failing if ``target`` exists.
+
+    One metadata operation with renameat2(RENAME_NOREPLACE); elsewhere (or on file
+    systems that refuse it) a hard link then unlink, which is just as safe.
+
+    Raises
+    ------
+    FileExistsError
+        If ``target`` exists.
+    """
+    if _RENAMEAT2 is not None:
+        if _RENAMEAT2(os.fsencode(source), os.fsencode(target)) == 0:
+            return
+        error = ctypes.get_errno()
+        if error == errno.EEXIST:
+            raise FileExistsError(error, os.strerror(error), target)
+        if error not in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
+            raise OSError(error, os.strerror(error), target)
+    os.link(source, target)
+    os.unlink(source)
 
 
 def _copy(source: BinaryIO, out: BinaryIO) -> int:

@@ -32,9 +32,18 @@ def file_url(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return fs.unstrip_protocol(path)
 
 
+def local_path(url: str) -> str | None:
+    """The local path ``url`` names, or None if it lives in another store."""
+    if "://" not in url:  # a plain path: skip fsspec's URL parsing on the hot path
+        return url
+    fs, path = split_url(url)
+    return path if is_local(fs) else None
+
+
 def open_url(url: str, block_size: int = 256 * 1024) -> BinaryIO:
     """Open ``url`` for reading. Object stores read lazily, in ``block_size`` ranges."""
-    fs, path = split_url(url)
-    if is_local(fs):
+    path = local_path(url)
+    if path is not None:
         return open(path, "rb")  # noqa: SIM115 - the caller closes it
+    fs, path = split_url(url)
     return fs.open(path, "rb", block_size=block_size)

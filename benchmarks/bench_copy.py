@@ -1,0 +1,158 @@
+"""Benchmark `dicom-transfer copy` against `cp -r` and a naive pydicom loop, in one run.
+
+Marginal throughput: each command runs on the full set and on a single file; the single-file
+time is its fixed start-up, reported separately and subtracted. Ratios compare marginal costs.
+
+    python benchmarks/bench_copy.py [--quick] [--workdir DIR] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from dicom_transfer.sample import instance_bytes  # noqa: E402
+
+PYTHON = sys.executable
+CLI = [PYTHON, "-m", "dicom_transfer.pipelines.cli"]
+BEST = ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]
+
+NAIVE_LOOP = textwrap.dedent("""
+    import os, shutil, sys
+    import pydicom
+    src, dst = sys.argv[1], sys.argv[2]
+    for folder, _, names in os.walk(src):
+        for name in names:
+            path = os.path.join(folder, name)
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            target = os.path.join(dst, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID + ".dcm")
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copyfile(path, target)
+""")
+
+
+def make_files(directory: Path, count: int, pixel_bytes: int, per_series: int = 500) -> int:
+    """Write ``count`` valid instances quickly: one pydicom template per series, UIDs patched in."""
+    directory.mkdir(parents=True, exist_ok=True)
+    placeholder = "1.2.826.0.1.3680043.10.1.100000000000"
+    total = 0
+    for start in range(0, count, per_series):
+        series = start // per_series
+        template = instance_bytes("1.2.826.0.1.3680043.10.1", f"1.2.826.0.1.3680043.10.1.{series + 1}",
+                                  placeholder, pixel_bytes=pixel_bytes)
+        folder = directory / f"series{series:04d}"
+        folder.mkdir(exist_ok=True)
+        for n in range(start, min(count, start + per_series)):
+            uid = f"1.2.826.0.1.3680043.10.1.1{n:011d}"
+            data = template.replace(placeholder.encode(), uid.encode())
+            (folder / f"f{n:06d}.dcm").write_bytes(data)
+            total += len(data)
+    return total
+
+
+def make_sparse_instance(path: Path, pixel_bytes: int) -> None:
+    """A valid instance with ``pixel_bytes`` of (sparse, zero) pixel data, written instantly."""
+    head = instance_bytes("1.2.3", "1.2.3.4", "1.2.3.4.5", pixel_bytes=512)
+    marker = head.rindex(b"\xe0\x7f\x10\x00OW")
+    header = bytearray(head[:marker + 12])
+    struct.pack_into("<L", header, marker + 8, pixel_bytes)
+    with open(path, "wb") as out:
+        out.write(header)
+        out.truncate(len(header) + pixel_bytes)
+
+
+def timed(command: list[str]) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if result.returncode not in (0, 1):
+        raise SystemExit(f"{command[:4]}... failed ({result.returncode}):\n{result.stderr[-2000:]}")
+    return elapsed
+
+
+def peak_rss_mb(command: list[str]) -> float:
+    """Peak RSS of ``command`` and its waited-for descendants, in MB (fresh wrapper process)."""
+    wrapper = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], capture_output=True); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([PYTHON, "-c", wrapper, *command], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip()) / 1024
+
+
+def commands(src: Path, dst: Path) -> dict[str, list[str]]:
+    return {
+        "cp -r": ["cp", "-r", str(src), str(dst)],
+        "naive loop": [PYTHON, "-c", NAIVE_LOOP, str(src), str(dst)],
+        "dicom-transfer (in-process)": [*CLI, "copy", "--input", str(src), "--output", str(dst)],
+        "dicom-transfer (2 processes)": [*CLI, "copy", "--input", str(src), "--output", str(dst), *BEST],
+    }
+
+
+def marginal(work: Path, label: str, count: int, pixel_bytes: int) -> dict[str, tuple[float, float, float]]:
+    src, one = work / f"{label}-src", work / f"{label}-one"
+    size = make_files(src, count, pixel_bytes)
+    make_files(one, 1, pixel_bytes)
+    subprocess.run(["cat", *map(str, src.rglob("*.dcm"))], stdout=subprocess.DEVNULL)  # warm the cache
+    print(f"\n{label}: {count} files of {size // count // 1024} KB ({size / 1e6:.0f} MB)")
+    results = {}
+    for name, command in commands(src, work / "dst").items():
+        shutil.rmtree(work / "dst", ignore_errors=True)
+        full = timed(command)
+        shutil.rmtree(work / "dst", ignore_errors=True)
+        startup = timed(commands(one, work / "dst")[name])
+        shutil.rmtree(work / "dst", ignore_errors=True)
+        per_file = max(full - startup, 1e-9) / max(count - 1, 1)
+        results[name] = (full, startup, per_file)
+        print(f"  {name:30s} total {full:7.2f} s  start-up {startup:5.2f} s  "
+              f"marginal {per_file * 1e6:8.1f} us/file  {1 / per_file:8.0f} files/s")
+    shutil.rmtree(src)
+    shutil.rmtree(one)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sets for a smoke run")
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="dt-bench-"))
+    small_count, big_count, huge = (2000, 200, 256 << 20) if args.quick else (20000, 2000, 2 << 30)
+
+    small = marginal(work, "small", small_count, 7 * 1024)
+    big = marginal(work, "big", big_count, 512 * 1024)
+
+    huge_dir = work / "huge-src"
+    huge_dir.mkdir()
+    make_sparse_instance(huge_dir / "huge.dcm", huge)
+    tiny_dir = work / "tiny-src"
+    make_files(tiny_dir, 1, 1024)
+    baseline = peak_rss_mb([*CLI, "copy", "--input", str(tiny_dir), "--output", str(work / "rss-tiny")])
+    peak = peak_rss_mb([*CLI, "copy", "--input", str(huge_dir), "--output", str(work / "rss-huge")])
+    copied = next((work / "rss-huge").rglob("*.dcm")).stat().st_size
+    shutil.rmtree(work)
+
+    def ratio(results, a, b):
+        return (1 / results[a][2]) / (1 / results[b][2])
+
+    best = "dicom-transfer (2 processes)"
+    print("\nSummary")
+    print(f"  start-up of {best}: {small[best][1]:.2f} s (target < 3 s)")
+    print(f"  small files: {best} marginal throughput = {ratio(small, best, 'naive loop'):.2f} x the "
+          "naive loop (target >= 2)")
+    print(f"  small files: in-process = {ratio(small, 'dicom-transfer (in-process)', 'naive loop'):.2f} x "
+          "the naive loop")
+    print(f"  512 KB files: {best} marginal time = {big[best][2] / big['cp -r'][2]:.2f} x cp -r "
+          "(target <= 1.3)")
+    print(f"  one {copied / 2**30:.1f} GB file: peak RSS {peak:.0f} MB vs {baseline:.0f} MB for one small "
+          f"file: growth {peak - baseline:.0f} MB (target < 256 MB)")
+
+
+if __name__ == "__main__":
+    main()
