@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from collections.abc import Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -13,23 +12,9 @@ from dicom_transfer.errors import FAILURES, ErrorRecord
 from dicom_transfer.io.destination import Destination, DestinationExists, same_content
 from dicom_transfer.io.files import open_url
 from dicom_transfer.progress import ProgressLog
+from dicom_transfer.transforms.duplicates import ResolveDuplicates
+from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.validate import ValidInstance
-
-OUTCOMES = "outcomes"
-
-
-class Outcome(NamedTuple):
-    """What happened to one instance: ``success`` or ``unchanged``, with its size."""
-
-    kind: str
-    size: int
-    source: str
-    destination: str
-
-
-def _same_file_content(first_url: str, second_url: str) -> bool:
-    with open_url(first_url) as first, open_url(second_url) as second:
-        return same_content(first, second)
 
 
 class _WriteFn(beam.DoFn):
@@ -45,33 +30,14 @@ class _WriteFn(beam.DoFn):
         self.destination = Destination(self.destination_url)
         self.progress = ProgressLog("write" if not self.dry_run else "dry-run")
 
-    def process(self, element: tuple[str, Iterable[ValidInstance]]) -> Iterator:
-        relative, group = element
+    def process(self, element: tuple[str, ValidInstance]) -> Iterator:
+        relative, instance = element
         target = self.destination.url_of(relative)
-        winner, *others = sorted(group, key=lambda instance: instance.url)
-        for other in others:
-            yield from self._duplicate(other, winner, target)
         try:
-            yield from self._write(relative, target, winner)
+            yield from self._write(relative, target, instance)
         except OSError as exc:
             reason = exc.strerror or str(exc) or type(exc).__name__
-            yield self._failure(winner.url, f"cannot write {target}: {reason}")
-
-    def _duplicate(self, other: ValidInstance, winner: ValidInstance, target: str) -> Iterator:
-        try:
-            identical = other.size == winner.size and _same_file_content(other.url, winner.url)
-        except OSError as exc:
-            yield self._failure(other.url, f"cannot compare with {winner.url}: {exc}")
-            return
-        if identical:
-            self.unchanged.inc()
-            yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome("unchanged", other.size, other.url, target))
-        else:
-            yield self._failure(
-                other.url,
-                f"conflicting duplicate: {other.url} and {winner.url} both map to {target} "
-                f"(SOP Instance UID {other.sop_uid}) but their bytes differ; {winner.url} was kept",
-            )
+            yield self._failure(instance.url, f"cannot write {target}: {reason}")
 
     def _write(self, relative: str, target: str, instance: ValidInstance) -> Iterator:
         existing = self.destination.size_of(relative)
@@ -117,11 +83,10 @@ class _WriteFn(beam.DoFn):
 class WriteInstances(beam.PTransform):
     """Write ``(relative_path, ValidInstance)`` pairs below ``destination_url``.
 
-    Instances are grouped by output path first, so that duplicates are decided
-    deterministically: identical bytes give one write and ``unchanged`` for the
-    rest; different bytes keep the first source (by URL) and report the others.
-    An existing output with the same bytes is ``unchanged``; with different
-    bytes it is a failure unless ``overwrite``. ``dry_run`` decides everything
+    Instances are first grouped by output path (:class:`ResolveDuplicates`), so
+    that duplicates are decided deterministically. An existing output with the
+    same bytes is ``unchanged``; with different bytes it is a failure unless
+    ``overwrite``. ``dry_run`` decides everything
     but writes nothing.
 
     Returns a dict with ``outcomes`` (:class:`Outcome`) and ``failures``.
@@ -138,11 +103,10 @@ class WriteInstances(beam.PTransform):
         self.dry_run = dry_run
 
     def expand(self, routed: beam.PCollection) -> dict[str, beam.PCollection]:
-        result = (
-            routed
-            | "GroupByOutputPath" >> beam.GroupByKey()
-            | "Write" >> beam.ParDo(
-                _WriteFn(self.destination_url, self.overwrite, self.dry_run)
-            ).with_outputs(FAILURES, OUTCOMES)
-        )
-        return {OUTCOMES: result[OUTCOMES], FAILURES: result[FAILURES]}
+        resolved = routed | "ResolveDuplicates" >> ResolveDuplicates(stage="write")
+        written = resolved["unique"] | "Write" >> beam.ParDo(
+            _WriteFn(self.destination_url, self.overwrite, self.dry_run)
+        ).with_outputs(FAILURES, OUTCOMES)
+        outcomes = (resolved[OUTCOMES], written[OUTCOMES]) | "Outcomes" >> beam.Flatten()
+        failures = (resolved[FAILURES], written[FAILURES]) | "Failures" >> beam.Flatten()
+        return {OUTCOMES: outcomes, FAILURES: failures}

@@ -1,0 +1,240 @@
+"""A DICOMweb client for bulk transfers: STOW-RS, QIDO-RS and WADO-RS over ``requests``.
+
+TLS verification is always on (``ca_bundle`` adds a private CA). GET requests are
+retried by urllib3 (429 with ``Retry-After``, 5xx, connection errors); STOW-RS
+bodies are streamed, so their retries are driven here with the same policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from dicom_transfer.errors import redact, redact_url
+from dicom_transfer.io.auth import AuthConfig
+from dicom_transfer.io.files import open_url
+from dicom_transfer.io.retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
+
+LOG = logging.getLogger(__name__)
+DICOM_JSON = "application/dicom+json"
+CHUNK = 1024 * 1024
+
+
+class DicomwebError(Exception):
+    """A request failed for good (after retries, or with a non-retryable status).
+
+    Attributes
+    ----------
+    status:
+        HTTP status, or ``None`` for a connection-level failure.
+    """
+
+    def __init__(self, message: str, status: int | None = None, body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class MultipartBody:
+    """A ``multipart/related; type="application/dicom"`` body streamed from files.
+
+    ``requests`` sends it with a ``Content-Length`` (from ``__len__``) and reads it
+    in chunks, so an instance is never held in memory whole.
+    """
+
+    def __init__(self, parts: Sequence[tuple[str, int]], boundary: str | None = None) -> None:
+        self.boundary = boundary or uuid.uuid4().hex
+        self.parts = list(parts)
+        self._part_header = (f"--{self.boundary}\r\nContent-Type: application/dicom\r\n"
+                             f"Content-Length: {{}}\r\n\r\n")
+        self._closing = f"--{self.boundary}--\r\n".encode()
+        self._length = sum(len(self._part_header.format(size).encode()) + size + 2
+                           for _, size in self.parts) + len(self._closing)
+        self._pieces = self._generate()
+        self._buffer = b""
+
+    @property
+    def content_type(self) -> str:
+        return f'multipart/related; type="application/dicom"; boundary={self.boundary}'
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _generate(self) -> Iterator[bytes]:
+        for url, size in self.parts:
+            yield self._part_header.format(size).encode()
+            sent = 0
+            with open_url(url) as source:
+                while chunk := source.read(CHUNK):
+                    sent += len(chunk)
+                    yield chunk
+            if sent != size:
+                raise OSError(f"{url} has {sent} bytes, not the {size} validated: it changed")
+            yield b"\r\n"
+        yield self._closing
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            piece = next(self._pieces, None)
+            if piece is None:
+                break
+            self._buffer += piece
+        if size < 0:
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+
+class DicomwebClient:
+    """Talks to one DICOMweb service root, e.g. ``https://host/dicom-web``.
+
+    Example::
+
+        client = DicomwebClient("http://127.0.0.1:8042/dicom-web")
+        client.store([("a.dcm", 1234)])
+    """
+
+    def __init__(self, url: str, auth: AuthConfig | None = None, ca_bundle: str | None = None,
+                 timeout: float = 300.0, retry: RetryPolicy | None = None,
+                 pool_size: int = 16) -> None:
+        self.url = url.rstrip("/")
+        self.auth_config = auth or AuthConfig()
+        self.ca_bundle = ca_bundle
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.pool_size = pool_size
+        self.session = requests.Session()
+        self.session.verify = ca_bundle or True  # never False
+        self.session.auth = self.auth_config.build(self.url)
+        adapter = HTTPAdapter(
+            pool_connections=pool_size, pool_maxsize=pool_size,
+            max_retries=Retry(
+                total=self.retry.attempts - 1, connect=self.retry.attempts - 1,
+                read=self.retry.attempts - 1, status=self.retry.attempts - 1,
+                backoff_factor=self.retry.base, backoff_max=self.retry.cap, backoff_jitter=self.retry.base,
+                status_forcelist=sorted(RETRYABLE_STATUS), allowed_methods=["GET", "HEAD"],
+                respect_retry_after_header=True, raise_on_status=False,
+            ),
+        )
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def __getstate__(self) -> dict:
+        return {"url": self.url, "auth": self.auth_config, "ca_bundle": self.ca_bundle,
+                "timeout": self.timeout, "retry": self.retry, "pool_size": self.pool_size}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["url"], state["auth"], state["ca_bundle"], state["timeout"],
+                      state["retry"], state["pool_size"])
+
+    @property
+    def safe_url(self) -> str:
+        return redact_url(self.url)
+
+    # -- QIDO-RS ----------------------------------------------------------
+    def get_json(self, path: str, params: dict | None = None) -> list[dict]:
+        """GET a DICOM JSON resource (retried); ``[]`` for 204 No Content.
+
+        Raises
+        ------
+        DicomwebError
+            For a connection failure after retries or an error status.
+        """
+        response = self._get(path, params, accept=DICOM_JSON)
+        if response.status_code == 204 or not response.content:
+            return []
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise DicomwebError(f"GET {self.safe_url}{path}: answer is not JSON",
+                                response.status_code) from exc
+
+    def _get(self, path: str, params: dict | None, accept: str, stream: bool = False) -> requests.Response:
+        try:
+            response = self.session.get(f"{self.url}{path}", params=params, timeout=self.timeout,
+                                        headers={"Accept": accept}, stream=stream)
+        except requests.exceptions.SSLError as exc:
+            raise DicomwebError(f"TLS verification of {self.safe_url} failed ({_short(exc)}); "
+                                "give the server's CA with --ca-bundle") from None
+        except requests.exceptions.RequestException as exc:
+            raise DicomwebError(f"cannot reach {self.safe_url}: {_short(exc)}") from None
+        if response.status_code >= 400:
+            raise DicomwebError(
+                f"GET {self.safe_url}{path} answered {response.status_code} {response.reason}",
+                response.status_code, response.text[:500])
+        return response
+
+    def existing_instances(self, sop_uids: Iterable[str]) -> set[str]:
+        """Which of ``sop_uids`` the server already holds (one QIDO-RS request)."""
+        uids = sorted(set(sop_uids))
+        if not uids:
+            return set()
+        found = self.get_json("/instances", {"SOPInstanceUID": ",".join(uids),
+                                             "includefield": "00080018", "limit": len(uids)})
+        return {uid for item in found for uid in item.get("00080018", {}).get("Value", [])} & set(uids)
+
+    def check(self) -> None:
+        """Fail fast if the server cannot be reached or refuses our credentials."""
+        self.get_json("/studies", {"limit": 1})
+
+    # -- STOW-RS ----------------------------------------------------------
+    def store(self, parts: Sequence[tuple[str, int]]) -> tuple[int, dict]:
+        """POST instances (``(url, size)`` pairs) to ``/studies``; retried when transient.
+
+        Returns
+        -------
+        (status, response JSON dataset or ``{}``)
+
+        Raises
+        ------
+        DicomwebError
+            When retries are exhausted or on a connection failure.
+        """
+        last = None
+        for attempt in range(self.retry.attempts):
+            body = MultipartBody(parts)
+            try:
+                response = self.session.post(
+                    f"{self.url}/studies", data=body, timeout=self.timeout,
+                    headers={"Content-Type": body.content_type, "Accept": DICOM_JSON})
+            except requests.exceptions.SSLError as exc:
+                raise DicomwebError(f"TLS verification of {self.safe_url} failed ({_short(exc)}); "
+                                    "give the server's CA with --ca-bundle") from None
+            except requests.exceptions.RequestException as exc:
+                last = DicomwebError(f"STOW-RS to {self.safe_url} failed: {_short(exc)}")
+                LOG.info("STOW-RS attempt %d failed (%s); retrying", attempt + 1, _short(exc))
+                self.retry.sleep(attempt)
+                continue
+            if response.status_code in RETRYABLE_STATUS and attempt + 1 < self.retry.attempts:
+                LOG.info("STOW-RS answered %d; retrying", response.status_code)
+                self.retry.sleep(attempt, parse_retry_after(response.headers.get("Retry-After")))
+                continue
+            return response.status_code, _json_or_empty(response)
+        if last is not None:
+            raise last
+        raise DicomwebError(f"STOW-RS to {self.safe_url} kept failing", response.status_code)
+
+    # -- WADO-RS ----------------------------------------------------------
+    def retrieve(self, path: str, transfer_syntax: str = "*") -> requests.Response:
+        """GET a multipart WADO-RS resource as a stream (``path`` like ``/studies/S/series/SE``)."""
+        accept = f'multipart/related; type="application/dicom"; transfer-syntax={transfer_syntax}'
+        return self._get(path, None, accept=accept, stream=True)
+
+
+def _json_or_empty(response: requests.Response) -> dict:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _short(exc: BaseException) -> str:
+    text = redact(str(exc))
+    return text if len(text) < 300 else text[:300] + "..."

@@ -1,0 +1,77 @@
+"""Decide, deterministically, what happens when several inputs claim one target."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from dicom_transfer import metrics
+from dicom_transfer.errors import FAILURES, ErrorRecord
+from dicom_transfer.io.destination import same_content
+from dicom_transfer.io.files import open_url
+from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
+from dicom_transfer.transforms.validate import ValidInstance
+
+UNIQUE = "unique"
+
+
+def same_file_content(first_url: str, second_url: str) -> bool:
+    with open_url(first_url) as first, open_url(second_url) as second:
+        return same_content(first, second)
+
+
+class _ResolveFn(beam.DoFn):
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.unchanged = Metrics.counter(metrics.NAMESPACE, metrics.UNCHANGED)
+
+    def process(self, element: tuple[str, Iterable[ValidInstance]]) -> Iterator:
+        target, group = element
+        winner, *others = sorted(group, key=lambda instance: instance.url)
+        for other in others:
+            try:
+                identical = other.size == winner.size and same_file_content(other.url, winner.url)
+            except OSError as exc:
+                yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
+                    other.url, f"cannot compare with {winner.url}: {exc}", self.stage))
+                continue
+            if identical:
+                self.unchanged.inc()
+                yield beam.pvalue.TaggedOutput(
+                    OUTCOMES, Outcome(metrics.UNCHANGED, other.size, other.url, target))
+            else:
+                yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
+                    other.url,
+                    f"conflicting duplicate: {other.url} and {winner.url} both map to {target} "
+                    f"(SOP Instance UID {other.sop_uid}) but their bytes differ; {winner.url} was kept",
+                    self.stage))
+        yield target, winner
+
+
+class ResolveDuplicates(beam.PTransform):
+    """Keep one instance per key (an output path, or a SOP Instance UID).
+
+    Inputs are ``(key, ValidInstance)``. The instance with the smallest source URL
+    wins; another one with identical bytes is counted ``unchanged``, one with
+    different bytes is a failure naming both sources. Never a silent overwrite.
+
+    Returns a dict with ``unique`` (``(key, ValidInstance)``), ``outcomes`` and ``failures``.
+
+    Example::
+
+        unique = routed | ResolveDuplicates()
+    """
+
+    def __init__(self, stage: str = "write") -> None:
+        super().__init__()
+        self.stage = stage
+
+    def expand(self, keyed: beam.PCollection) -> dict[str, beam.PCollection]:
+        result = (
+            keyed
+            | "GroupByTarget" >> beam.GroupByKey()
+            | "KeepOne" >> beam.ParDo(_ResolveFn(self.stage)).with_outputs(FAILURES, OUTCOMES, main=UNIQUE)
+        )
+        return {UNIQUE: result[UNIQUE], OUTCOMES: result[OUTCOMES], FAILURES: result[FAILURES]}
