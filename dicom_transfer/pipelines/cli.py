@@ -7,20 +7,26 @@ Exit status: 0 = no failures; 1 = completed with failure records;
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 import tempfile
+from urllib.parse import urlsplit
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from dicom_transfer import __version__
-from dicom_transfer.errors import redact, utc_now_iso
+from dicom_transfer.errors import redact, redact_url, utc_now_iso
+from dicom_transfer.io.auth import AuthConfig, AuthError
+from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
 from dicom_transfer.io.files import open_url
+from dicom_transfer.io.retry import RetryPolicy
 from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.copy import CopyConfig, build_copy_pipeline
-from dicom_transfer.pipelines.options import CopyOptions
+from dicom_transfer.pipelines.import_pipeline import ImportConfig, build_import_pipeline
+from dicom_transfer.pipelines.options import COPY_OPTIONS, IMPORT_OPTIONS
 from dicom_transfer.report import (
     COMPLETED,
     FAILED,
@@ -89,30 +95,90 @@ def unknown_options(argv: list[str]) -> list[str]:
     return sorted(f"--{name}" for name in set(everything) - known)
 
 
-def copy_config(options: CopyOptions) -> CopyConfig:
+@dataclasses.dataclass(frozen=True)
+class RunReports:
+    """Identity and report locations of one run."""
+
+    operation_type: str
+    operation_id: str
+    created_time: str
+    errors_url: str
+    summary_url: str
+    dry_run: bool = False
+
+
+def run_reports(operation_type: str, options, report_base: str, layout_name: str = "uid",
+                dry_run: bool = False) -> RunReports:
+    operation_id = options.operation_id or new_operation_id()
+    report_dir = default_report_dir(report_base, layout_name, operation_id)
+    return RunReports(operation_type, operation_id, utc_now_iso(),
+                      options.errors or f"{report_dir}/errors.log",
+                      options.summary or f"{report_dir}/summary.json", dry_run)
+
+
+def copy_config(options: argparse.Namespace) -> CopyConfig:
     """Check the copy options and build the run's configuration; raises UsageError."""
     if not options.output:
         raise UsageError("--output DEST is required")
     patterns = collect_patterns(options.input, options.input_list)
     check_filter_file(options.filter_file)
-    operation_id = options.operation_id or new_operation_id()
+    reports = run_reports("copy", options, options.output,
+                          "azure" if options.layout == "azure" else "uid", options.transfer_dry_run)
     try:
-        layout = Layout.parse(options.layout, operation_id)
+        layout = Layout.parse(options.layout, reports.operation_id)
     except ValueError as exc:
         raise UsageError(f"--layout: {exc}") from exc
-    report_dir = default_report_dir(options.output, layout.name, operation_id)
     return CopyConfig(
         patterns=tuple(patterns),
         destination=options.output.rstrip("/") or options.output,
         layout=layout,
-        operation_id=operation_id,
-        created_time=utc_now_iso(),
-        errors_url=options.errors or f"{report_dir}/errors.log",
-        summary_url=options.summary or f"{report_dir}/summary.json",
+        operation_id=reports.operation_id,
+        created_time=reports.created_time,
+        errors_url=reports.errors_url,
+        summary_url=reports.summary_url,
         filter_file=options.filter_file,
         overwrite=options.overwrite,
         dry_run=options.transfer_dry_run,
     )
+
+
+def dicomweb_client(options) -> DicomwebClient:
+    """A checked client for ``--dicomweb-url``: exit 2 if the server cannot be used."""
+    if not options.dicomweb_url:
+        raise UsageError("--dicomweb-url URL is required")
+    if urlsplit(options.dicomweb_url).scheme not in ("http", "https"):
+        raise UsageError(f"--dicomweb-url must be an http(s) URL, not {redact(options.dicomweb_url)!r}")
+    auth = AuthConfig(method=options.auth, token_env=options.token_env,
+                      token_command=options.token_command, token_lifetime=options.token_lifetime,
+                      username=options.username, password_env=options.password_env)
+    try:
+        client = DicomwebClient(options.dicomweb_url, auth, options.ca_bundle,
+                                timeout=options.request_timeout,
+                                retry=RetryPolicy(attempts=max(1, options.max_attempts)),
+                                pool_size=max(4, options.concurrency * 2))
+        client.check()
+    except (AuthError, DicomwebError) as exc:
+        raise UsageError(f"cannot use {redact_url(options.dicomweb_url)}: {exc}") from exc
+    return client
+
+
+def import_config(options: argparse.Namespace) -> ImportConfig:
+    patterns = collect_patterns(options.input, options.input_list)
+    check_filter_file(options.filter_file)
+    client = dicomweb_client(options)
+    reports = run_reports("import", options, "dicom-transfer-reports")
+    return ImportConfig(
+        patterns=tuple(patterns), client=client, operation_id=reports.operation_id,
+        created_time=reports.created_time, errors_url=reports.errors_url,
+        summary_url=reports.summary_url, filter_file=options.filter_file,
+        max_instances=max(1, options.max_instances_per_request),
+        max_bytes=max(1, options.max_request_bytes), concurrency=max(1, options.concurrency),
+        check_existing=options.check_existing)
+
+
+def product_options(options: PipelineOptions) -> argparse.Namespace:
+    """Every option's value (product and Beam) as one namespace."""
+    return argparse.Namespace(**options.get_all_options(drop_default=False))
 
 
 def _quiet_local_workers(argv: list[str]) -> list[str]:
@@ -124,28 +190,40 @@ def _quiet_local_workers(argv: list[str]) -> list[str]:
     return [*argv, "--sdk_harness_log_level_overrides", json.dumps({"apache_beam": "WARNING"})]
 
 
-def run_copy(argv: list[str]) -> int:
-    """Run ``copy`` with ``argv`` (product and Beam options); return the exit status."""
-    options = PipelineOptions(_quiet_local_workers(argv))
-    config = copy_config(options.view_as(CopyOptions))
-    LOG.info("copy %s: %d pattern(s) -> %s (layout %s)", config.operation_id,
-             len(config.patterns), redact(config.destination), config.layout.name)
+def execute(operation_type: str, options: PipelineOptions, config, build, description: str) -> int:
+    """Build and run a pipeline, then print the summary; return the exit status."""
+    LOG.info("%s %s: %s", operation_type, config.operation_id, description)
     try:
         pipeline = beam.Pipeline(options=options)
-        build_copy_pipeline(pipeline, config)
+        build(pipeline, config)
         result = pipeline.run()
-        if options.view_as(StandardOptions).runner not in (None, "DirectRunner", "direct"):
-            LOG.info("waiting for the job to finish (the summary is written by the pipeline)")
         result.wait_until_finish()
         summary = read_json(config.summary_url)
     except Exception as exc:  # the run itself broke: say why, record it, exit 2
         message = redact(f"{type(exc).__name__}: {exc}")
-        LOG.error("copy %s failed: %s", config.operation_id, message)
-        _write_failed_summary(config, message)
+        LOG.error("%s %s failed: %s", operation_type, config.operation_id, message)
+        _write_failed_summary(config, operation_type, message)
         return EXIT_INVALID
-    print(human_summary(summary, config.summary_url, config.dry_run))
+    print(human_summary(summary, config.summary_url, getattr(config, "dry_run", False)))
     _print_first_errors(config.errors_url, summary["counter"].get("failure", 0))
     return EXIT_OK if summary["status"] == COMPLETED else EXIT_FAILURES
+
+
+def run_copy(argv: list[str]) -> int:
+    """Run ``copy`` with ``argv`` (product and Beam options); return the exit status."""
+    options = PipelineOptions(_quiet_local_workers(argv))
+    config = copy_config(product_options(options))
+    return execute("copy", options, config, build_copy_pipeline,
+                   f"{len(config.patterns)} pattern(s) -> {redact(config.destination)} "
+                   f"(layout {config.layout.name})")
+
+
+def run_import(argv: list[str]) -> int:
+    """Run ``import`` with ``argv``; return the exit status."""
+    options = PipelineOptions(_quiet_local_workers(argv))
+    config = import_config(product_options(options))
+    return execute("import", options, config, build_import_pipeline,
+                   f"{len(config.patterns)} pattern(s) -> {config.client.safe_url}")
 
 
 def _print_first_errors(errors_url: str, failures: int, limit: int = 10) -> None:
@@ -161,9 +239,9 @@ def _print_first_errors(errors_url: str, failures: int, limit: int = 10) -> None
         print(f"    (cannot read {redact(errors_url)}: {exc})")
 
 
-def _write_failed_summary(config: CopyConfig, message: str) -> None:
+def _write_failed_summary(config, operation_type: str, message: str) -> None:
     summary = build_summary(
-        operation_id=config.operation_id, operation_type="copy",
+        operation_id=config.operation_id, operation_type=operation_type,
         created_time=config.created_time, counter={}, error_href=config.errors_url,
         status=FAILED, extra={"error": message},
     )
@@ -202,7 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
         "copy", help="copy files matched by wildcards to a per-UID layout",
         description="Copy DICOM files matched by wildcards, validating each, to a layout "
                     "built from their UIDs.", epilog=BEAM_OPTIONS_EPILOG)
-    CopyOptions._add_argparse_args(copy)
+    for options_class in COPY_OPTIONS:
+        options_class._add_argparse_args(copy)
+    import_ = commands.add_parser(
+        "import", help="store files matched by wildcards on a DICOMweb server (STOW-RS)",
+        description="Validate DICOM files matched by wildcards and store them on a DICOMweb "
+                    "server with batched STOW-RS requests.", epilog=BEAM_OPTIONS_EPILOG)
+    for options_class in IMPORT_OPTIONS:
+        options_class._add_argparse_args(import_)
     demo = commands.add_parser(
         "demo", help="generate sample data (with bad files) and copy it locally",
         epilog=BEAM_OPTIONS_EPILOG)
@@ -224,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"unknown option(s): {', '.join(unknown)}")
         if args.command == "copy":
             return run_copy(command_argv)
+        if args.command == "import":
+            return run_import(command_argv)
         return run_demo(args, beam_argv)
     except UsageError as exc:
         print(f"dicom-transfer {args.command}: error: {redact(str(exc))}", file=sys.stderr)

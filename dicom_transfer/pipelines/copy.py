@@ -8,16 +8,9 @@ import apache_beam as beam
 
 from dicom_transfer.errors import FAILURES, redact
 from dicom_transfer.layout import Layout
-from dicom_transfer.metrics import FILTERED
-from dicom_transfer.transforms import (
-    ExpandPatterns,
-    FilterInstances,
-    Outcome,
-    ReadAndValidate,
-    RouteToLayout,
-    WriteInstances,
-    WriteReports,
-)
+from dicom_transfer.pipelines.inputs import read_inputs
+from dicom_transfer.transforms import RouteToLayout, WriteInstances, WriteReports
+from dicom_transfer.transforms.outcomes import OUTCOMES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,29 +29,15 @@ class CopyConfig:
     dry_run: bool = False
 
 
-def _filtered_outcome(instance) -> Outcome:
-    return Outcome(FILTERED, instance.size, instance.url, "")
-
-
 def build_copy_pipeline(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCollection:
     """Add the copy stages to ``pipeline``; return the PCollection of the summary URL."""
-    expanded = pipeline | "ExpandPatterns" >> ExpandPatterns(config.patterns)
-    checked = expanded["files"] | "ReadAndValidate" >> ReadAndValidate(config.layout.keywords)
-    instances = checked["instances"]
-    outcome_parts = []
-    if config.filter_file:
-        selected = instances | "FilterInstances" >> FilterInstances(config.filter_file)
-        instances = selected["instances"]
-        outcome_parts.append(selected[FILTERED] | "FilteredOutcomes" >> beam.Map(_filtered_outcome))
-    routed = instances | "RouteToLayout" >> RouteToLayout(config.layout)
+    inputs = read_inputs(pipeline, config.patterns, config.filter_file, config.layout.keywords)
+    routed = inputs.instances | "RouteToLayout" >> RouteToLayout(config.layout)
     written = routed["routed"] | "WriteInstances" >> WriteInstances(
         config.destination, overwrite=config.overwrite, dry_run=config.dry_run)
-    failures = (
-        (expanded[FAILURES], checked[FAILURES], routed[FAILURES], written[FAILURES])
-        | "AllFailures" >> beam.Flatten()
-    )
-    outcomes = (written["outcomes"], *outcome_parts) | "AllOutcomes" >> beam.Flatten()
-    return (failures, outcomes, expanded["unmatched"]) | "WriteReports" >> WriteReports(
+    failures = (*inputs.failures, routed[FAILURES], written[FAILURES]) | "AllFailures" >> beam.Flatten()
+    outcomes = (written[OUTCOMES], *inputs.outcomes) | "AllOutcomes" >> beam.Flatten()
+    return (failures, outcomes, inputs.unmatched) | "WriteReports" >> WriteReports(
         errors_url=config.errors_url,
         summary_url=config.summary_url,
         operation_id=config.operation_id,

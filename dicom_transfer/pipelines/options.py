@@ -1,7 +1,8 @@
 """The product's options, as Beam ``PipelineOptions`` subclasses.
 
 One definition serves ``--help``, the CLI, Flex Templates and programmatic
-use: ``PipelineOptions(argv).view_as(CopyOptions)``.
+use: ``PipelineOptions(argv).view_as(OutputOptions)``. Each option is defined
+once; a command is a set of these classes (``COPY_OPTIONS``, ``IMPORT_OPTIONS``).
 """
 
 from __future__ import annotations
@@ -40,12 +41,27 @@ def add_input_arguments(parser) -> None:
              "instances it names are transferred, the others are counted as filtered.")
 
 
-class CopyOptions(PipelineOptions):
-    """Options of ``dicom-transfer copy``."""
+class InputOptions(PipelineOptions):
+    """Where instances are read from: ``--input``, ``--input-list``, ``--filter-file``."""
 
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
         add_input_arguments(parser)
+
+
+class ReportOptions(PipelineOptions):
+    """Identity of a run and where its reports go."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        add_report_arguments(parser)
+
+
+class OutputOptions(PipelineOptions):
+    """Where instances are written: ``--output``, ``--layout``, ``--overwrite``, ``--dry-run``."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
         parser.add_argument(
             "--output", dest="output", default=None, metavar="DEST",
             help="Destination folder or URL (required).")
@@ -54,10 +70,79 @@ class CopyOptions(PipelineOptions):
             help="uid (default): STUDY/SERIES/SOP.dcm; azure: <operation id>/results/STUDY/"
                  "SERIES/SOP.dcm; or a template of DICOM keywords such as "
                  "'{PatientID}/{StudyDate}/{Modality}/{SOPInstanceUID}.dcm'.")
-        add_report_arguments(parser)
         parser.add_argument(
             "--overwrite", dest="overwrite", action="store_true", default=False,
             help="Replace outputs that exist with different content (default: report them).")
         parser.add_argument(
             "--dry-run", dest="transfer_dry_run", action="store_true", default=False,
             help="Expand and validate, report what would be written, write no instance.")
+
+
+def add_dicomweb_arguments(parser) -> None:
+    parser.add_argument(
+        "--dicomweb-url", "--dicomweb_url", dest="dicomweb_url", default=None, metavar="URL",
+        help="DICOMweb service root, e.g. https://host/dicom-web (required).")
+    parser.add_argument(
+        "--auth", dest="auth", default="auto",
+        choices=["auto", "none", "bearer", "basic", "google", "azure"],
+        help="auto (default): a bearer token if $DICOMWEB_TOKEN or --token-command is set, basic if "
+             "--username is set, Google ADC for healthcare.googleapis.com, Azure AD for "
+             "*.dicom.azurehealthcareapis.com, else none.")
+    parser.add_argument(
+        "--token-env", "--token_env", dest="token_env", default="DICOMWEB_TOKEN", metavar="VAR",
+        help="Environment variable holding a bearer token (default DICOMWEB_TOKEN).")
+    parser.add_argument(
+        "--token-command", "--token_command", dest="token_command", default=None, metavar="CMD",
+        help="Command printing a bearer token, run again when it expires or on a 401 "
+             "(e.g. 'gcloud auth print-access-token').")
+    parser.add_argument(
+        "--token-lifetime", "--token_lifetime", dest="token_lifetime", type=float, default=2700,
+        help="Seconds a --token-command token is reused (default 2700).")
+    parser.add_argument(
+        "--username", dest="username", default=None, help="HTTP basic user name.")
+    parser.add_argument(
+        "--password-env", "--password_env", dest="password_env", default="DICOMWEB_PASSWORD",
+        metavar="VAR", help="Environment variable holding the HTTP basic password.")
+    parser.add_argument(
+        "--ca-bundle", "--ca_bundle", dest="ca_bundle", default=None, metavar="PEM",
+        help="CA certificates to trust for the server (TLS verification is always on).")
+    parser.add_argument(
+        "--request-timeout", "--request_timeout", dest="request_timeout", type=float, default=300,
+        help="Seconds to wait for a server answer (default 300).")
+    parser.add_argument(
+        "--max-attempts", "--max_attempts", dest="max_attempts", type=int, default=6,
+        help="Tries per request for 429, 5xx and connection errors, with exponential "
+             "backoff and jitter (default 6).")
+    parser.add_argument(
+        "--concurrency", dest="concurrency", type=int, default=4,
+        help="Requests in flight per worker thread (default 4).")
+
+
+class DicomwebOptions(PipelineOptions):
+    """The DICOMweb server, its credentials, TLS, retries and concurrency."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        add_dicomweb_arguments(parser)
+
+
+class ImportOptions(PipelineOptions):
+    """STOW-RS batching of ``dicom-transfer import``."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument(
+            "--max-instances-per-request", "--max_instances_per_request", dest="max_instances_per_request",
+            type=int, default=32, help="Instances per STOW-RS request (default 32).")
+        parser.add_argument(
+            "--max-request-bytes", "--max_request_bytes", dest="max_request_bytes", type=int,
+            default=32 << 20, help="Bytes per STOW-RS request (default 32 MiB); a larger instance "
+                                   "is sent alone, streamed.")
+        parser.add_argument(
+            "--no-check-existing", "--no_check_existing", dest="check_existing", action="store_false",
+            default=True, help="Do not ask the server (QIDO-RS) which instances it already holds "
+                               "before sending; rely on its STOW-RS answers.")
+
+
+COPY_OPTIONS = (InputOptions, OutputOptions, ReportOptions)
+IMPORT_OPTIONS = (InputOptions, DicomwebOptions, ImportOptions, ReportOptions)

@@ -1,0 +1,49 @@
+"""The ``import`` pipeline: files to a DICOMweb server (STOW-RS)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import apache_beam as beam
+
+from dicom_transfer.errors import FAILURES, redact
+from dicom_transfer.io.dicomweb import DicomwebClient
+from dicom_transfer.pipelines.inputs import read_inputs
+from dicom_transfer.transforms import WriteReports
+from dicom_transfer.transforms.outcomes import OUTCOMES
+from dicom_transfer.transforms.store import StoreInstances
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportConfig:
+    """Everything an import run needs, already checked (see ``pipelines.cli``)."""
+
+    patterns: tuple[str, ...]
+    client: DicomwebClient
+    operation_id: str
+    created_time: str
+    errors_url: str
+    summary_url: str
+    filter_file: str | None = None
+    max_instances: int = 32
+    max_bytes: int = 32 << 20
+    concurrency: int = 4
+    check_existing: bool = True
+
+
+def build_import_pipeline(pipeline: beam.Pipeline, config: ImportConfig) -> beam.PCollection:
+    """Add the import stages to ``pipeline``; return the PCollection of the summary URL."""
+    inputs = read_inputs(pipeline, config.patterns, config.filter_file)
+    stored = inputs.instances | "StoreInstances" >> StoreInstances(
+        config.client, max_instances=config.max_instances, max_bytes=config.max_bytes,
+        concurrency=config.concurrency, check_existing=config.check_existing)
+    failures = (*inputs.failures, stored[FAILURES]) | "AllFailures" >> beam.Flatten()
+    outcomes = (stored[OUTCOMES], *inputs.outcomes) | "AllOutcomes" >> beam.Flatten()
+    return (failures, outcomes, inputs.unmatched) | "WriteReports" >> WriteReports(
+        errors_url=config.errors_url,
+        summary_url=config.summary_url,
+        operation_id=config.operation_id,
+        operation_type="import",
+        created_time=config.created_time,
+        extra={"source": [redact(p) for p in config.patterns], "destination": config.client.safe_url},
+    )

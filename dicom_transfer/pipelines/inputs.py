@@ -1,0 +1,41 @@
+"""The input half shared by ``copy`` and ``import``: expand, validate, filter."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+import apache_beam as beam
+
+from dicom_transfer.errors import FAILURES
+from dicom_transfer.metrics import FILTERED
+from dicom_transfer.transforms import ExpandPatterns, FilterInstances, ReadAndValidate
+from dicom_transfer.transforms.outcomes import Outcome
+
+
+@dataclasses.dataclass
+class Inputs:
+    """Validated (and selected) instances, plus what the input stages reported."""
+
+    instances: beam.PCollection
+    failures: list[beam.PCollection]
+    outcomes: list[beam.PCollection]
+    unmatched: beam.PCollection
+
+
+def _filtered_outcome(instance) -> Outcome:
+    return Outcome(FILTERED, instance.size, instance.url, "")
+
+
+def read_inputs(pipeline: beam.Pipeline, patterns: Iterable[str], filter_file: str | None,
+                keywords: Iterable[str] = ()) -> Inputs:
+    """Expand ``patterns``, validate every file, keep what ``filter_file`` selects."""
+    expanded = pipeline | "ExpandPatterns" >> ExpandPatterns(patterns)
+    checked = expanded["files"] | "ReadAndValidate" >> ReadAndValidate(keywords)
+    inputs = Inputs(checked["instances"], [expanded[FAILURES], checked[FAILURES]], [],
+                    expanded["unmatched"])
+    if filter_file:
+        selected = inputs.instances | "FilterInstances" >> FilterInstances(filter_file)
+        inputs.instances = selected["instances"]
+        inputs.outcomes.append(selected[FILTERED] | "FilteredOutcomes" >> beam.Map(_filtered_outcome))
+    return inputs

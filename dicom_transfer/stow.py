@@ -1,0 +1,68 @@
+"""Read a STOW-RS answer (PS3.18 §10.5.3) into one outcome per instance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+FAILED_SOP_SEQUENCE = "00081198"
+REFERENCED_SOP_SEQUENCE = "00081199"
+REFERENCED_SOP_INSTANCE_UID = "00081155"
+FAILURE_REASON = "00081197"
+
+# Reasons that mean "the server already has this instance": DICOM's Duplicate SOP
+# Instance (0x0111) and the Azure DICOM service's 45070.
+DUPLICATE_REASONS = frozenset({0x0111, 45070})
+REASON_TEXT = {
+    0x0110: "processing failure",
+    0x0111: "duplicate SOP instance",
+    0x0122: "SOP class not supported",
+    0xA700: "out of resources",
+    0xA900: "data set does not match SOP class",
+    0xC000: "cannot understand",
+    0xC122: "transfer syntax not supported",
+    45070: "instance already exists",
+    45071: "instance is being created by another process",
+}
+
+SUCCESS, UNCHANGED, FAILURE = "success", "unchanged", "failure"
+
+
+def _uid(item: dict) -> str | None:
+    values = item.get(REFERENCED_SOP_INSTANCE_UID, {}).get("Value", [])
+    return values[0] if values else None
+
+
+def reason_text(code: int) -> str:
+    name = REASON_TEXT.get(code)
+    return f"FailureReason {code} (0x{code:04X}){f': {name}' if name else ''}"
+
+
+def interpret_stow(status: int, answer: dict, sop_uids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Map each SOP Instance UID sent to ``(success|unchanged|failure, message)``.
+
+    Only for the statuses that carry per-instance results: 200, 202 and 409.
+    """
+    failed: dict[str, int] = {}
+    for item in answer.get(FAILED_SOP_SEQUENCE, {}).get("Value", []) or []:
+        uid = _uid(item)
+        if uid is not None:
+            codes = item.get(FAILURE_REASON, {}).get("Value", [])
+            failed[uid] = int(codes[0]) if codes else -1
+    referenced = {_uid(item) for item in answer.get(REFERENCED_SOP_SEQUENCE, {}).get("Value", []) or []}
+    outcomes = {}
+    for uid in sop_uids:
+        if uid in failed:
+            code = failed[uid]
+            if code in DUPLICATE_REASONS:
+                outcomes[uid] = (UNCHANGED, "the server already holds this instance")
+            elif code < 0:
+                outcomes[uid] = (FAILURE, f"STOW-RS {status}: the server refused this instance "
+                                          "without a reason")
+            else:
+                outcomes[uid] = (FAILURE, f"STOW-RS {status}: the server refused this instance: "
+                                          f"{reason_text(code)}")
+        elif uid in referenced or (status == 200 and not referenced):
+            outcomes[uid] = (SUCCESS, "stored")
+        else:
+            outcomes[uid] = (FAILURE, f"STOW-RS {status}: the server did not report this instance")
+    return outcomes

@@ -1,0 +1,161 @@
+"""Store instances on a DICOMweb server with batched, concurrent STOW-RS requests."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Iterator, Sequence
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from dicom_transfer import metrics
+from dicom_transfer.errors import FAILURES, ErrorRecord
+from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
+from dicom_transfer.progress import ProgressLog
+from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, interpret_stow
+from dicom_transfer.transforms.duplicates import ResolveDuplicates
+from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
+from dicom_transfer.transforms.validate import ValidInstance
+
+SPLIT_STATUSES = frozenset({400, 413, 415, 422})
+PER_INSTANCE_STATUSES = frozenset({200, 202, 409})
+
+
+def plan_requests(instances: Sequence[ValidInstance], max_instances: int,
+                  max_bytes: int) -> list[list[ValidInstance]]:
+    """Split into requests of at most ``max_instances`` and ``max_bytes``; a larger
+    instance goes alone."""
+    requests: list[list[ValidInstance]] = []
+    current: list[ValidInstance] = []
+    size = 0
+    for instance in instances:
+        if current and (len(current) >= max_instances or size + instance.size > max_bytes):
+            requests.append(current)
+            current, size = [], 0
+        current.append(instance)
+        size += instance.size
+    if current:
+        requests.append(current)
+    return requests
+
+
+class _StoreFn(beam.DoFn):
+    def __init__(self, client: DicomwebClient, max_instances: int, max_bytes: int,
+                 concurrency: int, check_existing: bool) -> None:
+        self.client_state = client.__getstate__()
+        self.max_instances = max_instances
+        self.max_bytes = max_bytes
+        self.concurrency = concurrency
+        self.check_existing = check_existing
+        self.counters = {kind: Metrics.counter(metrics.NAMESPACE, kind)
+                         for kind in (SUCCESS, UNCHANGED)}
+        self.bytes_sent = Metrics.counter(metrics.NAMESPACE, metrics.BYTES_WRITTEN)
+
+    def setup(self) -> None:
+        self.client = DicomwebClient.__new__(DicomwebClient)
+        self.client.__setstate__(self.client_state)
+        self.pool = concurrent.futures.ThreadPoolExecutor(self.concurrency)
+        self.progress = ProgressLog("store")
+
+    def teardown(self) -> None:
+        if getattr(self, "pool", None):
+            self.pool.shutdown(wait=False)
+
+    def process(self, batch: list[ValidInstance]) -> Iterator:
+        groups = plan_requests(batch, self.max_instances, self.max_bytes)
+        # Metrics must be updated on this thread: the pool only does the HTTP work.
+        for future in [self.pool.submit(self._store, group) for group in groups]:
+            for instance, kind, message in future.result():
+                target = f"{self.client.safe_url}/studies/{instance.study_uid}/series/" \
+                         f"{instance.series_uid}/instances/{instance.sop_uid}"
+                if kind == FAILURE:
+                    yield beam.pvalue.TaggedOutput(
+                        FAILURES, ErrorRecord.create(instance.url, message, "store"))
+                    continue
+                self.counters[kind].inc()
+                if kind == SUCCESS:
+                    self.bytes_sent.inc(instance.size)
+                self.progress.add(1, instance.size if kind == SUCCESS else 0)
+                yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(kind, instance.size, instance.url, target))
+
+    def _store(self, group: list[ValidInstance]) -> list[tuple[ValidInstance, str, str]]:
+        results = []
+        if self.check_existing:
+            try:
+                existing = self.client.existing_instances(i.sop_uid for i in group)
+            except DicomwebError:
+                existing = set()  # the STOW answer decides instead
+            results += [(i, UNCHANGED, "already stored") for i in group if i.sop_uid in existing]
+            group = [i for i in group if i.sop_uid not in existing]
+        if group:
+            results += self._send(group)
+        return results
+
+    def _send(self, group: list[ValidInstance]) -> list[tuple[ValidInstance, str, str]]:
+        try:
+            status, answer = self.client.store([(i.url, i.size) for i in group])
+        except DicomwebError as exc:
+            return [(i, FAILURE, str(exc)) for i in group]
+        except OSError as exc:  # a source changed or vanished while being sent
+            if len(group) > 1:
+                return self._split(group)
+            return [(group[0], FAILURE, f"cannot read while sending: {exc}")]
+        if status in PER_INSTANCE_STATUSES:
+            outcomes = interpret_stow(status, answer, [i.sop_uid for i in group])
+            return [(i, *outcomes[i.sop_uid]) for i in group]
+        if status in SPLIT_STATUSES and len(group) > 1:
+            return self._split(group)  # find the culprit instead of failing good instances
+        reason = {401: "authentication failed", 403: "permission denied",
+                  404: "no STOW-RS endpoint at this URL", 413: "instance too large for the server"}
+        message = f"STOW-RS answered {status}"
+        if status in reason:
+            message += f" ({reason[status]})"
+        return [(i, FAILURE, message) for i in group]
+
+    def _split(self, group: list[ValidInstance]) -> list[tuple[ValidInstance, str, str]]:
+        middle = len(group) // 2
+        return self._send(group[:middle]) + self._send(group[middle:])
+
+
+class StoreInstances(beam.PTransform):
+    """Store validated instances on a DICOMweb server (STOW-RS to ``{url}/studies``).
+
+    Instances are made unique by SOP Instance UID first (:class:`ResolveDuplicates`),
+    then sent several per request (at most ``max_instances`` and ``max_bytes``; an
+    instance larger than ``max_bytes`` goes alone, streamed), with ``concurrency``
+    requests in flight per worker. Instances the server already holds are counted
+    ``unchanged`` (one QIDO-RS query per request when ``check_existing``, and from
+    409/duplicate answers). A request refused as a whole (400, 413, ...) is split
+    to find the culprit; transient errors are retried with backoff.
+
+    Returns a dict with ``outcomes`` and ``failures``.
+
+    Example::
+
+        stored = instances | StoreInstances(DicomwebClient("http://host/dicom-web"))
+    """
+
+    def __init__(self, client: DicomwebClient, max_instances: int = 32, max_bytes: int = 32 << 20,
+                 concurrency: int = 4, check_existing: bool = True) -> None:
+        super().__init__()
+        self.client = client
+        self.max_instances = max_instances
+        self.max_bytes = max_bytes
+        self.concurrency = concurrency
+        self.check_existing = check_existing
+
+    def expand(self, instances: beam.PCollection) -> dict[str, beam.PCollection]:
+        keyed = instances | "KeyBySopUid" >> beam.Map(lambda i: (i.sop_uid, i))
+        resolved = keyed | "ResolveDuplicates" >> ResolveDuplicates(stage="store")
+        stored = (
+            resolved["unique"]
+            | "DropKey" >> beam.Values()
+            | "Batch" >> beam.BatchElements(min_batch_size=1,
+                                            max_batch_size=self.max_instances * self.concurrency)
+            | "StowRs" >> beam.ParDo(_StoreFn(self.client, self.max_instances, self.max_bytes,
+                                              self.concurrency, self.check_existing)
+                                     ).with_outputs(FAILURES, OUTCOMES)
+        )
+        outcomes = (resolved[OUTCOMES], stored[OUTCOMES]) | "Outcomes" >> beam.Flatten()
+        failures = (resolved[FAILURES], stored[FAILURES]) | "Failures" >> beam.Flatten()
+        return {OUTCOMES: outcomes, FAILURES: failures}
