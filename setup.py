@@ -18,9 +18,13 @@ setup(
         "apache-beam>=2.60",
         "pydicom>=3.0",
         "fsspec>=2024.6",
+        "requests>=2.31",
+        "urllib3>=2.0",
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],
+        "google": ["google-auth>=2.20"],
+        "azure": ["azure-identity>=1.15"],
     },
     entry_points={"console_scripts": ["dicom-transfer=dicom_transfer.pipelines.cli:main"]},
     classifiers=[

@@ -81,7 +81,9 @@ def read_json(url: str) -> dict:
 def human_summary(summary: dict, summary_url: str, dry_run: bool = False) -> str:
     """A few lines for people, printed at the end of a run."""
     counter = summary["counter"]
-    verb = "would be written" if dry_run else "written"
+    verb = {"import": "stored", "export": "exported"}.get(summary["type"], "written")
+    if dry_run:
+        verb = f"would be {verb}"
     lines = [
         f"{summary['type']} {summary['operationId']}: {summary['status']}",
         f"  {counter.get('success', 0)} instances {verb} "

@@ -101,3 +101,29 @@ def write_instance(path: Path, name: str, **kwargs) -> tuple[Path, bytes, tuple[
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path, data, uids
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory):
+    """One Orthanc (with DICOMweb) for the session; tests use their own study UIDs."""
+    from servers import Orthanc
+
+    server = Orthanc(tmp_path_factory.mktemp("orthanc")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def import_cli(tmp_path, capsys):
+    """Run ``dicom-transfer import`` in-process; reports go to tmp_path/reports."""
+    counter = {"n": 0}
+
+    def run(*args: str) -> Run:
+        counter["n"] += 1
+        op = f"imp{counter['n']}"
+        reports = tmp_path / "reports" / op
+        status = main(["import", *args, "--operation-id", op, "--errors", str(reports / "errors.log"),
+                       "--summary", str(reports / "summary.json")])
+        return Run(status, capsys.readouterr().out, reports)
+
+    return run

@@ -42,6 +42,7 @@ from dicom_transfer.wildcards import parse_pattern
 
 LOG = logging.getLogger("dicom_transfer")
 EXIT_OK, EXIT_FAILURES, EXIT_INVALID = 0, 1, 2
+IMPORT_REPORTS = "dicom-transfer-reports"  # import has no destination folder: reports go here
 BEAM_OPTIONS_EPILOG = (
     "Any Apache Beam pipeline option is accepted too, e.g. --runner DataflowRunner, "
     "--direct_running_mode multi_processing --direct_num_workers 2."
@@ -109,6 +110,7 @@ class RunReports:
 
 def run_reports(operation_type: str, options, report_base: str, layout_name: str = "uid",
                 dry_run: bool = False) -> RunReports:
+    """Operation id and report locations (``report_base`` as for ``default_report_dir``)."""
     operation_id = options.operation_id or new_operation_id()
     report_dir = default_report_dir(report_base, layout_name, operation_id)
     return RunReports(operation_type, operation_id, utc_now_iso(),
@@ -166,7 +168,7 @@ def import_config(options: argparse.Namespace) -> ImportConfig:
     patterns = collect_patterns(options.input, options.input_list)
     check_filter_file(options.filter_file)
     client = dicomweb_client(options)
-    reports = run_reports("import", options, "dicom-transfer-reports")
+    reports = run_reports("import", options, IMPORT_REPORTS, layout_name="azure")
     return ImportConfig(
         patterns=tuple(patterns), client=client, operation_id=reports.operation_id,
         created_time=reports.created_time, errors_url=reports.errors_url,

@@ -1,0 +1,224 @@
+"""Real servers for the tests: Orthanc with its DICOMweb plugin, and a fault-injecting proxy.
+
+Each starts on 127.0.0.1 with a free port, is waited for until it answers, and is
+stopped by its own PID.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import random
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout: float = 30.0, what: str = "server") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (requests.RequestException, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not become ready within {timeout} s")
+
+
+class Orthanc:
+    """An Orthanc server with DICOMweb at ``self.dicomweb``; storage in ``directory``."""
+
+    def __init__(self, directory: Path, users: dict[str, str] | None = None) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.dicomweb = f"{self.url}/dicom-web"
+        self.users = users or {}
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Orthanc:
+        binary = shutil.which("Orthanc")
+        if binary is None:
+            raise RuntimeError("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)")
+        storage = self.directory / "storage"
+        storage.mkdir(parents=True, exist_ok=True)
+        config = {
+            "Name": "dicom-transfer-tests", "StorageDirectory": str(storage), "IndexDirectory": str(storage),
+            "HttpPort": self.port, "DicomPort": free_port(), "DicomServerEnabled": False,
+            "RemoteAccessAllowed": False, "AuthenticationEnabled": bool(self.users),
+            "RegisteredUsers": self.users, "Plugins": ["/usr/share/orthanc/plugins"],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}, "HttpTimeout": 60,
+            "HttpThreadsCount": 16, "StableAge": 1,
+        }
+        path = self.directory / "orthanc.json"
+        path.write_text(json.dumps(config))
+        log = open(self.directory / "orthanc.log", "wb")  # noqa: SIM115 - lives with the server
+        self.process = subprocess.Popen([binary, str(path)], stdout=log, stderr=subprocess.STDOUT)
+        auth = next(iter(self.users.items()), None)
+        wait_until(lambda: requests.get(f"{self.url}/system", auth=auth, timeout=2).ok,
+                   what="Orthanc")
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def instances_in(self, study_uid: str) -> dict[str, bytes]:
+        """SOP Instance UID -> bytes of every instance of a study, through QIDO-RS and WADO-RS."""
+        auth = next(iter(self.users.items()), None)
+        found = requests.get(f"{self.dicomweb}/studies/{study_uid}/instances", auth=auth,
+                             headers={"Accept": "application/dicom+json"}, timeout=30)
+        if found.status_code == 204 or not found.content:
+            return {}
+        found.raise_for_status()
+        result = {}
+        for item in found.json():
+            sop = item["00080018"]["Value"][0]
+            series = item["0020000E"]["Value"][0]
+            result[sop] = retrieve_one(f"{self.dicomweb}/studies/{study_uid}/series/{series}/instances/{sop}",
+                                       auth)
+        return result
+
+    def count_instances(self) -> int:
+        auth = next(iter(self.users.items()), None)
+        return len(requests.get(f"{self.url}/instances", auth=auth, timeout=30).json())
+
+
+def retrieve_one(url: str, auth=None) -> bytes:
+    """One instance's bytes through WADO-RS, unpacked from its multipart answer."""
+    response = requests.get(url, auth=auth, timeout=60,
+                            headers={"Accept": 'multipart/related; type="application/dicom"; '
+                                               "transfer-syntax=*"})
+    response.raise_for_status()
+    content_type = response.headers["Content-Type"]
+    boundary = content_type.split("boundary=")[1].split(";")[0].strip('"')
+    body = response.content
+    part = body.split(b"--" + boundary.encode())[1]
+    return part.split(b"\r\n\r\n", 1)[1][: -2]
+
+
+class FaultProxy:
+    """A reverse proxy that injects faults into a share of requests.
+
+    ``plan(request_number, method, path, body) -> None | ("status", code, headers) | "reset"``
+    decides per request; ``None`` forwards it. ``bearer`` makes it require that token.
+    """
+
+    def __init__(self, upstream: str, plan=None, bearer: str | None = None) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.plan = plan or (lambda *_: None)
+        self.bearer = bearer
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.requests = 0
+        self.faults = 0
+        self.lock = threading.Lock()
+        self.server: http.server.ThreadingHTTPServer | None = None
+
+    def dicomweb(self, path: str = "/dicom-web") -> str:
+        return self.url + path
+
+    def start(self) -> FaultProxy:
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                with proxy.lock:
+                    proxy.requests += 1
+                    number = proxy.requests
+                if proxy.bearer and self.headers.get("Authorization") != f"Bearer {proxy.bearer}":
+                    self._reply(401, b"unauthorized", {"WWW-Authenticate": "Bearer"})
+                    return
+                fault = proxy.plan(number, self.command, self.path, body)
+                if fault == "reset":
+                    with proxy.lock:
+                        proxy.faults += 1
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    self.close_connection = True
+                    return
+                if fault:
+                    _, code, headers = fault
+                    with proxy.lock:
+                        proxy.faults += 1
+                    self._reply(code, b"injected fault", headers)
+                    return
+                upstream = http.client.HTTPConnection(proxy.upstream.split("//")[1], timeout=120)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "authorization", "connection")}
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                answer = upstream.getresponse()
+                data = answer.read()
+                passed = {k: v for k, v in answer.getheaders()
+                          if k.lower() not in ("transfer-encoding", "connection", "content-length")}
+                self._reply(answer.status, data, passed)
+                upstream.close()
+
+            def _reply(self, code, data, headers):
+                self.send_response(code)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def random_faults(rate: float, seed: int = 7, retry_after: str = "1"):
+    """A plan that injects 429 (with Retry-After), 503, 502 or a reset into ``rate`` of requests.
+
+    Requests after the 400th pass, so that a run always finishes.
+    """
+    generator = random.Random(seed)
+    lock = threading.Lock()
+
+    def plan(number, method, path, body):
+        with lock:
+            draw = generator.random()
+            kind = generator.choice(["429", "503", "502", "reset"])
+        if number > 400 or draw >= rate:
+            return None
+        if kind == "reset":
+            return "reset"
+        if kind == "429":
+            return ("status", 429, {"Retry-After": retry_after})
+        return ("status", int(kind), {})
+
+    return plan

@@ -1,0 +1,37 @@
+"""Reading STOW-RS answers (PS3.18 §10.5.3), including the shapes other servers send."""
+
+from dicom_transfer.stow import interpret_stow
+
+
+def item(uid, reason=None):
+    value = {"00081150": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.4"]},
+             "00081155": {"vr": "UI", "Value": [uid]}}
+    if reason is not None:
+        value["00081197"] = {"vr": "US", "Value": [reason]}
+    return value
+
+
+def test_200_with_referenced_sequence_is_success():
+    answer = {"00081199": {"vr": "SQ", "Value": [item("1.1"), item("1.2")]}}
+    assert interpret_stow(200, answer, ["1.1", "1.2"]) == {"1.1": ("success", "stored"),
+                                                           "1.2": ("success", "stored")}
+
+
+def test_202_partial_gives_a_failure_per_failed_instance_with_its_reason():
+    answer = {"00081198": {"vr": "SQ", "Value": [item("1.2", 0xA900)]},
+              "00081199": {"vr": "SQ", "Value": [item("1.1")]}}
+    result = interpret_stow(202, answer, ["1.1", "1.2", "1.3"])
+    assert result["1.1"] == ("success", "stored")
+    assert result["1.2"][0] == "failure" and "0xA900" in result["1.2"][1] and "does not match" in result["1.2"][1]
+    assert result["1.3"] == ("failure", "STOW-RS 202: the server did not report this instance")
+
+
+def test_409_duplicates_are_unchanged_not_failures():
+    answer = {"00081198": {"vr": "SQ", "Value": [item("1.1", 45070), item("1.2", 0x0111), item("1.3", 0xC000)]}}
+    result = interpret_stow(409, answer, ["1.1", "1.2", "1.3"])
+    assert result["1.1"][0] == result["1.2"][0] == "unchanged"
+    assert result["1.3"][0] == "failure" and "cannot understand" in result["1.3"][1]
+
+
+def test_200_without_a_body_is_success():
+    assert interpret_stow(200, {}, ["1.1"]) == {"1.1": ("success", "stored")}
