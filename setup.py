@@ -25,6 +25,7 @@ setup(
         "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],
         "google": ["google-auth>=2.20"],
         "azure": ["azure-identity>=1.15"],
+        "bench": ["dicomweb-client>=0.59"],
     },
     entry_points={"console_scripts": ["dicom-transfer=dicom_transfer.pipelines.cli:main"]},
     classifiers=[

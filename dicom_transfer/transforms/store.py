@@ -150,7 +150,7 @@ class StoreInstances(beam.PTransform):
         stored = (
             resolved["unique"]
             | "DropKey" >> beam.Values()
-            | "Batch" >> beam.BatchElements(min_batch_size=1,
+            | "Batch" >> beam.BatchElements(min_batch_size=self.max_instances * self.concurrency,
                                             max_batch_size=self.max_instances * self.concurrency)
             | "StowRs" >> beam.ParDo(_StoreFn(self.client, self.max_instances, self.max_bytes,
                                               self.concurrency, self.check_existing)
