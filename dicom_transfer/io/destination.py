@@ -27,6 +27,13 @@ class DestinationExists(Exception):
     """The target exists (and overwriting was not asked for)."""
 
 
+class ExistsWithOtherContent(Exception):
+    """The target exists with different bytes and overwriting was not asked for."""
+
+
+PLACED, UNCHANGED = "success", "unchanged"
+
+
 class Destination:
     """A destination folder or object prefix, given as a path or fsspec URL.
 
@@ -71,6 +78,42 @@ class Destination:
 
     def open_existing(self, relative: str) -> BinaryIO:
         return self.fs.open(self.path_of(relative), "rb")
+
+    def same_as(self, relative: str, source_url: str) -> bool:
+        """True if the existing output holds exactly the bytes at ``source_url``."""
+        with self.open_existing(relative) as existing, open_url(source_url) as source:
+            return same_content(existing, source)
+
+    def place(self, relative: str, source_url: str, size: int, *, overwrite: bool = False,
+              dry_run: bool = False) -> tuple[str, int]:
+        """Put the file at ``source_url`` at ``relative`` unless it is already there.
+
+        Returns
+        -------
+        (``"success"`` or ``"unchanged"``, bytes written)
+
+        Raises
+        ------
+        ExistsWithOtherContent
+            The target holds other bytes and ``overwrite`` is false (never clobbered).
+        OSError
+            Reading, writing or the store failed.
+        """
+        existing = self.size_of(relative)
+        if existing is not None:
+            if existing == size and self.same_as(relative, source_url):
+                return UNCHANGED, 0
+            if not overwrite:
+                raise ExistsWithOtherContent(self.url_of(relative))
+        if dry_run:
+            return PLACED, 0
+        try:
+            return PLACED, self.write(relative, source_url, size, overwrite=existing is not None)
+        except DestinationExists:
+            # Written by someone else since we looked: decide again, never clobber.
+            if self.same_as(relative, source_url):
+                return UNCHANGED, 0
+            raise ExistsWithOtherContent(self.url_of(relative)) from None
 
     def write(self, relative: str, source_url: str, expected_size: int, overwrite: bool) -> int:
         """Copy the file at ``source_url`` to ``relative``; return the bytes written.

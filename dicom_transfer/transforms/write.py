@@ -9,8 +9,7 @@ from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
 from dicom_transfer.errors import FAILURES, ErrorRecord
-from dicom_transfer.io.destination import Destination, DestinationExists, same_content
-from dicom_transfer.io.files import open_url
+from dicom_transfer.io.destination import PLACED, Destination, ExistsWithOtherContent
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.duplicates import ResolveDuplicates
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
@@ -40,40 +39,21 @@ class _WriteFn(beam.DoFn):
             yield self._failure(instance.url, f"cannot write {target}: {reason}")
 
     def _write(self, relative: str, target: str, instance: ValidInstance) -> Iterator:
-        existing = self.destination.size_of(relative)
-        if existing is not None:
-            if existing == instance.size and self._same_as_existing(relative, instance):
-                yield self._unchanged(instance, target)
-                return
-            if not self.overwrite:
-                yield self._failure(
-                    instance.url,
-                    f"{target} exists with different content (use --overwrite to replace it)")
-                return
-        if not self.dry_run:
-            try:
-                written = self.destination.write(
-                    relative, instance.url, instance.size, overwrite=existing is not None)
-            except DestinationExists:
-                # Another worker or run wrote it since we looked: decide again, never clobber.
-                if self._same_as_existing(relative, instance):
-                    yield self._unchanged(instance, target)
-                else:
-                    yield self._failure(instance.url, f"{target} exists with different content")
-                return
+        try:
+            kind, written = self.destination.place(relative, instance.url, instance.size,
+                                                   overwrite=self.overwrite, dry_run=self.dry_run)
+        except ExistsWithOtherContent:
+            yield self._failure(
+                instance.url, f"{target} exists with different content (use --overwrite to replace it)")
+            return
+        if kind == PLACED:
+            self.success.inc()
             self.bytes_written.inc(written)
-        self.success.inc()
-        self.progress.add(1, instance.size)
-        yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome("success", instance.size, instance.url, target))
-
-    def _same_as_existing(self, relative: str, instance: ValidInstance) -> bool:
-        with self.destination.open_existing(relative) as existing, open_url(instance.url) as source:
-            return same_content(existing, source)
-
-    def _unchanged(self, instance: ValidInstance, target: str) -> beam.pvalue.TaggedOutput:
-        self.unchanged.inc()
-        self.progress.add(1, 0)
-        return beam.pvalue.TaggedOutput(OUTCOMES, Outcome("unchanged", instance.size, instance.url, target))
+            self.progress.add(1, instance.size)
+        else:
+            self.unchanged.inc()
+            self.progress.add(1, 0)
+        yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(kind, instance.size, instance.url, target))
 
     @staticmethod
     def _failure(identifier: str, message: str) -> beam.pvalue.TaggedOutput:
