@@ -41,8 +41,9 @@ def instance_bytes(
     study_date: str = "20260101",
     instance_number: int = 1,
     implicit: bool = False,
+    frames: int = 1,
 ) -> bytes:
-    """A DICOM Part 10 MR instance of about ``pixel_bytes`` pixel bytes.
+    """A DICOM Part 10 MR instance of about ``pixel_bytes`` pixel bytes (in ``frames`` frames).
 
     The UIDs are written as given, valid or not (bad samples are deliberate).
     """
@@ -52,15 +53,15 @@ def instance_bytes(
         config.settings.writing_validation_mode = config.IGNORE
         try:
             return _instance_bytes(study_uid, series_uid, sop_uid, pixel_bytes, patient_id,
-                                   modality, study_date, instance_number, implicit)
+                                   modality, study_date, instance_number, implicit, frames)
         finally:
             config.settings.writing_validation_mode = previous
 
 
 def _instance_bytes(study_uid: str, series_uid: str, sop_uid: str, pixel_bytes: int,
                     patient_id: str, modality: str, study_date: str, instance_number: int,
-                    implicit: bool) -> bytes:
-    rows = max(1, -(-pixel_bytes // PIXEL_ROW_BYTES))
+                    implicit: bool, frames: int) -> bytes:
+    rows = max(1, -(-pixel_bytes // (PIXEL_ROW_BYTES * frames)))
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
     meta.MediaStorageSOPInstanceUID = sop_uid
@@ -79,14 +80,16 @@ def _instance_bytes(study_uid: str, series_uid: str, sop_uid: str, pixel_bytes: 
     ds.InstanceNumber = instance_number
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
+    if frames > 1:
+        ds.NumberOfFrames = frames
     ds.Rows = rows
     ds.Columns = PIXEL_ROW_BYTES // 2
     ds.BitsAllocated = 16
     ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 0
-    ds.PixelData = bytes((instance_number + i) % 251 for i in range(251)) * (
-        rows * PIXEL_ROW_BYTES // 251) + bytes(rows * PIXEL_ROW_BYTES % 251)
+    total = rows * PIXEL_ROW_BYTES * frames
+    ds.PixelData = bytes((instance_number + i) % 251 for i in range(251)) * (total // 251) + bytes(total % 251)
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()

@@ -6,6 +6,7 @@ through bounded memory: one chunk plus the length of the boundary.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -113,7 +114,5 @@ def iter_parts_to_files(chunks: Iterable[bytes], boundary: str,
 
 
 def remove_quietly(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass

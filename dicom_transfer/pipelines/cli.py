@@ -25,8 +25,9 @@ from dicom_transfer.io.files import open_url
 from dicom_transfer.io.retry import RetryPolicy
 from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.copy import CopyConfig, build_copy_pipeline
+from dicom_transfer.pipelines.export_pipeline import ExportConfig, build_export_pipeline
 from dicom_transfer.pipelines.import_pipeline import ImportConfig, build_import_pipeline
-from dicom_transfer.pipelines.options import COPY_OPTIONS, IMPORT_OPTIONS
+from dicom_transfer.pipelines.options import COPY_OPTIONS, EXPORT_OPTIONS, IMPORT_OPTIONS
 from dicom_transfer.report import (
     COMPLETED,
     FAILED,
@@ -183,6 +184,37 @@ def product_options(options: PipelineOptions) -> argparse.Namespace:
     return argparse.Namespace(**options.get_all_options(drop_default=False))
 
 
+def export_config(options: argparse.Namespace) -> ExportConfig:
+    if not options.output:
+        raise UsageError("--output DEST is required")
+    chosen = [bool(options.identifier), bool(options.identifiers_file), bool(options.filter_file),
+              options.export_all]
+    if sum(chosen) != 1:
+        raise UsageError("give exactly one of --identifier (repeatable), --identifiers-file, "
+                         "--filter-file or --all")
+    for url in (options.identifiers_file, options.filter_file):
+        if url:
+            try:
+                open_url(url).close()
+            except OSError as exc:
+                raise UsageError(f"cannot read {url}: {exc}") from exc
+    client = dicomweb_client(options)
+    reports = run_reports("export", options, options.output,
+                          "azure" if options.layout == "azure" else "uid", options.transfer_dry_run)
+    try:
+        layout = Layout.parse(options.layout, reports.operation_id)
+    except ValueError as exc:
+        raise UsageError(f"--layout: {exc}") from exc
+    return ExportConfig(
+        client=client, destination=options.output.rstrip("/") or options.output, layout=layout,
+        operation_id=reports.operation_id, created_time=reports.created_time,
+        errors_url=reports.errors_url, summary_url=reports.summary_url,
+        identifiers=tuple(options.identifier or ()), identifiers_file=options.identifiers_file,
+        filter_file=options.filter_file, all_studies=options.export_all,
+        transfer_syntax=options.transfer_syntax, overwrite=options.overwrite,
+        dry_run=options.transfer_dry_run)
+
+
 def _quiet_local_workers(argv: list[str]) -> list[str]:
     """Keep Beam's own INFO lines out of local worker processes (progress lines stay)."""
     runner = PipelineOptions(argv).view_as(StandardOptions).runner
@@ -226,6 +258,14 @@ def run_import(argv: list[str]) -> int:
     config = import_config(product_options(options))
     return execute("import", options, config, build_import_pipeline,
                    f"{len(config.patterns)} pattern(s) -> {config.client.safe_url}")
+
+
+def run_export(argv: list[str]) -> int:
+    """Run ``export`` with ``argv``; return the exit status."""
+    options = PipelineOptions(_quiet_local_workers(argv))
+    config = export_config(product_options(options))
+    return execute("export", options, config, build_export_pipeline,
+                   f"{config.client.safe_url} -> {redact(config.destination)} (layout {config.layout.name})")
 
 
 def _print_first_errors(errors_url: str, failures: int, limit: int = 10) -> None:
@@ -290,6 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "server with batched STOW-RS requests.", epilog=BEAM_OPTIONS_EPILOG)
     for options_class in IMPORT_OPTIONS:
         options_class._add_argparse_args(import_)
+    export = commands.add_parser(
+        "export", help="export instances from a DICOMweb server to a per-UID layout",
+        description="Export studies, series or instances (by identifiers, a filter file, or the "
+                    "whole store) from a DICOMweb server with QIDO-RS and WADO-RS, validate them, "
+                    "and write them to a layout.", epilog=BEAM_OPTIONS_EPILOG)
+    for options_class in EXPORT_OPTIONS:
+        options_class._add_argparse_args(export)
     demo = commands.add_parser(
         "demo", help="generate sample data (with bad files) and copy it locally",
         epilog=BEAM_OPTIONS_EPILOG)
@@ -313,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_copy(command_argv)
         if args.command == "import":
             return run_import(command_argv)
+        if args.command == "export":
+            return run_export(command_argv)
         return run_demo(args, beam_argv)
     except UsageError as exc:
         print(f"dicom-transfer {args.command}: error: {redact(str(exc))}", file=sys.stderr)

@@ -144,5 +144,26 @@ class ImportOptions(PipelineOptions):
                                "before sending; rely on its STOW-RS answers.")
 
 
+class ExportOptions(PipelineOptions):
+    """What ``dicom-transfer export`` takes from the server."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument(
+            "--identifier", dest="identifier", action="append", default=None, metavar="ID",
+            help="Azure export identifier StudyInstanceUID[/SeriesInstanceUID[/SOPInstanceUID]]. "
+                 "Repeatable.")
+        parser.add_argument(
+            "--identifiers-file", "--identifiers_file", dest="identifiers_file", default=None,
+            metavar="FILE", help="A file with one identifier per line.")
+        parser.add_argument(
+            "--all", dest="export_all", action="store_true", default=False,
+            help="Export every instance of the store (QIDO-RS with paging).")
+        parser.add_argument(
+            "--transfer-syntax", "--transfer_syntax", dest="transfer_syntax", default="*",
+            help="Transfer syntax to ask WADO-RS for; '*' (default) means as stored.")
+
+
 COPY_OPTIONS = (InputOptions, OutputOptions, ReportOptions)
+EXPORT_OPTIONS = (ExportOptions, OutputOptions, DicomwebOptions, ReportOptions)
 IMPORT_OPTIONS = (InputOptions, DicomwebOptions, ImportOptions, ReportOptions)

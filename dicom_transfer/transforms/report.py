@@ -70,10 +70,17 @@ def _write_summary(failures: int, counts: dict[str, int], unmatched: list[str],
         counter=counter,
         error_href=settings["errors_url"],
         extra={**settings.get("extra", {}), "unmatchedPatterns": sorted(unmatched)},
-        results={"dryRun": settings.get("dry_run", False)},
+        results=_results(settings, counter),
     )
     write_text(settings["summary_url"], json.dumps(summary, indent=2) + "\n")
     return settings["summary_url"]
+
+
+def _results(settings: dict, counter: dict[str, int]) -> dict:
+    results = {"dryRun": settings.get("dry_run", False)}
+    if settings["operation_type"] == "export":  # Azure's export status fields
+        results.update(exported=counter["success"], skipped=counter["failure"])
+    return results
 
 
 class WriteReports(beam.PTransform):

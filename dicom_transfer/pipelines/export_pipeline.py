@@ -1,0 +1,61 @@
+"""The ``export`` pipeline: a DICOMweb server to storage, by identifiers, filter file or all."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import apache_beam as beam
+
+from dicom_transfer.errors import FAILURES, redact
+from dicom_transfer.io.dicomweb import DicomwebClient
+from dicom_transfer.layout import Layout
+from dicom_transfer.transforms import WriteReports
+from dicom_transfer.transforms.outcomes import OUTCOMES
+from dicom_transfer.transforms.retrieve import (
+    INSTANCES,
+    RESOURCES,
+    ExpandToInstances,
+    ResourcesToExport,
+    RetrieveAndWrite,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """Everything an export run needs, already checked (see ``pipelines.cli``)."""
+
+    client: DicomwebClient
+    destination: str
+    layout: Layout
+    operation_id: str
+    created_time: str
+    errors_url: str
+    summary_url: str
+    identifiers: tuple[str, ...] = ()
+    identifiers_file: str | None = None
+    filter_file: str | None = None
+    all_studies: bool = False
+    transfer_syntax: str = "*"
+    overwrite: bool = False
+    dry_run: bool = False
+
+
+def build_export_pipeline(pipeline: beam.Pipeline, config: ExportConfig) -> beam.PCollection:
+    """Add the export stages to ``pipeline``; return the PCollection of the summary URL."""
+    resources = pipeline | "ResourcesToExport" >> ResourcesToExport(
+        config.client, config.identifiers, config.identifiers_file, config.filter_file, config.all_studies)
+    series = resources[RESOURCES] | "ExpandToInstances" >> ExpandToInstances(config.client)
+    exported = series[INSTANCES] | "RetrieveAndWrite" >> RetrieveAndWrite(
+        config.client, config.destination, config.layout, config.transfer_syntax, config.overwrite,
+        config.dry_run)
+    failures = (resources[FAILURES], series[FAILURES], exported[FAILURES]) | "AllFailures" >> beam.Flatten()
+    no_patterns = pipeline | "NoPatterns" >> beam.Create([])
+    return (failures, exported[OUTCOMES], no_patterns) | "WriteReports" >> WriteReports(
+        errors_url=config.errors_url,
+        summary_url=config.summary_url,
+        operation_id=config.operation_id,
+        operation_type="export",
+        created_time=config.created_time,
+        dry_run=config.dry_run,
+        extra={"source": config.client.safe_url, "destination": redact(config.destination)},
+    )

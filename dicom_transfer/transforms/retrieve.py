@@ -1,0 +1,355 @@
+"""Export from a DICOMweb server: resolve resources to instances (QIDO-RS), then
+retrieve them series by series (WADO-RS), validate, and write them to a layout."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+
+import apache_beam as beam
+import requests
+from apache_beam.metrics import Metrics
+
+from dicom_transfer import metrics
+from dicom_transfer.errors import FAILURES, ErrorRecord, redact
+from dicom_transfer.io.destination import PLACED, Destination, ExistsWithOtherContent
+from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
+from dicom_transfer.io.files import FileRef, open_url
+from dicom_transfer.io.multipart import MultipartError, boundary_of, iter_parts_to_files, remove_quietly
+from dicom_transfer.layout import Layout, LayoutError
+from dicom_transfer.part10 import InvalidInstance
+from dicom_transfer.progress import ProgressLog
+from dicom_transfer.resources import ResourcePath, parse_filter_line, parse_identifier
+from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
+from dicom_transfer.transforms.validate import validate_file
+
+LOG = logging.getLogger(__name__)
+RESOURCES = "resources"
+INSTANCES = "instances"
+PAGE_SIZE = 1000
+STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"
+
+
+def _first_value(item: dict, tag: str) -> str | None:
+    values = item.get(tag, {}).get("Value", [])
+    return values[0] if values else None
+
+
+def paged(client: DicomwebClient, path: str, params: dict | None = None) -> Iterator[dict]:
+    """Every QIDO-RS result of ``path``, fetched ``PAGE_SIZE`` at a time (never unbounded)."""
+    offset = 0
+    while True:
+        page = client.get_json(path, {**(params or {}), "limit": PAGE_SIZE, "offset": offset})
+        yield from page
+        if len(page) < PAGE_SIZE:
+            return
+        offset += len(page)
+
+
+def read_request_lines(url: str) -> Iterator[tuple[str, str]]:
+    """``(line, where)`` for each non-blank, non-comment line of a file."""
+    with open_url(url) as raw:
+        for number, line in enumerate(raw, start=1):
+            text = line.decode("utf-8", "replace").strip()
+            if text and not text.startswith("#"):
+                yield text, f"{url} line {number}"
+
+
+class _ParseFn(beam.DoFn):
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def process(self, element: tuple[str, str]) -> Iterator:
+        text, where = element
+        try:
+            if self.kind == "filter":
+                yield parse_filter_line(text, where)
+            else:
+                yield parse_identifier(text, where)
+        except ValueError as exc:
+            yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(text, str(exc), "expand"))
+
+
+class _ListStudiesFn(beam.DoFn):
+    def __init__(self, client: DicomwebClient) -> None:
+        self.client = client
+
+    def process(self, _: object) -> Iterator:
+        try:
+            for item in paged(self.client, "/studies", {"includefield": STUDY_UID}):
+                study = _first_value(item, STUDY_UID)
+                if study:
+                    yield ResourcePath(study)
+        except DicomwebError as exc:
+            yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
+                self.client.safe_url, f"cannot list the studies of the store: {exc}", "expand"))
+
+
+class ResourcesToExport(beam.PTransform):
+    """What to export, as :class:`ResourcePath` values.
+
+    One of: Azure identifiers (``study[/series[/sop]]``), Google filter-file lines
+    (``/studies/S[/series/SE[/instances/I]]``), or every study of the store
+    (``all_studies``, listed with QIDO-RS paging). A malformed identifier or line
+    is one failure record; the rest goes on.
+
+    Example::
+
+        resources = p | ResourcesToExport(client, identifiers=["1.2.3", "12.3/4.5.678"])
+    """
+
+    def __init__(self, client: DicomwebClient, identifiers: Iterable[str] = (),
+                 identifiers_file: str | None = None, filter_file: str | None = None,
+                 all_studies: bool = False) -> None:
+        super().__init__()
+        self.client = client
+        self.identifiers = list(identifiers)
+        self.identifiers_file = identifiers_file
+        self.filter_file = filter_file
+        self.all_studies = all_studies
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
+        resources, failures = [], []
+        if self.identifiers:
+            given = (pbegin | "Identifiers" >> beam.Create([(i, "--identifier") for i in self.identifiers])
+                     | "ParseIdentifiers" >> beam.ParDo(_ParseFn("identifier")).with_outputs(
+                         FAILURES, main=RESOURCES))
+            resources.append(given[RESOURCES])
+            failures.append(given[FAILURES])
+        for kind, url in (("identifier", self.identifiers_file), ("filter", self.filter_file)):
+            if url:
+                parsed = (pbegin | f"{kind}File" >> beam.Create([url])
+                          | f"Read{kind}Lines" >> beam.FlatMap(read_request_lines)
+                          | f"Parse{kind}Lines" >> beam.ParDo(_ParseFn(kind)).with_outputs(
+                              FAILURES, main=RESOURCES))
+                resources.append(parsed[RESOURCES])
+                failures.append(parsed[FAILURES])
+        if self.all_studies:
+            listed = (pbegin | "Store" >> beam.Create([None])
+                      | "ListStudies" >> beam.ParDo(_ListStudiesFn(self.client)).with_outputs(
+                          FAILURES, main=RESOURCES))
+            resources.append(listed[RESOURCES])
+            failures.append(listed[FAILURES])
+        return {RESOURCES: resources | "AllResources" >> beam.Flatten(pipeline=pbegin.pipeline),
+                FAILURES: failures | "ParseFailures" >> beam.Flatten(pipeline=pbegin.pipeline)}
+
+
+class _ExpandFn(beam.DoFn):
+    """ResourcePath -> ((study, series), (sop, whole_series)) via QIDO-RS."""
+
+    def __init__(self, client: DicomwebClient) -> None:
+        self.client = client
+
+    def process(self, resource: ResourcePath) -> Iterator:
+        try:
+            found = list(self._instances(resource))
+        except DicomwebError as exc:
+            if exc.status == 404:
+                found = []
+            else:
+                yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
+                    resource.identifier, f"cannot resolve {resource.level}: {exc}", "expand"))
+                return
+        if not found:
+            yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
+                resource.identifier, f"{resource.level} not found on the server (it matches no instance)",
+                "expand"))
+            return
+        yield from found
+
+    def _instances(self, resource: ResourcePath) -> Iterator:
+        if resource.instance is not None:
+            yield (resource.study, resource.series), (resource.instance, False)
+            return
+        if resource.series is not None:
+            series_list = [resource.series]
+        else:
+            series_list = [
+                _first_value(item, SERIES_UID)
+                for item in paged(self.client, f"/studies/{resource.study}/series",
+                                  {"includefield": SERIES_UID})
+            ]
+        for series in filter(None, series_list):
+            for item in paged(self.client, f"/studies/{resource.study}/series/{series}/instances",
+                              {"includefield": SOP_UID}):
+                sop = _first_value(item, SOP_UID)
+                if sop:
+                    yield (resource.study, series), (sop, True)
+
+
+class ExpandToInstances(beam.PTransform):
+    """Resolve studies and series to their instances with paged QIDO-RS queries.
+
+    The output is grouped by series (a ``GroupByKey``, which also breaks fusion so
+    that retrieval parallelises): ``((study, series), [(sop, whole_series), ...])``.
+    A resource that matches nothing is one failure record.
+
+    Example::
+
+        series = resources | ExpandToInstances(client)
+    """
+
+    def __init__(self, client: DicomwebClient) -> None:
+        super().__init__()
+        self.client = client
+
+    def expand(self, resources: beam.PCollection) -> dict[str, beam.PCollection]:
+        expanded = resources | "Qido" >> beam.ParDo(_ExpandFn(self.client)).with_outputs(
+            FAILURES, main=INSTANCES)
+        grouped = expanded[INSTANCES] | "GroupBySeries" >> beam.GroupByKey()
+        return {INSTANCES: grouped, FAILURES: expanded[FAILURES]}
+
+
+class _RetrieveFn(beam.DoFn):
+    def __init__(self, client: DicomwebClient, destination_url: str, layout: Layout,
+                 transfer_syntax: str, overwrite: bool, dry_run: bool = False) -> None:
+        self.client = client
+        self.dry_run = dry_run
+        self.destination_url = destination_url
+        self.layout = layout
+        self.transfer_syntax = transfer_syntax
+        self.overwrite = overwrite
+        self.counters = {kind: Metrics.counter(metrics.NAMESPACE, kind)
+                         for kind in (metrics.SUCCESS, metrics.UNCHANGED)}
+        self.bytes_written = Metrics.counter(metrics.NAMESPACE, metrics.BYTES_WRITTEN)
+
+    def setup(self) -> None:
+        self.destination = Destination(self.destination_url)
+        self.progress = ProgressLog("export")
+
+    def process(self, element: tuple[tuple[str, str], Iterable[tuple[str, bool]]]) -> Iterator:
+        (study, series), items = element
+        wanted: dict[str, bool] = {}
+        for sop, whole in items:
+            wanted[sop] = wanted.get(sop, False) or whole
+        state = _SeriesState(study, series, wanted)
+        if any(wanted.values()):
+            try:
+                yield from self._retrieve(f"/studies/{study}/series/{series}", state, single=None)
+            except (DicomwebError, MultipartError, requests.RequestException, OSError) as exc:
+                LOG.warning("series %s/%s: %s; fetching what is missing instance by instance",
+                            study, series, redact(str(exc)))
+        for sop in sorted(set(wanted) - state.done):
+            identifier = f"{study}/{series}/{sop}"
+            try:
+                yield from self._retrieve(f"/studies/{study}/series/{series}/instances/{sop}", state,
+                                          single=sop)
+            except (DicomwebError, MultipartError, requests.RequestException, OSError) as exc:
+                message = str(exc)
+                if isinstance(exc, DicomwebError) and exc.status == 404:
+                    message = "instance not found on the server"
+                yield self._failure(identifier, f"cannot retrieve: {message}", "retrieve")
+                continue
+            if sop not in state.done and sop not in state.reported:
+                yield self._failure(identifier, "the server's answer did not contain this instance",
+                                    "retrieve")
+
+    def _retrieve(self, path: str, state: _SeriesState, single: str | None) -> Iterator:
+        """Stream one WADO-RS answer into place. A series gets one try (what it misses is
+        then fetched instance by instance); a single instance is retried."""
+        attempts = self.client.retry.attempts if single else 1
+        for attempt in range(attempts):
+            try:
+                response = self.client.retrieve(path, self.transfer_syntax)
+                with response:
+                    boundary = boundary_of(response.headers.get("Content-Type", ""))
+                    for _, part_path, size in iter_parts_to_files(
+                            response.iter_content(1 << 20), boundary, _temporary_file):
+                        try:
+                            yield from self._place(part_path, size, state, single)
+                        finally:
+                            remove_quietly(part_path)
+                return
+            except (MultipartError, requests.RequestException) as exc:
+                if attempt + 1 >= attempts:
+                    raise DicomwebError(f"retrieval of {path} kept failing: {redact(str(exc))}") from None
+                self.client.retry.sleep(attempt)
+
+    def _place(self, part_path: str, size: int, state: _SeriesState, single: str | None) -> Iterator:
+        where = f"{state.study}/{state.series}" + (f"/{single}" if single else "")
+        try:
+            instance = validate_file(FileRef(part_path, size), self.layout.keywords)
+        except InvalidInstance as exc:
+            if single is None:  # reported by the instance-by-instance pass, with its UID
+                LOG.warning("series %s: the server sent an invalid instance: %s", where, exc)
+                return
+            state.reported.add(single)
+            yield self._failure(where, f"the server sent an invalid instance ({exc.check}): {exc}",
+                                "validate")
+            return
+        identifier = f"{instance.study_uid}/{instance.series_uid}/{instance.sop_uid}"
+        if instance.sop_uid in state.done:
+            return  # placed already, from an earlier interrupted answer
+        if (instance.study_uid, instance.series_uid) != (state.study, state.series) or (
+                single is not None and instance.sop_uid != single):
+            if single is not None:
+                state.reported.add(single)
+            yield self._failure(identifier, f"the server sent this instance when asked for {where}",
+                                "validate")
+            return
+        state.done.add(instance.sop_uid)
+        try:
+            relative = self.layout.relative_path(instance.values())
+        except LayoutError as exc:
+            yield self._failure(identifier, str(exc), "route")
+            return
+        target = self.destination.url_of(relative)
+        try:
+            kind, written = self.destination.place(relative, part_path, size, overwrite=self.overwrite,
+                                                   dry_run=self.dry_run)
+        except ExistsWithOtherContent:
+            yield self._failure(identifier, f"{target} exists with different content "
+                                "(use --overwrite to replace it)", "write")
+            return
+        except OSError as exc:
+            yield self._failure(identifier, f"cannot write {target}: {exc.strerror or exc}", "write")
+            return
+        self.counters[kind].inc()
+        if kind == PLACED:
+            self.bytes_written.inc(written)
+        self.progress.add(1, written)
+        yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(kind, size, identifier, target))
+
+    @staticmethod
+    def _failure(identifier: str, message: str, stage: str) -> beam.pvalue.TaggedOutput:
+        return beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(identifier, message, stage))
+
+
+class _SeriesState:
+    """What one series' retrieval has placed and reported so far."""
+
+    def __init__(self, study: str, series: str, wanted: dict[str, bool]) -> None:
+        self.study = study
+        self.series = series
+        self.wanted = wanted
+        self.done: set[str] = set()
+        self.reported: set[str] = set()
+
+
+def _temporary_file():
+    handle, path = tempfile.mkstemp(prefix="dicom-transfer-", suffix=".part")
+    return path, os.fdopen(handle, "wb")
+
+
+class RetrieveAndWrite(beam.PTransform):
+    """Retrieve grouped series with WADO-RS and write each instance to a layout.
+
+    A series wanted whole is fetched in one streamed ``multipart/related`` answer;
+    single instances (and whatever an interrupted series stream did not deliver)
+    are fetched one by one. Every part goes to a temporary file as it arrives, is
+    validated like any input, must carry the UIDs asked for, and is placed
+    atomically (``unchanged`` if already there).
+
+    Returns a dict with ``outcomes`` and ``failures``.
+    """
+
+    def __init__(self, client: DicomwebClient, destination_url: str, layout: Layout,
+                 transfer_syntax: str = "*", overwrite: bool = False, dry_run: bool = False) -> None:
+        super().__init__()
+        self.fn = _RetrieveFn(client, destination_url, layout, transfer_syntax, overwrite, dry_run)
+
+    def expand(self, series: beam.PCollection) -> dict[str, beam.PCollection]:
+        result = series | "WadoRs" >> beam.ParDo(self.fn).with_outputs(FAILURES, OUTCOMES)
+        return {OUTCOMES: result[OUTCOMES], FAILURES: result[FAILURES]}
