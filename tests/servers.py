@@ -98,6 +98,11 @@ class Orthanc:
                                        auth)
         return result
 
+    def upload(self, data: bytes) -> None:
+        """Store one instance through Orthanc's own REST API (independent of the code under test)."""
+        auth = next(iter(self.users.items()), None)
+        requests.post(f"{self.url}/instances", data=data, auth=auth, timeout=60).raise_for_status()
+
     def count_instances(self) -> int:
         auth = next(iter(self.users.items()), None)
         return len(requests.get(f"{self.url}/instances", auth=auth, timeout=30).json())
@@ -163,12 +168,20 @@ class FaultProxy:
                     self.connection.close()
                     self.close_connection = True
                     return
+                if fault and fault[0] == "truncate":
+                    with proxy.lock:
+                        proxy.faults += 1
+                    self._forward(body, truncate=fault[1])
+                    return
                 if fault:
                     _, code, headers = fault
                     with proxy.lock:
                         proxy.faults += 1
                     self._reply(code, b"injected fault", headers)
                     return
+                self._forward(body)
+
+            def _forward(self, body, truncate=None):
                 upstream = http.client.HTTPConnection(proxy.upstream.split("//")[1], timeout=120)
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in ("host", "authorization", "connection")}
@@ -177,8 +190,21 @@ class FaultProxy:
                 data = answer.read()
                 passed = {k: v for k, v in answer.getheaders()
                           if k.lower() not in ("transfer-encoding", "connection", "content-length")}
-                self._reply(answer.status, data, passed)
                 upstream.close()
+                if truncate is None:
+                    self._reply(answer.status, data, passed)
+                    return
+                # promise the whole body, send part of it, then cut the connection
+                self.send_response(answer.status)
+                for key, value in passed.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: int(len(data) * truncate)])
+                self.wfile.flush()
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+                self.close_connection = True
 
             def _reply(self, code, data, headers):
                 self.send_response(code)
