@@ -14,6 +14,7 @@ import errno
 import os
 import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable
 from typing import BinaryIO
@@ -85,7 +86,7 @@ class Destination:
             return same_content(existing, source)
 
     def place(self, relative: str, source_url: str, size: int, *, overwrite: bool = False,
-              dry_run: bool = False) -> tuple[str, int]:
+              dry_run: bool = False, move: bool = False) -> tuple[str, int]:
         """Put the file at ``source_url`` at ``relative`` unless it is already there.
 
         Returns
@@ -96,6 +97,9 @@ class Destination:
         ------
         ExistsWithOtherContent
             The target holds other bytes and ``overwrite`` is false (never clobbered).
+
+        ``move`` says the source is a temporary file that may be renamed into place
+        (no copy of its bytes when it is on the destination's file system).
         OSError
             Reading, writing or the store failed.
         """
@@ -108,14 +112,15 @@ class Destination:
         if dry_run:
             return PLACED, 0
         try:
-            return PLACED, self.write(relative, source_url, size, overwrite=existing is not None)
+            return PLACED, self.write(relative, source_url, size, overwrite=existing is not None, move=move)
         except DestinationExists:
             # Written by someone else since we looked: decide again, never clobber.
             if self.same_as(relative, source_url):
                 return UNCHANGED, 0
             raise ExistsWithOtherContent(self.url_of(relative)) from None
 
-    def write(self, relative: str, source_url: str, expected_size: int, overwrite: bool) -> int:
+    def write(self, relative: str, source_url: str, expected_size: int, overwrite: bool,
+              move: bool = False) -> int:
         """Copy the file at ``source_url`` to ``relative``; return the bytes written.
 
         Raises
@@ -128,21 +133,44 @@ class Destination:
         """
         path = self.path_of(relative)
         if self.local:
-            return self._write_local(path, source_url, expected_size, overwrite)
+            return self._write_local(path, source_url, expected_size, overwrite, move)
         with open_url(source_url) as source, self.fs.open(path, "wb") as out:
             written = _copy(source, out)
         _check_size(written, expected_size, path)
         return written
 
-    def _write_local(self, path: str, source_url: str, expected_size: int, overwrite: bool) -> int:
-        directory, name = os.path.split(path)
+    def staging_directory(self) -> str:
+        """Where to put temporary files that will be moved here: on the destination's
+        file system when it is local (so placing them is a rename), else the system's."""
+        if not self.local:
+            return tempfile.gettempdir()
+        directory = os.path.join(self.root, ".dicom-transfer", "staging")
+        self._make_directory(directory)
+        return directory
+
+    def _make_directory(self, directory: str) -> None:
         if directory not in self._directories:  # one mkdir per folder, not per file
             os.makedirs(directory, exist_ok=True)
             self._directories.add(directory)
+
+    def _write_local(self, path: str, source_url: str, expected_size: int, overwrite: bool,
+                     move: bool = False) -> int:
+        directory, name = os.path.split(path)
+        self._make_directory(directory)
+        source_path = local_path(source_url)
+        if move and source_path is not None and os.stat(source_path).st_dev == os.stat(directory).st_dev:
+            _check_size(os.stat(source_path).st_size, expected_size, path)
+            if overwrite:
+                os.replace(source_path, path)
+            else:
+                try:
+                    rename_no_replace(source_path, path)
+                except FileExistsError as exc:
+                    raise DestinationExists(path) from exc
+            return expected_size
         temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.partial")
         placed = False
         try:
-            source_path = local_path(source_url)
             if source_path is not None:
                 shutil.copyfile(source_path, temporary)  # sendfile(2): no copy through Python
                 written = os.stat(temporary).st_size

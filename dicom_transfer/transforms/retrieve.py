@@ -256,7 +256,7 @@ class _RetrieveFn(beam.DoFn):
                 with response:
                     boundary = boundary_of(response.headers.get("Content-Type", ""))
                     for _, part_path, size in iter_parts_to_files(
-                            response.iter_content(1 << 20), boundary, _temporary_file):
+                            response.iter_content(1 << 20), boundary, self._temporary_file):
                         try:
                             yield from self._place(part_path, size, state, single)
                         finally:
@@ -298,7 +298,7 @@ class _RetrieveFn(beam.DoFn):
         target = self.destination.url_of(relative)
         try:
             kind, written = self.destination.place(relative, part_path, size, overwrite=self.overwrite,
-                                                   dry_run=self.dry_run)
+                                                   dry_run=self.dry_run, move=True)
         except ExistsWithOtherContent:
             yield self._failure(identifier, f"{target} exists with different content "
                                 "(use --overwrite to replace it)", "write")
@@ -311,6 +311,11 @@ class _RetrieveFn(beam.DoFn):
             self.bytes_written.inc(written)
         self.progress.add(1, written)
         yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(kind, size, identifier, target))
+
+    def _temporary_file(self):
+        handle, path = tempfile.mkstemp(prefix=".part-", suffix=".partial",
+                                        dir=self.destination.staging_directory())
+        return path, os.fdopen(handle, "wb")
 
     @staticmethod
     def _failure(identifier: str, message: str, stage: str) -> beam.pvalue.TaggedOutput:
@@ -326,11 +331,6 @@ class _SeriesState:
         self.wanted = wanted
         self.done: set[str] = set()
         self.reported: set[str] = set()
-
-
-def _temporary_file():
-    handle, path = tempfile.mkstemp(prefix="dicom-transfer-", suffix=".part")
-    return path, os.fdopen(handle, "wb")
 
 
 class RetrieveAndWrite(beam.PTransform):
