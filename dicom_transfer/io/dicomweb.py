@@ -125,13 +125,17 @@ class DicomwebClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
-    def __getstate__(self) -> dict:
+    @property
+    def settings(self) -> dict:
+        """What it takes to build an equal client elsewhere (no session, no secret)."""
         return {"url": self.url, "auth": self.auth_config, "ca_bundle": self.ca_bundle,
                 "timeout": self.timeout, "retry": self.retry, "pool_size": self.pool_size}
 
+    def __getstate__(self) -> dict:
+        return self.settings
+
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["url"], state["auth"], state["ca_bundle"], state["timeout"],
-                      state["retry"], state["pool_size"])
+        self.__init__(**state)
 
     @property
     def safe_url(self) -> str:

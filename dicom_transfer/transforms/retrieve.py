@@ -72,9 +72,17 @@ class _ParseFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(text, str(exc), "expand"))
 
 
-class _ListStudiesFn(beam.DoFn):
+class _ClientFn(beam.DoFn):
+    """A DoFn that talks to a DICOMweb server; the HTTP session is made per worker."""
+
     def __init__(self, client: DicomwebClient) -> None:
-        self.client = client
+        self.client_settings = client.settings
+
+    def setup(self) -> None:
+        self.client = DicomwebClient(**self.client_settings)
+
+
+class _ListStudiesFn(_ClientFn):
 
     def process(self, _: object) -> Iterator:
         try:
@@ -136,11 +144,8 @@ class ResourcesToExport(beam.PTransform):
                 FAILURES: failures | "ParseFailures" >> beam.Flatten(pipeline=pbegin.pipeline)}
 
 
-class _ExpandFn(beam.DoFn):
+class _ExpandFn(_ClientFn):
     """ResourcePath -> ((study, series), (sop, whole_series)) via QIDO-RS."""
-
-    def __init__(self, client: DicomwebClient) -> None:
-        self.client = client
 
     def process(self, resource: ResourcePath) -> Iterator:
         try:
@@ -202,10 +207,10 @@ class ExpandToInstances(beam.PTransform):
         return {INSTANCES: grouped, FAILURES: expanded[FAILURES]}
 
 
-class _RetrieveFn(beam.DoFn):
+class _RetrieveFn(_ClientFn):
     def __init__(self, client: DicomwebClient, destination_url: str, layout: Layout,
                  transfer_syntax: str, overwrite: bool, dry_run: bool = False) -> None:
-        self.client = client
+        super().__init__(client)
         self.dry_run = dry_run
         self.destination_url = destination_url
         self.layout = layout
@@ -216,6 +221,7 @@ class _RetrieveFn(beam.DoFn):
         self.bytes_written = Metrics.counter(metrics.NAMESPACE, metrics.BYTES_WRITTEN)
 
     def setup(self) -> None:
+        super().setup()
         self.destination = Destination(self.destination_url)
         self.progress = ProgressLog("export")
 

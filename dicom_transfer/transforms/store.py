@@ -42,7 +42,7 @@ def plan_requests(instances: Sequence[ValidInstance], max_instances: int,
 class _StoreFn(beam.DoFn):
     def __init__(self, client: DicomwebClient, max_instances: int, max_bytes: int,
                  concurrency: int, check_existing: bool) -> None:
-        self.client_state = client.__getstate__()
+        self.client_settings = client.settings
         self.max_instances = max_instances
         self.max_bytes = max_bytes
         self.concurrency = concurrency
@@ -52,8 +52,7 @@ class _StoreFn(beam.DoFn):
         self.bytes_sent = Metrics.counter(metrics.NAMESPACE, metrics.BYTES_WRITTEN)
 
     def setup(self) -> None:
-        self.client = DicomwebClient.__new__(DicomwebClient)
-        self.client.__setstate__(self.client_state)
+        self.client = DicomwebClient(**self.client_settings)  # one session per worker
         self.pool = concurrent.futures.ThreadPoolExecutor(self.concurrency)
         self.progress = ProgressLog("store")
 
