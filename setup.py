@@ -22,7 +22,9 @@ setup(
         "urllib3>=2.0",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "build>=1.0", "wheel>=0.40",
+                 "apache-beam[gcp]>=2.60"],
+        "dataflow": ["apache-beam[gcp]>=2.60", "build>=1.0"],
         "google": ["google-auth>=2.20"],
         "azure": ["azure-identity>=1.15"],
         "bench": ["dicomweb-client>=0.59"],

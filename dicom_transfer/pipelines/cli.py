@@ -165,7 +165,14 @@ def dicomweb_client(options) -> DicomwebClient:
     return client
 
 
+def is_local_runner(options: argparse.Namespace) -> bool:
+    return options.runner in (None, "DirectRunner", "direct", "SwitchingDirectRunner")
+
+
 def import_config(options: argparse.Namespace) -> ImportConfig:
+    if not is_local_runner(options) and not (options.errors and options.summary):
+        raise UsageError("on a distributed runner, give --errors and --summary (e.g. gs:// paths): "
+                         "import has no destination folder to put them in")
     patterns = collect_patterns(options.input, options.input_list)
     check_filter_file(options.filter_file)
     client = dicomweb_client(options)
@@ -218,7 +225,7 @@ def export_config(options: argparse.Namespace) -> ExportConfig:
 def _quiet_local_workers(argv: list[str]) -> list[str]:
     """Keep Beam's own INFO lines out of local worker processes (progress lines stay)."""
     runner = PipelineOptions(argv).view_as(StandardOptions).runner
-    if runner not in (None, "DirectRunner", "direct") or any(
+    if not is_local_runner(argparse.Namespace(runner=runner)) or any(
             a.startswith("--sdk_harness_log_level_overrides") for a in argv):
         return argv
     return [*argv, "--sdk_harness_log_level_overrides", json.dumps({"apache_beam": "WARNING"})]
@@ -231,6 +238,11 @@ def execute(operation_type: str, options: PipelineOptions, config, build, descri
         pipeline = beam.Pipeline(options=options)
         build(pipeline, config)
         result = pipeline.run()
+        if product_options(options).detach:
+            job = getattr(result, "job_id", lambda: None)()
+            print(f"{operation_type} {config.operation_id}: submitted{f' as job {job}' if job else ''}; "
+                  f"the summary will be written to {redact(config.summary_url)}")
+            return EXIT_OK
         result.wait_until_finish()
         summary = read_json(config.summary_url)
     except Exception as exc:  # the run itself broke: say why, record it, exit 2

@@ -24,6 +24,10 @@ def add_report_arguments(parser) -> None:
         "--summary", dest="summary", default=None,
         help="Where to write the summary JSON (Azure operation-status shape). "
              "Default: summary.json beside the default errors.log.")
+    parser.add_argument(
+        "--detach", dest="detach", action="store_true", default=False,
+        help="Submit the job and return without waiting for it (Flex Templates, schedulers); "
+             "the pipeline writes errors.log and the summary itself.")
 
 
 def add_input_arguments(parser) -> None:
@@ -35,18 +39,26 @@ def add_input_arguments(parser) -> None:
     parser.add_argument(
         "--input-list", "--input_list", dest="input_list", default=None, metavar="FILE",
         help="A file with one PATTERN per line (blank lines and # comments ignored).")
-    parser.add_argument(
-        "--filter-file", "--filter_file", dest="filter_file", default=None, metavar="FILE",
-        help="Google filter file: lines /studies/S[/series/SE[/instances/I]]; only the "
-             "instances it names are transferred, the others are counted as filtered.")
 
 
 class InputOptions(PipelineOptions):
-    """Where instances are read from: ``--input``, ``--input-list``, ``--filter-file``."""
+    """Where instances are read from: ``--input``, ``--input-list``."""
 
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
         add_input_arguments(parser)
+
+
+class FilterOptions(PipelineOptions):
+    """``--filter-file``: a Google filter file selecting studies, series or instances."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument(
+            "--filter-file", "--filter_file", dest="filter_file", default=None, metavar="FILE",
+            help="Google filter file: lines /studies/S[/series/SE[/instances/I]]. copy and import "
+                 "transfer only the instances it names (the others are counted as filtered); "
+                 "export exports exactly what it names.")
 
 
 class ReportOptions(PipelineOptions):
@@ -164,6 +176,6 @@ class ExportOptions(PipelineOptions):
             help="Transfer syntax to ask WADO-RS for; '*' (default) means as stored.")
 
 
-COPY_OPTIONS = (InputOptions, OutputOptions, ReportOptions)
-EXPORT_OPTIONS = (ExportOptions, OutputOptions, DicomwebOptions, ReportOptions)
-IMPORT_OPTIONS = (InputOptions, DicomwebOptions, ImportOptions, ReportOptions)
+COPY_OPTIONS = (InputOptions, FilterOptions, OutputOptions, ReportOptions)
+EXPORT_OPTIONS = (ExportOptions, FilterOptions, OutputOptions, DicomwebOptions, ReportOptions)
+IMPORT_OPTIONS = (InputOptions, FilterOptions, DicomwebOptions, ImportOptions, ReportOptions)

@@ -1,0 +1,189 @@
+"""Running at scale, verified offline: graph shape, packaging, Flex Templates, schedules."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+import tarfile
+import zipfile
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from conftest import REPO, tree
+
+from dicom_transfer.pipelines.cli import build_parser, copy_config, product_options
+from dicom_transfer.pipelines.copy import build_copy_pipeline
+from dicom_transfer.pipelines.flex_template import template_argv
+from dicom_transfer.sample import write_sample_set
+
+TEMPLATES = REPO / "templates"
+PIPELINES = ("copy", "import", "export")
+
+
+def metadata(name: str) -> dict:
+    return json.loads((TEMPLATES / name / "metadata.json").read_text())
+
+
+def command_flags(name: str) -> set[str]:
+    """Every option string the CLI accepts for a command."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[name]
+    return {s for action in sub._actions for s in action.option_strings}
+
+
+GBK = "beam:transform:group_by_key:v1"
+
+
+def transforms_of(pipeline: beam.Pipeline) -> dict[str, object]:
+    proto = pipeline.to_runner_api()
+    return {t.unique_name: t for t in proto.components.transforms.values()}
+
+
+def upstream_of(transforms: dict, name: str) -> set[str]:
+    """Names of every leaf transform that feeds ``name``, directly or not."""
+    producers = {pc: n for n, t in transforms.items() if not t.subtransforms for pc in t.outputs.values()}
+    seen, todo = set(), list(transforms[name].inputs.values())
+    while todo:
+        producer = producers.get(todo.pop())
+        if producer and producer not in seen:
+            seen.add(producer)
+            todo.extend(transforms[producer].inputs.values())
+    return seen
+
+
+def test_copy_graph_has_a_fusion_break_between_expansion_and_validation():
+    options = PipelineOptions(["--input", "/in/**.dcm", "--output", "/out"])
+    pipeline = beam.Pipeline(options=options)
+    build_copy_pipeline(pipeline, copy_config(product_options(options)))
+    transforms = transforms_of(pipeline)
+    assert transforms["ExpandPatterns/DeduplicateAndReshuffle"].spec.urn == GBK
+    feeding_validation = upstream_of(transforms, "ReadAndValidate/Validate/ParDo(_ValidateFn)")
+    assert "ExpandPatterns/DeduplicateAndReshuffle" in feeding_validation
+    assert "ExpandPatterns/List/ParDo(_ExpandPatternFn)" in feeding_validation
+
+
+def test_export_graph_breaks_fusion_per_series(tmp_path):
+    from dicom_transfer.io.dicomweb import DicomwebClient
+    from dicom_transfer.layout import Layout
+    from dicom_transfer.pipelines.export_pipeline import ExportConfig, build_export_pipeline
+
+    pipeline = beam.Pipeline()
+    build_export_pipeline(pipeline, ExportConfig(
+        client=DicomwebClient("http://127.0.0.1:9/dicom-web"), destination=str(tmp_path),
+        layout=Layout.parse("uid"), operation_id="x", created_time="t", errors_url="e", summary_url="s",
+        all_studies=True))
+    transforms = transforms_of(pipeline)
+    assert transforms["ExpandToInstances/GroupBySeries"].spec.urn == GBK
+    assert "ExpandToInstances/GroupBySeries" in upstream_of(transforms, "RetrieveAndWrite/WadoRs/ParDo(_RetrieveFn)")
+
+
+def test_dataflow_runner_builds_the_job_offline(tmp_path):
+    """Options validate and the Dataflow job is built, with the endpoint unreachable; nothing is submitted."""
+    pytest.importorskip("apache_beam.runners.dataflow.internal.apiclient")
+    options = PipelineOptions([
+        "--runner", "DataflowRunner", "--project", "demo-project", "--region", "us-central1",
+        "--temp_location", "gs://demo-bucket/tmp", "--dataflow_endpoint", "https://dataflow.invalid",
+        "--dry_run", "True", "--setup_file", str(REPO / "setup.py"),
+        "--number_of_worker_harness_threads", "16",
+        "--input", "gs://demo-bucket/in/**.dcm", "--output", "gs://demo-bucket/out"])
+    pipeline = beam.Pipeline(options=options)
+    build_copy_pipeline(pipeline, copy_config(product_options(options)))
+    result = pipeline.run()
+    names = {t.unique_name for t in result.job.proto_pipeline.components.transforms.values()}
+    assert {"ExpandPatterns", "ReadAndValidate", "RouteToLayout", "WriteInstances", "WriteReports"} <= names
+    assert result.job.proto.type == 1  # JOB_TYPE_BATCH
+
+
+def test_setup_py_builds_an_sdist_and_wheel_with_every_package_and_the_entry_point(tmp_path):
+    subprocess.run([sys.executable, "-m", "build", "--sdist", "--wheel", "--no-isolation",
+                    "--outdir", str(tmp_path), str(REPO)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("dicom_transfer-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        entry_points = archive.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    for package in ("dicom_transfer", "dicom_transfer/io", "dicom_transfer/transforms", "dicom_transfer/pipelines"):
+        assert f"{package}/__init__.py" in names
+    assert "dicom-transfer = dicom_transfer.pipelines.cli:main" in entry_points
+    with tarfile.open(next(tmp_path.glob("*.tar.gz"))) as archive:
+        members = archive.getnames()
+    assert any(m.endswith("dicom_transfer/transforms/validate.py") for m in members)
+    assert any(m.endswith("/setup.py") for m in members)
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_template_metadata_matches_the_cli_options(name):
+    meta = metadata(name)
+    assert meta["name"] and meta["description"] and meta["sdkInfo"]["language"] == "PYTHON"
+    flags = command_flags(name)
+    for parameter in meta["parameters"]:
+        assert {"name", "label", "helpText", "isOptional"} <= set(parameter), parameter
+        assert f"--{parameter['name']}" in flags, f"{parameter['name']} is not an option of {name}"
+        for regex in parameter.get("regexes", []):
+            re.compile(regex)
+    declared = {p["name"] for p in meta["parameters"]}
+    required = {"copy": {"input", "input_list", "output"},
+                "import": {"input", "input_list", "dicomweb_url", "errors", "summary"},
+                "export": {"dicomweb_url", "output", "identifier", "identifiers_file", "filter_file", "all"}}
+    assert required[name] <= declared
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_dockerfile_uses_the_python_launcher_base_and_names_the_launcher(name):
+    dockerfile = (TEMPLATES / name / "Dockerfile").read_text()
+    assert re.search(r"^FROM gcr\.io/dataflow-templates-base/python3\d+-template-launcher-base", dockerfile, re.M)
+    assert "ENV FLEX_TEMPLATE_PYTHON_PY_FILE=${WORKDIR}/launcher.py" in dockerfile
+    assert "ENV FLEX_TEMPLATE_PYTHON_SETUP_FILE=${WORKDIR}/setup.py" in dockerfile
+    assert f"COPY templates/{name}/launcher.py ./launcher.py" in dockerfile
+    assert (TEMPLATES / name / "launcher.py").exists()
+
+
+def test_template_booleans_become_flags():
+    assert template_argv(["--overwrite=true", "--all=false", "--output=/o", "--no_check_existing=TRUE"]) == [
+        "--overwrite", "--output=/o", "--no-check-existing"]
+
+
+def test_copy_launcher_runs_the_pipeline_with_template_parameters(tmp_path):
+    """Parameters given the Flex Template way (--name=value), on the DirectRunner."""
+    sample = write_sample_set(str(tmp_path / "in"), studies=2, series_per_study=1, instances_per_series=3)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, str(TEMPLATES / "copy" / "launcher.py"), f"--input={tmp_path}/in/**",
+         f"--output={out}", "--layout=azure", "--operation_id=tmpl", "--overwrite=false",
+         f"--summary={tmp_path}/summary.json"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "submitted" in result.stdout
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["counter"]["success"] == len(sample.valid) == 6
+    assert len(tree(out / "tmpl" / "results")) == 6
+
+
+def scheduled_parameters() -> list[tuple[str, dict]]:
+    found = []
+    body = json.loads((TEMPLATES / "scheduling" / "cloud-scheduler-copy.json").read_text())
+    found.append(("copy", body["launchParameter"]["parameters"]))
+    tree_ = ast.parse((TEMPLATES / "scheduling" / "airflow_dag.py").read_text())
+    for node in ast.walk(tree_):
+        if isinstance(node, ast.Dict):
+            keys = [k.value for k in node.keys if isinstance(k, ast.Constant)]
+            if "containerSpecGcsPath" in keys:
+                spec = ast.literal_eval(node.values[keys.index("containerSpecGcsPath")]) \
+                    if isinstance(node.values[keys.index("containerSpecGcsPath")], ast.Constant) else None
+                path = ast.unparse(node.values[keys.index("containerSpecGcsPath")])
+                name = re.search(r"/(\w+)\.json", spec or path).group(1)
+                parameters = ast.literal_eval(node.values[keys.index("parameters")])
+                found.append((name, parameters))
+    return found
+
+
+def test_scheduled_runs_use_only_template_parameters():
+    found = scheduled_parameters()
+    assert {name for name, _ in found} == {"copy", "export"}
+    for name, parameters in found:
+        declared = {p["name"] for p in metadata(name)["parameters"]}
+        assert set(parameters) <= declared, set(parameters) - declared
+        required = {p["name"] for p in metadata(name)["parameters"] if not p["isOptional"]}
+        assert required <= set(parameters), required - set(parameters)
