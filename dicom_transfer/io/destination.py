@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import hashlib
 import os
 import shutil
 import sys
@@ -19,7 +20,8 @@ import uuid
 from collections.abc import Callable
 from typing import BinaryIO
 
-from dicom_transfer.io.files import file_url, is_local, local_path, open_url, split_url
+from dicom_transfer.io.files import file_url, is_local, local_path, open_url, scheme_of, split_url
+from dicom_transfer.io.objectstore import copy_into, info_of, md5_hex, same_by_checksum, stream
 
 CHUNK = 1024 * 1024
 
@@ -50,6 +52,7 @@ class Destination:
         self.fs, root = split_url(url)
         self.root = root.rstrip("/")
         self.local = is_local(self.fs)
+        self.scheme = scheme_of(url)
         self._directories: set[str] = set()
 
     def __getstate__(self) -> dict:
@@ -62,7 +65,7 @@ class Destination:
         return f"{self.root}/{relative}"
 
     def url_of(self, relative: str) -> str:
-        return file_url(self.fs, self.path_of(relative))
+        return file_url(self.fs, self.path_of(relative), self.scheme)
 
     def size_of(self, relative: str) -> int | None:
         """Size of an existing output, or ``None`` if there is none."""
@@ -81,7 +84,15 @@ class Destination:
         return self.fs.open(self.path_of(relative), "rb")
 
     def same_as(self, relative: str, source_url: str) -> bool:
-        """True if the existing output holds exactly the bytes at ``source_url``."""
+        """True if the existing output holds exactly the bytes at ``source_url``.
+
+        Between object stores, sizes and the stores' MD5s decide without reading
+        any data; otherwise the bytes are compared.
+        """
+        if not self.local or local_path(source_url) is None:
+            decided = same_by_checksum(source_url, self.fs.info(self.path_of(relative)))
+            if decided is not None:
+                return decided
         with self.open_existing(relative) as existing, open_url(source_url) as source:
             return same_content(existing, source)
 
@@ -134,9 +145,9 @@ class Destination:
         path = self.path_of(relative)
         if self.local:
             return self._write_local(path, source_url, expected_size, overwrite, move)
-        with open_url(source_url) as source, self.fs.open(path, "wb") as out:
-            written = _copy(source, out)
-        _check_size(written, expected_size, path)
+        written = copy_into(self.fs, path, source_url, expected_size)
+        if move:
+            remove_local(source_url)
         return written
 
     def staging_directory(self) -> str:
@@ -174,9 +185,13 @@ class Destination:
             if source_path is not None:
                 shutil.copyfile(source_path, temporary)  # sendfile(2): no copy through Python
                 written = os.stat(temporary).st_size
-            else:
+            else:  # from an object store: stream, then check the store's MD5
+                digest = hashlib.md5(usedforsecurity=False)
                 with open_url(source_url) as source, open(temporary, "wb") as out:
-                    written = _copy(source, out)
+                    written = stream(source, out, digest)
+                expected = md5_hex(info_of(source_url))
+                if expected and expected != digest.hexdigest():
+                    raise OSError(f"bytes read from {source_url} do not match its stored MD5")
             _check_size(written, expected_size, path)
             if overwrite:
                 os.replace(temporary, path)
@@ -233,12 +248,11 @@ def rename_no_replace(source: str, target: str) -> None:
     os.unlink(source)
 
 
-def _copy(source: BinaryIO, out: BinaryIO) -> int:
-    written = 0
-    while chunk := source.read(CHUNK):
-        out.write(chunk)
-        written += len(chunk)
-    return written
+def remove_local(url: str) -> None:
+    path = local_path(url)
+    if path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def _check_size(written: int, expected: int, path: str) -> None:

@@ -25,10 +25,21 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return isinstance(fs, LocalFileSystem)
 
 
-def file_url(fs: fsspec.AbstractFileSystem, path: str) -> str:
-    """The user-facing URL of ``path`` on ``fs``: plain paths for local disk."""
+def scheme_of(url: str) -> str | None:
+    """``"az://"`` for ``az://c/x``; ``None`` for a local path."""
+    head, sep, _ = url.partition("://")
+    if not sep or "/" in head or len(head) < 2:
+        return None
+    return None if head == "file" else head + sep
+
+
+def file_url(fs: fsspec.AbstractFileSystem, path: str, scheme: str | None = None) -> str:
+    """The user-facing URL of ``path`` on ``fs``: plain paths for local disk, and the
+    scheme the user wrote (``az://`` rather than ``abfs://``) for object stores."""
     if is_local(fs):
         return path
+    if scheme:
+        return scheme + path.lstrip("/")
     return fs.unstrip_protocol(path)
 
 

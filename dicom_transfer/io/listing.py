@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import fsspec
 
-from dicom_transfer.io.files import FileRef, file_url, split_url
+from dicom_transfer.io.files import FileRef, file_url, scheme_of, split_url
 from dicom_transfer.wildcards import Pattern, component_matches, directory_pattern, has_wildcard
 
 
@@ -27,19 +27,25 @@ def list_pattern(pattern: Pattern) -> Iterator[FileRef | NotAFile]:
     the store (permission denied, unreachable) propagate as ``OSError``.
     """
     fs, root = split_url(pattern.root or ".")
+    scheme = scheme_of(pattern.text)
     if pattern.literal:
-        yield from _literal(fs, root, pattern)
+        found = _literal(fs, root, pattern)
     elif pattern.is_recursive:
-        yield from _recursive(fs, root, pattern)
+        found = _recursive(fs, root, pattern)
     else:
-        yield from _by_components(fs, root, pattern.components)
+        found = _by_components(fs, root, pattern.components)
+    for item in found:  # report URLs with the scheme the user wrote (az://, not abfs://)
+        if isinstance(item, NotAFile):
+            yield NotAFile(file_url(fs, item.args[0], scheme))
+        else:
+            yield FileRef(file_url(fs, item[0], scheme), item[1])
 
 
 def _entry_path(fs: fsspec.AbstractFileSystem, entry: dict) -> str:
     return entry["name"].rstrip("/")
 
 
-def _literal(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> Iterator[FileRef]:
+def _literal(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> Iterator[tuple[str, int]]:
     try:
         info = fs.info(root)
     except FileNotFoundError:
@@ -47,10 +53,10 @@ def _literal(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> Iter
     if info["type"] == "directory":
         yield from _recursive(fs, root, directory_pattern(pattern))
     else:
-        yield FileRef(file_url(fs, root), int(info["size"]))
+        yield root, int(info["size"])
 
 
-def _recursive(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> Iterator[FileRef]:
+def _recursive(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> Iterator[tuple[str, int]]:
     try:
         found = fs.find(root, detail=True, withdirs=False)
     except FileNotFoundError:
@@ -61,11 +67,11 @@ def _recursive(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> It
         if info.get("type") == "directory" or not path.startswith(base):
             continue
         if pattern.matches_relative(path[len(base):]):
-            yield FileRef(file_url(fs, path), int(info["size"]))
+            yield path, int(info["size"])
 
 
 def _by_components(fs: fsspec.AbstractFileSystem, root: str,
-                   components: tuple[str, ...]) -> Iterator[FileRef | NotAFile]:
+                   components: tuple[str, ...]) -> Iterator[tuple[str, int] | NotAFile]:
     directories = [root]
     for depth, component in enumerate(components):
         last = depth == len(components) - 1
@@ -87,7 +93,7 @@ def _by_components(fs: fsspec.AbstractFileSystem, root: str,
                     if entry["type"] == "directory":
                         next_directories.append(path)
                 elif entry["type"] == "directory":
-                    yield NotAFile(file_url(fs, path))
+                    yield NotAFile(path)
                 else:
-                    yield FileRef(file_url(fs, path), int(entry["size"]))
+                    yield path, int(entry["size"])
         directories = next_directories

@@ -10,11 +10,14 @@ from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
 from dicom_transfer.errors import FAILURES, ErrorRecord
-from dicom_transfer.io.files import FileRef, open_url
+from dicom_transfer.io.files import FileRef, local_path, open_url
 from dicom_transfer.part10 import InvalidInstance, open_for_validation, validate_part10
 from dicom_transfer.progress import ProgressLog
 
 INSTANCES = "instances"
+LOCAL_IN_MEMORY = 1 << 20  # local files up to this size are read in one call
+REMOTE_IN_MEMORY = 64 << 10  # remote objects up to this size are fetched whole
+REMOTE_BLOCK = 32 << 10  # otherwise in ranged reads of this size
 
 
 class ValidInstance(NamedTuple):
@@ -60,8 +63,10 @@ def validate_file(ref: FileRef, keywords: Iterable[str] = ()) -> ValidInstance:
     OSError
         The file cannot be read.
     """
-    with open_url(ref.url) as raw:
-        stream = open_for_validation(raw, ref.size)
+    local = local_path(ref.url) is not None
+    # Remote objects are read in small ranges: the header, then seeks over the values.
+    with open_url(ref.url, block_size=REMOTE_BLOCK) as raw:
+        stream = open_for_validation(raw, ref.size, LOCAL_IN_MEMORY if local else REMOTE_IN_MEMORY)
         header = validate_part10(stream, ref.size, keywords)
     return ValidInstance(
         ref.url, ref.size, header.study_uid, header.series_uid, header.sop_uid,

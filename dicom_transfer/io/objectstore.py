@@ -1,0 +1,114 @@
+"""Object stores (GCS, Azure Blob, S3 through fsspec): checksums, verified copies.
+
+A copy within one store is server-side (GCS rewrite, Azure copy-blob, S3
+CopyObject): the instance's bytes never pass through the worker. Across stores
+the bytes are streamed in chunks with their MD5 computed on the way. Either way
+the result is checked against the store's own MD5 (GCS ``md5Hash``, Azure
+``Content-MD5``, S3 ``ETag`` when it is an MD5) where the store keeps one, and
+always against the size; a mismatch removes the object and is an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+from typing import BinaryIO
+
+import fsspec
+
+from dicom_transfer.io.files import open_url, split_url
+
+CHUNK = 1024 * 1024
+
+
+def md5_hex(info: dict) -> str | None:
+    """The object's MD5 as the store reports it (hex), or ``None`` if it keeps none."""
+    if info.get("md5Hash"):  # GCS, base64
+        with contextlib.suppress(binascii.Error, ValueError):
+            return base64.b64decode(info["md5Hash"]).hex()
+    settings = info.get("content_settings") or {}
+    content_md5 = settings.get("content_md5") if isinstance(settings, dict) else None
+    if content_md5:  # Azure, raw bytes
+        return bytes(content_md5).hex()
+    etag = str(info.get("ETag") or "").strip('"')
+    if len(etag) == 32 and "-" not in etag:  # S3 single-part upload: the ETag is the MD5
+        with contextlib.suppress(ValueError):
+            int(etag, 16)
+            return etag.lower()
+    return None
+
+
+def info_of(url: str) -> dict:
+    fs, path = split_url(url)
+    return fs.info(path)
+
+
+def copy_into(fs: fsspec.AbstractFileSystem, path: str, source_url: str, size: int) -> int:
+    """Copy the object or file at ``source_url`` to ``path`` on ``fs`` and verify it.
+
+    Returns the number of bytes that passed through this process (0 for a
+    server-side copy).
+
+    Raises
+    ------
+    OSError
+        If the copy failed or does not match the source (size or MD5).
+    """
+    source_fs, source_path = split_url(source_url)
+    if source_fs is fs:  # same store, same account and endpoint: fsspec caches one instance
+        fs.copy(source_path, path)
+        expected = md5_hex(source_fs.info(source_path))
+        _verify(fs, path, size, expected, "server-side copy")
+        return 0
+    digest = hashlib.md5(usedforsecurity=False)
+    sent = 0
+    with open_url(source_url) as source, fs.open(path, "wb") as out:
+        sent = stream(source, out, digest)
+    if sent != size:
+        _remove(fs, path)
+        raise OSError(f"copied {sent} bytes but the source had {size} when validated: it changed")
+    _verify(fs, path, size, digest.hexdigest(), "streamed copy")
+    return sent
+
+
+def stream(source: BinaryIO, out: BinaryIO, digest=None) -> int:
+    """Copy in chunks (bounded memory), updating ``digest``; return the byte count."""
+    sent = 0
+    while chunk := source.read(CHUNK):
+        out.write(chunk)
+        if digest is not None:
+            digest.update(chunk)
+        sent += len(chunk)
+    return sent
+
+
+def _verify(fs: fsspec.AbstractFileSystem, path: str, size: int, expected_md5: str | None, how: str) -> None:
+    fs.invalidate_cache(path)
+    info = fs.info(path)
+    actual = md5_hex(info)
+    problem = None
+    if int(info.get("size", -1)) != size:
+        problem = f"size {info.get('size')} instead of {size}"
+    elif expected_md5 and actual and expected_md5 != actual:
+        problem = f"MD5 {actual} instead of {expected_md5}"
+    if problem:
+        _remove(fs, path)
+        raise OSError(f"{how} does not match its source ({problem}); the object was removed")
+
+
+def _remove(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    with contextlib.suppress(Exception):
+        fs.rm(path)
+
+
+def same_by_checksum(first_url: str, second_info: dict) -> bool | None:
+    """Compare by size and store MD5 without reading data; ``None`` if undecidable."""
+    first = info_of(first_url)
+    if int(first.get("size", -1)) != int(second_info.get("size", -2)):
+        return False
+    a, b = md5_hex(first), md5_hex(second_info)
+    if a and b:
+        return a == b
+    return None
