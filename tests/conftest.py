@@ -66,7 +66,7 @@ def copy_cli(tmp_path, capsys):
     return run
 
 
-def run_cli_subprocess(*args: str, honour_permissions: bool = False,
+def run_cli_subprocess(*args: str, honour_permissions: bool = False, env: dict | None = None,
                        timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the CLI in a new process.
 
@@ -76,8 +76,9 @@ def run_cli_subprocess(*args: str, honour_permissions: bool = False,
     prefix = []
     if honour_permissions and os.geteuid() == 0:
         prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    environment = {**os.environ, "FSSPEC_GCS_TOKEN": "anon", **(env or {})}
     return subprocess.run([*prefix, *CLI, *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+                          timeout=timeout, cwd=REPO, env=environment)
 
 
 def sha256(path: Path | str) -> str:
@@ -127,3 +128,40 @@ def import_cli(tmp_path, capsys):
         return Run(status, capsys.readouterr().out, reports)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def stores(tmp_path_factory):
+    """fake-gcs-server, Azurite and moto's S3 server, configured for fsspec through the
+    environment (as a user would), plus one empty bucket or container per test."""
+    import fsspec
+    from servers import Azurite, FakeGcs, MotoS3
+
+    base = tmp_path_factory.mktemp("stores")
+    servers = [FakeGcs(base / "gcs").start(), MotoS3(base / "s3").start(),
+               Azurite(base / "azurite", str(REPO / ".tools/node_modules/.bin/azurite-blob")).start()]
+    saved = dict(os.environ)
+    for server in servers:
+        os.environ.update(server.env)
+    fsspec.config.conf.setdefault("gcs", {})["token"] = "anon"  # what FSSPEC_GCS_TOKEN=anon does at import
+    fsspec.config.conf.setdefault("gs", {})["token"] = "anon"
+    yield {type(s).__name__: s for s in servers}
+    for server in servers:
+        server.stop()
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture
+def bucket(stores, request):
+    """``make(scheme)`` creates a fresh bucket/container and returns its URL, e.g. ``gs://t-3f2a``."""
+    import uuid
+
+    import fsspec
+
+    def make(scheme: str) -> str:
+        name = f"t{uuid.uuid4().hex[:12]}"
+        fsspec.filesystem(scheme.rstrip(":/")).mkdir(name)
+        return f"{scheme}{name}"
+
+    return make

@@ -18,7 +18,8 @@ from typing import BinaryIO
 
 import fsspec
 
-from dicom_transfer.io.files import open_url, split_url
+from dicom_transfer.errors import redact
+from dicom_transfer.io.files import open_url, scheme_of, split_url
 
 CHUNK = 1024 * 1024
 
@@ -112,3 +113,37 @@ def same_by_checksum(first_url: str, second_info: dict) -> bool | None:
     if a and b:
         return a == b
     return None
+
+
+class StoreUnavailable(Exception):
+    """A bucket or container cannot be used (missing, forbidden, unreachable)."""
+
+
+def check_bucket(url: str, role: str) -> None:
+    """Fail fast, with a clear message, if the bucket or container of ``url`` cannot be used.
+
+    Local paths are not checked here (a missing folder simply matches nothing).
+
+    Raises
+    ------
+    StoreUnavailable
+        Saying which bucket, for which role, and why.
+    """
+    scheme = scheme_of(url)
+    if scheme is None:
+        return
+    fs, path = split_url(url)
+    bucket = path.strip("/").split("/")[0]
+    where = f"{role} bucket {scheme}{bucket}"
+    try:
+        fs.info(bucket)
+    except FileNotFoundError:
+        raise StoreUnavailable(f"{where} does not exist") from None
+    except PermissionError:
+        raise StoreUnavailable(f"{where}: permission denied") from None
+    except Exception as exc:  # noqa: BLE001 - each SDK raises its own types for a dead endpoint
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        if getattr(exc, "status_code", None) in (401, 403):
+            raise StoreUnavailable(f"{where}: access denied ({redact(first_line)[:200]})") from None
+        raise StoreUnavailable(f"{where} cannot be reached: {type(exc).__name__}: "
+                               f"{redact(first_line)[:300]}") from None

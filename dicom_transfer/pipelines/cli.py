@@ -22,6 +22,7 @@ from dicom_transfer.errors import redact, redact_url, utc_now_iso
 from dicom_transfer.io.auth import AuthConfig, AuthError
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
 from dicom_transfer.io.files import open_url
+from dicom_transfer.io.objectstore import StoreUnavailable, check_bucket
 from dicom_transfer.io.retry import RetryPolicy
 from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.copy import CopyConfig, build_copy_pipeline
@@ -78,6 +79,17 @@ def collect_patterns(inputs: list[str] | None, input_list: str | None) -> list[s
     return list(dict.fromkeys(patterns))
 
 
+def check_stores(patterns: list[str], destination: str | None) -> None:
+    """The buckets the run needs exist and answer (exit 2 otherwise)."""
+    try:
+        for pattern in patterns:
+            check_bucket(pattern, "source")
+        if destination:
+            check_bucket(destination, "destination")
+    except StoreUnavailable as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def check_filter_file(url: str | None) -> None:
     if not url:
         return
@@ -125,6 +137,7 @@ def copy_config(options: argparse.Namespace) -> CopyConfig:
         raise UsageError("--output DEST is required")
     patterns = collect_patterns(options.input, options.input_list)
     check_filter_file(options.filter_file)
+    check_stores(patterns, options.output)
     reports = run_reports("copy", options, options.output,
                           "azure" if options.layout == "azure" else "uid", options.transfer_dry_run)
     try:
@@ -175,6 +188,7 @@ def import_config(options: argparse.Namespace) -> ImportConfig:
                          "import has no destination folder to put them in")
     patterns = collect_patterns(options.input, options.input_list)
     check_filter_file(options.filter_file)
+    check_stores(patterns, None)
     client = dicomweb_client(options)
     reports = run_reports("import", options, IMPORT_REPORTS, layout_name="azure")
     return ImportConfig(
@@ -205,6 +219,7 @@ def export_config(options: argparse.Namespace) -> ExportConfig:
                 open_url(url).close()
             except OSError as exc:
                 raise UsageError(f"cannot read {url}: {exc}") from exc
+    check_stores([], options.output)
     client = dicomweb_client(options)
     reports = run_reports("export", options, options.output,
                           "azure" if options.layout == "azure" else "uid", options.transfer_dry_run)
@@ -360,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stderr)
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    for noisy in ("apache_beam", "azure", "botocore", "aiobotocore", "s3fs", "gcsfs", "fsspec", "urllib3",
+                  "google"):  # their INFO lines are per request; ours are per run and progress
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     parser = build_parser()
     args, beam_argv = parser.parse_known_args(argv)
     command_argv = argv[1:] if argv and argv[0] == args.command else argv

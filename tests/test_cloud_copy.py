@@ -1,0 +1,177 @@
+"""`copy` with gs://, az:// and s3:// as sources and destinations, against real emulators."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import fsspec
+import pytest
+from conftest import run_cli_subprocess
+from servers import AZURITE_KEY
+
+from dicom_transfer.sample import write_sample_set
+
+SCHEMES = ["gs://", "az://", "s3://"]
+
+
+def upload(local: Path, url: str) -> None:
+    fs, root = fsspec.core.url_to_fs(url)
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            fs.pipe(f"{root}/{path.relative_to(local)}", path.read_bytes())
+
+
+def remote_tree(url: str) -> dict[str, str]:
+    fs, root = fsspec.core.url_to_fs(url)
+    fs.invalidate_cache()
+    return {path[len(root) + 1:]: hashlib.sha256(fs.cat(path)).hexdigest()
+            for path in fs.find(root) if "/.dicom-transfer/" not in path}
+
+
+def expected_tree(sample) -> dict[str, str]:
+    return {i.relative_uid_path: hashlib.sha256(Path(i.path).read_bytes()).hexdigest() for i in sample.valid}
+
+
+@pytest.fixture
+def sample(tmp_path):
+    return write_sample_set(str(tmp_path / "sample"), studies=2, series_per_study=2, instances_per_series=2)
+
+
+def place(where: str, sample_dir: Path, bucket, tmp_path) -> str:
+    if where == "local":
+        return str(sample_dir)
+    url = f"{bucket(where)}/in"
+    upload(sample_dir, url)
+    return url
+
+
+def destination(where: str, bucket, tmp_path) -> str:
+    return str(tmp_path / "out") if where == "local" else f"{bucket(where)}/out"
+
+
+def read_tree(url: str) -> dict[str, str]:
+    if "://" not in url:
+        root = Path(url)
+        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in root.rglob("*") if p.is_file() and ".dicom-transfer" not in p.parts}
+    return remote_tree(url)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_copy_within_one_store_then_rerun_unchanged(stores, bucket, sample, tmp_path, copy_cli, scheme):
+    source = place(scheme, tmp_path / "sample", bucket, tmp_path)
+    out = f"{bucket(scheme)}/by-uid"
+    run = copy_cli("--input", f"{source}/**.dcm", "--output", out, "--errors", str(tmp_path / "e1.log"),
+                   "--summary", str(tmp_path / "s1.json"))
+    summary = json.loads((tmp_path / "s1.json").read_text())
+    assert summary["counter"]["success"] == len(sample.valid) == 8
+    assert summary["counter"]["failure"] == len(sample.bad)
+    assert remote_tree(out) == expected_tree(sample)
+    errors = [json.loads(line) for line in (tmp_path / "e1.log").read_text().splitlines()]
+    assert all(e["Identifier"].startswith(scheme) for e in errors)
+    assert run.status == 1
+    again = copy_cli("--input", f"{source}/**.dcm", "--output", out, "--errors", str(tmp_path / "e2.log"),
+                     "--summary", str(tmp_path / "s2.json"))
+    counter = json.loads((tmp_path / "s2.json").read_text())["counter"]
+    assert (counter["success"], counter["unchanged"]) == (0, 8)
+    assert again.status == 1  # the bad files are still bad
+
+
+PAIRS = [("gs://", "az://"), ("az://", "s3://"), ("s3://", "gs://")] + \
+        [("local", s) for s in SCHEMES] + [(s, "local") for s in SCHEMES]
+
+
+@pytest.mark.parametrize(("source_store", "destination_store"), PAIRS)
+def test_copy_across_stores(stores, bucket, sample, tmp_path, copy_cli, source_store, destination_store):
+    source = place(source_store, tmp_path / "sample", bucket, tmp_path)
+    out = destination(destination_store, bucket, tmp_path)
+    run = copy_cli("--input", f"{source}/study1/**", "--input", f"{source}/*.dcm", "--output", out,
+                   "--errors", str(tmp_path / "e.log"), "--summary", str(tmp_path / "s.json"))
+    counter = json.loads((tmp_path / "s.json").read_text())["counter"]
+    study1 = {i.relative_uid_path for i in sample.valid if "/study1/" in i.path}
+    assert counter["success"] == len(study1) == 4 and counter["failure"] == len(sample.bad)
+    assert read_tree(out) == {k: v for k, v in expected_tree(sample).items() if k in study1}
+    assert run.status == 1
+
+
+def test_google_wildcard_examples_on_gcs(stores, bucket, tmp_path, copy_cli):
+    from conftest import write_instance
+
+    local = tmp_path / "D"
+    made = {}
+    for name in ["Example.dcm", "Example1.dcm", "Example01.dcm", "Example22.dcm", "sub/Example2.dcm"]:
+        _, data, uids = write_instance(local / name, name)
+        made[name] = f"{uids[0]}/{uids[1]}/{uids[2]}.dcm"
+    url = f"{bucket('gs://')}/D"
+    upload(local, url)
+    for pattern, names in [("Example*.dcm", ["Example.dcm", "Example1.dcm", "Example01.dcm", "Example22.dcm"]),
+                           ("Example?.dcm", ["Example1.dcm"]),
+                           ("**.dcm", list(made))]:
+        out = f"{bucket('gs://')}/out"
+        run = copy_cli("--input", f"{url}/{pattern}", "--output", out, "--errors", str(tmp_path / "e.log"),
+                       "--summary", str(tmp_path / "s.json"))
+        assert run.status == 0
+        assert set(remote_tree(out)) == {made[n] for n in names}, pattern
+
+
+def test_missing_bucket_and_unreachable_store_exit_2(stores, tmp_path):
+    missing = run_cli_subprocess("copy", "--input", "gs://no-such-bucket-here/**.dcm", "--output", str(tmp_path))
+    assert missing.returncode == 2
+    assert "source bucket gs://no-such-bucket-here does not exist" in missing.stderr
+    from servers import free_port
+
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_MAX_ATTEMPTS": "1"}
+    result = run_cli_subprocess("copy", "--input", str(tmp_path), "--output", "s3://anything/out", env=env)
+    assert result.returncode == 2 and "destination bucket s3://anything cannot be reached" in result.stderr
+
+
+def test_forbidden_store_and_secrets_never_appear(stores, bucket, sample, tmp_path):
+    """A wrong account key is refused with exit 2; no key or SAS appears anywhere."""
+    container = bucket("az://")
+    upload(tmp_path / "sample", f"{container}/in")
+    wrong_key = "V3J vbmcta2V5LXRoYXQtbXVzdC1uZXZlci1iZS1wcmludGVk".replace(" ", "") + "=="
+    bad = stores["Azurite"].connection_string.replace(AZURITE_KEY, wrong_key)
+    refused = run_cli_subprocess("copy", "--input", f"{container}/in/**", "--output", str(tmp_path / "o"),
+                                 env={"AZURE_STORAGE_CONNECTION_STRING": bad})
+    assert refused.returncode == 2
+    assert f"source bucket {container}: access denied" in refused.stderr, refused.stderr
+    good = run_cli_subprocess("copy", "--input", f"{container}/in/**", "--output", f"{container}/out",
+                              "--summary", str(tmp_path / "s.json"), "--errors", str(tmp_path / "e.log"),
+                              env=stores["Azurite"].env)
+    assert good.returncode == 1, good.stderr
+    texts = [refused.stdout, refused.stderr, good.stdout, good.stderr,
+             (tmp_path / "s.json").read_text(), (tmp_path / "e.log").read_text()]
+    for secret in (AZURITE_KEY, wrong_key, AZURITE_KEY[:20], wrong_key[:20]):
+        assert not any(secret in text for text in texts)
+
+
+def test_same_store_copy_is_server_side(stores, bucket, tmp_path):
+    """Copying a 4 MB instance within GCS reads only its header through the worker."""
+    from dicom_transfer.io.destination import Destination
+    from dicom_transfer.io.files import FileRef
+    from dicom_transfer.sample import instance_bytes, uid_for
+    from dicom_transfer.transforms.validate import validate_file
+
+    data = instance_bytes(uid_for("ss", 1), uid_for("ss", 2), uid_for("ss", 3), pixel_bytes=4 << 20)
+    root = bucket("gs://")
+    fs, path = fsspec.core.url_to_fs(f"{root}/big.dcm")
+    fs.pipe(path, data)
+    reads = []
+    real_cat_file = type(fs)._cat_file
+
+    async def counting_cat_file(self, path, start=None, end=None, **kwargs):
+        out = await real_cat_file(self, path, start=start, end=end, **kwargs)
+        reads.append(len(out))
+        return out
+
+    type(fs)._cat_file = counting_cat_file
+    try:
+        instance = validate_file(FileRef(f"{root}/big.dcm", len(data)))
+        kind, through_worker = Destination(f"{root}/out").place("a/b.dcm", instance.url, instance.size)
+    finally:
+        type(fs)._cat_file = real_cat_file
+    assert kind == "success" and through_worker == 0
+    assert sum(reads) <= 64 * 1024, reads
+    assert fs.cat(f"{path.rsplit('/', 1)[0]}/out/a/b.dcm") == data
