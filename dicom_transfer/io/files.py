@@ -57,4 +57,4 @@ def open_url(url: str, block_size: int = 256 * 1024) -> BinaryIO:
     if path is not None:
         return open(path, "rb")  # noqa: SIM115 - the caller closes it
     fs, path = split_url(url)
-    return fs.open(path, "rb", block_size=block_size)
+    return fs.open(path, "rb", block_size=block_size, cache_type="readahead")

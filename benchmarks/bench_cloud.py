@@ -1,0 +1,133 @@
+"""Benchmark `dicom-transfer copy` within object stores, against the emulators, in one run.
+
+1. Bytes read by the worker per instance for a same-store copy (target <= 64 KB, whatever the
+   instance size), with 512 KB and 20 MB instances, on fake-gcs-server and Azurite.
+2. Throughput of `dicom-transfer copy` versus a naive loop (open, read the whole object, pydicom
+   parse, write it back through fsspec), start-up subtracted.
+
+    python benchmarks/bench_cloud.py [--count 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests")]
+import fsspec  # noqa: E402
+from servers import Azurite, FakeGcs  # noqa: E402
+
+from dicom_transfer.io.files import open_url  # noqa: E402
+from dicom_transfer.sample import instance_bytes, uid_for  # noqa: E402
+
+NAIVE_LOOP = textwrap.dedent("""
+    import io, sys, fsspec, pydicom
+    src, dst = sys.argv[1], sys.argv[2]
+    fs, root = fsspec.core.url_to_fs(src)
+    out_fs, out_root = fsspec.core.url_to_fs(dst)
+    for path in fs.find(root):
+        data = fs.cat(path)
+        ds = pydicom.dcmread(io.BytesIO(data))
+        out_fs.pipe(f"{out_root}/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm", data)
+""")
+
+
+def fill(url: str, count: int, pixel_bytes: int, seed: str) -> None:
+    fs, root = fsspec.core.url_to_fs(url)
+    study = uid_for(seed, "study")
+    for n in range(count):
+        data = instance_bytes(study, uid_for(seed, "series", n // 100), uid_for(seed, n),
+                              pixel_bytes=pixel_bytes, instance_number=n + 1)
+        fs.pipe(f"{root}/{n:05d}.dcm", data)
+
+
+def bytes_read_per_instance(scheme: str, source: str, count: int) -> float:
+    """Run the copy in this process and count the bytes the store sent us."""
+    from dicom_transfer.pipelines.cli import main
+
+    fs, root = fsspec.core.url_to_fs(source)
+    with open_url(f"{scheme}{fs.find(root)[0]}") as probe:
+        file_class = type(probe)  # every ranged read of the store goes through _fetch_range
+    counted = []
+    real = file_class._fetch_range
+
+    def counting(self, start, end, *args, **kwargs):
+        data = real(self, start, end, *args, **kwargs)
+        counted.append(len(data))
+        return data
+
+    file_class._fetch_range = counting
+    try:
+        out = f"{source.rsplit('/', 1)[0]}/out-{uuid.uuid4().hex[:6]}"
+        status = main(["copy", "--input", source, "--output", out, "--errors", "/dev/null",
+                       "--summary", f"{tempfile.gettempdir()}/bench-cloud-summary.json"])
+        assert status == 0, status
+    finally:
+        file_class._fetch_range = real
+    return sum(counted) / count
+
+
+def timed(command: list[str]) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{command[:4]} failed:\n{result.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=300)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="dt-bench-cloud-"))
+    gcs = FakeGcs(work / "gcs").start()
+    azurite = Azurite(work / "azurite", str(HERE.parent / ".tools/node_modules/.bin/azurite-blob")).start()
+    os.environ.update(gcs.env)
+    os.environ.update(azurite.env)
+    fsspec.config.conf.setdefault("gcs", {})["token"] = "anon"
+    fsspec.config.conf.setdefault("gs", {})["token"] = "anon"
+    try:
+        print("Bytes read by the worker per instance, same-store copy (target <= 64 KB):")
+        for scheme, bucket in (("gs://", "bench-read"), ("az://", "benchread")):
+            fsspec.filesystem(scheme.rstrip(":/")).mkdir(bucket)
+            for label, count, size in (("512 KB", 50, 512 << 10), ("20 MB", 10, 20 << 20)):
+                source = f"{scheme}{bucket}/{label.replace(' ', '')}"
+                fill(source, count, size, f"{scheme}{label}")
+                print(f"  {scheme:6s} {label:>6s}: {bytes_read_per_instance(scheme, source, count) / 1024:6.1f} KB")
+
+        print(f"\nThroughput, {args.count} instances of 512 KB, gs:// to gs://:")
+        fsspec.filesystem("gs").mkdir("bench-speed")
+        fill("gs://bench-speed/full", args.count, 512 << 10, "speed")
+        fill("gs://bench-speed/one", 1, 512 << 10, "speed-one")
+        cli = [sys.executable, "-m", "dicom_transfer.pipelines.cli", "copy", "--errors", "/dev/null",
+               "--summary", str(work / "s.json")]
+        commands = {
+            "naive gcsfs loop": lambda src, dst: [sys.executable, "-c", NAIVE_LOOP, src, dst],
+            "dicom-transfer copy": lambda src, dst: [*cli, "--input", src, "--output", dst,
+                                                     "--direct_running_mode", "multi_processing",
+                                                     "--direct_num_workers", "2"],
+        }
+        env_rates = {}
+        for name, make in commands.items():
+            total = timed(make("gs://bench-speed/full", f"gs://bench-speed/{uuid.uuid4().hex[:6]}"))
+            startup = timed(make("gs://bench-speed/one", f"gs://bench-speed/{uuid.uuid4().hex[:6]}"))
+            env_rates[name] = (args.count - 1) / max(total - startup, 1e-9)
+            print(f"  {name:22s} total {total:6.2f} s  start-up {startup:5.2f} s  "
+                  f"{env_rates[name]:7.1f} instances/s (marginal)")
+        ratio = env_rates["dicom-transfer copy"] / env_rates["naive gcsfs loop"]
+        print(f"\n  dicom-transfer copy = {ratio:.2f} x the naive loop (target >= 3)")
+    finally:
+        gcs.stop()
+        azurite.stop()
+
+
+if __name__ == "__main__":
+    main()
