@@ -137,7 +137,6 @@ def copy_config(options: argparse.Namespace) -> CopyConfig:
         raise UsageError("--output DEST is required")
     patterns = collect_patterns(options.input, options.input_list)
     check_filter_file(options.filter_file)
-    check_stores(patterns, options.output)
     reports = run_reports("copy", options, options.output,
                           "azure" if options.layout == "azure" else "uid", options.transfer_dry_run)
     try:
@@ -188,7 +187,6 @@ def import_config(options: argparse.Namespace) -> ImportConfig:
                          "import has no destination folder to put them in")
     patterns = collect_patterns(options.input, options.input_list)
     check_filter_file(options.filter_file)
-    check_stores(patterns, None)
     client = dicomweb_client(options)
     reports = run_reports("import", options, IMPORT_REPORTS, layout_name="azure")
     return ImportConfig(
@@ -219,7 +217,6 @@ def export_config(options: argparse.Namespace) -> ExportConfig:
                 open_url(url).close()
             except OSError as exc:
                 raise UsageError(f"cannot read {url}: {exc}") from exc
-    check_stores([], options.output)
     client = dicomweb_client(options)
     reports = run_reports("export", options, options.output,
                           "azure" if options.layout == "azure" else "uid", options.transfer_dry_run)
@@ -274,6 +271,7 @@ def run_copy(argv: list[str]) -> int:
     """Run ``copy`` with ``argv`` (product and Beam options); return the exit status."""
     options = PipelineOptions(_quiet_local_workers(argv))
     config = copy_config(product_options(options))
+    check_stores(config.patterns, config.destination)
     return execute("copy", options, config, build_copy_pipeline,
                    f"{len(config.patterns)} pattern(s) -> {redact(config.destination)} "
                    f"(layout {config.layout.name})")
@@ -283,6 +281,7 @@ def run_import(argv: list[str]) -> int:
     """Run ``import`` with ``argv``; return the exit status."""
     options = PipelineOptions(_quiet_local_workers(argv))
     config = import_config(product_options(options))
+    check_stores(config.patterns, None)
     return execute("import", options, config, build_import_pipeline,
                    f"{len(config.patterns)} pattern(s) -> {config.client.safe_url}")
 
@@ -291,6 +290,7 @@ def run_export(argv: list[str]) -> int:
     """Run ``export`` with ``argv``; return the exit status."""
     options = PipelineOptions(_quiet_local_workers(argv))
     config = export_config(product_options(options))
+    check_stores([], config.destination)
     return execute("export", options, config, build_export_pipeline,
                    f"{config.client.safe_url} -> {redact(config.destination)} (layout {config.layout.name})")
 
