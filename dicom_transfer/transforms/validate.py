@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -13,6 +13,7 @@ from dicom_transfer.errors import FAILURES, ErrorRecord
 from dicom_transfer.io.files import FileRef, local_path, open_url
 from dicom_transfer.part10 import InvalidInstance, open_for_validation, validate_part10
 from dicom_transfer.progress import ProgressLog
+from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
 
 INSTANCES = "instances"
 LOCAL_IN_MEMORY = 1 << 20  # local files up to this size are read in one call
@@ -75,31 +76,36 @@ def validate_file(ref: FileRef, keywords: Iterable[str] = ()) -> ValidInstance:
     )
 
 
-class _ValidateFn(beam.DoFn):
-    def __init__(self, keywords: tuple[str, ...]) -> None:
+class _ValidateFn(BatchedIoFn):
+    def __init__(self, keywords: tuple[str, ...], threads: int) -> None:
+        super().__init__(threads)
         self.keywords = keywords
         self.valid = Metrics.counter(metrics.NAMESPACE, metrics.INSTANCES_VALID)
 
     def setup(self) -> None:
+        super().setup()
         self.progress = ProgressLog("read+validate")
 
-    def process(self, ref: FileRef) -> Iterator:
-        self.progress.add(1, ref.size)
+    def work(self, ref: FileRef) -> list:
         try:
-            instance = validate_file(ref, self.keywords)
+            return [validate_file(ref, self.keywords)]
         except InvalidInstance as exc:
-            yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
-                ref.url, f"invalid DICOM ({exc.check}): {exc}", "validate"))
-            return
+            return [beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
+                ref.url, f"invalid DICOM ({exc.check}): {exc}", "validate"))]
         except OSError as exc:
             reason = exc.strerror or str(exc) or type(exc).__name__
-            yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
-                ref.url, f"cannot read file: {reason}", "read"))
-            return
-        self.valid.inc()
-        yield instance
+            return [beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
+                ref.url, f"cannot read file: {reason}", "read"))]
+
+    def account(self, output) -> None:
+        if isinstance(output, ValidInstance):
+            self.valid.inc()
+            self.progress.add(1, output.size)
+        else:
+            self.progress.add(1, 0)
 
     def teardown(self) -> None:
+        super().teardown()
         if getattr(self, "progress", None) and self.progress.count:
             self.progress.log()
 
@@ -110,7 +116,7 @@ class ReadAndValidate(beam.PTransform):
     Checks the preamble and ``DICM``, the file meta information, that every
     element's declared length fits in the file (truncation), and that the
     Study, Series and SOP Instance UIDs are valid. Reads headers only; pixel
-    data is skipped, never loaded.
+    data is skipped, never loaded. ``threads`` files are read at once per worker.
 
     Returns a dict with ``instances`` (:class:`ValidInstance`) and ``failures``.
 
@@ -120,12 +126,17 @@ class ReadAndValidate(beam.PTransform):
         checked["instances"] | RouteToLayout(layout)
     """
 
-    def __init__(self, keywords: Iterable[str] = ()) -> None:
+    def __init__(self, keywords: Iterable[str] = (), threads: int = DEFAULT_THREADS) -> None:
         super().__init__()
         self.keywords = tuple(k for k in keywords if k not in
                               ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
+        self.threads = threads
 
     def expand(self, files: beam.PCollection) -> dict[str, beam.PCollection]:
-        result = files | "Validate" >> beam.ParDo(_ValidateFn(self.keywords)).with_outputs(
-            FAILURES, main=INSTANCES)
+        result = (
+            files
+            | "Batch" >> batched(self.threads)
+            | "Validate" >> beam.ParDo(_ValidateFn(self.keywords, self.threads)).with_outputs(
+                FAILURES, main=INSTANCES)
+        )
         return {INSTANCES: result[INSTANCES], FAILURES: result[FAILURES]}

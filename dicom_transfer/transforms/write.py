@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
@@ -11,13 +9,15 @@ from dicom_transfer import metrics
 from dicom_transfer.errors import FAILURES, ErrorRecord
 from dicom_transfer.io.destination import PLACED, Destination, ExistsWithOtherContent
 from dicom_transfer.progress import ProgressLog
+from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
 from dicom_transfer.transforms.duplicates import ResolveDuplicates
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.validate import ValidInstance
 
 
-class _WriteFn(beam.DoFn):
-    def __init__(self, destination_url: str, overwrite: bool, dry_run: bool) -> None:
+class _WriteFn(BatchedIoFn):
+    def __init__(self, destination_url: str, overwrite: bool, dry_run: bool, threads: int) -> None:
+        super().__init__(threads)
         self.destination_url = destination_url
         self.overwrite = overwrite
         self.dry_run = dry_run
@@ -26,34 +26,36 @@ class _WriteFn(beam.DoFn):
         self.bytes_written = Metrics.counter(metrics.NAMESPACE, metrics.BYTES_WRITTEN)
 
     def setup(self) -> None:
+        super().setup()
         self.destination = Destination(self.destination_url)
         self.progress = ProgressLog("write" if not self.dry_run else "dry-run")
 
-    def process(self, element: tuple[str, ValidInstance]) -> Iterator:
+    def work(self, element: tuple[str, ValidInstance]) -> list:
         relative, instance = element
         target = self.destination.url_of(relative)
         try:
-            yield from self._write(relative, target, instance)
+            kind, _ = self.destination.place(relative, instance.url, instance.size,
+                                             overwrite=self.overwrite, dry_run=self.dry_run)
+        except ExistsWithOtherContent:
+            return [self._failure(instance.url, f"{target} exists with different content "
+                                  "(use --overwrite to replace it)")]
         except OSError as exc:
             reason = exc.strerror or str(exc) or type(exc).__name__
-            yield self._failure(instance.url, f"cannot write {target}: {reason}")
+            return [self._failure(instance.url, f"cannot write {target}: {reason}")]
+        return [beam.pvalue.TaggedOutput(OUTCOMES, Outcome(kind, instance.size, instance.url, target))]
 
-    def _write(self, relative: str, target: str, instance: ValidInstance) -> Iterator:
-        try:
-            kind, written = self.destination.place(relative, instance.url, instance.size,
-                                                   overwrite=self.overwrite, dry_run=self.dry_run)
-        except ExistsWithOtherContent:
-            yield self._failure(
-                instance.url, f"{target} exists with different content (use --overwrite to replace it)")
+    def account(self, output: beam.pvalue.TaggedOutput) -> None:
+        if output.tag != OUTCOMES:
             return
-        if kind == PLACED:
+        outcome = output.value
+        if outcome.kind == PLACED:
             self.success.inc()
-            self.bytes_written.inc(written)
-            self.progress.add(1, instance.size)
+            if not self.dry_run:
+                self.bytes_written.inc(outcome.size)
+            self.progress.add(1, outcome.size)
         else:
             self.unchanged.inc()
             self.progress.add(1, 0)
-        yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(kind, instance.size, instance.url, target))
 
     @staticmethod
     def _failure(identifier: str, message: str) -> beam.pvalue.TaggedOutput:
@@ -76,17 +78,23 @@ class WriteInstances(beam.PTransform):
         written = routed | WriteInstances("gs://bucket/out")
     """
 
-    def __init__(self, destination_url: str, overwrite: bool = False, dry_run: bool = False) -> None:
+    def __init__(self, destination_url: str, overwrite: bool = False, dry_run: bool = False,
+                 threads: int = DEFAULT_THREADS) -> None:
         super().__init__()
         self.destination_url = destination_url
         self.overwrite = overwrite
         self.dry_run = dry_run
+        self.threads = threads
 
     def expand(self, routed: beam.PCollection) -> dict[str, beam.PCollection]:
         resolved = routed | "ResolveDuplicates" >> ResolveDuplicates(stage="write")
-        written = resolved["unique"] | "Write" >> beam.ParDo(
-            _WriteFn(self.destination_url, self.overwrite, self.dry_run)
-        ).with_outputs(FAILURES, OUTCOMES)
+        written = (
+            resolved["unique"]
+            | "Batch" >> batched(self.threads)
+            | "Write" >> beam.ParDo(
+                _WriteFn(self.destination_url, self.overwrite, self.dry_run, self.threads)
+            ).with_outputs(FAILURES, OUTCOMES)
+        )
         outcomes = (resolved[OUTCOMES], written[OUTCOMES]) | "Outcomes" >> beam.Flatten()
         failures = (resolved[FAILURES], written[FAILURES]) | "Failures" >> beam.Flatten()
         return {OUTCOMES: outcomes, FAILURES: failures}
