@@ -111,9 +111,7 @@ def main() -> None:
                "--summary", str(work / "s.json")]
         commands = {
             "naive gcsfs loop": lambda src, dst: [sys.executable, "-c", NAIVE_LOOP, src, dst],
-            "dicom-transfer copy": lambda src, dst: [*cli, "--input", src, "--output", dst,
-                                                     "--direct_running_mode", "multi_processing",
-                                                     "--direct_num_workers", "2"],
+            "dicom-transfer copy": lambda src, dst: [*cli, "--input", src, "--output", dst],
         }
         env_rates = {}
         for name, make in commands.items():

@@ -83,21 +83,21 @@ class Destination:
     def open_existing(self, relative: str) -> BinaryIO:
         return self.fs.open(self.path_of(relative), "rb")
 
-    def same_as(self, relative: str, source_url: str) -> bool:
+    def same_as(self, relative: str, source_url: str, source_md5: str | None = None) -> bool:
         """True if the existing output holds exactly the bytes at ``source_url``.
 
         Between object stores, sizes and the stores' MD5s decide without reading
         any data; otherwise the bytes are compared.
         """
         if not self.local or local_path(source_url) is None:
-            decided = same_by_checksum(source_url, self.fs.info(self.path_of(relative)))
+            decided = same_by_checksum(source_url, self.fs.info(self.path_of(relative)), source_md5)
             if decided is not None:
                 return decided
         with self.open_existing(relative) as existing, open_url(source_url) as source:
             return same_content(existing, source)
 
     def place(self, relative: str, source_url: str, size: int, *, overwrite: bool = False,
-              dry_run: bool = False, move: bool = False) -> tuple[str, int]:
+              dry_run: bool = False, move: bool = False, source_md5: str | None = None) -> tuple[str, int]:
         """Put the file at ``source_url`` at ``relative`` unless it is already there.
 
         Returns
@@ -116,22 +116,23 @@ class Destination:
         """
         existing = self.size_of(relative)
         if existing is not None:
-            if existing == size and self.same_as(relative, source_url):
+            if existing == size and self.same_as(relative, source_url, source_md5):
                 return UNCHANGED, 0
             if not overwrite:
                 raise ExistsWithOtherContent(self.url_of(relative))
         if dry_run:
             return PLACED, 0
         try:
-            return PLACED, self.write(relative, source_url, size, overwrite=existing is not None, move=move)
+            return PLACED, self.write(relative, source_url, size, overwrite=existing is not None, move=move,
+                                      source_md5=source_md5)
         except DestinationExists:
             # Written by someone else since we looked: decide again, never clobber.
-            if self.same_as(relative, source_url):
+            if self.same_as(relative, source_url, source_md5):
                 return UNCHANGED, 0
             raise ExistsWithOtherContent(self.url_of(relative)) from None
 
     def write(self, relative: str, source_url: str, expected_size: int, overwrite: bool,
-              move: bool = False) -> int:
+              move: bool = False, source_md5: str | None = None) -> int:
         """Copy the file at ``source_url`` to ``relative``; return the bytes written.
 
         Raises
@@ -145,7 +146,7 @@ class Destination:
         path = self.path_of(relative)
         if self.local:
             return self._write_local(path, source_url, expected_size, overwrite, move)
-        written = copy_into(self.fs, path, source_url, expected_size)
+        written = copy_into(self.fs, path, source_url, expected_size, source_md5)
         if move:
             remove_local(source_url)
         return written

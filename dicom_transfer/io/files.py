@@ -9,10 +9,12 @@ from fsspec.implementations.local import LocalFileSystem
 
 
 class FileRef(NamedTuple):
-    """A file found by expansion: its URL (or local path) and size in bytes."""
+    """A file found by expansion: its URL (or local path), size in bytes, and the
+    MD5 (hex) its store reported in the listing, if any."""
 
     url: str
     size: int
+    md5: str | None = None
 
 
 def split_url(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -51,10 +53,13 @@ def local_path(url: str) -> str | None:
     return path if is_local(fs) else None
 
 
-def open_url(url: str, block_size: int = 256 * 1024) -> BinaryIO:
-    """Open ``url`` for reading. Object stores read lazily, in ``block_size`` ranges."""
+def open_url(url: str, block_size: int = 256 * 1024, size: int | None = None) -> BinaryIO:
+    """Open ``url`` for reading. Object stores read lazily, in ``block_size`` ranges;
+    a known ``size`` saves the metadata request."""
     path = local_path(url)
     if path is not None:
         return open(path, "rb")  # noqa: SIM115 - the caller closes it
     fs, path = split_url(url)
+    if size is not None:
+        return fs.open(path, "rb", block_size=block_size, cache_type="readahead", size=size)
     return fs.open(path, "rb", block_size=block_size, cache_type="readahead")

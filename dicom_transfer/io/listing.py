@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import fsspec
 
 from dicom_transfer.io.files import FileRef, file_url, scheme_of, split_url
+from dicom_transfer.io.objectstore import md5_hex
 from dicom_transfer.wildcards import Pattern, component_matches, directory_pattern, has_wildcard
 
 
@@ -38,14 +39,14 @@ def list_pattern(pattern: Pattern) -> Iterator[FileRef | NotAFile]:
         if isinstance(item, NotAFile):
             yield NotAFile(file_url(fs, item.args[0], scheme))
         else:
-            yield FileRef(file_url(fs, item[0], scheme), item[1])
+            yield FileRef(file_url(fs, item[0], scheme), item[1], item[2])
 
 
 def _entry_path(fs: fsspec.AbstractFileSystem, entry: dict) -> str:
     return entry["name"].rstrip("/")
 
 
-def _literal(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> Iterator[tuple[str, int]]:
+def _literal(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> Iterator[tuple[str, int, str | None]]:
     try:
         info = fs.info(root)
     except FileNotFoundError:
@@ -53,10 +54,10 @@ def _literal(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> Iter
     if info["type"] == "directory":
         yield from _recursive(fs, root, directory_pattern(pattern))
     else:
-        yield root, int(info["size"])
+        yield root, int(info["size"]), md5_hex(info)
 
 
-def _recursive(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> Iterator[tuple[str, int]]:
+def _recursive(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> Iterator[tuple[str, int, str | None]]:
     try:
         found = fs.find(root, detail=True, withdirs=False)
     except FileNotFoundError:
@@ -67,11 +68,11 @@ def _recursive(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> It
         if info.get("type") == "directory" or not path.startswith(base):
             continue
         if pattern.matches_relative(path[len(base):]):
-            yield path, int(info["size"])
+            yield path, int(info["size"]), md5_hex(info)
 
 
 def _by_components(fs: fsspec.AbstractFileSystem, root: str,
-                   components: tuple[str, ...]) -> Iterator[tuple[str, int] | NotAFile]:
+                   components: tuple[str, ...]) -> Iterator[tuple[str, int, str | None] | NotAFile]:
     directories = [root]
     for depth, component in enumerate(components):
         last = depth == len(components) - 1
@@ -95,5 +96,5 @@ def _by_components(fs: fsspec.AbstractFileSystem, root: str,
                 elif entry["type"] == "directory":
                     yield NotAFile(path)
                 else:
-                    yield path, int(entry["size"])
+                    yield path, int(entry["size"]), md5_hex(entry)
         directories = next_directories

@@ -46,7 +46,8 @@ def info_of(url: str) -> dict:
     return fs.info(path)
 
 
-def copy_into(fs: fsspec.AbstractFileSystem, path: str, source_url: str, size: int) -> int:
+def copy_into(fs: fsspec.AbstractFileSystem, path: str, source_url: str, size: int,
+              source_md5: str | None = None) -> int:
     """Copy the object or file at ``source_url`` to ``path`` on ``fs`` and verify it.
 
     Returns the number of bytes that passed through this process (0 for a
@@ -60,12 +61,12 @@ def copy_into(fs: fsspec.AbstractFileSystem, path: str, source_url: str, size: i
     source_fs, source_path = split_url(source_url)
     if source_fs is fs:  # same store, same account and endpoint: fsspec caches one instance
         fs.copy(source_path, path)
-        expected = md5_hex(source_fs.info(source_path))
+        expected = source_md5 or md5_hex(source_fs.info(source_path))
         _verify(fs, path, size, expected, "server-side copy")
         return 0
     digest = hashlib.md5(usedforsecurity=False)
     sent = 0
-    with open_url(source_url) as source, fs.open(path, "wb") as out:
+    with open_url(source_url, size=size) as source, fs.open(path, "wb") as out:
         sent = stream(source, out, digest)
     if sent != size:
         _remove(fs, path)
@@ -104,12 +105,12 @@ def _remove(fs: fsspec.AbstractFileSystem, path: str) -> None:
         fs.rm(path)
 
 
-def same_by_checksum(first_url: str, second_info: dict) -> bool | None:
-    """Compare by size and store MD5 without reading data; ``None`` if undecidable."""
-    first = info_of(first_url)
-    if int(first.get("size", -1)) != int(second_info.get("size", -2)):
-        return False
-    a, b = md5_hex(first), md5_hex(second_info)
+def same_by_checksum(first_url: str, second_info: dict, first_md5: str | None = None) -> bool | None:
+    """Compare by store MD5 without reading data (sizes are already known equal);
+    ``None`` if undecidable."""
+    if first_md5 is None:
+        first_md5 = md5_hex(info_of(first_url))
+    a, b = first_md5, md5_hex(second_info)
     if a and b:
         return a == b
     return None

@@ -31,6 +31,7 @@ class ValidInstance(NamedTuple):
     sop_uid: str
     transfer_syntax: str
     attributes: tuple[tuple[str, object], ...] = ()
+    md5: str | None = None  # as the source store reported it, if it keeps one
 
     def values(self) -> dict[str, object]:
         """Attribute values for layouts, UIDs included."""
@@ -66,13 +67,14 @@ def validate_file(ref: FileRef, keywords: Iterable[str] = ()) -> ValidInstance:
     """
     local = local_path(ref.url) is not None
     # Remote objects are read in small ranges: the header, then seeks over the values.
-    with open_url(ref.url, block_size=REMOTE_BLOCK) as raw:
+    with open_url(ref.url, block_size=REMOTE_BLOCK, size=ref.size) as raw:
         stream = open_for_validation(raw, ref.size, LOCAL_IN_MEMORY if local else REMOTE_IN_MEMORY)
         header = validate_part10(stream, ref.size, keywords)
     return ValidInstance(
         ref.url, ref.size, header.study_uid, header.series_uid, header.sop_uid,
         header.transfer_syntax,
         tuple(sorted((k, _plain(v)) for k, v in header.attributes.items())),
+        ref.md5,
     )
 
 

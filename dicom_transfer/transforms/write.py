@@ -34,8 +34,8 @@ class _WriteFn(BatchedIoFn):
         relative, instance = element
         target = self.destination.url_of(relative)
         try:
-            kind, _ = self.destination.place(relative, instance.url, instance.size,
-                                             overwrite=self.overwrite, dry_run=self.dry_run)
+            kind, _ = self.destination.place(relative, instance.url, instance.size, overwrite=self.overwrite,
+                                             dry_run=self.dry_run, source_md5=instance.md5)
         except ExistsWithOtherContent:
             return [self._failure(instance.url, f"{target} exists with different content "
                                   "(use --overwrite to replace it)")]
