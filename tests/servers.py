@@ -128,12 +128,14 @@ class FaultProxy:
     decides per request; ``None`` forwards it. ``bearer`` makes it require that token.
     """
 
-    def __init__(self, upstream: str, plan=None, bearer: str | None = None) -> None:
+    def __init__(self, upstream: str, plan=None, bearer: str | None = None,
+                 tls: tuple[str, str] | None = None) -> None:
         self.upstream = upstream.rstrip("/")
         self.plan = plan or (lambda *_: None)
         self.bearer = bearer
+        self.tls = tls  # (certificate, key) PEM paths: serve HTTPS
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.requests = 0
         self.faults = 0
         self.lock = threading.Lock()
@@ -218,6 +220,12 @@ class FaultProxy:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
+        if self.tls:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
@@ -225,6 +233,15 @@ class FaultProxy:
         if self.server:
             self.server.shutdown()
             self.server.server_close()
+
+
+def self_signed_certificate(directory: Path) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (openssl), as (certificate, key) paths."""
+    certificate, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(certificate)], check=True, capture_output=True)
+    return str(certificate), str(key)
 
 
 def random_faults(rate: float, seed: int = 7, retry_after: str = "1"):

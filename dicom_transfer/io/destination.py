@@ -172,13 +172,7 @@ class Destination:
         source_path = local_path(source_url)
         if move and source_path is not None and os.stat(source_path).st_dev == os.stat(directory).st_dev:
             _check_size(os.stat(source_path).st_size, expected_size, path)
-            if overwrite:
-                os.replace(source_path, path)
-            else:
-                try:
-                    rename_no_replace(source_path, path)
-                except FileExistsError as exc:
-                    raise DestinationExists(path) from exc
+            _commit(source_path, path, overwrite)
             return expected_size
         temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.partial")
         placed = False
@@ -194,19 +188,24 @@ class Destination:
                 if expected and expected != digest.hexdigest():
                     raise OSError(f"bytes read from {source_url} do not match its stored MD5")
             _check_size(written, expected_size, path)
-            if overwrite:
-                os.replace(temporary, path)
-            else:
-                try:
-                    rename_no_replace(temporary, path)
-                except FileExistsError as exc:
-                    raise DestinationExists(path) from exc
+            _commit(temporary, path, overwrite)
             placed = True
         finally:
             if not placed:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(temporary)
         return written
+
+
+def _commit(complete: str, path: str, overwrite: bool) -> None:
+    """Give a complete file its final name: replacing, or never clobbering."""
+    if overwrite:
+        os.replace(complete, path)
+        return
+    try:
+        rename_no_replace(complete, path)
+    except FileExistsError as exc:
+        raise DestinationExists(path) from exc
 
 
 def _renameat2() -> Callable[[bytes, bytes], int] | None:

@@ -110,7 +110,8 @@ class DicomwebClient:
         self.retry = retry or RetryPolicy()
         self.pool_size = pool_size
         self.session = requests.Session()
-        self.session.verify = ca_bundle or True  # never False
+        # Passed with every request: a session-level setting would lose to $REQUESTS_CA_BUNDLE.
+        self.verify = ca_bundle or True  # never False
         self.session.auth = self.auth_config.build(self.url)
         adapter = HTTPAdapter(
             pool_connections=pool_size, pool_maxsize=pool_size,
@@ -118,6 +119,7 @@ class DicomwebClient:
                 total=self.retry.attempts - 1, connect=self.retry.attempts - 1,
                 read=self.retry.attempts - 1, status=self.retry.attempts - 1,
                 backoff_factor=self.retry.base, backoff_max=self.retry.cap, backoff_jitter=self.retry.base,
+                other=0,  # a TLS verification failure will not pass on a retry
                 status_forcelist=sorted(RETRYABLE_STATUS), allowed_methods=["GET", "HEAD"],
                 respect_retry_after_header=True, raise_on_status=False,
             ),
@@ -162,7 +164,7 @@ class DicomwebClient:
     def _get(self, path: str, params: dict | None, accept: str, stream: bool = False) -> requests.Response:
         try:
             response = self.session.get(f"{self.url}{path}", params=params, timeout=self.timeout,
-                                        headers={"Accept": accept}, stream=stream)
+                                        headers={"Accept": accept}, stream=stream, verify=self.verify)
         except requests.exceptions.SSLError as exc:
             raise DicomwebError(f"TLS verification of {self.safe_url} failed ({_short(exc)}); "
                                 "give the server's CA with --ca-bundle") from None
@@ -205,7 +207,7 @@ class DicomwebClient:
             body = MultipartBody(parts)
             try:
                 response = self.session.post(
-                    f"{self.url}/studies", data=body, timeout=self.timeout,
+                    f"{self.url}/studies", data=body, timeout=self.timeout, verify=self.verify,
                     headers={"Content-Type": body.content_type, "Accept": DICOM_JSON})
             except requests.exceptions.SSLError as exc:
                 raise DicomwebError(f"TLS verification of {self.safe_url} failed ({_short(exc)}); "

@@ -154,6 +154,7 @@ def copy_config(options: argparse.Namespace) -> CopyConfig:
         filter_file=options.filter_file,
         overwrite=options.overwrite,
         dry_run=options.transfer_dry_run,
+        io_threads=options.io_threads,
     )
 
 
@@ -338,6 +339,20 @@ def run_demo(args: argparse.Namespace, beam_argv: list[str]) -> int:
     return EXIT_OK
 
 
+COMMANDS = (
+    ("copy", "copy files matched by wildcards to a per-UID layout",
+     "Copy DICOM files matched by wildcards, validating each, to a layout built from their UIDs.",
+     COPY_OPTIONS),
+    ("import", "store files matched by wildcards on a DICOMweb server (STOW-RS)",
+     "Validate DICOM files matched by wildcards and store them on a DICOMweb server with batched "
+     "STOW-RS requests.", IMPORT_OPTIONS),
+    ("export", "export instances from a DICOMweb server to a per-UID layout",
+     "Export studies, series or instances (by identifiers, a filter file, or the whole store) from a "
+     "DICOMweb server with QIDO-RS and WADO-RS, validate them, and write them to a layout.",
+     EXPORT_OPTIONS),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dicom-transfer",
@@ -345,25 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    copy = commands.add_parser(
-        "copy", help="copy files matched by wildcards to a per-UID layout",
-        description="Copy DICOM files matched by wildcards, validating each, to a layout "
-                    "built from their UIDs.", epilog=BEAM_OPTIONS_EPILOG)
-    for options_class in COPY_OPTIONS:
-        options_class._add_argparse_args(copy)
-    import_ = commands.add_parser(
-        "import", help="store files matched by wildcards on a DICOMweb server (STOW-RS)",
-        description="Validate DICOM files matched by wildcards and store them on a DICOMweb "
-                    "server with batched STOW-RS requests.", epilog=BEAM_OPTIONS_EPILOG)
-    for options_class in IMPORT_OPTIONS:
-        options_class._add_argparse_args(import_)
-    export = commands.add_parser(
-        "export", help="export instances from a DICOMweb server to a per-UID layout",
-        description="Export studies, series or instances (by identifiers, a filter file, or the "
-                    "whole store) from a DICOMweb server with QIDO-RS and WADO-RS, validate them, "
-                    "and write them to a layout.", epilog=BEAM_OPTIONS_EPILOG)
-    for options_class in EXPORT_OPTIONS:
-        options_class._add_argparse_args(export)
+    for name, summary, description, option_classes in COMMANDS:
+        command = commands.add_parser(name, help=summary, description=description, epilog=BEAM_OPTIONS_EPILOG)
+        for options_class in option_classes:
+            options_class._add_argparse_args(command)
     demo = commands.add_parser(
         "demo", help="generate sample data (with bad files) and copy it locally",
         epilog=BEAM_OPTIONS_EPILOG)

@@ -7,9 +7,11 @@ import dataclasses
 import apache_beam as beam
 
 from dicom_transfer.errors import FAILURES, redact
+from dicom_transfer.io.files import scheme_of
 from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.inputs import read_inputs
 from dicom_transfer.transforms import RouteToLayout, WriteInstances, WriteReports
+from dicom_transfer.transforms.concurrency import DEFAULT_THREADS
 from dicom_transfer.transforms.outcomes import OUTCOMES
 
 
@@ -27,14 +29,23 @@ class CopyConfig:
     filter_file: str | None = None
     overwrite: bool = False
     dry_run: bool = False
+    io_threads: int = 0  # 0: decide from where the bytes are
+
+    @property
+    def threads(self) -> int:
+        if self.io_threads > 0:
+            return self.io_threads
+        local = all(scheme_of(url) is None for url in (*self.patterns, self.destination))
+        return 1 if local else DEFAULT_THREADS
 
 
 def build_copy_pipeline(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCollection:
     """Add the copy stages to ``pipeline``; return the PCollection of the summary URL."""
-    inputs = read_inputs(pipeline, config.patterns, config.filter_file, config.layout.keywords)
+    inputs = read_inputs(pipeline, config.patterns, config.filter_file, config.layout.keywords,
+                         threads=config.threads)
     routed = inputs.instances | "RouteToLayout" >> RouteToLayout(config.layout)
     written = routed["routed"] | "WriteInstances" >> WriteInstances(
-        config.destination, overwrite=config.overwrite, dry_run=config.dry_run)
+        config.destination, overwrite=config.overwrite, dry_run=config.dry_run, threads=config.threads)
     failures = (*inputs.failures, routed[FAILURES], written[FAILURES]) | "AllFailures" >> beam.Flatten()
     outcomes = (written[OUTCOMES], *inputs.outcomes) | "AllOutcomes" >> beam.Flatten()
     return (failures, outcomes, inputs.unmatched) | "WriteReports" >> WriteReports(

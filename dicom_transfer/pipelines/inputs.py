@@ -10,6 +10,7 @@ import apache_beam as beam
 from dicom_transfer.errors import FAILURES
 from dicom_transfer.metrics import FILTERED
 from dicom_transfer.transforms import ExpandPatterns, FilterInstances, ReadAndValidate
+from dicom_transfer.transforms.concurrency import DEFAULT_THREADS
 from dicom_transfer.transforms.outcomes import Outcome
 
 
@@ -28,10 +29,10 @@ def _filtered_outcome(instance) -> Outcome:
 
 
 def read_inputs(pipeline: beam.Pipeline, patterns: Iterable[str], filter_file: str | None,
-                keywords: Iterable[str] = ()) -> Inputs:
+                keywords: Iterable[str] = (), threads: int = DEFAULT_THREADS) -> Inputs:
     """Expand ``patterns``, validate every file, keep what ``filter_file`` selects."""
     expanded = pipeline | "ExpandPatterns" >> ExpandPatterns(patterns)
-    checked = expanded["files"] | "ReadAndValidate" >> ReadAndValidate(keywords)
+    checked = expanded["files"] | "ReadAndValidate" >> ReadAndValidate(keywords, threads=threads)
     inputs = Inputs(checked["instances"], [expanded[FAILURES], checked[FAILURES]], [],
                     expanded["unmatched"])
     if filter_file:
