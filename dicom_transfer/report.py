@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 import uuid
 
 from dicom_transfer.errors import redact, redact_url, utc_now_iso
@@ -98,7 +97,3 @@ def human_summary(summary: dict, summary_url: str, dry_run: bool = False) -> str
         lines.append(f"  errors:  {summary['results']['errorHref']}")
     lines.append(f"  summary: {redact_url(summary_url)}")
     return "\n".join(lines)
-
-
-def join_url(base: str, *parts: str) -> str:
-    return posixpath.join(base.rstrip("/"), *parts)

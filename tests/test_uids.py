@@ -33,3 +33,4 @@ def test_invalid_uids_say_why(uid, reason):
 def test_check_uid_names_what_it_checked():
     with pytest.raises(ValueError, match=r"StudyInstanceUID '1\.02' is not a valid UID"):
         check_uid("1.02", "StudyInstanceUID")
+
