@@ -15,7 +15,8 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from conftest import REPO, tree
 
-from dicom_transfer.pipelines.cli import build_parser, copy_config, product_options
+from dicom_transfer.pipelines.cli import build_parser
+from dicom_transfer.pipelines.configs import copy_config, product_options
 from dicom_transfer.pipelines.copy import build_copy_pipeline
 from dicom_transfer.pipelines.flex_template import template_argv
 from dicom_transfer.sample import write_sample_set
