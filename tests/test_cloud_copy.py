@@ -177,3 +177,33 @@ def test_same_store_copy_is_server_side(stores, bucket, tmp_path):
     assert kind == "success" and through_worker == 0
     assert 0 < sum(reads) <= 64 * 1024, reads
     assert fs.cat(f"{path.rsplit('/', 1)[0]}/out/a/b.dcm") == data
+
+
+def test_sas_token_works_and_never_appears(stores, bucket, sample, tmp_path):
+    import datetime
+
+    from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
+
+    container = bucket("az://")
+    upload(tmp_path / "sample", f"{container}/in")
+    sas = generate_account_sas(
+        "devstoreaccount1", AZURITE_KEY, resource_types=ResourceTypes(service=True, container=True, object=True),
+        permission=AccountSasPermissions(read=True, write=True, list=True, create=True, add=True),
+        expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1))
+    signature = dict(part.split("=", 1) for part in sas.split("&"))["sig"]
+    endpoint = f"http://127.0.0.1:{stores['Azurite'].port}/devstoreaccount1"
+    with_sas = {"AZURE_STORAGE_CONNECTION_STRING": f"BlobEndpoint={endpoint};SharedAccessSignature={sas}"}
+    good = run_cli_subprocess("copy", "--input", f"{container}/in/**", "--output", f"{container}/out",
+                              "--summary", str(tmp_path / "s.json"), "--errors", str(tmp_path / "e.log"),
+                              env=with_sas)
+    assert good.returncode == 1, good.stderr  # the sample's bad files
+    assert json.loads((tmp_path / "s.json").read_text())["counter"]["success"] == len(sample.valid)
+    forged = sas.replace(signature, "AAAA" + signature[4:])
+    refused = run_cli_subprocess("copy", "--input", f"{container}/in/**", "--output", str(tmp_path / "o"),
+                                 env={"AZURE_STORAGE_CONNECTION_STRING":
+                                      f"BlobEndpoint={endpoint};SharedAccessSignature={forged}"})
+    assert refused.returncode == 2, refused.stderr
+    texts = [good.stdout, good.stderr, refused.stdout, refused.stderr,
+             (tmp_path / "s.json").read_text(), (tmp_path / "e.log").read_text()]
+    for secret in (signature, forged.split("sig=")[1].split("&")[0]):
+        assert not any(secret in text for text in texts)
