@@ -153,9 +153,21 @@ class FaultProxy:
             def log_message(self, *args):
                 pass
 
-            def _handle(self):
+            def _read_body(self):
+                if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                    chunks = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            return b"".join(chunks)
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
+                return self.rfile.read(length) if length else None
+
+            def _handle(self):
+                body = self._read_body()
                 with proxy.lock:
                     proxy.requests += 1
                     number = proxy.requests
@@ -185,8 +197,12 @@ class FaultProxy:
 
             def _forward(self, body, truncate=None):
                 upstream = http.client.HTTPConnection(proxy.upstream.split("//")[1], timeout=120)
+                # The client's Host header is kept: S3 and Azure sign it.
                 headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("host", "authorization", "connection")}
+                           if k.lower() not in ("authorization", "connection", "transfer-encoding",
+                                                "content-length")}
+                if self.headers.get("Authorization") and not proxy.bearer:
+                    headers["Authorization"] = self.headers["Authorization"]
                 upstream.request(self.command, self.path, body=body, headers=headers)
                 answer = upstream.getresponse()
                 data = answer.read()
@@ -214,9 +230,10 @@ class FaultProxy:
                     self.send_header(key, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                if self.command != "HEAD":
+                    self.wfile.write(data)
 
-            do_GET = do_POST = do_PUT = do_DELETE = _handle
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
@@ -367,3 +384,16 @@ class MotoS3(_Process):
         self._spawn([binary, "-H", "127.0.0.1", "-p", str(self.port)], self.directory / "moto.log")
         wait_until(lambda: requests.get(self.url, timeout=2).status_code < 500, what="moto")
         return self
+
+
+def every_nth_fault(n: int = 5, retry_after: str = "1"):
+    """A plan that faults every n-th request (1/n of them), cycling 429 (with Retry-After),
+    503, 502 and a connection reset."""
+    kinds = [("status", 429, {"Retry-After": retry_after}), ("status", 503, {}), ("status", 502, {}), "reset"]
+
+    def plan(number, method, path, body):
+        if number % n:
+            return None
+        return kinds[(number // n) % len(kinds)]
+
+    return plan
