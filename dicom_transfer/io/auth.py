@@ -144,11 +144,12 @@ class CommandToken:
             return self._token
 
 
-class GoogleToken:
-    """Google Application Default Credentials (needs the ``google-auth`` package)."""
+class _CloudToken:
+    """A token from a cloud SDK, fetched lazily per process (never pickled)."""
 
     def __init__(self) -> None:
         self._credentials = None
+        self._token = None
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
@@ -157,9 +158,14 @@ class GoogleToken:
     def __setstate__(self, state: dict) -> None:
         self.__init__()
 
+
+class GoogleToken(_CloudToken):
+    """Google Application Default Credentials (needs the ``google-auth`` package)."""
+
     def get(self, force_refresh: bool = False) -> str:
         try:
             import google.auth
+            import google.auth.exceptions
             import google.auth.transport.requests
         except ImportError:
             raise AuthError("Google authentication needs: pip install 'dicom-transfer[google]'") from None
@@ -170,34 +176,30 @@ class GoogleToken:
                 except google.auth.exceptions.DefaultCredentialsError as exc:
                     raise AuthError(f"no Google Application Default Credentials: {exc}") from None
             if force_refresh or not self._credentials.valid:
-                self._credentials.refresh(google.auth.transport.requests.Request())
+                try:
+                    self._credentials.refresh(google.auth.transport.requests.Request())
+                except google.auth.exceptions.GoogleAuthError as exc:
+                    raise AuthError(f"Google credentials could not be refreshed: {_first_line(exc)}") from None
             return self._credentials.token
 
 
-class AzureToken:
+class AzureToken(_CloudToken):
     """Azure AD token for the Azure DICOM service (needs ``azure-identity``)."""
-
-    def __init__(self) -> None:
-        self._credential = None
-        self._token = None
-        self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict:
-        return {}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__()
 
     def get(self, force_refresh: bool = False) -> str:
         try:
+            from azure.core.exceptions import ClientAuthenticationError
             from azure.identity import DefaultAzureCredential
         except ImportError:
             raise AuthError("Azure authentication needs: pip install 'dicom-transfer[azure]'") from None
         with self._lock:
-            if self._credential is None:
-                self._credential = DefaultAzureCredential()
+            if self._credentials is None:
+                self._credentials = DefaultAzureCredential()
             if force_refresh or self._token is None or self._token.expires_on - time.time() < 300:
-                self._token = self._credential.get_token(AZURE_DICOM_SCOPE)
+                try:
+                    self._token = self._credentials.get_token(AZURE_DICOM_SCOPE)
+                except ClientAuthenticationError as exc:
+                    raise AuthError(f"no Azure AD token: {_first_line(exc)}") from None
             return self._token.token
 
 
@@ -226,6 +228,10 @@ class TokenAuth(requests.auth.AuthBase):
         retry._dicom_transfer_retried = True
         retry.headers["Authorization"] = f"Bearer {self.source.get(force_refresh=True)}"
         return response.connection.send(retry, **kwargs)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def _rewindable(body) -> bool:

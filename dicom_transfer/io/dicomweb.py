@@ -16,7 +16,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from dicom_transfer.errors import redact, redact_url
-from dicom_transfer.io.auth import AuthConfig
+from dicom_transfer.io.auth import AuthConfig, AuthError
 from dicom_transfer.io.files import open_url
 from dicom_transfer.io.retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 
@@ -170,6 +170,8 @@ class DicomwebClient:
                                 "give the server's CA with --ca-bundle") from None
         except requests.exceptions.RequestException as exc:
             raise DicomwebError(f"cannot reach {self.safe_url}: {_short(exc)}") from None
+        except AuthError as exc:
+            raise DicomwebError(f"no credentials for {self.safe_url}: {exc}", 401) from None
         if response.status_code >= 400:
             raise DicomwebError(
                 f"GET {self.safe_url}{path} answered {response.status_code} {response.reason}",
@@ -212,6 +214,8 @@ class DicomwebClient:
             except requests.exceptions.SSLError as exc:
                 raise DicomwebError(f"TLS verification of {self.safe_url} failed ({_short(exc)}); "
                                     "give the server's CA with --ca-bundle") from None
+            except AuthError as exc:
+                raise DicomwebError(f"no credentials for {self.safe_url}: {exc}", 401) from None
             except requests.exceptions.RequestException as exc:
                 last = DicomwebError(f"STOW-RS to {self.safe_url} failed: {_short(exc)}")
                 LOG.info("STOW-RS attempt %d failed (%s); retrying", attempt + 1, _short(exc))

@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("apache_beam", "azure", "botocore", "aiobotocore", "s3fs", "gcsfs", "fsspec", "urllib3",
                   "google"):  # their INFO lines are per request; ours are per run and progress
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("azure.identity").setLevel(logging.ERROR)  # its failures reach the user as ours
     parser = build_parser()
     args, beam_argv = parser.parse_known_args(argv)
     command_argv = argv[1:] if argv and argv[0] == args.command else argv

@@ -105,18 +105,23 @@ def run_reports(operation_type: str, options, report_base: str, layout_name: str
                       options.summary or f"{report_dir}/summary.json", dry_run)
 
 
+def output_layout(operation_type: str, options: argparse.Namespace) -> tuple[RunReports, Layout]:
+    """Reports beside the output (in the operation's folder for the azure layout) and the layout."""
+    reports = run_reports(operation_type, options, options.output,
+                          "azure" if options.layout == "azure" else "uid", options.transfer_dry_run)
+    try:
+        return reports, Layout.parse(options.layout, reports.operation_id)
+    except ValueError as exc:
+        raise UsageError(f"--layout: {exc}") from exc
+
+
 def copy_config(options: argparse.Namespace) -> CopyConfig:
     """Check the copy options and build the run's configuration; raises UsageError."""
     if not options.output:
         raise UsageError("--output DEST is required")
     patterns = collect_patterns(options.input, options.input_list)
     check_filter_file(options.filter_file)
-    reports = run_reports("copy", options, options.output,
-                          "azure" if options.layout == "azure" else "uid", options.transfer_dry_run)
-    try:
-        layout = Layout.parse(options.layout, reports.operation_id)
-    except ValueError as exc:
-        raise UsageError(f"--layout: {exc}") from exc
+    reports, layout = output_layout("copy", options)
     return CopyConfig(
         patterns=tuple(patterns),
         destination=options.output.rstrip("/") or options.output,
@@ -193,12 +198,7 @@ def export_config(options: argparse.Namespace) -> ExportConfig:
             except OSError as exc:
                 raise UsageError(f"cannot read {url}: {exc}") from exc
     client = dicomweb_client(options)
-    reports = run_reports("export", options, options.output,
-                          "azure" if options.layout == "azure" else "uid", options.transfer_dry_run)
-    try:
-        layout = Layout.parse(options.layout, reports.operation_id)
-    except ValueError as exc:
-        raise UsageError(f"--layout: {exc}") from exc
+    reports, layout = output_layout("export", options)
     return ExportConfig(
         client=client, destination=options.output.rstrip("/") or options.output, layout=layout,
         operation_id=reports.operation_id, created_time=reports.created_time,
