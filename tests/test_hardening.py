@@ -179,3 +179,22 @@ def test_deflate_bomb_is_refused(monkeypatch):
     monkeypatch.setattr(part10, "MAX_INFLATED_BYTES", 16 << 20)  # a small bound, to keep the test quick
     with pytest.raises(InvalidInstance, match="inflates beyond"):
         validate_part10(io.BytesIO(data), len(data))
+
+
+def test_export_never_writes_a_bearer_token_or_url_password(orthanc, tmp_path):
+    uids = (uid_for("exs", 1), uid_for("exs", 2), uid_for("exs", 3))
+    orthanc.upload(instance_bytes(*uids))
+    proxy = FaultProxy(orthanc.url, bearer="tok-export-77d1").start()
+    url = proxy.dicomweb().replace("http://", "http://bob:pw-export-19ce@")
+    out = tmp_path / "out"
+    try:
+        result = run_cli_subprocess("export", "--dicomweb-url", url, "--identifier", uids[0],
+                                    "--identifier", "1.2.3.4.5", "--output", str(out), "--operation-id", "x",
+                                    env={"DICOMWEB_TOKEN": "tok-export-77d1"})
+    finally:
+        proxy.stop()
+    assert result.returncode == 1, result.stderr  # 1.2.3.4.5 is not on the server
+    assert (out / uids[0] / uids[1] / f"{uids[2]}.dcm").exists()
+    reports = out / ".dicom-transfer" / "x"
+    texts = result.stdout + result.stderr + (reports / "errors.log").read_text() + (reports / "summary.json").read_text()
+    assert "tok-export-77d1" not in texts and "pw-export-19ce" not in texts

@@ -87,7 +87,7 @@ class OutputOptions(PipelineOptions):
             help="Replace outputs that exist with different content (default: report them).")
         parser.add_argument(
             "--io-threads", "--io_threads", dest="io_threads", type=int, default=0,
-            help="Files read and written at once per worker thread (default: 1 when source and "
+            help="copy: files read and written at once per worker thread (default: 1 when source and "
                  "destination are local disks, where more only adds contention; 8 with object "
                  "stores, whose latency they hide).")
         parser.add_argument(

@@ -12,6 +12,7 @@ from dicom_transfer import metrics
 from dicom_transfer.errors import FAILURES, ErrorRecord
 from dicom_transfer.io.files import FileRef
 from dicom_transfer.io.listing import NotAFile, list_pattern
+from dicom_transfer.progress import ProgressLog
 from dicom_transfer.wildcards import parse_pattern
 
 LOG = logging.getLogger(__name__)
@@ -23,6 +24,9 @@ class _ExpandPatternFn(beam.DoFn):
     def __init__(self) -> None:
         self.matched = Metrics.counter(metrics.NAMESPACE, metrics.FILES_MATCHED)
         self.unmatched = Metrics.counter(metrics.NAMESPACE, metrics.UNMATCHED_PATTERNS)
+
+    def setup(self) -> None:
+        self.progress = ProgressLog("expand")  # a listing of millions of objects takes a while
 
     def process(self, text: str) -> Iterator:
         try:
@@ -41,6 +45,7 @@ class _ExpandPatternFn(beam.DoFn):
                         "expand"))
                     continue
                 count += 1
+                self.progress.add(1, found.size)
                 yield found
         except OSError as exc:
             yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
