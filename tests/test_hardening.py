@@ -196,5 +196,6 @@ def test_export_never_writes_a_bearer_token_or_url_password(orthanc, tmp_path):
     assert result.returncode == 1, result.stderr  # 1.2.3.4.5 is not on the server
     assert (out / uids[0] / uids[1] / f"{uids[2]}.dcm").exists()
     reports = out / ".dicom-transfer" / "x"
-    texts = result.stdout + result.stderr + (reports / "errors.log").read_text() + (reports / "summary.json").read_text()
+    texts = (result.stdout + result.stderr + (reports / "errors.log").read_text()
+             + (reports / "summary.json").read_text())
     assert "tok-export-77d1" not in texts and "pw-export-19ce" not in texts
