@@ -302,22 +302,22 @@ def test_multi_processing_runner_pickles_every_stage(tmp_path):
 
 def test_crash_leaves_no_partial_file_under_a_final_name(copy_cli, tmp_path, monkeypatch):
     """A write that fails midway leaves nothing under the final name, and a re-run completes."""
-    import shutil
+    import os
+
+    import dicom_transfer.io.destination as destination
 
     src = tmp_path / "in"
     _, data, uids = write_instance(src / "a.dcm", "a", pixel_bytes=64 * 1024)
     out = tmp_path / "out"
-    real_copyfile = shutil.copyfile
 
-    def failing_copyfile(source, target, *args, **kwargs):
-        with open(target, "wb") as partial:
-            partial.write(b"half")
+    def failing_copy(source_path, fd):
+        os.write(fd, b"half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(shutil, "copyfile", failing_copyfile)
+    monkeypatch.setattr(destination, "copy_contents", failing_copy)
     run = copy_cli("--input", str(src), "--output", str(out))
     assert run.status == 1 and "No space left on device" in run.error_for("a.dcm")["Error"]
     assert [p.name for p in out.rglob("*") if p.is_file() and ".dicom-transfer" not in p.parts] == []
-    monkeypatch.setattr(shutil, "copyfile", real_copyfile)
+    monkeypatch.undo()
     run = copy_cli("--input", str(src), "--output", str(out))
     assert run.status == 0 and expected_path(out, uids).read_bytes() == data

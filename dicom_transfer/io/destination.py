@@ -1,33 +1,24 @@
 """Write instances under a destination atomically and idempotently.
 
-Local disk: bytes go to a hidden temporary file beside the target, which is
-then hard-linked (no overwrite) or renamed (overwrite) into place, so an
-interrupted run never leaves a partial file under a final name. Object stores:
-a put only becomes visible once complete, so it is written directly.
+Local disk: files are created atomically (see :mod:`dicom_transfer.io.atomic`),
+so an interrupted run never leaves a partial file under a final name. Object
+stores: a put only becomes visible once complete; copies are verified (see
+:mod:`dicom_transfer.io.objectstore`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import hashlib
 import os
-import shutil
-import sys
 import tempfile
-import uuid
-from collections.abc import Callable
 from typing import BinaryIO
 
+from dicom_transfer.io.atomic import DestinationExists, check_size, commit, copy_contents, write_file
 from dicom_transfer.io.files import file_url, is_local, local_path, open_url, scheme_of, split_url
 from dicom_transfer.io.objectstore import copy_into, info_of, md5_hex, same_by_checksum, stream
 
 CHUNK = 1024 * 1024
-
-
-class DestinationExists(Exception):
-    """The target exists (and overwriting was not asked for)."""
 
 
 class ExistsWithOtherContent(Exception):
@@ -167,85 +158,27 @@ class Destination:
 
     def _write_local(self, path: str, source_url: str, expected_size: int, overwrite: bool,
                      move: bool = False) -> int:
-        directory, name = os.path.split(path)
+        directory = os.path.dirname(path)
         self._make_directory(directory)
         source_path = local_path(source_url)
         if move and source_path is not None and os.stat(source_path).st_dev == os.stat(directory).st_dev:
-            _check_size(os.stat(source_path).st_size, expected_size, path)
-            _commit(source_path, path, overwrite)
+            check_size(os.stat(source_path).st_size, expected_size, path)
+            commit(source_path, path, overwrite)
             return expected_size
-        temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.partial")
-        placed = False
-        try:
-            if source_path is not None:
-                shutil.copyfile(source_path, temporary)  # sendfile(2): no copy through Python
-                written = os.stat(temporary).st_size
-            else:  # from an object store: stream, then check the store's MD5
-                digest = hashlib.md5(usedforsecurity=False)
-                with open_url(source_url) as source, open(temporary, "wb") as out:
-                    written = stream(source, out, digest)
-                expected = md5_hex(info_of(source_url))
-                if expected and expected != digest.hexdigest():
-                    raise OSError(f"bytes read from {source_url} do not match its stored MD5")
-            _check_size(written, expected_size, path)
-            _commit(temporary, path, overwrite)
-            placed = True
-        finally:
-            if not placed:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(temporary)
+        if source_path is not None:
+            return write_file(path, lambda fd: copy_contents(source_path, fd), expected_size, overwrite)
+        return write_file(path, lambda fd: self._download(source_url, fd), expected_size, overwrite)
+
+    @staticmethod
+    def _download(source_url: str, fd: int) -> int:
+        """Stream an object into ``fd`` and check it against the store's MD5."""
+        digest = hashlib.md5(usedforsecurity=False)
+        with open_url(source_url) as source, os.fdopen(fd, "wb", closefd=False) as out:
+            written = stream(source, out, digest)
+        expected = md5_hex(info_of(source_url))
+        if expected and expected != digest.hexdigest():
+            raise OSError(f"bytes read from {source_url} do not match its stored MD5")
         return written
-
-
-def _commit(complete: str, path: str, overwrite: bool) -> None:
-    """Give a complete file its final name: replacing, or never clobbering."""
-    if overwrite:
-        os.replace(complete, path)
-        return
-    try:
-        rename_no_replace(complete, path)
-    except FileExistsError as exc:
-        raise DestinationExists(path) from exc
-
-
-def _renameat2() -> Callable[[bytes, bytes], int] | None:
-    """Linux's renameat2(RENAME_NOREPLACE), or None where libc lacks it."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        function = libc.renameat2
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    at_fdcwd, rename_noreplace = -100, 1
-    return lambda source, target: function(at_fdcwd, source, at_fdcwd, target, rename_noreplace)
-
-
-_RENAMEAT2 = _renameat2()
-
-
-def rename_no_replace(source: str, target: str) -> None:
-    """Atomically give ``source`` the name ``target``, failing if ``target`` exists.
-
-    One metadata operation with renameat2(RENAME_NOREPLACE); elsewhere (or on file
-    systems that refuse it) a hard link then unlink, which is just as safe.
-
-    Raises
-    ------
-    FileExistsError
-        If ``target`` exists.
-    """
-    if _RENAMEAT2 is not None:
-        if _RENAMEAT2(os.fsencode(source), os.fsencode(target)) == 0:
-            return
-        error = ctypes.get_errno()
-        if error == errno.EEXIST:
-            raise FileExistsError(error, os.strerror(error), target)
-        if error not in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
-            raise OSError(error, os.strerror(error), target)
-    os.link(source, target)
-    os.unlink(source)
 
 
 def remove_local(url: str) -> None:
@@ -253,14 +186,6 @@ def remove_local(url: str) -> None:
     if path is not None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-
-
-def _check_size(written: int, expected: int, path: str) -> None:
-    if written != expected:
-        raise OSError(
-            f"copied {written} bytes to {path} but the source had {expected} bytes when it was "
-            "validated; it changed during the copy"
-        )
 
 
 def same_content(first: BinaryIO, second: BinaryIO) -> bool:

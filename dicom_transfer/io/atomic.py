@@ -1,0 +1,167 @@
+"""Create local files atomically: complete under their final name, or not at all.
+
+Where Linux allows it, the bytes go to an unnamed file (``O_TMPFILE``) that is
+linked into place once complete (``linkat``): one directory operation per file,
+as cheap as a plain create, and a crash leaves nothing behind. Elsewhere, a
+hidden ``.NAME.XXXX.partial`` file is renamed into place without replacing
+(``renameat2(RENAME_NOREPLACE)``, or a hard link).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import sys
+import uuid
+from collections.abc import Callable
+
+AT_FDCWD, AT_SYMLINK_FOLLOW, AT_EMPTY_PATH, RENAME_NOREPLACE = -100, 0x400, 0x1000, 1
+CHUNK = 1024 * 1024
+
+
+def _libc_function(name: str, argtypes: list) -> Callable | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = argtypes
+    return function
+
+
+_RENAMEAT2 = _libc_function("renameat2", [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                                          ctypes.c_uint])
+_LINKAT = _libc_function("linkat", [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int])
+
+
+class _Support:
+    """Whether unnamed temporary files work here (learned once per process)."""
+
+    unnamed = hasattr(os, "O_TMPFILE") and _LINKAT is not None
+
+
+class DestinationExists(Exception):
+    """The target exists (and overwriting was not asked for)."""
+
+
+def copy_contents(source_path: str, fd: int) -> int:
+    """Copy a local file's bytes into ``fd`` (``sendfile(2)``: not through Python); return the count."""
+    with open(source_path, "rb") as source:
+        size = os.fstat(source.fileno()).st_size
+        offset = 0
+        while True:
+            sent = os.sendfile(fd, source.fileno(), offset, max(size - offset, CHUNK))
+            if sent == 0:
+                return offset
+            offset += sent
+
+
+def write_file(path: str, fill: Callable[[int], int], expected_size: int, overwrite: bool = False) -> int:
+    """Create ``path`` with what ``fill(fd)`` writes; return the byte count.
+
+    Raises
+    ------
+    DestinationExists
+        If ``path`` exists and ``overwrite`` is false (it is never replaced then).
+    OSError
+        If writing failed or ``fill`` wrote other than ``expected_size`` bytes.
+    """
+    directory = os.path.dirname(path)
+    if not overwrite and _Support.unnamed:
+        written = _write_unnamed(directory, path, fill, expected_size)
+        if written is not None:
+            return written
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.partial")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    placed = False
+    try:
+        try:
+            written = fill(fd)
+        finally:
+            os.close(fd)
+        check_size(written, expected_size, path)
+        commit(temporary, path, overwrite)
+        placed = True
+    finally:
+        if not placed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+    return written
+
+
+def _write_unnamed(directory: str, path: str, fill: Callable[[int], int], expected_size: int) -> int | None:
+    """``O_TMPFILE`` + ``linkat``; ``None`` where the file system or kernel does not allow it."""
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+            _Support.unnamed = False
+            return None
+        raise
+    try:
+        written = fill(fd)
+        check_size(written, expected_size, path)
+        if _link(fd, path):
+            return written
+        _Support.unnamed = False
+        return None
+    finally:
+        os.close(fd)
+
+
+def _link(fd: int, path: str) -> bool:
+    """Give the unnamed file at ``fd`` its name; False if linking unnamed files is not allowed."""
+    target = os.fsencode(path)
+    attempts = ((fd, b"", AT_EMPTY_PATH),  # needs CAP_DAC_READ_SEARCH
+                (AT_FDCWD, f"/proc/self/fd/{fd}".encode(), AT_SYMLINK_FOLLOW))
+    for directory_fd, name, flags in attempts:
+        if _LINKAT(directory_fd, name, AT_FDCWD, target, flags) == 0:
+            return True
+        error = ctypes.get_errno()
+        if error == errno.EEXIST:
+            raise DestinationExists(path)
+        if error not in (errno.ENOENT, errno.EPERM, errno.EXDEV, errno.EINVAL, errno.EACCES):
+            raise OSError(error, os.strerror(error), path)
+    return False
+
+
+def commit(complete: str, path: str, overwrite: bool) -> None:
+    """Give a complete file its final name: replacing, or never clobbering."""
+    if overwrite:
+        os.replace(complete, path)
+        return
+    try:
+        rename_no_replace(complete, path)
+    except FileExistsError as exc:
+        raise DestinationExists(path) from exc
+
+
+def rename_no_replace(source: str, target: str) -> None:
+    """Atomically give ``source`` the name ``target``, failing if ``target`` exists.
+
+    Raises
+    ------
+    FileExistsError
+        If ``target`` exists.
+    """
+    if _RENAMEAT2 is not None:
+        if _RENAMEAT2(AT_FDCWD, os.fsencode(source), AT_FDCWD, os.fsencode(target), RENAME_NOREPLACE) == 0:
+            return
+        error = ctypes.get_errno()
+        if error == errno.EEXIST:
+            raise FileExistsError(error, os.strerror(error), target)
+        if error not in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
+            raise OSError(error, os.strerror(error), target)
+    os.link(source, target)
+    os.unlink(source)
+
+
+def check_size(written: int, expected: int, path: str) -> None:
+    if written != expected:
+        raise OSError(
+            f"copied {written} bytes to {path} but the source had {expected} bytes when it was "
+            "validated; it changed during the copy"
+        )
