@@ -44,7 +44,12 @@ class BatchedIoFn(beam.DoFn):
         """Update counters for one output (runs on the bundle's thread)."""
 
 
-def batched(threads: int) -> beam.BatchElements:
-    """Batches sized for a :class:`BatchedIoFn` with ``threads`` threads."""
-    size = BATCH if threads > 1 else 1
-    return beam.BatchElements(min_batch_size=size, max_batch_size=size)
+def _alone(element) -> list:
+    return [element]
+
+
+def batched(threads: int) -> beam.PTransform:
+    """Batches sized for a :class:`BatchedIoFn` with ``threads`` threads (one thread: no batching)."""
+    if threads <= 1:
+        return beam.Map(_alone)
+    return beam.BatchElements(min_batch_size=BATCH, max_batch_size=BATCH)
