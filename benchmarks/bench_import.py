@@ -3,11 +3,13 @@
 1. dicomweb-client's ``store_instances``, one instance per request, in a loop (what most
    scripts do);
 2. a hand-tuned script: batches of 32 instances per STOW-RS request, 4 threads, requests;
-3. ``dicom-transfer import`` in its best documented configuration.
+3. ``dicom-transfer import`` in its best documented configuration;
+
+and the peak RSS of importing one sparse 2 GB instance (streamed, never buffered).
 
 Each run goes to a fresh Orthanc. Start-up (the same command on one file) is subtracted.
 
-    python benchmarks/bench_import.py [--count 1000] [--kb 256]
+    python benchmarks/bench_import.py [--count 1500] [--kb 256] [--huge-gb 2]
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests")]
+sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests"), str(HERE)]
 from servers import Orthanc  # noqa: E402
 
 from dicom_transfer.sample import instance_bytes, uid_for  # noqa: E402
@@ -81,10 +83,39 @@ def run_against_fresh_orthanc(work: Path, name: str, command) -> float:
     return elapsed, stored
 
 
+def peak_rss_mb(command: list[str]) -> float:
+    wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True); "
+               "assert r.returncode == 0, r.stderr[-2000:]; "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([PYTHON, "-c", wrapper, *command], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip()) / 1024
+
+
+def huge_instance_rss(work: Path, size: int, small: Path) -> float:
+    """Peak RSS growth of importing one sparse instance of ``size`` bytes (streamed, never buffered)."""
+    from bench_copy import make_sparse_instance
+
+    huge = work / "huge"
+    huge.mkdir()
+    make_sparse_instance(huge / "huge.dcm", size)
+    peaks = []
+    for folder in (small, huge):
+        server = Orthanc(work / f"orthanc-rss-{folder.name}").start()
+        try:
+            peaks.append(peak_rss_mb([PYTHON, "-m", "dicom_transfer.pipelines.cli", "import", "--input", str(folder),
+                                      "--dicomweb-url", server.dicomweb, "--errors", str(work / "e.log"),
+                                      "--summary", str(work / "s.json"), "--request-timeout", "1200"]))
+        finally:
+            server.stop()
+    return peaks[1] - peaks[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--count", type=int, default=1500)
     parser.add_argument("--kb", type=int, default=256, help="pixel data per instance, KB")
+    parser.add_argument("--huge-gb", type=float, default=2.0,
+                        help="size of the sparse instance whose import is measured for peak RSS (0: skip)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dt-bench-import-"))
     full, one = work / "full", work / "one"
@@ -108,6 +139,10 @@ def main() -> None:
         assert stored == args.count, f"{name} stored {stored} of {args.count}"
         print(f"  {name:28s} total {total:6.2f} s  start-up {startup:5.2f} s  "
               f"{rates[name]:7.1f} instances/s (marginal)")
+    if args.huge_gb > 0:
+        growth = huge_instance_rss(work, int(args.huge_gb * (1 << 30)), one)
+        print(f"  import of one {args.huge_gb:.1f} GB instance: peak RSS growth {growth:.0f} MB "
+              "over importing one small instance")
     shutil.rmtree(work)
     ours = rates["dicom-transfer import"]
     print(f"\n  dicom-transfer import = {ours / rates['dicomweb-client loop']:.2f} x the dicomweb-client "
