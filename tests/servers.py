@@ -200,7 +200,7 @@ class FaultProxy:
                 # The client's Host header is kept: S3 and Azure sign it.
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in ("authorization", "connection", "transfer-encoding",
-                                                "content-length")}
+                                                "content-length", "expect")}
                 if self.headers.get("Authorization") and not proxy.bearer:
                     headers["Authorization"] = self.headers["Authorization"]
                 upstream.request(self.command, self.path, body=body, headers=headers)
