@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests")]
 import fsspec  # noqa: E402
+from measure import timed  # noqa: E402
 from servers import Azurite, FakeGcs  # noqa: E402
 
 from dicom_transfer.io.files import open_url  # noqa: E402
@@ -73,14 +72,6 @@ def bytes_read_per_instance(scheme: str, source: str, count: int) -> float:
     finally:
         file_class._fetch_range = real
     return sum(counted) / count
-
-
-def timed(command: list[str]) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"{command[:4]} failed:\n{result.stderr[-2000:]}")
-    return time.perf_counter() - started
 
 
 def main() -> None:

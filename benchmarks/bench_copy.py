@@ -15,10 +15,11 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from measure import peak_rss_mb, timed  # noqa: E402
+
 from dicom_transfer.sample import instance_bytes  # noqa: E402
 
 PYTHON = sys.executable
@@ -67,23 +68,6 @@ def make_sparse_instance(path: Path, pixel_bytes: int) -> None:
     with open(path, "wb") as out:
         out.write(header)
         out.truncate(len(header) + pixel_bytes)
-
-
-def timed(command: list[str]) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    if result.returncode not in (0, 1):
-        raise SystemExit(f"{command[:4]}... failed ({result.returncode}):\n{result.stderr[-2000:]}")
-    return elapsed
-
-
-def peak_rss_mb(command: list[str]) -> float:
-    """Peak RSS of ``command`` and its waited-for descendants, in MB (fresh wrapper process)."""
-    wrapper = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], capture_output=True); "
-               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    out = subprocess.run([PYTHON, "-c", wrapper, *command], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip()) / 1024
 
 
 def commands(src: Path, dst: Path) -> dict[str, list[str]]:

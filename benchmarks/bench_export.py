@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests")]
+from measure import peak_rss_mb, timed  # noqa: E402
 from servers import Orthanc  # noqa: E402
 
 from dicom_transfer.sample import instance_bytes, uid_for  # noqa: E402
@@ -52,22 +51,6 @@ def load(server: Orthanc, count: int, pixel_bytes: int, seed: str, per_series: i
 def ours(url: str, out: Path) -> list[str]:
     return [PYTHON, "-m", "dicom_transfer.pipelines.cli", "export", "--dicomweb-url", url, "--all",
             "--output", str(out)]
-
-
-def timed(command: list[str]) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"{command[:5]} failed:\n{result.stderr[-3000:]}")
-    return time.perf_counter() - started
-
-
-def peak_rss_mb(command: list[str]) -> float:
-    wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True); "
-               "assert r.returncode == 0, r.stderr[-2000:]; "
-               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    out = subprocess.run([PYTHON, "-c", wrapper, *command], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip()) / 1024
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests"), str(HERE)]
+from measure import peak_rss_mb  # noqa: E402
 from servers import Orthanc  # noqa: E402
 
 from dicom_transfer.sample import instance_bytes, uid_for  # noqa: E402
@@ -81,14 +82,6 @@ def run_against_fresh_orthanc(work: Path, name: str, command) -> float:
     finally:
         server.stop()
     return elapsed, stored
-
-
-def peak_rss_mb(command: list[str]) -> float:
-    wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True); "
-               "assert r.returncode == 0, r.stderr[-2000:]; "
-               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    out = subprocess.run([PYTHON, "-c", wrapper, *command], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip()) / 1024
 
 
 def huge_instance_rss(work: Path, size: int, small: Path) -> float:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 from bench_copy import make_files  # noqa: E402
+from measure import timed  # noqa: E402
 
 from dicom_transfer.io.destination import Destination  # noqa: E402
 from dicom_transfer.io.listing import list_pattern  # noqa: E402
@@ -45,12 +45,6 @@ def stage_costs(src: Path, dst: Path) -> dict[str, float]:
     n = len(refs)
     return {"expansion": (listed - started) / n, "validation": (validated - listed) / n,
             "write": (written - validated) / n}
-
-
-def timed(command: list[str]) -> float:
-    started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
-    return time.perf_counter() - started
 
 
 def main() -> None:

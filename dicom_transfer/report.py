@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import uuid
@@ -12,6 +13,18 @@ from dicom_transfer.io.files import is_local, split_url
 COMPLETED = "completed"
 COMPLETED_WITH_ERRORS = "completedWithErrors"
 FAILED = "failed"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunReports:
+    """Identity of one run and where its errors.log and summary go."""
+
+    operation_type: str
+    operation_id: str
+    created_time: str
+    errors_url: str
+    summary_url: str
+    dry_run: bool = False
 
 
 def new_operation_id() -> str:

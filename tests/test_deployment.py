@@ -71,12 +71,12 @@ def test_export_graph_breaks_fusion_per_series(tmp_path):
     from dicom_transfer.io.dicomweb import DicomwebClient
     from dicom_transfer.layout import Layout
     from dicom_transfer.pipelines.export_pipeline import ExportConfig, build_export_pipeline
+    from dicom_transfer.report import RunReports
 
     pipeline = beam.Pipeline()
     build_export_pipeline(pipeline, ExportConfig(
         client=DicomwebClient("http://127.0.0.1:9/dicom-web"), destination=str(tmp_path),
-        layout=Layout.parse("uid"), operation_id="x", created_time="t", errors_url="e", summary_url="s",
-        all_studies=True))
+        layout=Layout.parse("uid"), reports=RunReports("export", "x", "t", "e", "s"), all_studies=True))
     transforms = transforms_of(pipeline)
     assert transforms["ExpandToInstances/GroupBySeries"].spec.urn == GBK
     assert "ExpandToInstances/GroupBySeries" in upstream_of(transforms, "RetrieveAndWrite/WadoRs/ParDo(_RetrieveFn)")

@@ -53,25 +53,25 @@ def _quiet_local_workers(argv: list[str]) -> list[str]:
 
 def execute(operation_type: str, options: PipelineOptions, config, build, description: str) -> int:
     """Build and run a pipeline, then print the summary; return the exit status."""
-    LOG.info("%s %s: %s", operation_type, config.operation_id, description)
+    LOG.info("%s %s: %s", operation_type, config.reports.operation_id, description)
     try:
         pipeline = beam.Pipeline(options=options)
         build(pipeline, config)
         result = pipeline.run()
         if product_options(options).detach:
             job = getattr(result, "job_id", lambda: None)()
-            print(f"{operation_type} {config.operation_id}: submitted{f' as job {job}' if job else ''}; "
-                  f"the summary will be written to {redact(config.summary_url)}")
+            print(f"{operation_type} {config.reports.operation_id}: submitted{f' as job {job}' if job else ''}; "
+                  f"the summary will be written to {redact(config.reports.summary_url)}")
             return EXIT_OK
         result.wait_until_finish()
-        summary = read_json(config.summary_url)
+        summary = read_json(config.reports.summary_url)
     except Exception as exc:  # the run itself broke: say why, record it, exit 2
         message = redact(f"{type(exc).__name__}: {exc}")
-        LOG.error("%s %s failed: %s", operation_type, config.operation_id, message)
+        LOG.error("%s %s failed: %s", operation_type, config.reports.operation_id, message)
         _write_failed_summary(config, operation_type, message)
         return EXIT_INVALID
-    print(human_summary(summary, config.summary_url, getattr(config, "dry_run", False)))
-    _print_first_errors(config.errors_url, summary["counter"].get("failure", 0))
+    print(human_summary(summary, config.reports.summary_url, config.reports.dry_run))
+    _print_first_errors(config.reports.errors_url, summary["counter"].get("failure", 0))
     return EXIT_OK if summary["status"] == COMPLETED else EXIT_FAILURES
 
 
@@ -117,15 +117,16 @@ def _print_first_errors(errors_url: str, failures: int, limit: int = 10) -> None
 
 
 def _write_failed_summary(config, operation_type: str, message: str) -> None:
+    reports = config.reports
     summary = build_summary(
-        operation_id=config.operation_id, operation_type=operation_type,
-        created_time=config.created_time, counter={}, error_href=config.errors_url,
+        operation_id=reports.operation_id, operation_type=operation_type,
+        created_time=reports.created_time, counter={}, error_href=reports.errors_url,
         status=FAILED, extra={"error": message},
     )
     try:
-        write_text(config.summary_url, json.dumps(summary, indent=2) + "\n")
+        write_text(reports.summary_url, json.dumps(summary, indent=2) + "\n")
     except Exception as exc:  # noqa: BLE001 - best effort, the run already failed
-        LOG.error("cannot write the summary %s either: %s", config.summary_url, redact(str(exc)))
+        LOG.error("cannot write the summary %s either: %s", reports.summary_url, redact(str(exc)))
 
 
 def run_demo(args: argparse.Namespace, beam_argv: list[str]) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from urllib.parse import urlsplit
 
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -18,7 +17,7 @@ from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.copy import CopyConfig
 from dicom_transfer.pipelines.export_pipeline import ExportConfig
 from dicom_transfer.pipelines.import_pipeline import ImportConfig
-from dicom_transfer.report import default_report_dir, new_operation_id
+from dicom_transfer.report import RunReports, default_report_dir, new_operation_id
 from dicom_transfer.transforms.route import load_filter_file
 from dicom_transfer.wildcards import parse_pattern
 
@@ -83,18 +82,6 @@ def unknown_options(argv: list[str]) -> list[str]:
     return sorted(f"--{name}" for name in set(everything) - known)
 
 
-@dataclasses.dataclass(frozen=True)
-class RunReports:
-    """Identity and report locations of one run."""
-
-    operation_type: str
-    operation_id: str
-    created_time: str
-    errors_url: str
-    summary_url: str
-    dry_run: bool = False
-
-
 def run_reports(operation_type: str, options, report_base: str, layout_name: str = "uid",
                 dry_run: bool = False) -> RunReports:
     """Operation id and report locations (``report_base`` as for ``default_report_dir``)."""
@@ -126,13 +113,9 @@ def copy_config(options: argparse.Namespace) -> CopyConfig:
         patterns=tuple(patterns),
         destination=options.output.rstrip("/") or options.output,
         layout=layout,
-        operation_id=reports.operation_id,
-        created_time=reports.created_time,
-        errors_url=reports.errors_url,
-        summary_url=reports.summary_url,
+        reports=reports,
         filter_file=options.filter_file,
         overwrite=options.overwrite,
-        dry_run=options.transfer_dry_run,
         io_threads=options.io_threads,
     )
 
@@ -170,9 +153,7 @@ def import_config(options: argparse.Namespace) -> ImportConfig:
     client = dicomweb_client(options)
     reports = run_reports("import", options, IMPORT_REPORTS, layout_name="azure")
     return ImportConfig(
-        patterns=tuple(patterns), client=client, operation_id=reports.operation_id,
-        created_time=reports.created_time, errors_url=reports.errors_url,
-        summary_url=reports.summary_url, filter_file=options.filter_file,
+        patterns=tuple(patterns), client=client, reports=reports, filter_file=options.filter_file,
         max_instances=max(1, options.max_instances_per_request),
         max_bytes=max(1, options.max_request_bytes), concurrency=max(1, options.concurrency),
         check_existing=options.check_existing)
@@ -201,11 +182,9 @@ def export_config(options: argparse.Namespace) -> ExportConfig:
     reports, layout = output_layout("export", options)
     return ExportConfig(
         client=client, destination=options.output.rstrip("/") or options.output, layout=layout,
-        operation_id=reports.operation_id, created_time=reports.created_time,
-        errors_url=reports.errors_url, summary_url=reports.summary_url,
+        reports=reports,
         identifiers=tuple(options.identifier or ()), identifiers_file=options.identifiers_file,
         filter_file=options.filter_file, all_studies=options.export_all,
-        transfer_syntax=options.transfer_syntax, overwrite=options.overwrite,
-        dry_run=options.transfer_dry_run)
+        transfer_syntax=options.transfer_syntax, overwrite=options.overwrite)
 
 

@@ -10,6 +10,7 @@ from dicom_transfer.errors import FAILURES, redact
 from dicom_transfer.io.files import scheme_of
 from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.inputs import read_inputs
+from dicom_transfer.report import RunReports
 from dicom_transfer.transforms import RouteToLayout, WriteInstances, WriteReports
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS
 from dicom_transfer.transforms.outcomes import OUTCOMES
@@ -22,14 +23,14 @@ class CopyConfig:
     patterns: tuple[str, ...]
     destination: str
     layout: Layout
-    operation_id: str
-    created_time: str
-    errors_url: str
-    summary_url: str
+    reports: RunReports
     filter_file: str | None = None
     overwrite: bool = False
-    dry_run: bool = False
     io_threads: int = 0  # 0: decide from where the bytes are
+
+    @property
+    def dry_run(self) -> bool:
+        return self.reports.dry_run
 
     @property
     def threads(self) -> int:
@@ -48,13 +49,8 @@ def build_copy_pipeline(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCo
         config.destination, overwrite=config.overwrite, dry_run=config.dry_run, threads=config.threads)
     failures = (*inputs.failures, routed[FAILURES], written[FAILURES]) | "AllFailures" >> beam.Flatten()
     outcomes = (written[OUTCOMES], *inputs.outcomes) | "AllOutcomes" >> beam.Flatten()
-    return (failures, outcomes, inputs.unmatched) | "WriteReports" >> WriteReports(
-        errors_url=config.errors_url,
-        summary_url=config.summary_url,
-        operation_id=config.operation_id,
-        operation_type="copy",
-        created_time=config.created_time,
-        dry_run=config.dry_run,
+    return (failures, outcomes, inputs.unmatched) | "WriteReports" >> WriteReports.for_run(
+        config.reports,
         extra={"source": [redact(p) for p in config.patterns],
                "destination": redact(config.destination)},
     )

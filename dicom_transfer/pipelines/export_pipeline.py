@@ -9,6 +9,7 @@ import apache_beam as beam
 from dicom_transfer.errors import FAILURES, redact
 from dicom_transfer.io.dicomweb import DicomwebClient
 from dicom_transfer.layout import Layout
+from dicom_transfer.report import RunReports
 from dicom_transfer.transforms import WriteReports
 from dicom_transfer.transforms.outcomes import OUTCOMES
 from dicom_transfer.transforms.retrieve import (
@@ -27,17 +28,17 @@ class ExportConfig:
     client: DicomwebClient
     destination: str
     layout: Layout
-    operation_id: str
-    created_time: str
-    errors_url: str
-    summary_url: str
+    reports: RunReports
     identifiers: tuple[str, ...] = ()
     identifiers_file: str | None = None
     filter_file: str | None = None
     all_studies: bool = False
     transfer_syntax: str = "*"
     overwrite: bool = False
-    dry_run: bool = False
+
+    @property
+    def dry_run(self) -> bool:
+        return self.reports.dry_run
 
 
 def build_export_pipeline(pipeline: beam.Pipeline, config: ExportConfig) -> beam.PCollection:
@@ -50,12 +51,7 @@ def build_export_pipeline(pipeline: beam.Pipeline, config: ExportConfig) -> beam
         config.dry_run)
     failures = (resources[FAILURES], series[FAILURES], exported[FAILURES]) | "AllFailures" >> beam.Flatten()
     no_patterns = pipeline | "NoPatterns" >> beam.Create([])
-    return (failures, exported[OUTCOMES], no_patterns) | "WriteReports" >> WriteReports(
-        errors_url=config.errors_url,
-        summary_url=config.summary_url,
-        operation_id=config.operation_id,
-        operation_type="export",
-        created_time=config.created_time,
-        dry_run=config.dry_run,
+    return (failures, exported[OUTCOMES], no_patterns) | "WriteReports" >> WriteReports.for_run(
+        config.reports,
         extra={"source": config.client.safe_url, "destination": redact(config.destination)},
     )

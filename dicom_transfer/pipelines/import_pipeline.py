@@ -9,6 +9,7 @@ import apache_beam as beam
 from dicom_transfer.errors import FAILURES, redact
 from dicom_transfer.io.dicomweb import DicomwebClient
 from dicom_transfer.pipelines.inputs import read_inputs
+from dicom_transfer.report import RunReports
 from dicom_transfer.transforms import WriteReports
 from dicom_transfer.transforms.outcomes import OUTCOMES
 from dicom_transfer.transforms.store import StoreInstances
@@ -20,10 +21,7 @@ class ImportConfig:
 
     patterns: tuple[str, ...]
     client: DicomwebClient
-    operation_id: str
-    created_time: str
-    errors_url: str
-    summary_url: str
+    reports: RunReports
     filter_file: str | None = None
     max_instances: int = 32
     max_bytes: int = 32 << 20
@@ -39,11 +37,7 @@ def build_import_pipeline(pipeline: beam.Pipeline, config: ImportConfig) -> beam
         concurrency=config.concurrency, check_existing=config.check_existing)
     failures = (*inputs.failures, stored[FAILURES]) | "AllFailures" >> beam.Flatten()
     outcomes = (stored[OUTCOMES], *inputs.outcomes) | "AllOutcomes" >> beam.Flatten()
-    return (failures, outcomes, inputs.unmatched) | "WriteReports" >> WriteReports(
-        errors_url=config.errors_url,
-        summary_url=config.summary_url,
-        operation_id=config.operation_id,
-        operation_type="import",
-        created_time=config.created_time,
+    return (failures, outcomes, inputs.unmatched) | "WriteReports" >> WriteReports.for_run(
+        config.reports,
         extra={"source": [redact(p) for p in config.patterns], "destination": config.client.safe_url},
     )

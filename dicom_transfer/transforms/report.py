@@ -12,7 +12,7 @@ from apache_beam.metrics import Metrics
 from dicom_transfer import metrics
 from dicom_transfer.errors import to_errors_log_line
 from dicom_transfer.io.files import is_local, split_url
-from dicom_transfer.report import build_summary, write_text
+from dicom_transfer.report import RunReports, build_summary, write_text
 
 
 class CountOutcomes(beam.CombineFn):
@@ -109,6 +109,13 @@ class WriteReports(beam.PTransform):
             "dry_run": dry_run,
             "extra": extra or {},
         }
+
+    @classmethod
+    def for_run(cls, reports: RunReports, extra: dict | None = None) -> WriteReports:
+        """The reports of the run that ``reports`` describes."""
+        return cls(errors_url=reports.errors_url, summary_url=reports.summary_url,
+                   operation_id=reports.operation_id, operation_type=reports.operation_type,
+                   created_time=reports.created_time, dry_run=reports.dry_run, extra=extra)
 
     def expand(self, inputs: tuple) -> beam.PCollection:
         failures, outcomes, unmatched = inputs
