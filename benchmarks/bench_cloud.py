@@ -101,7 +101,7 @@ def main() -> None:
             "dicom-transfer copy": lambda src, dst: [*cli, "--input", src, "--output", dst],
         }
         fsspec.filesystem("gs").mkdir("bench-speed")
-        for label, count, size in (("512 KB", args.count, 512 << 10), ("20 MB", 30, 20 << 20)):
+        for label, count, size in (("512 KB", args.count, 512 << 10), ("20 MB", 80, 20 << 20)):
             print(f"\nThroughput, {count} instances of {label}, gs:// to gs://:")
             key = label.replace(" ", "")
             fill(f"gs://bench-speed/{key}", count, size, f"speed{key}")
