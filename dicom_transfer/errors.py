@@ -73,6 +73,20 @@ _SECRET_QUERY = re.compile(
 )
 
 
+IO_ERRORS = (Exception,)
+"""What a storage operation may raise: ``OSError`` from files and fsspec, and each
+cloud SDK's own types (``azure.core.exceptions.HttpResponseError``...). Caught per
+element, so that one failure becomes one record instead of stopping the run."""
+
+
+def error_text(exc: BaseException) -> str:
+    """One line saying what went wrong, for an error record."""
+    text = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, OSError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def redact(text: str) -> str:
     """Remove credentials from URLs and connection strings inside ``text``.
 

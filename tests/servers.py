@@ -182,6 +182,9 @@ class FaultProxy:
                     self.connection.close()
                     self.close_connection = True
                     return
+                if fault and fault[0] == "slow":  # answer, but late
+                    time.sleep(fault[1])
+                    fault = None
                 if fault and fault[0] == "truncate":
                     with proxy.lock:
                         proxy.faults += 1
@@ -203,12 +206,25 @@ class FaultProxy:
                                                 "content-length", "expect")}
                 if self.headers.get("Authorization") and not proxy.bearer:
                     headers["Authorization"] = self.headers["Authorization"]
-                upstream.request(self.command, self.path, body=body, headers=headers)
+                if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                    # relay as it came: S3 streaming uploads depend on chunked transfer
+                    headers["Transfer-Encoding"] = "chunked"
+                    upstream.request(self.command, self.path, body=iter([body] if body else []),
+                                     headers=headers, encode_chunked=True)
+                else:
+                    upstream.request(self.command, self.path, body=body, headers=headers)
                 answer = upstream.getresponse()
                 data = answer.read()
                 passed = {k: v for k, v in answer.getheaders()
                           if k.lower() not in ("transfer-encoding", "connection", "content-length")}
                 upstream.close()
+                if self.command == "HEAD":  # no body, but the object's length is the answer
+                    self.send_response(answer.status)
+                    for key, value in passed.items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", answer.getheader("Content-Length") or "0")
+                    self.end_headers()
+                    return
                 if truncate is None:
                     self._reply(answer.status, data, passed)
                     return
@@ -262,7 +278,8 @@ def self_signed_certificate(directory: Path) -> tuple[str, str]:
 
 
 def random_faults(rate: float, seed: int = 7, retry_after: str = "1"):
-    """A plan that injects 429 (with Retry-After), 503, 502 or a reset into ``rate`` of requests.
+    """A plan that injects 429 (with Retry-After), 503, 502, a reset or a 1.5 s delay into ``rate``
+    of requests.
 
     Requests after the 400th pass, so that a run always finishes.
     """
@@ -272,11 +289,13 @@ def random_faults(rate: float, seed: int = 7, retry_after: str = "1"):
     def plan(number, method, path, body):
         with lock:
             draw = generator.random()
-            kind = generator.choice(["429", "503", "502", "reset"])
+            kind = generator.choice(["429", "503", "502", "reset", "slow"])
         if number > 400 or draw >= rate:
             return None
         if kind == "reset":
             return "reset"
+        if kind == "slow":
+            return ("slow", 1.5)
         if kind == "429":
             return ("status", 429, {"Retry-After": retry_after})
         return ("status", int(kind), {})
@@ -386,10 +405,11 @@ class MotoS3(_Process):
         return self
 
 
-def every_nth_fault(n: int = 5, retry_after: str = "1"):
-    """A plan that faults every n-th request (1/n of them), cycling 429 (with Retry-After),
-    503, 502 and a connection reset."""
-    kinds = [("status", 429, {"Retry-After": retry_after}), ("status", 503, {}), ("status", 502, {}), "reset"]
+def every_nth_fault(n: int = 5, retry_after: str = "1", throttle_status: int = 429):
+    """A plan that faults every n-th request (1/n of them), cycling a throttling answer (429 with
+    Retry-After; Azure Storage throttles with 503 instead), 503, 502 and a connection reset."""
+    kinds = [("status", throttle_status, {"Retry-After": retry_after}), ("status", 503, {}), ("status", 502, {}),
+             "reset"]
 
     def plan(number, method, path, body):
         if number % n:

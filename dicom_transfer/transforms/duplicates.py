@@ -8,7 +8,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
-from dicom_transfer.errors import FAILURES, ErrorRecord
+from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.destination import same_content
 from dicom_transfer.io.files import open_url
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
@@ -33,9 +33,9 @@ class _ResolveFn(beam.DoFn):
         for other in others:
             try:
                 identical = other.size == winner.size and same_file_content(other.url, winner.url)
-            except OSError as exc:
+            except IO_ERRORS as exc:
                 yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
-                    other.url, f"cannot compare with {winner.url}: {exc}", self.stage))
+                    other.url, f"cannot compare with {winner.url}: {error_text(exc)}", self.stage))
                 continue
             if identical:
                 self.unchanged.inc()

@@ -9,7 +9,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
-from dicom_transfer.errors import FAILURES, ErrorRecord
+from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.files import FileRef
 from dicom_transfer.io.listing import NotAFile, list_pattern
 from dicom_transfer.progress import ProgressLog
@@ -47,9 +47,9 @@ class _ExpandPatternFn(beam.DoFn):
                 count += 1
                 self.progress.add(1, found.size)
                 yield found
-        except OSError as exc:
+        except IO_ERRORS as exc:
             yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
-                text, f"cannot list files for this pattern: {exc.strerror or exc}", "expand"))
+                text, f"cannot list files for this pattern: {error_text(exc)}", "expand"))
             return
         self.matched.inc(count)
         if count == 0:

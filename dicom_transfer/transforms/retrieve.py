@@ -13,7 +13,7 @@ import requests
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
-from dicom_transfer.errors import FAILURES, ErrorRecord, redact
+from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text, redact
 from dicom_transfer.io.destination import PLACED, Destination, ExistsWithOtherContent
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
 from dicom_transfer.io.files import FileRef, open_url
@@ -309,8 +309,8 @@ class _RetrieveFn(_ClientFn):
             yield self._failure(identifier, f"{target} exists with different content "
                                 "(use --overwrite to replace it)", "write")
             return
-        except OSError as exc:
-            yield self._failure(identifier, f"cannot write {target}: {exc.strerror or exc}", "write")
+        except IO_ERRORS as exc:
+            yield self._failure(identifier, f"cannot write {target}: {error_text(exc)}", "write")
             return
         self.counters[kind].inc()
         if kind == PLACED:

@@ -9,7 +9,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
-from dicom_transfer.errors import FAILURES, ErrorRecord
+from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, interpret_stow
@@ -95,10 +95,10 @@ class _StoreFn(beam.DoFn):
             status, answer = self.client.store([(i.url, i.size) for i in group])
         except DicomwebError as exc:
             return [(i, FAILURE, str(exc)) for i in group]
-        except OSError as exc:  # a source changed or vanished while being sent
+        except IO_ERRORS as exc:  # a source changed, vanished or could not be read while being sent
             if len(group) > 1:
                 return self._split(group)
-            return [(group[0], FAILURE, f"cannot read while sending: {exc}")]
+            return [(group[0], FAILURE, f"cannot read while sending: {error_text(exc)}")]
         if status in PER_INSTANCE_STATUSES:
             outcomes = interpret_stow(status, answer, [i.sop_uid for i in group])
             return [(i, *outcomes[i.sop_uid]) for i in group]

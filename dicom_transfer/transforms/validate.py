@@ -9,7 +9,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
-from dicom_transfer.errors import FAILURES, ErrorRecord
+from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.files import FileRef, local_path, open_url
 from dicom_transfer.part10 import InvalidInstance, open_for_validation, validate_part10
 from dicom_transfer.progress import ProgressLog
@@ -94,10 +94,9 @@ class _ValidateFn(BatchedIoFn):
         except InvalidInstance as exc:
             return [beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
                 ref.url, f"invalid DICOM ({exc.check}): {exc}", "validate"))]
-        except OSError as exc:
-            reason = exc.strerror or str(exc) or type(exc).__name__
+        except IO_ERRORS as exc:
             return [beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
-                ref.url, f"cannot read file: {reason}", "read"))]
+                ref.url, f"cannot read file: {error_text(exc)}", "read"))]
 
     def account(self, output) -> None:
         if isinstance(output, ValidInstance):

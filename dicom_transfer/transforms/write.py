@@ -6,7 +6,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
-from dicom_transfer.errors import FAILURES, ErrorRecord
+from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.destination import PLACED, Destination, ExistsWithOtherContent
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
@@ -39,9 +39,8 @@ class _WriteFn(BatchedIoFn):
         except ExistsWithOtherContent:
             return [self._failure(instance.url, f"{target} exists with different content "
                                   "(use --overwrite to replace it)")]
-        except OSError as exc:
-            reason = exc.strerror or str(exc) or type(exc).__name__
-            return [self._failure(instance.url, f"cannot write {target}: {reason}")]
+        except IO_ERRORS as exc:
+            return [self._failure(instance.url, f"cannot write {target}: {error_text(exc)}")]
         return [beam.pvalue.TaggedOutput(OUTCOMES, Outcome(kind, instance.size, instance.url, target))]
 
     def account(self, output: beam.pvalue.TaggedOutput) -> None:
