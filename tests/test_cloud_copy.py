@@ -9,7 +9,7 @@ from pathlib import Path
 import fsspec
 import pytest
 from conftest import run_cli_subprocess
-from servers import AZURITE_KEY
+from servers import AZURITE_KEY, counting_store_reads
 
 from dicom_transfer.sample import write_sample_set
 
@@ -150,7 +150,7 @@ def test_forbidden_store_and_secrets_never_appear(stores, bucket, sample, tmp_pa
 def test_same_store_copy_is_server_side(stores, bucket, tmp_path):
     """Copying a 4 MB instance within GCS reads only its header through the worker."""
     from dicom_transfer.io.destination import Destination
-    from dicom_transfer.io.files import FileRef, open_url
+    from dicom_transfer.io.files import FileRef
     from dicom_transfer.sample import instance_bytes, uid_for
     from dicom_transfer.transforms.validate import validate_file
 
@@ -158,22 +158,9 @@ def test_same_store_copy_is_server_side(stores, bucket, tmp_path):
     root = bucket("gs://")
     fs, path = fsspec.core.url_to_fs(f"{root}/big.dcm")
     fs.pipe(path, data)
-    with open_url(f"{root}/big.dcm") as probe:
-        file_class = type(probe)  # every ranged read of the store goes through _fetch_range
-    reads = []
-    real_fetch_range = file_class._fetch_range
-
-    def counting_fetch_range(self, start, end, *args, **kwargs):
-        data = real_fetch_range(self, start, end, *args, **kwargs)
-        reads.append(len(data))
-        return data
-
-    file_class._fetch_range = counting_fetch_range
-    try:
+    with counting_store_reads(f"{root}/big.dcm") as reads:
         instance = validate_file(FileRef(f"{root}/big.dcm", len(data)))
         kind, through_worker = Destination(f"{root}/out").place("a/b.dcm", instance.url, instance.size)
-    finally:
-        file_class._fetch_range = real_fetch_range
     assert kind == "success" and through_worker == 0
     assert 0 < sum(reads) <= 64 * 1024, reads
     assert fs.cat(f"{path.rsplit('/', 1)[0]}/out/a/b.dcm") == data
@@ -265,6 +252,8 @@ def test_an_sdk_error_that_is_not_retried_is_a_record_not_a_crash(stores, bucket
     assert throttled, errors
     delivered = remote_tree(f"{root}/out")
     expected = expected_tree(sample)
-    assert summary["counter"]["success"] == len(delivered) > 0
+    # An object can arrive while the answer about it is a fault (its copy went through, the check
+    # after it was refused): it is then reported as failed, and a re-run counts it unchanged.
+    assert 0 < summary["counter"]["success"] <= len(delivered)
     assert all(expected[path] == digest for path, digest in delivered.items())  # nothing corrupt
     assert summary["counter"]["success"] + summary["counter"]["failure"] == len(sample.valid) + len(sample.bad)
