@@ -257,3 +257,114 @@ def test_an_sdk_error_that_is_not_retried_is_a_record_not_a_crash(stores, bucket
     assert 0 < summary["counter"]["success"] <= len(delivered)
     assert all(expected[path] == digest for path, digest in delivered.items())  # nothing corrupt
     assert summary["counter"]["success"] + summary["counter"]["failure"] == len(sample.valid) + len(sample.bad)
+
+
+def _gcs_requests(stores, tmp_path, *args, plan=None):
+    """Run the CLI against fake-gcs-server through a recording proxy; return the run and the
+    requests as (method, path without query) pairs, plus the raw paths."""
+    from servers import FaultProxy
+
+    seen: list[tuple[str, str]] = []
+
+    def record(number, method, path, body):
+        seen.append((method, path))
+        return plan(number, method, path, body) if plan else None
+
+    proxy = FaultProxy(stores["FakeGcs"].url, plan=record).start()
+    try:
+        result = run_cli_subprocess(*args, env={"STORAGE_EMULATOR_HOST": proxy.url})
+    finally:
+        proxy.stop()
+    return result, seen
+
+
+def _kinds(seen: list[tuple[str, str]]) -> dict[str, int]:
+    """Count requests by kind: ranged object reads, rewrites, listings, object metadata."""
+    kinds = {"read": 0, "rewrite": 0, "list": 0, "metadata": 0, "other": 0}
+    for method, path in seen:
+        route = path.split("?")[0]
+        if "alt=media" in path or route.startswith("/download/"):
+            kinds["read"] += 1
+        elif "/rewriteTo/" in route:
+            kinds["rewrite"] += 1
+        elif method == "GET" and route.endswith("/o"):
+            kinds["list"] += 1
+        elif method == "GET" and "/o/" in route:
+            kinds["metadata"] += 1
+        else:
+            kinds["other"] += 1
+    return kinds
+
+
+def test_gcs_copy_makes_two_requests_per_instance_and_a_rerun_writes_nothing(stores, bucket, sample, tmp_path):
+    """Existence comes from one listing per output directory, and a copy is verified from the
+    rewrite's own answer: a header read and a rewrite per instance, no metadata request per instance."""
+    root = bucket("gs://")
+    upload(tmp_path / "sample", f"{root}/in")
+    args = ("copy", "--input", f"{root}/in/**", "--output", f"{root}/out", "--errors", str(tmp_path / "e.log"))
+    first, seen = _gcs_requests(stores, tmp_path, *args, "--summary", str(tmp_path / "s1.json"))
+    assert first.returncode == 1, first.stderr[-2000:]  # the sample's bad files
+    counter = json.loads((tmp_path / "s1.json").read_text())["counter"]
+    assert counter["success"] == len(sample.valid) == 8
+    kinds = _kinds(seen)
+    series = {path.rsplit("/", 1)[0] for path in expected_tree(sample)}
+    assert kinds["rewrite"] == 8, seen
+    # gcsfs asks once whether an empty directory's path is an object: per directory, not per instance
+    assert kinds["metadata"] <= len(series) < 8, seen
+    non_empty = [p for p in (tmp_path / "sample").rglob("*") if p.is_file() and p.stat().st_size]
+    assert kinds["read"] == len(non_empty)  # one ranged header read per file (none for an empty one)
+    assert kinds["list"] <= len(series) + 2, seen  # the input's listing, one per output directory
+    assert remote_tree(f"{root}/out") == expected_tree(sample)
+
+    again, seen = _gcs_requests(stores, tmp_path, *args, "--summary", str(tmp_path / "s2.json"))
+    counter = json.loads((tmp_path / "s2.json").read_text())["counter"]
+    assert (counter["success"], counter["unchanged"]) == (0, 8), again.stderr[-2000:]
+    kinds = _kinds(seen)
+    assert kinds["rewrite"] == 0 and kinds["metadata"] == 0, seen  # decided from listings (size + MD5)
+
+
+def test_an_output_that_exists_with_other_bytes_is_kept_and_reported(stores, bucket, sample, tmp_path):
+    root = bucket("gs://")
+    upload(tmp_path / "sample", f"{root}/in")
+    taken, *_ = sorted(expected_tree(sample))
+    fs, out = fsspec.core.url_to_fs(f"{root}/out")
+    fs.pipe(f"{out}/{taken}", b"somebody else's bytes")
+    args = ("copy", "--input", f"{root}/in/**", "--output", f"{root}/out", "--errors", str(tmp_path / "e.log"))
+    run_cli_subprocess(*args, "--summary", str(tmp_path / "s.json"))
+    counter = json.loads((tmp_path / "s.json").read_text())["counter"]
+    assert counter["success"] == len(sample.valid) - 1
+    errors = [json.loads(line)["Error"] for line in (tmp_path / "e.log").read_text().splitlines()]
+    assert sum("exists with different content" in e for e in errors) == 1, errors
+    fs.invalidate_cache()
+    assert fs.cat(f"{out}/{taken}") == b"somebody else's bytes"
+    replaced = run_cli_subprocess(*args, "--summary", str(tmp_path / "s2.json"), "--overwrite")
+    counter = json.loads((tmp_path / "s2.json").read_text())["counter"]
+    assert (counter["success"], counter["unchanged"]) == (1, len(sample.valid) - 1), replaced.stderr[-2000:]
+    assert remote_tree(f"{root}/out") == expected_tree(sample)
+
+
+def test_gcs_precondition_refusal_is_decided_not_clobbered(stores, bucket, sample, tmp_path):
+    """An object written by someone else between our listing and our copy: GCS refuses the
+    conditional rewrite (412; injected here, fake-gcs-server ignores the condition), and the
+    instance is then decided by what is there: identical bytes are unchanged."""
+    root = bucket("gs://")
+    upload(tmp_path / "sample", f"{root}/in")
+    raced = sorted(expected_tree(sample))[0]
+    fs, out = fsspec.core.url_to_fs(f"{root}/out")
+    source = next(i for i in sample.valid if i.relative_uid_path == raced)
+    refused = []
+
+    def refuse_first_rewrite_of_raced(number, method, path, body):
+        if "/rewriteTo/" in path and raced.rsplit("/", 1)[1] in path and not refused:
+            refused.append(path)
+            fs.pipe(f"{out}/{raced}", Path(source.path).read_bytes())  # the other writer
+            return ("status", 412, {})
+        return None
+
+    result, _ = _gcs_requests(stores, tmp_path, "copy", "--input", f"{root}/in/**", "--output", f"{root}/out",
+                              "--errors", str(tmp_path / "e.log"), "--summary", str(tmp_path / "s.json"),
+                              plan=refuse_first_rewrite_of_raced)
+    assert refused and "ifGenerationMatch=0" in refused[0]
+    counter = json.loads((tmp_path / "s.json").read_text())["counter"]
+    assert (counter["success"], counter["unchanged"]) == (7, 1), result.stderr[-2000:]
+    assert remote_tree(f"{root}/out") == expected_tree(sample)

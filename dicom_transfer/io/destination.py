@@ -12,7 +12,8 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from typing import BinaryIO
+from collections.abc import Iterator
+from typing import BinaryIO, NamedTuple
 
 from dicom_transfer.io.atomic import DestinationExists, check_size, commit, copy_contents, write_file
 from dicom_transfer.io.files import file_url, is_local, local_path, open_url, scheme_of, split_url
@@ -26,6 +27,17 @@ class ExistsWithOtherContent(Exception):
 
 
 PLACED, UNCHANGED = "success", "unchanged"
+
+
+class Existing(NamedTuple):
+    """What a listing of the destination says about one output path."""
+
+    present: bool
+    size: int = -1
+    md5: str | None = None  # hex, as the store reports it
+
+
+ABSENT = Existing(False)
 
 
 class Destination:
@@ -71,6 +83,26 @@ class Destination:
         except FileNotFoundError:
             return None
 
+    def listing(self, directory: str) -> Iterator[tuple[str, Existing]]:
+        """The outputs present in ``directory`` (relative; ``""`` for the top), from one
+        listing of it (paged by the store), as ``(relative path, Existing)`` pairs.
+
+        Raises
+        ------
+        OSError
+            The store could not list it (a missing directory is simply empty).
+        """
+        path = self.path_of(directory) if directory else self.root
+        try:
+            entries = self.fs.ls(path, detail=True, refresh=True)
+        except FileNotFoundError:
+            return
+        base = self.root + "/"
+        for entry in entries:
+            name = entry["name"].rstrip("/")
+            if entry.get("type") == "file" and name.startswith(base):
+                yield name[len(base):], Existing(True, int(entry["size"]), md5_hex(entry))
+
     def open_existing(self, relative: str) -> BinaryIO:
         return self.fs.open(self.path_of(relative), "rb")
 
@@ -88,8 +120,12 @@ class Destination:
             return same_content(existing, source)
 
     def place(self, relative: str, source_url: str, size: int, *, overwrite: bool = False,
-              dry_run: bool = False, move: bool = False, source_md5: str | None = None) -> tuple[str, int]:
+              dry_run: bool = False, move: bool = False, source_md5: str | None = None,
+              existing: Existing | None = None) -> tuple[str, int]:
         """Put the file at ``source_url`` at ``relative`` unless it is already there.
+
+        ``existing`` is what a listing of the destination said about ``relative``
+        (see :meth:`listing`); without it, the destination is asked.
 
         Returns
         -------
@@ -105,22 +141,31 @@ class Destination:
         OSError
             Reading, writing or the store failed.
         """
-        existing = self.size_of(relative)
-        if existing is not None:
-            if existing == size and self.same_as(relative, source_url, source_md5):
+        if existing is None:
+            found = self.size_of(relative)
+            existing = ABSENT if found is None else Existing(True, found)
+        if existing.present:
+            if existing.size == size and self._holds(relative, existing, source_url, source_md5):
                 return UNCHANGED, 0
             if not overwrite:
                 raise ExistsWithOtherContent(self.url_of(relative))
         if dry_run:
             return PLACED, 0
         try:
-            return PLACED, self.write(relative, source_url, size, overwrite=existing is not None, move=move,
+            return PLACED, self.write(relative, source_url, size, overwrite=existing.present, move=move,
                                       source_md5=source_md5)
-        except DestinationExists:
+        except (DestinationExists, FileExistsError):
             # Written by someone else since we looked: decide again, never clobber.
             if self.same_as(relative, source_url, source_md5):
                 return UNCHANGED, 0
             raise ExistsWithOtherContent(self.url_of(relative)) from None
+
+    def _holds(self, relative: str, existing: Existing, source_url: str, source_md5: str | None) -> bool:
+        """True if the output (of the source's size) holds the source's bytes: by the two
+        MD5s when both are known, else as :meth:`same_as` decides."""
+        if existing.md5 and source_md5:
+            return existing.md5 == source_md5
+        return self.same_as(relative, source_url, source_md5)
 
     def write(self, relative: str, source_url: str, expected_size: int, overwrite: bool,
               move: bool = False, source_md5: str | None = None) -> int:
@@ -128,8 +173,9 @@ class Destination:
 
         Raises
         ------
-        DestinationExists
-            If the target appeared meanwhile and ``overwrite`` is false.
+        DestinationExists, FileExistsError
+            If the target appeared meanwhile and ``overwrite`` is false (where the
+            store can tell: local disk and GCS).
         OSError
             If the copy did not deliver ``expected_size`` bytes (the source
             changed since it was validated) or the store failed.
@@ -137,7 +183,7 @@ class Destination:
         path = self.path_of(relative)
         if self.local:
             return self._write_local(path, source_url, expected_size, overwrite, move)
-        written = copy_into(self.fs, path, source_url, expected_size, source_md5)
+        written = copy_into(self.fs, path, source_url, expected_size, source_md5, if_absent=not overwrite)
         if move:
             remove_local(source_url)
         return written

@@ -22,32 +22,36 @@ def same_file_content(first_url: str, second_url: str) -> bool:
         return same_content(first, second)
 
 
+def keep_one(target: str, group: Iterable[ValidInstance], stage: str, unchanged) -> Iterator:
+    """Decide among the instances that claim ``target``: yield the outcomes and failures
+    of the others (tagged), then ``(target, winner)``. ``unchanged`` is the Metrics counter."""
+    winner, *others = sorted(group, key=lambda instance: instance.url)
+    for other in others:
+        try:
+            identical = other.size == winner.size and same_file_content(other.url, winner.url)
+        except IO_ERRORS as exc:
+            yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
+                other.url, f"cannot compare with {winner.url}: {error_text(exc)}", stage))
+            continue
+        if identical:
+            unchanged.inc()
+            yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(metrics.UNCHANGED, other.size, other.url, target))
+        else:
+            yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
+                other.url,
+                f"conflicting duplicate: {other.url} and {winner.url} both map to {target} "
+                f"(SOP Instance UID {other.sop_uid}) but their bytes differ; {winner.url} was kept",
+                stage))
+    yield target, winner
+
+
 class _ResolveFn(beam.DoFn):
     def __init__(self, stage: str) -> None:
         self.stage = stage
         self.unchanged = Metrics.counter(metrics.NAMESPACE, metrics.UNCHANGED)
 
     def process(self, element: tuple[str, Iterable[ValidInstance]]) -> Iterator:
-        target, group = element
-        winner, *others = sorted(group, key=lambda instance: instance.url)
-        for other in others:
-            try:
-                identical = other.size == winner.size and same_file_content(other.url, winner.url)
-            except IO_ERRORS as exc:
-                yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
-                    other.url, f"cannot compare with {winner.url}: {error_text(exc)}", self.stage))
-                continue
-            if identical:
-                self.unchanged.inc()
-                yield beam.pvalue.TaggedOutput(
-                    OUTCOMES, Outcome(metrics.UNCHANGED, other.size, other.url, target))
-            else:
-                yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
-                    other.url,
-                    f"conflicting duplicate: {other.url} and {winner.url} both map to {target} "
-                    f"(SOP Instance UID {other.sop_uid}) but their bytes differ; {winner.url} was kept",
-                    self.stage))
-        yield target, winner
+        yield from keep_one(*element, self.stage, self.unchanged)
 
 
 class ResolveDuplicates(beam.PTransform):

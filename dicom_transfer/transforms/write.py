@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
-from dicom_transfer.io.destination import PLACED, Destination, ExistsWithOtherContent
+from dicom_transfer.io.destination import ABSENT, PLACED, Destination, Existing, ExistsWithOtherContent
+from dicom_transfer.io.files import scheme_of
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
-from dicom_transfer.transforms.duplicates import ResolveDuplicates
+from dicom_transfer.transforms.duplicates import UNIQUE, ResolveDuplicates, keep_one
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.validate import ValidInstance
+
+LOG = logging.getLogger(__name__)
 
 
 class _WriteFn(BatchedIoFn):
@@ -30,12 +37,13 @@ class _WriteFn(BatchedIoFn):
         self.destination = Destination(self.destination_url)
         self.progress = ProgressLog("write" if not self.dry_run else "dry-run")
 
-    def work(self, element: tuple[str, ValidInstance]) -> list:
-        relative, instance = element
+    def work(self, element: tuple[str, ValidInstance] | tuple[str, ValidInstance, Existing | None]) -> list:
+        relative, instance = element[:2]
+        existing = element[2] if len(element) > 2 else None
         target = self.destination.url_of(relative)
         try:
             kind, _ = self.destination.place(relative, instance.url, instance.size, overwrite=self.overwrite,
-                                             dry_run=self.dry_run, source_md5=instance.md5)
+                                             dry_run=self.dry_run, source_md5=instance.md5, existing=existing)
         except ExistsWithOtherContent:
             return [self._failure(instance.url, f"{target} exists with different content "
                                   "(use --overwrite to replace it)")]
@@ -61,11 +69,48 @@ class _WriteFn(BatchedIoFn):
         return beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(identifier, message, "write"))
 
 
+def _by_directory(element: tuple[str, ValidInstance]) -> tuple[str, tuple[str, ValidInstance]]:
+    return element[0].rpartition("/")[0], element
+
+
+class _ResolveInDirectoryFn(beam.DoFn):
+    """One output directory of an object store: list it once, keep one instance per output
+    path (:func:`keep_one`), and pass on what the listing says about that path, so that
+    writing needs no existence request per instance and re-runs need none at all."""
+
+    def __init__(self, destination_url: str) -> None:
+        self.destination_url = destination_url
+        self.unchanged = Metrics.counter(metrics.NAMESPACE, metrics.UNCHANGED)
+
+    def setup(self) -> None:
+        self.destination = Destination(self.destination_url)
+
+    def process(self, element: tuple[str, Iterable[tuple[str, ValidInstance]]]) -> Iterator:
+        directory, items = element
+        claims: dict[str, list[ValidInstance]] = defaultdict(list)
+        for relative, instance in items:
+            claims[relative].append(instance)
+        try:
+            listed: dict[str, Existing] | None = dict(self.destination.listing(directory))
+        except IO_ERRORS as exc:  # each instance then asks the store for itself
+            LOG.warning("cannot list %s (%s); checking its outputs one by one",
+                        self.destination.url_of(directory), error_text(exc))
+            listed = None
+        for relative in sorted(claims):
+            for output in keep_one(relative, claims[relative], "write", self.unchanged):
+                if isinstance(output, beam.pvalue.TaggedOutput):
+                    yield output
+                else:
+                    yield (*output, None if listed is None else listed.get(relative, ABSENT))
+
+
 class WriteInstances(beam.PTransform):
     """Write ``(relative_path, ValidInstance)`` pairs below ``destination_url``.
 
     Instances are first grouped by output path (:class:`ResolveDuplicates`), so
-    that duplicates are decided deterministically. An existing output with the
+    that duplicates are decided deterministically. For an object store they are
+    grouped by output directory instead, each directory is listed once, and
+    what exists (size, MD5) is decided from that listing. An existing output with the
     same bytes is ``unchanged``; with different bytes it is a failure unless
     ``overwrite``. ``dry_run`` decides everything
     but writes nothing.
@@ -86,9 +131,20 @@ class WriteInstances(beam.PTransform):
         self.threads = threads
 
     def expand(self, routed: beam.PCollection) -> dict[str, beam.PCollection]:
-        resolved = routed | "ResolveDuplicates" >> ResolveDuplicates(stage="write")
+        if scheme_of(self.destination_url) is None:  # local disk: a stat per file costs nothing
+            resolved = routed | "ResolveDuplicates" >> ResolveDuplicates(stage="write")
+            unique = resolved[UNIQUE]
+        else:  # an object store: one listing per output directory instead of a request per instance
+            resolved = (
+                routed
+                | "KeyByDirectory" >> beam.Map(_by_directory)
+                | "GroupByDirectory" >> beam.GroupByKey()
+                | "ResolveAgainstListing" >> beam.ParDo(_ResolveInDirectoryFn(self.destination_url)).with_outputs(
+                    FAILURES, OUTCOMES, main=UNIQUE)
+            )
+            unique = resolved[UNIQUE] | "Rebalance" >> beam.Reshuffle()  # one directory may hold everything
         written = (
-            resolved["unique"]
+            unique
             | "Batch" >> batched(self.threads)
             | "Write" >> beam.ParDo(
                 _WriteFn(self.destination_url, self.overwrite, self.dry_run, self.threads)
