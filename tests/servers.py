@@ -125,8 +125,9 @@ def retrieve_one(url: str, auth=None) -> bytes:
 class FaultProxy:
     """A reverse proxy that injects faults into a share of requests.
 
-    ``plan(request_number, method, path, body) -> None | ("status", code, headers) | "reset"``
-    decides per request; ``None`` forwards it. ``bearer`` makes it require that token.
+    ``plan(request_number, method, path, body) -> None | ("status", code, headers[, body]) | "reset"
+    | ("slow", seconds) | ("truncate", fraction)`` decides per request; ``None`` forwards it.
+    ``bearer`` makes it require that token.
     """
 
     def __init__(self, upstream: str, plan=None, bearer: str | None = None,
@@ -192,10 +193,10 @@ class FaultProxy:
                     self._forward(body, truncate=fault[1])
                     return
                 if fault:
-                    _, code, headers = fault
+                    _, code, headers, *body = fault
                     with proxy.lock:
                         proxy.faults += 1
-                    self._reply(code, b"injected fault", headers)
+                    self._reply(code, body[0] if body else b"injected fault", headers)
                     return
                 self._forward(body)
 

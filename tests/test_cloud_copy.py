@@ -343,28 +343,49 @@ def test_an_output_that_exists_with_other_bytes_is_kept_and_reported(stores, buc
     assert remote_tree(f"{root}/out") == expected_tree(sample)
 
 
-def test_gcs_precondition_refusal_is_decided_not_clobbered(stores, bucket, sample, tmp_path):
-    """An object written by someone else between our listing and our copy: GCS refuses the
-    conditional rewrite (412; injected here, fake-gcs-server ignores the condition), and the
-    instance is then decided by what is there: identical bytes are unchanged."""
-    root = bucket("gs://")
+S3_PRECONDITION_FAILED = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>PreconditionFailed</Code>"
+                          b"<Message>At least one of the pre-conditions you specified did not hold</Message>"
+                          b"<Condition>If-None-Match</Condition></Error>")
+
+
+@pytest.mark.parametrize("scheme", ["gs://", "s3://"])
+def test_a_refused_conditional_copy_is_decided_not_clobbered(stores, bucket, sample, tmp_path, scheme):
+    """An object written by someone else between our listing and our copy: the store refuses the
+    copy made on condition that the target is absent (412; injected here, as fake-gcs-server and
+    moto ignore the condition), and the instance is decided by what is there: the same bytes are
+    unchanged."""
+    from servers import FaultProxy
+
+    root = bucket(scheme)
     upload(tmp_path / "sample", f"{root}/in")
     raced = sorted(expected_tree(sample))[0]
-    fs, out = fsspec.core.url_to_fs(f"{root}/out")
     source = next(i for i in sample.valid if i.relative_uid_path == raced)
+    fs, out = fsspec.core.url_to_fs(f"{root}/out")
     refused = []
 
-    def refuse_first_rewrite_of_raced(number, method, path, body):
-        if "/rewriteTo/" in path and raced.rsplit("/", 1)[1] in path and not refused:
+    def refuse_first_copy_of_raced(number, method, path, body):
+        copy = "/rewriteTo/" in path if scheme == "gs://" else method == "PUT" and "/out/" in path
+        if copy and raced.rsplit("/", 1)[1] in path and not refused:
             refused.append(path)
             fs.pipe(f"{out}/{raced}", Path(source.path).read_bytes())  # the other writer
-            return ("status", 412, {})
+            if scheme == "gs://":
+                return ("status", 412, {"Content-Type": "application/json"},
+                        b'{"error": {"code": 412, "message": "Precondition Failed"}}')
+            return ("status", 412, {"Content-Type": "application/xml"}, S3_PRECONDITION_FAILED)
         return None
 
-    result, _ = _gcs_requests(stores, tmp_path, "copy", "--input", f"{root}/in/**", "--output", f"{root}/out",
-                              "--errors", str(tmp_path / "e.log"), "--summary", str(tmp_path / "s.json"),
-                              plan=refuse_first_rewrite_of_raced)
-    assert refused and "ifGenerationMatch=0" in refused[0]
+    server = stores["FakeGcs" if scheme == "gs://" else "MotoS3"]
+    proxy = FaultProxy(server.url, plan=refuse_first_copy_of_raced).start()
+    env = {"STORAGE_EMULATOR_HOST" if scheme == "gs://" else "AWS_ENDPOINT_URL": proxy.url}
+    try:
+        result = run_cli_subprocess("copy", "--input", f"{root}/in/**", "--output", f"{root}/out",
+                                    "--errors", str(tmp_path / "e.log"), "--summary", str(tmp_path / "s.json"),
+                                    env=env)
+    finally:
+        proxy.stop()
+    assert refused, result.stderr[-2000:]
+    if scheme == "gs://":
+        assert "ifGenerationMatch=0" in refused[0]
     counter = json.loads((tmp_path / "s.json").read_text())["counter"]
     assert (counter["success"], counter["unchanged"]) == (7, 1), result.stderr[-2000:]
     assert remote_tree(f"{root}/out") == expected_tree(sample)
