@@ -151,6 +151,7 @@ class FaultProxy:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else headers and body, written apart, wait out a delayed ACK
 
             def log_message(self, *args):
                 pass
@@ -417,22 +418,33 @@ def every_nth_fault(n: int = 5, retry_after: str = "1", throttle_status: int = 4
 
 @contextlib.contextmanager
 def counting_store_reads(url: str):
-    """Count the bytes an object store sends while the block runs (every ranged read of its
-    files goes through ``_fetch_range``); yields the list of read sizes."""
+    """Count the bytes an object store sends while the block runs (ranged reads of objects of
+    known size go through ``fs.cat_file``, other reads through the file class's ``_fetch_range``);
+    yields the list of read sizes."""
+    import fsspec
+
     from dicom_transfer.io.files import open_url
 
+    fs, _ = fsspec.core.url_to_fs(url)  # the instance the pipeline gets, from fsspec's cache
     with open_url(url) as probe:
         file_class = type(probe)
     reads: list[int] = []
-    real = file_class._fetch_range
+    real_fetch, real_cat = file_class._fetch_range, fs.cat_file
 
-    def counting(self, start, end, *args, **kwargs):
-        data = real(self, start, end, *args, **kwargs)
+    def counting_fetch(self, start, end, *args, **kwargs):
+        data = real_fetch(self, start, end, *args, **kwargs)
         reads.append(len(data))
         return data
 
-    file_class._fetch_range = counting
+    def counting_cat(*args, **kwargs):
+        data = real_cat(*args, **kwargs)
+        reads.append(len(data))
+        return data
+
+    file_class._fetch_range = counting_fetch
+    fs.cat_file = counting_cat
     try:
         yield reads
     finally:
-        file_class._fetch_range = real
+        file_class._fetch_range = real_fetch
+        fs.cat_file = real_cat

@@ -298,10 +298,13 @@ def _kinds(seen: list[tuple[str, str]]) -> dict[str, int]:
 
 def test_gcs_copy_makes_two_requests_per_instance_and_a_rerun_writes_nothing(stores, bucket, sample, tmp_path):
     """Existence comes from one listing per output directory, and a copy is verified from the
-    rewrite's own answer: a header read and a rewrite per instance, no metadata request per instance."""
+    rewrite's own answer: a header read and a rewrite per instance, no metadata request per instance.
+    Worker processes (as on a real runner) have not seen the input's listing: reading an object
+    must not cost a metadata request either."""
     root = bucket("gs://")
     upload(tmp_path / "sample", f"{root}/in")
-    args = ("copy", "--input", f"{root}/in/**", "--output", f"{root}/out", "--errors", str(tmp_path / "e.log"))
+    args = ("copy", "--input", f"{root}/in/**", "--output", f"{root}/out", "--errors", str(tmp_path / "e.log"),
+            "--direct_running_mode", "multi_processing", "--direct_num_workers", "2")
     first, seen = _gcs_requests(stores, tmp_path, *args, "--summary", str(tmp_path / "s1.json"))
     assert first.returncode == 1, first.stderr[-2000:]  # the sample's bad files
     counter = json.loads((tmp_path / "s1.json").read_text())["counter"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from typing import BinaryIO, NamedTuple
 
 import fsspec
+from fsspec.caching import ReadAheadCache
 from fsspec.implementations.local import LocalFileSystem
 
 
@@ -61,5 +63,52 @@ def open_url(url: str, block_size: int = 256 * 1024, size: int | None = None) ->
         return open(path, "rb")  # noqa: SIM115 - the caller closes it
     fs, path = split_url(url)
     if size is not None:
-        return fs.open(path, "rb", block_size=block_size, cache_type="readahead", size=size)
+        return RangedObject(fs, path, size, block_size)
     return fs.open(path, "rb", block_size=block_size, cache_type="readahead")
+
+
+class RangedObject(io.RawIOBase):
+    """A read-only, seekable view of a stored object of known ``size``.
+
+    A read that the read-ahead cache cannot answer is one ranged GET
+    (``fs.cat_file``) of what was asked plus ``block_size``. Opening the object
+    through fsspec instead makes a metadata request first (gcsfs asks for the
+    object and whether it is a directory: two extra requests per file wherever
+    the listing that found it is not cached, i.e. on every real runner's worker).
+    """
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, size: int, block_size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.position = 0
+        self.cache = ReadAheadCache(block_size, lambda start, end: fs.cat_file(path, start=start, end=end), size)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self.position = base + offset
+        return self.position
+
+    def read(self, size: int = -1) -> bytes:
+        end = self.size if size is None or size < 0 else min(self.size, self.position + size)
+        data = self.cache._fetch(self.position, end) if end > self.position else b""
+        self.position += len(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read()
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
