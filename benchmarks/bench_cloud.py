@@ -57,9 +57,10 @@ def late(seconds: float):
     return lambda *_: ("slow", seconds)
 
 
-def marginal_rate(make, count: int, size: int, work: Path, latency: float) -> tuple[float, float, float]:
-    """(total s, start-up s, instances/s) of one tool on a fresh fake-gcs-server holding ``count``
-    instances of ``size`` pixel bytes (plus one, for the start-up run)."""
+def marginal_rate(make, count: int, size: int, work: Path, latency: float) -> tuple[float, float, float, float]:
+    """(total s, start-up s, instances/s, emulator CPU s per instance) of one tool on a fresh
+    fake-gcs-server holding ``count`` instances of ``size`` pixel bytes (plus one, for the
+    start-up run)."""
     import gcsfs
 
     gcs = FakeGcs(work / f"gcs-{uuid.uuid4().hex[:6]}").start()
@@ -71,7 +72,9 @@ def marginal_rate(make, count: int, size: int, work: Path, latency: float) -> tu
         fill("gs://speed/one", 1, size, f"one{size}", fs)
         env = {**os.environ, **gcs.env, "STORAGE_EMULATOR_HOST": (relay or gcs).url}
         startup = timed(make("gs://speed/one", "gs://speed/one-out"), env=env)
+        server_before = cpu_seconds(gcs.process.pid)
         total = timed(make("gs://speed/many", "gs://speed/many-out"), env=env)
+        server_cpu = cpu_seconds(gcs.process.pid) - server_before
         copied = len([p for p in fs.find("speed/many-out") if "/.dicom-transfer/" not in p])
         if copied != count:
             raise SystemExit(f"{make('', '')[:4]} copied {copied} of {count} instances")
@@ -79,7 +82,13 @@ def marginal_rate(make, count: int, size: int, work: Path, latency: float) -> tu
         if relay:
             relay.stop()
         gcs.stop()
-    return total, startup, (count - 1) / max(total - startup, 1e-9)
+    return total, startup, (count - 1) / max(total - startup, 1e-9), server_cpu / count
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bytes_read_per_instance(scheme: str, source: str, count: int) -> float:
@@ -129,9 +138,9 @@ def main() -> None:
                 print(f"\nThroughput, {count} instances of {label}, gs:// to gs://, {where}:")
                 rates = {}
                 for name, make in commands.items():
-                    total, startup, rates[name] = marginal_rate(make, count, size, work, latency)
+                    total, startup, rates[name], server = marginal_rate(make, count, size, work, latency)
                     print(f"  {name:22s} total {total:6.2f} s  start-up {startup:5.2f} s  "
-                          f"{rates[name]:7.1f} instances/s (marginal)")
+                          f"{rates[name]:7.1f} instances/s (marginal)  emulator CPU {server * 1000:5.1f} ms/instance")
                 ratio = rates["dicom-transfer copy"] / rates["naive gcsfs loop"]
                 print(f"  dicom-transfer copy = {ratio:.2f} x the naive loop (target >= 3)")
     finally:

@@ -392,3 +392,31 @@ def test_a_refused_conditional_copy_is_decided_not_clobbered(stores, bucket, sam
     counter = json.loads((tmp_path / "s.json").read_text())["counter"]
     assert (counter["success"], counter["unchanged"]) == (7, 1), result.stderr[-2000:]
     assert remote_tree(f"{root}/out") == expected_tree(sample)
+
+
+@pytest.mark.parametrize("scheme", ["gs://", "s3://"])
+def test_listings_page_through_more_than_one_page(stores, bucket, scheme):
+    """Both stores answer 1,000 names per page: 1,100 objects need two pages, for the input's
+    wildcard expansion (one directory, and recursive) and for the destination's listing."""
+    import concurrent.futures
+
+    from dicom_transfer.io.destination import Destination
+    from dicom_transfer.io.listing import list_pattern
+    from dicom_transfer.wildcards import parse_pattern
+
+    root = bucket(scheme)
+    fs, base = fsspec.core.url_to_fs(root)
+    names = [f"many/{n:05d}.dcm" for n in range(1100)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda name: fs.pipe(f"{base}/{name}", name.encode()), names))
+    fs.invalidate_cache()
+    for pattern in (f"{root}/many/*.dcm", f"{root}/**.dcm"):
+        found = list(list_pattern(parse_pattern(pattern)))
+        assert [ref.url for ref in found] == [f"{root}/{name}" for name in names], pattern
+        assert all(ref.size == len(name) and ref.md5 == hashlib.md5(name.encode()).hexdigest()
+                   for ref, name in zip(found, names, strict=True))
+    listed = dict(Destination(f"{root}/many").listing(""))
+    assert sorted(listed) == [name.split("/")[1] for name in names]
+    assert all(entry.present and entry.size == len(f"many/{relative}") and
+               entry.md5 == hashlib.md5(f"many/{relative}".encode()).hexdigest()
+               for relative, entry in listed.items())
