@@ -420,3 +420,21 @@ def test_listings_page_through_more_than_one_page(stores, bucket, scheme):
     assert all(entry.present and entry.size == len(f"many/{relative}") and
                entry.md5 == hashlib.md5(f"many/{relative}".encode()).hexdigest()
                for relative, entry in listed.items())
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_each_store_reports_the_md5_that_verifies_and_compares(stores, bucket, scheme):
+    """Verification and unchanged detection rest on the MD5 each store reports, in its metadata
+    and in its listings, for uploads and for server-side copies (Azure's sits in a
+    ContentSettings object, which was once missed: copies were then checked by size alone)."""
+    from dicom_transfer.io.objectstore import copy_into, md5_hex
+
+    root = bucket(scheme)
+    fs, base = fsspec.core.url_to_fs(root)
+    fs.pipe(f"{base}/d/x.dcm", b"hello")
+    expected = hashlib.md5(b"hello").hexdigest()
+    assert md5_hex(fs.info(f"{base}/d/x.dcm")) == expected
+    assert [md5_hex(entry) for entry in fs.ls(f"{base}/d", detail=True)] == [expected]
+    assert copy_into(fs, f"{base}/e/y.dcm", f"{root}/d/x.dcm", 5) == 0  # server-side
+    fs.invalidate_cache()
+    assert md5_hex(fs.info(f"{base}/e/y.dcm")) == expected

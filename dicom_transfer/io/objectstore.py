@@ -30,8 +30,8 @@ def md5_hex(info: dict) -> str | None:
     if info.get("md5Hash"):  # GCS, base64
         with contextlib.suppress(binascii.Error, ValueError):
             return base64.b64decode(info["md5Hash"]).hex()
-    settings = info.get("content_settings") or {}
-    content_md5 = settings.get("content_md5") if isinstance(settings, dict) else None
+    settings = info.get("content_settings")  # Azure: a ContentSettings object (a dict when given by hand)
+    content_md5 = settings.get("content_md5") if isinstance(settings, dict) else getattr(settings, "content_md5", None)
     if content_md5:  # Azure, raw bytes
         return bytes(content_md5).hex()
     etag = str(info.get("ETag") or "").strip('"')
