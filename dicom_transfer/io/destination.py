@@ -175,7 +175,7 @@ class Destination:
         ------
         DestinationExists, FileExistsError
             If the target appeared meanwhile and ``overwrite`` is false (where the
-            store can tell: local disk and GCS).
+            store can tell: local disk, and server-side copies on GCS and S3).
         OSError
             If the copy did not deliver ``expected_size`` bytes (the source
             changed since it was validated) or the store failed.

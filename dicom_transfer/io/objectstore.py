@@ -52,8 +52,9 @@ def copy_into(fs: fsspec.AbstractFileSystem, path: str, source_url: str, size: i
     """Copy the object or file at ``source_url`` to ``path`` on ``fs`` and verify it.
 
     Returns the number of bytes that passed through this process (0 for a
-    server-side copy). ``if_absent`` asks the store to refuse the copy if the
-    target exists, where it can (GCS: ``ifGenerationMatch=0``).
+    server-side copy). ``if_absent`` asks the store to refuse a server-side copy
+    if the target exists, where it can (GCS ``ifGenerationMatch=0``, S3
+    ``If-None-Match: *``).
 
     Raises
     ------
