@@ -5,7 +5,9 @@ of instances), then expands ``az://CONTAINER/**.dcm`` and ``az://CONTAINER/*/*/*
 process: seconds, objects found (each exactly once) and peak RSS. The store pages its listing
 (5,000 names per page on Azure). Filling 100,000 objects takes Azurite ~16 minutes here.
 
-    python benchmarks/bench_listing.py [--objects 100000]
+    python benchmarks/bench_listing.py [--objects 100000] [--keep DIR]
+
+``--keep DIR`` keeps Azurite's data in DIR; a later run with the same DIR and count skips the filling.
 """
 
 from __future__ import annotations
@@ -41,19 +43,26 @@ def name_of(n: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--objects", type=int, default=100_000)
+    parser.add_argument("--keep", type=Path, help="keep Azurite's data here (and reuse it when filled)")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="dt-bench-listing-"))
+    work = args.keep or Path(tempfile.mkdtemp(prefix="dt-bench-listing-"))
     azurite = Azurite(work / "azurite", str(HERE.parent / ".tools/node_modules/.bin/azurite-blob")).start()
     os.environ.update(azurite.env)
     try:
         from azure.storage.blob import ContainerClient
 
         container = ContainerClient.from_connection_string(azurite.connection_string, "archive")
-        container.create_container()
-        started = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            list(pool.map(lambda n: container.upload_blob(name_of(n), b"not read"), range(args.objects)))
-        print(f"filled {args.objects:,} objects in {time.perf_counter() - started:.0f} s")
+        filled = (work / "filled").read_text() if (work / "filled").exists() else ""
+        if filled != str(args.objects):
+            if container.exists():
+                container.delete_container()
+                time.sleep(1)
+            container.create_container()
+            started = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                list(pool.map(lambda n: container.upload_blob(name_of(n), b"not read"), range(args.objects)))
+            print(f"filled {args.objects:,} objects in {time.perf_counter() - started:.0f} s")
+            (work / "filled").write_text(str(args.objects))
         for pattern in ("az://archive/**.dcm", "az://archive/*/*/*.dcm"):
             command = [sys.executable, "-c", EXPAND, pattern, str(args.objects)]
             started = time.perf_counter()

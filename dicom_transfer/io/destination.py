@@ -17,7 +17,7 @@ from typing import BinaryIO, NamedTuple
 
 from dicom_transfer.io.atomic import DestinationExists, check_size, commit, copy_contents, write_file
 from dicom_transfer.io.files import file_url, is_local, local_path, open_url, scheme_of, split_url
-from dicom_transfer.io.objectstore import copy_into, info_of, md5_hex, same_by_checksum, stream
+from dicom_transfer.io.objectstore import copy_into, info_of, iter_objects, md5_hex, same_by_checksum, stream
 
 CHUNK = 1024 * 1024
 
@@ -85,23 +85,22 @@ class Destination:
 
     def listing(self, directory: str) -> Iterator[tuple[str, Existing]]:
         """The outputs present in ``directory`` (relative; ``""`` for the top), from one
-        listing of it (paged by the store), as ``(relative path, Existing)`` pairs.
+        listing of it (paged by the store, one page in memory at a time), as
+        ``(relative path, Existing)`` pairs.
 
         Raises
         ------
         OSError
             The store could not list it (a missing directory is simply empty).
         """
-        path = self.path_of(directory) if directory else self.root
+        prefix = (self.path_of(directory) if directory else self.root) + "/"
+        base = self.root + "/"
         try:
-            entries = self.fs.ls(path, detail=True, refresh=True)
+            for path, size, md5 in iter_objects(self.fs, prefix):
+                if "/" not in path[len(prefix):]:  # the directory's own files, not those of its subfolders
+                    yield path[len(base):], Existing(True, size, md5)
         except FileNotFoundError:
             return
-        base = self.root + "/"
-        for entry in entries:
-            name = entry["name"].rstrip("/")
-            if entry.get("type") == "file" and name.startswith(base):
-                yield name[len(base):], Existing(True, int(entry["size"]), md5_hex(entry))
 
     def open_existing(self, relative: str) -> BinaryIO:
         return self.fs.open(self.path_of(relative), "rb")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import fsspec
 
 from dicom_transfer.io.files import FileRef, file_url, scheme_of, split_url
-from dicom_transfer.io.objectstore import md5_hex
+from dicom_transfer.io.objectstore import iter_objects, md5_hex
 from dicom_transfer.wildcards import Pattern, component_matches, directory_pattern, has_wildcard
 
 
@@ -58,17 +58,13 @@ def _literal(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> Iter
 
 
 def _recursive(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> Iterator[tuple[str, int, str | None]]:
+    base = root.rstrip("/") + "/"
     try:
-        found = fs.find(root, detail=True, withdirs=False)
+        for path, size, md5 in iter_objects(fs, base):
+            if path.startswith(base) and pattern.matches_relative(path[len(base):]):
+                yield path, size, md5
     except FileNotFoundError:
         return
-    base = root.rstrip("/") + "/"
-    for path in sorted(found):
-        info = found[path]
-        if info.get("type") == "directory" or not path.startswith(base):
-            continue
-        if pattern.matches_relative(path[len(base):]):
-            yield path, int(info["size"]), md5_hex(info)
 
 
 def _by_components(fs: fsspec.AbstractFileSystem, root: str,

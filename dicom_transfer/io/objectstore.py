@@ -14,9 +14,11 @@ import base64
 import binascii
 import contextlib
 import hashlib
+from collections.abc import Iterator
 from typing import BinaryIO
 
 import fsspec
+from fsspec.asyn import sync
 
 from dicom_transfer.errors import redact
 from dicom_transfer.io.files import open_url, scheme_of, split_url
@@ -107,7 +109,7 @@ def server_side_copy(fs: fsspec.AbstractFileSystem, source_path: str, path: str,
     FileExistsError
         ``if_absent`` and the target exists (the store answered 412).
     """
-    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+    protocol = protocol_of(fs)
     if protocol in ("s3", "s3a") and size is not None and size < S3_SINGLE_COPY_LIMIT:
         return _s3_copy(fs, source_path, path, if_absent)
     if protocol not in ("gs", "gcs"):
@@ -125,6 +127,83 @@ def server_side_copy(fs: fsspec.AbstractFileSystem, source_path: str, path: str,
             fs.invalidate_cache(path)
             return answer.get("resource")
         token = answer["rewriteToken"]
+
+
+def protocol_of(fs: fsspec.AbstractFileSystem) -> str:
+    return fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+
+
+def iter_objects(fs: fsspec.AbstractFileSystem, prefix: str) -> Iterator[tuple[str, int, str | None]]:
+    """``(path, size, MD5 hex or None)`` of every object whose path starts with ``prefix``
+    (``"bucket/folder/"``), in the store's order, holding one page of its listing at a time:
+    a listing of millions of objects needs no more memory than one of thousands.
+
+    Raises
+    ------
+    FileNotFoundError
+        The bucket or container does not exist.
+    """
+    protocol = protocol_of(fs)
+    bucket, _, key = prefix.partition("/")
+    if protocol in ("gs", "gcs"):
+        pages = _gcs_pages(fs, bucket, key)
+    elif protocol in ("s3", "s3a"):
+        pages = _s3_pages(fs, bucket, key)
+    elif protocol in ("az", "abfs", "abfss"):
+        pages = _azure_pages(fs, bucket, key)
+    else:  # local disk and other file systems: fsspec's own walk
+        found = fs.find(prefix, detail=True, withdirs=False)
+        pages = iter([[(path, int(found[path]["size"]), md5_hex(found[path])) for path in sorted(found)]])
+    for page in pages:
+        yield from page
+
+
+def _gcs_pages(fs, bucket: str, key: str) -> Iterator[list[tuple[str, int, str | None]]]:
+    token = None
+    while True:
+        page = fs.call("GET", "b/{}/o", bucket, json_out=True, prefix=key, pageToken=token, maxResults=1000,
+                       fields="items(name,size,md5Hash),nextPageToken")
+        yield [(f"{bucket}/{item['name']}", int(item["size"]), md5_hex(item))
+               for item in page.get("items", []) if not item["name"].endswith("/")]
+        token = page.get("nextPageToken")
+        if not token:
+            return
+
+
+def _s3_pages(fs, bucket: str, key: str) -> Iterator[list[tuple[str, int, str | None]]]:
+    token: dict = {}
+    while True:
+        page = fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=key, **token)
+        yield [(f"{bucket}/{item['Key']}", int(item["Size"]), md5_hex(item))
+               for item in page.get("Contents", []) if not item["Key"].endswith("/")]
+        if not page.get("IsTruncated"):
+            return
+        token = {"ContinuationToken": page["NextContinuationToken"]}
+
+
+def _azure_pages(fs, bucket: str, key: str) -> Iterator[list[tuple[str, int, str | None]]]:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    async def one_page(token: str | None) -> tuple[list, str | None]:
+        client = fs.service_client.get_container_client(bucket)
+        pages = client.list_blobs(name_starts_with=key, include=["metadata"]).by_page(continuation_token=token)
+        try:
+            page = await pages.__anext__()
+        except StopAsyncIteration:
+            return [], None
+        except ResourceNotFoundError:
+            raise FileNotFoundError(f"container {bucket} does not exist") from None
+        found = [(f"{bucket}/{blob.name}", int(blob.size), md5_hex({"content_settings": blob.content_settings}))
+                 async for blob in page
+                 if not (blob.metadata or {}).get("hdi_isfolder") and not blob.name.endswith("/")]
+        return found, pages.continuation_token
+
+    token = None
+    while True:
+        found, token = sync(fs.loop, one_page, token)
+        yield found
+        if not token:
+            return
 
 
 def _s3_copy(fs: fsspec.AbstractFileSystem, source_path: str, path: str, if_absent: bool) -> dict:
