@@ -34,6 +34,28 @@ def expected_tree(sample) -> dict[str, str]:
     return {i.relative_uid_path: hashlib.sha256(Path(i.path).read_bytes()).hexdigest() for i in sample.valid}
 
 
+def copy_through_proxy(stores, scheme: str, root: str, tmp_path, plan, *extra: str):
+    """Run ``copy ROOT/in/** -> ROOT/out`` in a new process whose requests to the store of
+    ``scheme`` go through a FaultProxy with ``plan``; return the run and the (stopped) proxy."""
+    from servers import FaultProxy
+
+    server = {"gs://": stores["FakeGcs"], "s3://": stores["MotoS3"], "az://": stores["Azurite"]}[scheme]
+    proxy = FaultProxy(server.url, plan=plan).start()
+    if scheme == "gs://":
+        env = {"STORAGE_EMULATOR_HOST": proxy.url}
+    elif scheme == "s3://":
+        env = {"AWS_ENDPOINT_URL": proxy.url}
+    else:
+        env = {"AZURE_STORAGE_CONNECTION_STRING": server.connection_string.replace(server.url, proxy.url)}
+    try:
+        result = run_cli_subprocess("copy", "--input", f"{root}/in/**", "--output", f"{root}/out",
+                                    "--summary", str(tmp_path / "s.json"), "--errors", str(tmp_path / "e.log"),
+                                    *extra, env=env)
+    finally:
+        proxy.stop()
+    return result, proxy
+
+
 @pytest.fixture
 def sample(tmp_path):
     return write_sample_set(str(tmp_path / "sample"), studies=2, series_per_study=2, instances_per_series=2)
@@ -200,26 +222,13 @@ def test_sas_token_works_and_never_appears(stores, bucket, sample, tmp_path):
 def test_copy_through_20_percent_faults_delivers_everything_once(stores, bucket, sample, tmp_path, scheme):
     """429 with Retry-After, 502, 503 and connection resets on a fifth of the requests: every valid
     instance arrives once and intact, and nothing spurious is reported."""
-    from servers import FaultProxy, every_nth_fault
+    from servers import every_nth_fault
 
     root = bucket(scheme)
     upload(tmp_path / "sample", f"{root}/in")
-    server = {"gs://": stores["FakeGcs"], "s3://": stores["MotoS3"], "az://": stores["Azurite"]}[scheme]
-    upstream = f"http://127.0.0.1:{server.port}"
     # Azure Storage throttles with 503 ServerBusy, never 429, and its SDK retries accordingly
-    proxy = FaultProxy(upstream, plan=every_nth_fault(5, throttle_status=503 if scheme == "az://" else 429)).start()
-    if scheme == "gs://":
-        env = {"STORAGE_EMULATOR_HOST": proxy.url}
-    elif scheme == "s3://":
-        env = {"AWS_ENDPOINT_URL": proxy.url}
-    else:
-        env = {"AZURE_STORAGE_CONNECTION_STRING": server.connection_string.replace(upstream, proxy.url)}
-    try:
-        result = run_cli_subprocess("copy", "--input", f"{root}/in/**", "--output", f"{root}/out",
-                                    "--summary", str(tmp_path / "s.json"), "--errors", str(tmp_path / "e.log"),
-                                    env=env)
-    finally:
-        proxy.stop()
+    plan = every_nth_fault(5, throttle_status=503 if scheme == "az://" else 429)
+    result, proxy = copy_through_proxy(stores, scheme, root, tmp_path, plan)
     assert proxy.requests >= 10 and proxy.faults == proxy.requests // 5, (proxy.requests, result.stderr[-2000:])
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["counter"]["success"] == len(sample.valid), (tmp_path / "e.log").read_text()[-2000:]
@@ -230,20 +239,11 @@ def test_copy_through_20_percent_faults_delivers_everything_once(stores, bucket,
 def test_an_sdk_error_that_is_not_retried_is_a_record_not_a_crash(stores, bucket, sample, tmp_path):
     """Azure's SDK does not retry 429 (Azure Storage never sends it): each such answer must become a
     failure record for its instance, and the run goes on with the others."""
-    from servers import FaultProxy, every_nth_fault
+    from servers import every_nth_fault
 
     root = bucket("az://")
     upload(tmp_path / "sample", f"{root}/in")
-    server = stores["Azurite"]
-    upstream = f"http://127.0.0.1:{server.port}"
-    proxy = FaultProxy(upstream, plan=every_nth_fault(4, throttle_status=429)).start()
-    try:
-        result = run_cli_subprocess(
-            "copy", "--input", f"{root}/in/**", "--output", f"{root}/out", "--summary", str(tmp_path / "s.json"),
-            "--errors", str(tmp_path / "e.log"),
-            env={"AZURE_STORAGE_CONNECTION_STRING": server.connection_string.replace(upstream, proxy.url)})
-    finally:
-        proxy.stop()
+    result, _ = copy_through_proxy(stores, "az://", root, tmp_path, every_nth_fault(4, throttle_status=429))
     summary = json.loads((tmp_path / "s.json").read_text())
     assert result.returncode == 1 and summary["status"] == "completedWithErrors", result.stderr[-2000:]
     errors = [json.loads(line) for line in (tmp_path / "e.log").read_text().splitlines()]
@@ -356,7 +356,6 @@ def test_a_refused_conditional_copy_is_decided_not_clobbered(stores, bucket, sam
     copy made on condition that the target is absent (412; injected here, as fake-gcs-server and
     moto ignore the condition), and the instance is decided by what is there: the same bytes are
     unchanged."""
-    from servers import FaultProxy
 
     root = bucket(scheme)
     upload(tmp_path / "sample", f"{root}/in")
@@ -376,15 +375,7 @@ def test_a_refused_conditional_copy_is_decided_not_clobbered(stores, bucket, sam
             return ("status", 412, {"Content-Type": "application/xml"}, S3_PRECONDITION_FAILED)
         return None
 
-    server = stores["FakeGcs" if scheme == "gs://" else "MotoS3"]
-    proxy = FaultProxy(server.url, plan=refuse_first_copy_of_raced).start()
-    env = {"STORAGE_EMULATOR_HOST" if scheme == "gs://" else "AWS_ENDPOINT_URL": proxy.url}
-    try:
-        result = run_cli_subprocess("copy", "--input", f"{root}/in/**", "--output", f"{root}/out",
-                                    "--errors", str(tmp_path / "e.log"), "--summary", str(tmp_path / "s.json"),
-                                    env=env)
-    finally:
-        proxy.stop()
+    result, _ = copy_through_proxy(stores, scheme, root, tmp_path, refuse_first_copy_of_raced)
     assert refused, result.stderr[-2000:]
     if scheme == "gs://":
         assert "ifGenerationMatch=0" in refused[0]
