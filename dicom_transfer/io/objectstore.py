@@ -25,6 +25,7 @@ from dicom_transfer.io.files import open_url, scheme_of, split_url
 
 CHUNK = 1024 * 1024
 S3_SINGLE_COPY_LIMIT = 5 << 30  # larger objects need a multipart copy (fsspec's)
+GCS, S3, AZURE = ("gs", "gcs"), ("s3", "s3a"), ("az", "abfs", "abfss")  # fsspec protocol names
 
 
 def md5_hex(info: dict) -> str | None:
@@ -110,9 +111,9 @@ def server_side_copy(fs: fsspec.AbstractFileSystem, source_path: str, path: str,
         ``if_absent`` and the target exists (the store answered 412).
     """
     protocol = protocol_of(fs)
-    if protocol in ("s3", "s3a") and size is not None and size < S3_SINGLE_COPY_LIMIT:
+    if protocol in S3 and size is not None and size < S3_SINGLE_COPY_LIMIT:
         return _s3_copy(fs, source_path, path, if_absent)
-    if protocol not in ("gs", "gcs"):
+    if protocol not in GCS:
         fs.copy(source_path, path)
         return None
     source_bucket, source_key, generation = fs.split_path(source_path)
@@ -145,11 +146,11 @@ def iter_objects(fs: fsspec.AbstractFileSystem, prefix: str) -> Iterator[tuple[s
     """
     protocol = protocol_of(fs)
     bucket, _, key = prefix.partition("/")
-    if protocol in ("gs", "gcs"):
+    if protocol in GCS:
         pages = _gcs_pages(fs, bucket, key)
-    elif protocol in ("s3", "s3a"):
+    elif protocol in S3:
         pages = _s3_pages(fs, bucket, key)
-    elif protocol in ("az", "abfs", "abfss"):
+    elif protocol in AZURE:
         pages = _azure_pages(fs, bucket, key)
     else:  # local disk and other file systems: fsspec's own walk
         found = fs.find(prefix, detail=True, withdirs=False)

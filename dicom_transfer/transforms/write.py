@@ -91,7 +91,8 @@ class _ResolveInDirectoryFn(beam.DoFn):
         for relative, instance in items:
             claims[relative].append(instance)
         try:
-            listed: dict[str, Existing] | None = dict(self.destination.listing(directory))
+            listed: dict[str, Existing] | None = {  # only what is claimed: a directory may hold millions
+                relative: entry for relative, entry in self.destination.listing(directory) if relative in claims}
         except IO_ERRORS as exc:  # each instance then asks the store for itself
             LOG.warning("cannot list %s (%s); checking its outputs one by one",
                         self.destination.url_of(directory), error_text(exc))
