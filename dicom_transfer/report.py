@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import json
 import os
+import stat
 import uuid
 
 from dicom_transfer.errors import redact, redact_url, utc_now_iso
 from dicom_transfer.io.files import is_local, split_url
+from dicom_transfer.progress import format_bytes, plural
 
 COMPLETED = "completed"
 COMPLETED_WITH_ERRORS = "completedWithErrors"
 FAILED = "failed"
+CANCELED = "canceled"  # Azure's operation status for a stopped operation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +29,7 @@ class RunReports:
     errors_url: str
     summary_url: str
     dry_run: bool = False
+    summary_to_stdout: bool = False  # ``--summary -``: also printed, as JSON, on standard output
 
 
 def new_operation_id() -> str:
@@ -49,31 +54,65 @@ def build_summary(
     operation_type: str,
     created_time: str,
     counter: dict[str, int],
-    error_href: str,
+    error_href: str | None,
     status: str | None = None,
     extra: dict | None = None,
     results: dict | None = None,
 ) -> dict:
-    """The summary document; ``status`` is derived from the failure count unless given."""
+    """The summary document; ``status`` is derived from the failure count unless given.
+
+    Adds the run's duration and throughput (instances handled and bytes moved
+    per second, from ``createdTime`` to now). ``error_href`` is None when no
+    errors.log was written (a run that stopped before its end).
+    """
     if status is None:
         status = COMPLETED_WITH_ERRORS if counter.get("failure", 0) else COMPLETED
+    updated = utc_now_iso()
+    seconds = max(_seconds_between(created_time, updated), 1e-3)
+    handled = sum(counter.get(kind, 0) for kind in ("success", "unchanged", "failure"))
+    links = {"errorHref": absolute(redact_url(error_href))} if error_href else {}
     return {
         "operationId": operation_id,
         "type": operation_type,
         "createdTime": created_time,
-        "lastUpdatedTime": utc_now_iso(),
+        "lastUpdatedTime": updated,
         "status": status,
         "counter": counter,
-        "results": {"errorHref": redact_url(error_href), **(results or {})},
+        "results": {**links, **(results or {})},
+        "durationSeconds": round(seconds, 3),
+        "throughput": {"instancesPerSecond": round(handled / seconds, 2),
+                       "bytesPerSecond": round(counter.get("bytesWritten", 0) / seconds)},
         **(extra or {}),
     }
 
 
+def absolute(url: str) -> str:
+    """``url`` unchanged, or a local path made absolute (a summary is read from elsewhere)."""
+    return url if "://" in url else os.path.abspath(url)
+
+
+def _seconds_between(start: str, end: str) -> float:
+    try:
+        parse = [_dt.datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (start, end)]
+    except ValueError:
+        return 0.0
+    return (parse[1] - parse[0]).total_seconds()
+
+
 def write_text(url: str, text: str) -> None:
-    """Write ``text`` to ``url``; on local disk atomically (temporary file, then rename)."""
+    """Write ``text`` to ``url``; on local disk atomically (temporary file, then rename).
+
+    A local path that is not a regular file (``/dev/stdout``, a named pipe) is
+    written to in place, never replaced by a file.
+    """
     fs, path = split_url(url)
     if is_local(fs):
-        directory = os.path.dirname(path)
+        with _suppress_missing():
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                with open(path, "w", encoding="utf-8") as out:
+                    out.write(text)
+                return
+        directory = os.path.dirname(path) or "."
         os.makedirs(directory, exist_ok=True)
         temporary = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.partial")
         with open(temporary, "w", encoding="utf-8") as out:
@@ -82,6 +121,14 @@ def write_text(url: str, text: str) -> None:
         return
     with fs.open(path, "w") as out:
         out.write(text)
+
+
+class _suppress_missing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, value, traceback) -> bool:
+        return kind is not None and issubclass(kind, FileNotFoundError)
 
 
 def read_json(url: str) -> dict:
@@ -96,17 +143,24 @@ def human_summary(summary: dict, summary_url: str, dry_run: bool = False) -> str
     verb = {"import": "stored", "export": "exported"}.get(summary["type"], "written")
     if dry_run:
         verb = f"would be {verb}"
-    lines = [
-        f"{summary['type']} {summary['operationId']}: {summary['status']}",
-        f"  {counter.get('success', 0)} instances {verb} "
-        f"({counter.get('bytesWritten', 0) / 1e6:.1f} MB), "
-        f"{counter.get('unchanged', 0)} unchanged, {counter.get('failure', 0)} failed"
-        + (f", {counter['filtered']} filtered out" if counter.get("filtered") else ""),
-    ]
-    unmatched = summary.get("unmatchedPatterns") or []
-    for pattern in unmatched:
-        lines.append(f"  warning: pattern {redact(pattern)!r} matched no file")
-    if counter.get("failure", 0):
+    success = counter.get("success", 0)
+    parts = [f"{plural(success, 'instance')} {verb} ({format_bytes(counter.get('bytesWritten', 0))})",
+             f"{counter.get('unchanged', 0):,} unchanged", f"{counter.get('failure', 0):,} failed"]
+    if counter.get("filtered"):
+        parts.append(f"{counter['filtered']:,} filtered out")
+    seconds = summary.get("durationSeconds")
+    lines = [f"{summary['type']} {summary['operationId']}: {summary['status']}"
+             + (f" in {seconds:.1f} s" if seconds else ""),
+             "  " + ", ".join(parts)]
+    for kind, values in (summary.get("unmatched") or {}).items():
+        for value in values:
+            what, verb = UNMATCHED_KINDS.get(kind, (kind, "matched nothing"))
+            lines.append(f"  warning: {what} {redact(value)!r} {verb}")
+    if counter.get("failure", 0) and summary["results"].get("errorHref"):
         lines.append(f"  errors:  {summary['results']['errorHref']}")
-    lines.append(f"  summary: {redact_url(summary_url)}")
+    lines.append(f"  summary: {absolute(redact_url(summary_url))}")
     return "\n".join(lines)
+
+
+UNMATCHED_KINDS = {"patterns": ("pattern", "matched no file"),
+                   "filterLines": ("filter-file line", "selected no instance")}

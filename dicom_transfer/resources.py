@@ -144,3 +144,20 @@ class ResourceFilter:
             or (study, series) in self._series
             or (study, series, instance) in self._instances
         )
+
+    def selecting(self, study: str, series: str, instance: str) -> list[ResourcePath]:
+        """Every path of this filter that selects the instance (at most one per level)."""
+        found = []
+        if study in self._studies:
+            found.append(ResourcePath(study))
+        if (study, series) in self._series:
+            found.append(ResourcePath(study, series))
+        if (study, series, instance) in self._instances:
+            found.append(ResourcePath(study, series, instance))
+        return found
+
+    def paths(self) -> Iterator[ResourcePath]:
+        """Every path of this filter, study paths first."""
+        yield from (ResourcePath(study) for study in sorted(self._studies))
+        yield from (ResourcePath(*key) for key in sorted(self._series))
+        yield from (ResourcePath(*key) for key in sorted(self._instances))

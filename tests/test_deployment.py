@@ -15,10 +15,11 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from conftest import REPO, tree
 
-from dicom_transfer.pipelines.cli import build_parser
-from dicom_transfer.pipelines.configs import copy_config, product_options
+from dicom_transfer.pipelines.cli import parse_command
+from dicom_transfer.pipelines.configs import copy_config
 from dicom_transfer.pipelines.copy import build_copy_pipeline
 from dicom_transfer.pipelines.flex_template import template_argv
+from dicom_transfer.pipelines.options import build_parser, command_parser
 from dicom_transfer.sample import write_sample_set
 
 TEMPLATES = REPO / "templates"
@@ -31,9 +32,17 @@ def metadata(name: str) -> dict:
 
 def command_flags(name: str) -> set[str]:
     """Every option string the CLI accepts for a command."""
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command").choices[name]
+    sub = command_parser(build_parser(), name)
     return {s for action in sub._actions for s in action.option_strings}
+
+
+def copy_job(argv: list[str]) -> tuple[beam.Pipeline, PipelineOptions]:
+    """The copy pipeline a command line builds, and its Beam options."""
+    args, beam_argv = parse_command(["copy", *argv])
+    options = PipelineOptions(beam_argv)
+    pipeline = beam.Pipeline(options=options)
+    build_copy_pipeline(pipeline, copy_config(args))
+    return pipeline, options
 
 
 GBK = "beam:transform:group_by_key:v1"
@@ -57,9 +66,7 @@ def upstream_of(transforms: dict, name: str) -> set[str]:
 
 
 def test_copy_graph_has_a_fusion_break_between_expansion_and_validation():
-    options = PipelineOptions(["--input", "/in/**.dcm", "--output", "/out"])
-    pipeline = beam.Pipeline(options=options)
-    build_copy_pipeline(pipeline, copy_config(product_options(options)))
+    pipeline, _ = copy_job(["--input", "/in/**.dcm", "--output", "/out"])
     transforms = transforms_of(pipeline)
     assert transforms["ExpandPatterns/DeduplicateAndReshuffle"].spec.urn == GBK
     feeding_validation = upstream_of(transforms, "ReadAndValidate/Validate/ParDo(_ValidateFn)")
@@ -85,14 +92,12 @@ def test_export_graph_breaks_fusion_per_series(tmp_path):
 def test_dataflow_runner_builds_the_job_offline(tmp_path):
     """Options validate and the Dataflow job is built, with the endpoint unreachable; nothing is submitted."""
     pytest.importorskip("apache_beam.runners.dataflow.internal.apiclient")
-    options = PipelineOptions([
+    pipeline, options = copy_job([
         "--runner", "DataflowRunner", "--project", "demo-project", "--region", "us-central1",
         "--temp_location", "gs://demo-bucket/tmp", "--dataflow_endpoint", "https://dataflow.invalid",
         "--dry_run", "True", "--setup_file", str(REPO / "setup.py"),
         "--number_of_worker_harness_threads", "16",
         "--input", "gs://demo-bucket/in/**.dcm", "--output", "gs://demo-bucket/out"])
-    pipeline = beam.Pipeline(options=options)
-    build_copy_pipeline(pipeline, copy_config(product_options(options)))
     result = pipeline.run()
     names = {t.unique_name for t in result.job.proto_pipeline.components.transforms.values()}
     assert {"ExpandPatterns", "ReadAndValidate", "RouteToLayout", "WriteInstances", "WriteReports"} <= names

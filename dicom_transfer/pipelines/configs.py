@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from urllib.parse import urlsplit
-
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from dicom_transfer.errors import redact, redact_url, utc_now_iso
 from dicom_transfer.io.auth import AuthConfig, AuthError
@@ -17,6 +16,7 @@ from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.copy import CopyConfig
 from dicom_transfer.pipelines.export_pipeline import ExportConfig
 from dicom_transfer.pipelines.import_pipeline import ImportConfig
+from dicom_transfer.pipelines.options import UsageError
 from dicom_transfer.report import RunReports, default_report_dir, new_operation_id
 from dicom_transfer.transforms.route import load_filter_file
 from dicom_transfer.wildcards import parse_pattern
@@ -24,11 +24,12 @@ from dicom_transfer.wildcards import parse_pattern
 IMPORT_REPORTS = "dicom-transfer-reports"  # import has no destination folder: reports go here
 
 
-class UsageError(Exception):
-    """The invocation is invalid: reported before the pipeline starts, exit status 2."""
+__all__ = ["UsageError", "check_stores", "copy_config", "export_config", "import_config"]
 
 
 def _read_lines(url: str) -> list[str]:
+    if url == "-":  # standard input, as gsutil -I
+        return [line.strip() for line in sys.stdin]
     with open_url(url) as raw:
         return [line.decode("utf-8").strip() for line in raw]
 
@@ -52,7 +53,7 @@ def collect_patterns(inputs: list[str] | None, input_list: str | None) -> list[s
     return list(dict.fromkeys(patterns))
 
 
-def check_stores(patterns: list[str], destination: str | None) -> None:
+def check_stores(patterns, destination: str | None, reports: RunReports | None = None) -> None:
     """The buckets the run needs exist and answer (exit 2 otherwise)."""
     try:
         for pattern in patterns:
@@ -74,28 +75,22 @@ def check_filter_file(url: str | None) -> None:
         raise UsageError(f"cannot read --filter-file {url}: {exc}") from exc
 
 
-def unknown_options(argv: list[str]) -> list[str]:
-    """Flags that neither this product nor Beam knows (typos would otherwise be ignored)."""
-    options = PipelineOptions(argv)
-    known = set(options.get_all_options(drop_default=False))
-    everything = options.get_all_options(drop_default=False, retain_unknown_options=True)
-    return sorted(f"--{name}" for name in set(everything) - known)
-
-
 def run_reports(operation_type: str, options, report_base: str, layout_name: str = "uid",
                 dry_run: bool = False) -> RunReports:
     """Operation id and report locations (``report_base`` as for ``default_report_dir``)."""
     operation_id = options.operation_id or new_operation_id()
     report_dir = default_report_dir(report_base, layout_name, operation_id)
+    to_stdout = options.summary == "-"
     return RunReports(operation_type, operation_id, utc_now_iso(),
                       options.errors or f"{report_dir}/errors.log",
-                      options.summary or f"{report_dir}/summary.json", dry_run)
+                      f"{report_dir}/summary.json" if to_stdout or not options.summary else options.summary,
+                      dry_run, summary_to_stdout=to_stdout)
 
 
 def output_layout(operation_type: str, options: argparse.Namespace) -> tuple[RunReports, Layout]:
     """Reports beside the output (in the operation's folder for the azure layout) and the layout."""
     reports = run_reports(operation_type, options, options.output,
-                          "azure" if options.layout == "azure" else "uid", options.transfer_dry_run)
+                          "azure" if options.layout == "azure" else "uid", options.dry_run)
     try:
         return reports, Layout.parse(options.layout, reports.operation_id)
     except ValueError as exc:
@@ -104,8 +99,6 @@ def output_layout(operation_type: str, options: argparse.Namespace) -> tuple[Run
 
 def copy_config(options: argparse.Namespace) -> CopyConfig:
     """Check the copy options and build the run's configuration; raises UsageError."""
-    if not options.output:
-        raise UsageError("--output DEST is required")
     patterns = collect_patterns(options.input, options.input_list)
     check_filter_file(options.filter_file)
     reports, layout = output_layout("copy", options)
@@ -116,14 +109,13 @@ def copy_config(options: argparse.Namespace) -> CopyConfig:
         reports=reports,
         filter_file=options.filter_file,
         overwrite=options.overwrite,
-        io_threads=options.io_threads,
+        io_threads=options.io_threads or 0,
+        strict=options.strict,
     )
 
 
 def dicomweb_client(options) -> DicomwebClient:
     """A checked client for ``--dicomweb-url``: exit 2 if the server cannot be used."""
-    if not options.dicomweb_url:
-        raise UsageError("--dicomweb-url URL is required")
     if urlsplit(options.dicomweb_url).scheme not in ("http", "https"):
         raise UsageError(f"--dicomweb-url must be an http(s) URL, not {redact(options.dicomweb_url)!r}")
     auth = AuthConfig(method=options.auth, token_env=options.token_env,
@@ -132,7 +124,7 @@ def dicomweb_client(options) -> DicomwebClient:
     try:
         client = DicomwebClient(options.dicomweb_url, auth, options.ca_bundle,
                                 timeout=options.request_timeout,
-                                retry=RetryPolicy(attempts=max(1, options.max_attempts)),
+                                retry=RetryPolicy(attempts=options.max_attempts),
                                 pool_size=max(4, options.concurrency * 2))
         client.check()
     except (AuthError, DicomwebError) as exc:
@@ -140,38 +132,25 @@ def dicomweb_client(options) -> DicomwebClient:
     return client
 
 
-def is_local_runner(options: argparse.Namespace) -> bool:
-    return options.runner in (None, "DirectRunner", "direct", "SwitchingDirectRunner")
+def import_config(options: argparse.Namespace, local: bool = True) -> ImportConfig:
+    """Check the import options and build the run's configuration; raises UsageError.
 
-
-def import_config(options: argparse.Namespace) -> ImportConfig:
-    if not is_local_runner(options) and not (options.errors and options.summary):
+    ``local``: the runner runs here (a distributed one needs explicit report locations).
+    """
+    if not local and not (options.errors and options.summary and options.summary != "-"):
         raise UsageError("on a distributed runner, give --errors and --summary (e.g. gs:// paths): "
                          "import has no destination folder to put them in")
     patterns = collect_patterns(options.input, options.input_list)
     check_filter_file(options.filter_file)
     client = dicomweb_client(options)
-    reports = run_reports("import", options, IMPORT_REPORTS, layout_name="azure")
+    reports = run_reports("import", options, IMPORT_REPORTS, layout_name="azure", dry_run=options.dry_run)
     return ImportConfig(
         patterns=tuple(patterns), client=client, reports=reports, filter_file=options.filter_file,
-        max_instances=max(1, options.max_instances_per_request),
-        max_bytes=max(1, options.max_request_bytes), concurrency=max(1, options.concurrency),
-        check_existing=options.check_existing)
-
-
-def product_options(options: PipelineOptions) -> argparse.Namespace:
-    """Every option's value (product and Beam) as one namespace."""
-    return argparse.Namespace(**options.get_all_options(drop_default=False))
+        max_instances=options.max_instances_per_request, max_bytes=options.max_request_bytes,
+        concurrency=options.concurrency, check_existing=options.check_existing, strict=options.strict)
 
 
 def export_config(options: argparse.Namespace) -> ExportConfig:
-    if not options.output:
-        raise UsageError("--output DEST is required")
-    chosen = [bool(options.identifier), bool(options.identifiers_file), bool(options.filter_file),
-              options.export_all]
-    if sum(chosen) != 1:
-        raise UsageError("give exactly one of --identifier (repeatable), --identifiers-file, "
-                         "--filter-file or --all")
     for url in (options.identifiers_file, options.filter_file):
         if url:
             try:

@@ -10,7 +10,7 @@ from dicom_transfer.errors import FAILURES, redact
 from dicom_transfer.io.files import scheme_of
 from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.inputs import read_inputs
-from dicom_transfer.report import RunReports
+from dicom_transfer.report import RunReports, absolute
 from dicom_transfer.transforms import RouteToLayout, WriteInstances, WriteReports
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS
 from dicom_transfer.transforms.outcomes import OUTCOMES
@@ -27,6 +27,7 @@ class CopyConfig:
     filter_file: str | None = None
     overwrite: bool = False
     io_threads: int = 0  # 0: decide from where the bytes are
+    strict: bool = False
 
     @property
     def dry_run(self) -> bool:
@@ -43,7 +44,7 @@ class CopyConfig:
 def build_copy_pipeline(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCollection:
     """Add the copy stages to ``pipeline``; return the PCollection of the summary URL."""
     inputs = read_inputs(pipeline, config.patterns, config.filter_file, config.layout.keywords,
-                         threads=config.threads)
+                         threads=config.threads, strict=config.strict, exclude=[absolute(config.destination)])
     routed = inputs.instances | "RouteToLayout" >> RouteToLayout(config.layout)
     written = routed["routed"] | "WriteInstances" >> WriteInstances(
         config.destination, overwrite=config.overwrite, dry_run=config.dry_run, threads=config.threads)

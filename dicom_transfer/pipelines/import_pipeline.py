@@ -27,14 +27,20 @@ class ImportConfig:
     max_bytes: int = 32 << 20
     concurrency: int = 4
     check_existing: bool = True
+    strict: bool = False
+
+    @property
+    def dry_run(self) -> bool:
+        return self.reports.dry_run
 
 
 def build_import_pipeline(pipeline: beam.Pipeline, config: ImportConfig) -> beam.PCollection:
     """Add the import stages to ``pipeline``; return the PCollection of the summary URL."""
-    inputs = read_inputs(pipeline, config.patterns, config.filter_file)
+    inputs = read_inputs(pipeline, config.patterns, config.filter_file, strict=config.strict)
     stored = inputs.instances | "StoreInstances" >> StoreInstances(
         config.client, max_instances=config.max_instances, max_bytes=config.max_bytes,
-        concurrency=config.concurrency, check_existing=config.check_existing)
+        concurrency=config.concurrency, check_existing=config.check_existing,
+        dry_run=config.dry_run)
     failures = (*inputs.failures, stored[FAILURES]) | "AllFailures" >> beam.Flatten()
     outcomes = (stored[OUTCOMES], *inputs.outcomes) | "AllOutcomes" >> beam.Flatten()
     return (failures, outcomes, inputs.unmatched) | "WriteReports" >> WriteReports.for_run(

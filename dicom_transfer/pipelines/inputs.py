@@ -29,14 +29,20 @@ def _filtered_outcome(instance) -> Outcome:
 
 
 def read_inputs(pipeline: beam.Pipeline, patterns: Iterable[str], filter_file: str | None,
-                keywords: Iterable[str] = (), threads: int = DEFAULT_THREADS) -> Inputs:
-    """Expand ``patterns``, validate every file, keep what ``filter_file`` selects."""
-    expanded = pipeline | "ExpandPatterns" >> ExpandPatterns(patterns)
+                keywords: Iterable[str] = (), threads: int = DEFAULT_THREADS, strict: bool = False,
+                exclude: Iterable[str] = ()) -> Inputs:
+    """Expand ``patterns``, validate every file, keep what ``filter_file`` selects.
+
+    ``strict``: a pattern or filter-file line that matches nothing is a failure, not a warning.
+    """
+    expanded = pipeline | "ExpandPatterns" >> ExpandPatterns(patterns, strict=strict, exclude=exclude)
     checked = expanded["files"] | "ReadAndValidate" >> ReadAndValidate(keywords, threads=threads)
     inputs = Inputs(checked["instances"], [expanded[FAILURES], checked[FAILURES]], [],
                     expanded["unmatched"])
     if filter_file:
-        selected = inputs.instances | "FilterInstances" >> FilterInstances(filter_file)
+        selected = inputs.instances | "FilterInstances" >> FilterInstances(filter_file, strict=strict)
         inputs.instances = selected["instances"]
         inputs.outcomes.append(selected[FILTERED] | "FilteredOutcomes" >> beam.Map(_filtered_outcome))
+        inputs.failures.append(selected[FAILURES])
+        inputs.unmatched = (inputs.unmatched, selected["unmatched"]) | "AllUnmatched" >> beam.Flatten()
     return inputs

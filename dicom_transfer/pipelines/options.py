@@ -1,186 +1,351 @@
-"""The product's options, as Beam ``PipelineOptions`` subclasses.
+"""The command line's options: one definition per option, plain ``argparse``.
 
-One definition serves ``--help``, the CLI, Flex Templates and programmatic
-use: ``PipelineOptions(argv).view_as(OutputOptions)``. Each option is defined
-once; a command is a set of these classes (``COPY_OPTIONS``, ``IMPORT_OPTIONS``).
+A subcommand is a tuple of option groups (functions that add their options to
+a parser); ``COMMANDS`` says which groups each subcommand takes, so that a
+subcommand refuses every option it does not support. Nothing here imports
+Beam: ``--help`` and ``--version`` answer at once, and the run configuration
+is built from the parsed namespace (see ``pipelines.configs``). Beam's own
+options (``--runner``...) are parsed by Beam, from what is left.
 """
 
 from __future__ import annotations
 
-from apache_beam.options.pipeline_options import PipelineOptions
+import argparse
+import dataclasses
+import re
+from collections.abc import Callable
+
+from dicom_transfer.uids import uid_problem
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "ki": 2**10, "m": 10**6, "mb": 10**6,
+          "mib": 2**20, "mi": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "gi": 2**30,
+          "t": 10**12, "tb": 10**12, "tib": 2**40, "ti": 2**40}
+_OPERATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-def add_report_arguments(parser) -> None:
-    parser.add_argument(
-        "--operation-id", "--operation_id", dest="operation_id", default=None,
-        help="Id of this run (default: a new UUID hex). Names the report folder and, "
-             "with --layout azure, the output folder.")
-    parser.add_argument(
-        "--errors", dest="errors", default=None,
-        help="Where to write errors.log (JSON lines {Timestamp, Identifier, Error, Stage}). "
-             "Default: DEST/<operation id>/errors.log with --layout azure, else "
-             "DEST/.dicom-transfer/<operation id>/errors.log.")
-    parser.add_argument(
-        "--summary", dest="summary", default=None,
-        help="Where to write the summary JSON (Azure operation-status shape). "
-             "Default: summary.json beside the default errors.log.")
-    parser.add_argument(
-        "--detach", dest="detach", action="store_true", default=False,
-        help="Submit the job and return without waiting for it (Flex Templates, schedulers); "
-             "the pipeline writes errors.log and the summary itself.")
+class UsageError(Exception):
+    """The invocation is invalid: reported before the pipeline starts, exit status 2."""
 
 
-def add_input_arguments(parser) -> None:
-    parser.add_argument(
+# -- value types: a bad value is refused by argparse (exit 2, naming the option) -----------------
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def byte_size(text: str) -> int:
+    """``33554432``, ``32MiB``, ``32 MiB``, ``1.5GB`` -> bytes (``KB`` = 1000, ``KiB`` = 1024)."""
+    match = _SIZE.match(text)
+    unit = (match.group(2) or "").lower() if match else None
+    if not match or unit not in _UNITS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 33554432, 32MiB, 500KB)")
+    value = int(float(match.group(1)) * _UNITS[unit])
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1 byte")
+    return value
+
+
+def operation_id(text: str) -> str:
+    """An id that is one safe path part: it names the report folder (and the azure layout's)."""
+    if not _OPERATION_ID.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a valid operation id: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit")
+    return text
+
+
+def transfer_syntax(text: str) -> str:
+    if text == "*":
+        return text
+    problem = uid_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r} is not '*' nor a transfer syntax UID: {problem}")
+    return text
+
+
+# -- option groups --------------------------------------------------------------------------------
+
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("input (give --input or --input-list)")
+    group.add_argument(
         "--input", dest="input", action="append", default=None, metavar="PATTERN",
         help="Files to read: a path or URL with Google wildcards ('*' within a folder, "
              "'?' one character, '**' recursively at the end, e.g. 'data/**.dcm'); "
-             "a folder means everything below it. Repeatable.")
-    parser.add_argument(
+             "a folder means everything below it. Quote it, so that the shell does not expand it. "
+             "Repeatable.")
+    group.add_argument(
         "--input-list", "--input_list", dest="input_list", default=None, metavar="FILE",
-        help="A file with one PATTERN per line (blank lines and # comments ignored).")
+        help="A file with one PATTERN per line (blank lines and # comments ignored); '-' reads "
+             "standard input.")
+    group.add_argument(
+        "--filter-file", "--filter_file", dest="filter_file", default=None, metavar="FILE",
+        help="Google filter file: lines /studies/S[/series/SE[/instances/I]]. Only the instances it "
+             "names are transferred (the others are counted as filtered).")
+    group.add_argument(
+        "--strict", dest="strict", action="store_true", default=False,
+        help="A pattern or filter-file line that matches nothing is a failure (exit status 1) "
+             "instead of a warning.")
 
 
-class InputOptions(PipelineOptions):
-    """Where instances are read from: ``--input``, ``--input-list``."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        add_input_arguments(parser)
-
-
-class FilterOptions(PipelineOptions):
-    """``--filter-file``: a Google filter file selecting studies, series or instances."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument(
-            "--filter-file", "--filter_file", dest="filter_file", default=None, metavar="FILE",
-            help="Google filter file: lines /studies/S[/series/SE[/instances/I]]. copy and import "
-                 "transfer only the instances it names (the others are counted as filtered); "
-                 "export exports exactly what it names.")
-
-
-class ReportOptions(PipelineOptions):
-    """Identity of a run and where its reports go."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        add_report_arguments(parser)
-
-
-class OutputOptions(PipelineOptions):
-    """Where instances are written: ``--output``, ``--layout``, ``--overwrite``, ``--dry-run``."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument(
-            "--output", dest="output", default=None, metavar="DEST",
-            help="Destination folder or URL (required).")
-        parser.add_argument(
-            "--layout", dest="layout", default="uid",
-            help="uid (default): STUDY/SERIES/SOP.dcm; azure: <operation id>/results/STUDY/"
-                 "SERIES/SOP.dcm; or a template of DICOM keywords such as "
-                 "'{PatientID}/{StudyDate}/{Modality}/{SOPInstanceUID}.dcm'.")
-        parser.add_argument(
-            "--overwrite", dest="overwrite", action="store_true", default=False,
-            help="Replace outputs that exist with different content (default: report them).")
-        parser.add_argument(
-            "--io-threads", "--io_threads", dest="io_threads", type=int, default=0,
-            help="copy: files read and written at once per worker thread (default: 1 when source and "
-                 "destination are local disks, where more only adds contention; 8 with object "
-                 "stores, whose latency they hide).")
-        parser.add_argument(
-            "--dry-run", dest="transfer_dry_run", action="store_true", default=False,
-            help="Expand and validate, report what would be written, write no instance.")
-
-
-def add_dicomweb_arguments(parser) -> None:
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("what to export (exactly one)")
+    choice = group.add_mutually_exclusive_group(required=True)
+    choice.add_argument(
+        "--identifier", dest="identifier", action="append", default=None, metavar="ID",
+        help="Azure export identifier StudyInstanceUID[/SeriesInstanceUID[/SOPInstanceUID]]. "
+             "Repeatable.")
+    choice.add_argument(
+        "--identifiers-file", "--identifiers_file", dest="identifiers_file", default=None,
+        metavar="FILE", help="A file with one identifier per line (blank lines and # comments ignored).")
+    choice.add_argument(
+        "--filter-file", "--filter_file", dest="filter_file", default=None, metavar="FILE",
+        help="Google filter file: lines /studies/S[/series/SE[/instances/I]]; exactly what it names "
+             "is exported.")
+    choice.add_argument(
+        "--all", dest="export_all", action="store_true", default=False,
+        help="Every instance of the store (QIDO-RS with paging).")
     parser.add_argument(
-        "--dicomweb-url", "--dicomweb_url", dest="dicomweb_url", default=None, metavar="URL",
-        help="DICOMweb service root, e.g. https://host/dicom-web (required).")
+        "--transfer-syntax", "--transfer_syntax", dest="transfer_syntax", default="*", type=transfer_syntax,
+        metavar="UID", help="Transfer syntax to ask WADO-RS for; '*' (default) means as stored.")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument(
+        "--output", dest="output", required=True, metavar="DEST",
+        help="Destination folder or URL (gs://, s3://, az://).")
+    group.add_argument(
+        "--layout", dest="layout", default="uid",
+        help="uid (default): STUDY/SERIES/SOP.dcm; azure: <operation id>/results/STUDY/"
+             "SERIES/SOP.dcm; or a template of DICOM keywords such as "
+             "'{PatientID}/{StudyDate}/{Modality}/{SOPInstanceUID}.dcm'.")
+    group.add_argument(
+        "--overwrite", dest="overwrite", action="store_true", default=False,
+        help="Replace outputs that exist with different content (default: report them).")
+
+
+def add_io_threads_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--io-threads", "--io_threads", dest="io_threads", type=positive_int, default=None, metavar="N",
+        help="Files read and written at once per worker thread (default: 1 when source and "
+             "destination are local disks, where more only adds contention; 8 with object "
+             "stores, whose latency they hide).")
+
+
+def add_dry_run_argument(what: str) -> Callable[[argparse.ArgumentParser], None]:
+    def add(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            # no --dry_run alias: that is Dataflow's own option
+            "--dry-run", dest="dry_run", action="store_true", default=False,
+            help=f"Decide everything and report what would be {what}, without {what.split()[0]} anything.")
+    return add
+
+
+def add_report_arguments(report_default: str) -> Callable[[argparse.ArgumentParser], None]:
+    def add(parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("reports")
+        group.add_argument(
+            "--operation-id", "--operation_id", dest="operation_id", default=None, type=operation_id,
+            metavar="ID", help="Id of this run (default: a new UUID hex). Names the report folder "
+                               "(and, with --layout azure, the output folder).")
+        group.add_argument(
+            "--errors", dest="errors", default=None, metavar="PATH",
+            help="Where to write errors.log (JSON lines {Timestamp, Identifier, Error, Stage}). "
+                 f"Default: {report_default}/errors.log.")
+        group.add_argument(
+            "--summary", dest="summary", default=None, metavar="PATH",
+            help="Where to write the summary JSON (Azure operation-status shape); '-' prints it on "
+                 f"standard output (the human summary then goes to standard error). "
+                 f"Default: {report_default}/summary.json.")
+        group.add_argument(
+            "--detach", dest="detach", action="store_true", default=False,
+            help="Submit the job and return without waiting for it (Flex Templates, schedulers); "
+                 "the pipeline writes errors.log and the summary itself.")
+    return add
+
+
+def add_dicomweb_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("DICOMweb server")
+    group.add_argument(
+        "--dicomweb-url", "--dicomweb_url", dest="dicomweb_url", required=True, metavar="URL",
+        help="DICOMweb service root, e.g. https://host/dicom-web.")
+    group.add_argument(
         "--auth", dest="auth", default="auto",
         choices=["auto", "none", "bearer", "basic", "google", "azure"],
         help="auto (default): a bearer token if $DICOMWEB_TOKEN or --token-command is set, basic if "
              "--username is set, Google ADC for healthcare.googleapis.com, Azure AD for "
              "*.dicom.azurehealthcareapis.com, else none.")
-    parser.add_argument(
+    group.add_argument(
         "--token-env", "--token_env", dest="token_env", default="DICOMWEB_TOKEN", metavar="VAR",
         help="Environment variable holding a bearer token (default DICOMWEB_TOKEN).")
-    parser.add_argument(
+    group.add_argument(
         "--token-command", "--token_command", dest="token_command", default=None, metavar="CMD",
         help="Command printing a bearer token, run again when it expires or on a 401 "
              "(e.g. 'gcloud auth print-access-token').")
-    parser.add_argument(
-        "--token-lifetime", "--token_lifetime", dest="token_lifetime", type=float, default=2700,
-        help="Seconds a --token-command token is reused (default 2700).")
-    parser.add_argument(
+    group.add_argument(
+        "--token-lifetime", "--token_lifetime", dest="token_lifetime", type=positive_float, default=2700,
+        metavar="SECONDS", help="Seconds a --token-command token is reused (default 2700).")
+    group.add_argument(
         "--username", dest="username", default=None, help="HTTP basic user name.")
-    parser.add_argument(
+    group.add_argument(
         "--password-env", "--password_env", dest="password_env", default="DICOMWEB_PASSWORD",
-        metavar="VAR", help="Environment variable holding the HTTP basic password.")
-    parser.add_argument(
+        metavar="VAR", help="Environment variable holding the HTTP basic password (default DICOMWEB_PASSWORD).")
+    group.add_argument(
         "--ca-bundle", "--ca_bundle", dest="ca_bundle", default=None, metavar="PEM",
         help="CA certificates to trust for the server (TLS verification is always on).")
-    parser.add_argument(
-        "--request-timeout", "--request_timeout", dest="request_timeout", type=float, default=300,
-        help="Seconds to wait for a server answer (default 300).")
-    parser.add_argument(
-        "--max-attempts", "--max_attempts", dest="max_attempts", type=int, default=6,
+    group.add_argument(
+        "--request-timeout", "--request_timeout", dest="request_timeout", type=positive_float, default=300,
+        metavar="SECONDS", help="Seconds to wait for a server answer (default 300).")
+    group.add_argument(
+        "--max-attempts", "--max_attempts", dest="max_attempts", type=positive_int, default=6, metavar="N",
         help="Tries per request for 429, 5xx and connection errors, with exponential "
              "backoff and jitter (default 6).")
-    parser.add_argument(
-        "--concurrency", dest="concurrency", type=int, default=4,
+    group.add_argument(
+        "--concurrency", dest="concurrency", type=positive_int, default=4, metavar="N",
         help="Requests in flight per worker thread (default 4).")
 
 
-class DicomwebOptions(PipelineOptions):
-    """The DICOMweb server, its credentials, TLS, retries and concurrency."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        add_dicomweb_arguments(parser)
-
-
-class ImportOptions(PipelineOptions):
-    """STOW-RS batching of ``dicom-transfer import``."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument(
-            "--max-instances-per-request", "--max_instances_per_request", dest="max_instances_per_request",
-            type=int, default=32, help="Instances per STOW-RS request (default 32).")
-        parser.add_argument(
-            "--max-request-bytes", "--max_request_bytes", dest="max_request_bytes", type=int,
-            default=32 << 20, help="Bytes per STOW-RS request (default 32 MiB); a larger instance "
-                                   "is sent alone, streamed.")
-        parser.add_argument(
-            "--no-check-existing", "--no_check_existing", dest="check_existing", action="store_false",
-            default=True, help="Do not ask the server (QIDO-RS) which instances it already holds "
-                               "before sending; rely on its STOW-RS answers.")
+def add_stow_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("STOW-RS requests")
+    group.add_argument(
+        "--max-instances-per-request", "--max_instances_per_request", dest="max_instances_per_request",
+        type=positive_int, default=32, metavar="N", help="Instances per STOW-RS request (default 32).")
+    group.add_argument(
+        "--max-request-bytes", "--max_request_bytes", dest="max_request_bytes", type=byte_size,
+        default=32 << 20, metavar="SIZE",
+        help="Bytes per STOW-RS request, e.g. 33554432 or 32MiB (default 32 MiB); a larger instance is "
+             "sent alone, streamed.")
+    group.add_argument(
+        "--no-check-existing", "--no_check_existing", dest="check_existing", action="store_false",
+        default=True, help="Do not ask the server (QIDO-RS) which instances it already holds "
+                           "before sending; rely on its STOW-RS answers.")
 
 
-class ExportOptions(PipelineOptions):
-    """What ``dicom-transfer export`` takes from the server."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument(
-            "--identifier", dest="identifier", action="append", default=None, metavar="ID",
-            help="Azure export identifier StudyInstanceUID[/SeriesInstanceUID[/SOPInstanceUID]]. "
-                 "Repeatable.")
-        parser.add_argument(
-            "--identifiers-file", "--identifiers_file", dest="identifiers_file", default=None,
-            metavar="FILE", help="A file with one identifier per line.")
-        parser.add_argument(
-            "--all", dest="export_all", action="store_true", default=False,
-            help="Export every instance of the store (QIDO-RS with paging).")
-        parser.add_argument(
-            "--transfer-syntax", "--transfer_syntax", dest="transfer_syntax", default="*",
-            help="Transfer syntax to ask WADO-RS for; '*' (default) means as stored.")
+def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("logging and progress")
+    group.add_argument("-v", "--verbose", dest="verbose", action="count", default=0,
+                       help="More detail (-v: debug lines of this product; -vv: also Beam's).")
+    group.add_argument("-q", "--quiet", dest="quiet", action="store_true", default=False,
+                       help="Only warnings, errors and the final summary; no progress display.")
+    group.add_argument("--log-level", "--log_level", dest="log_level", choices=LOG_LEVELS, default=None,
+                       help="Level of this product's log lines (default info).")
+    group.add_argument("--log-file", "--log_file", dest="log_file", default=None, metavar="PATH",
+                       help="Also write the log lines to PATH.")
+    group.add_argument("--log-format", "--log_format", dest="log_format", choices=("text", "json"),
+                       default="text", help="json: one JSON object per line (progress, run results) for "
+                                            "schedulers and log pipelines.")
+    group.add_argument("--progress", dest="progress", choices=("auto", "bar", "lines", "none"), default="auto",
+                       help="auto (default): a progress bar on a terminal, periodic lines otherwise.")
 
 
-COPY_OPTIONS = (InputOptions, FilterOptions, OutputOptions, ReportOptions)
-EXPORT_OPTIONS = (ExportOptions, FilterOptions, OutputOptions, DicomwebOptions, ReportOptions)
-IMPORT_OPTIONS = (InputOptions, FilterOptions, DicomwebOptions, ImportOptions, ReportOptions)
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dir", default=None, help="Working folder (default: a new temporary one).")
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A subcommand: its help texts and the option groups it takes."""
+
+    name: str
+    summary: str
+    description: str
+    groups: tuple[Callable[[argparse.ArgumentParser], None], ...]
+    examples: str
+
+
+BEAM_OPTIONS_NOTE = (
+    "Apache Beam pipeline options are accepted too, e.g. --runner DataflowRunner --project P "
+    "--region R --temp_location gs://B/tmp, or --direct_running_mode multi_processing "
+    "--direct_num_workers 2.")
+
+COMMANDS = {
+    command.name: command for command in (
+        Command(
+            "copy", "copy files matched by wildcards to a per-UID layout",
+            "Copy DICOM files matched by wildcards, validating each, to a layout built from their UIDs.",
+            (add_input_arguments, add_output_arguments, add_io_threads_argument,
+             add_dry_run_argument("written"), add_report_arguments("DEST/.dicom-transfer/<operation id>"),
+             add_logging_arguments),
+            "  dicom-transfer copy --input '/data/incoming/**.dcm' --output /data/by-uid\n"
+            "  dicom-transfer copy --input 'gs://incoming/2024-*/**' --output gs://archive/by-uid --layout azure\n"
+            "  dicom-transfer copy --input-list patterns.txt --filter-file wanted.txt --output out --dry-run"),
+        Command(
+            "import", "store files matched by wildcards on a DICOMweb server (STOW-RS)",
+            "Validate DICOM files matched by wildcards and store them on a DICOMweb server with batched "
+            "STOW-RS requests.",
+            (add_input_arguments, add_dicomweb_arguments, add_stow_arguments, add_dry_run_argument("stored"),
+             add_report_arguments("./dicom-transfer-reports/<operation id>"), add_logging_arguments),
+            "  dicom-transfer import --input '/data/incoming/**.dcm' --dicomweb-url http://pacs:8042/dicom-web\n"
+            "  DICOMWEB_TOKEN=... dicom-transfer import --input 'gs://incoming/**' \\\n"
+            "      --dicomweb-url https://dicom.example.org/dicom-web --max-request-bytes 64MiB\n"
+            "  dicom-transfer import --input in/ --dicomweb-url http://localhost:8042/dicom-web --dry-run"),
+        Command(
+            "export", "export instances from a DICOMweb server to a per-UID layout",
+            "Export studies, series or instances (by identifiers, a filter file, or the whole store) from a "
+            "DICOMweb server with QIDO-RS and WADO-RS, validate them, and write them to a layout.",
+            (add_selection_arguments, add_output_arguments, add_dicomweb_arguments,
+             add_dry_run_argument("written"), add_report_arguments("DEST/.dicom-transfer/<operation id>"),
+             add_logging_arguments),
+            "  dicom-transfer export --dicomweb-url http://pacs:8042/dicom-web --all --output /data/export\n"
+            "  dicom-transfer export --dicomweb-url URL --identifier 1.2.3/4.5.6 --output gs://b/x --layout azure\n"
+            "  dicom-transfer export --dicomweb-url URL --filter-file wanted.txt --output out --dry-run"),
+        Command(
+            "demo", "generate sample data (with bad files) and copy it locally",
+            "Generate a small sample set (24 valid instances and 6 deliberately bad files) and copy it "
+            "with the DirectRunner.",
+            (add_demo_arguments, add_logging_arguments),
+            "  dicom-transfer demo\n  dicom-transfer demo --dir /tmp/demo"),
+    )
+}
+
+
+def build_parser(prog: str = "dicom-transfer", version: str = "") -> argparse.ArgumentParser:
+    """The whole command line (subcommands and their options)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, allow_abbrev=False,
+        description="Move DICOM instances in bulk between storage and DICOMweb, with Apache Beam.",
+        epilog="Run 'dicom-transfer COMMAND --help' for a command's options.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS.values():
+        sub = commands.add_parser(
+            command.name, help=command.summary, description=command.description, allow_abbrev=False,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog=f"examples:\n{command.examples}\n\n{BEAM_OPTIONS_NOTE}")
+        for add in command.groups:
+            add(sub)
+    return parser
+
+
+def command_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The sub-parser of command ``name``."""
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[name]
+
+
+def option_owners(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
+    """Every option string of every subcommand -> the subcommands that take it."""
+    owners: dict[str, list[str]] = {}
+    for name in COMMANDS:
+        for action in command_parser(parser, name)._actions:
+            for flag in action.option_strings:
+                owners.setdefault(flag, []).append(name)
+    return owners

@@ -21,7 +21,9 @@ UNMATCHED = "unmatched"
 
 
 class _ExpandPatternFn(beam.DoFn):
-    def __init__(self) -> None:
+    def __init__(self, strict: bool = False, exclude: tuple[str, ...] = ()) -> None:
+        self.strict = strict
+        self.exclude = tuple(prefix.rstrip("/") + "/" for prefix in exclude)
         self.matched = Metrics.counter(metrics.NAMESPACE, metrics.FILES_MATCHED)
         self.unmatched = Metrics.counter(metrics.NAMESPACE, metrics.UNMATCHED_PATTERNS)
 
@@ -30,11 +32,18 @@ class _ExpandPatternFn(beam.DoFn):
 
     def process(self, text: str) -> Iterator:
         try:
+            yield from self._expand(text)
+        finally:
+            self.progress.report("patterns")
+            self.progress.flush()
+
+    def _expand(self, text: str) -> Iterator:
+        try:
             pattern = parse_pattern(text)
         except ValueError as exc:
             yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(text, str(exc), "expand"))
             return
-        count = 0
+        count = excluded = 0
         try:
             for found in list_pattern(pattern):
                 if isinstance(found, NotAFile):
@@ -44,18 +53,28 @@ class _ExpandPatternFn(beam.DoFn):
                         f"use '{found.args[0]}/**' to take the files below it)",
                         "expand"))
                     continue
+                if self.exclude and found.url.startswith(self.exclude):
+                    excluded += 1
+                    continue
                 count += 1
                 self.progress.add(1, found.size)
+                self.progress.report("found")
                 yield found
         except IO_ERRORS as exc:
             yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
                 text, f"cannot list files for this pattern: {error_text(exc)}", "expand"))
             return
+        if excluded:
+            LOG.warning("%d file(s) matched by %r are below the destination and were not read "
+                        "(they are this product's own outputs and reports)", excluded, text)
         self.matched.inc(count)
         if count == 0:
-            LOG.warning("input pattern %r matched no file", text)
             self.unmatched.inc()
-            yield beam.pvalue.TaggedOutput(UNMATCHED, text)
+            if self.strict:
+                yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(text, "pattern matched no file", "expand"))
+            else:
+                LOG.warning("input pattern %r matched no file", text)
+                yield beam.pvalue.TaggedOutput(UNMATCHED, ("patterns", text))
 
 
 def _first(keyed: tuple[str, Iterable[FileRef]]) -> FileRef:
@@ -70,7 +89,9 @@ class ExpandPatterns(beam.PTransform):
     validation parallelise across workers.
 
     Returns a dict with ``files`` (FileRef), ``failures`` (ErrorRecord) and
-    ``unmatched`` (patterns that matched nothing).
+    ``unmatched`` (``("patterns", pattern)`` for each pattern that matched
+    nothing; with ``strict`` those are failures instead). Files below any of
+    the ``exclude`` prefixes (a destination inside the input) are skipped.
 
     Example::
 
@@ -78,15 +99,18 @@ class ExpandPatterns(beam.PTransform):
         expanded["files"] | ReadAndValidate()
     """
 
-    def __init__(self, patterns: Iterable[str]) -> None:
+    def __init__(self, patterns: Iterable[str], strict: bool = False, exclude: Iterable[str] = ()) -> None:
         super().__init__()
         self.patterns = list(patterns)
+        self.strict = strict
+        self.exclude = tuple(exclude)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
         expanded = (
             pbegin
             | "Patterns" >> beam.Create(self.patterns)
-            | "List" >> beam.ParDo(_ExpandPatternFn()).with_outputs(FAILURES, UNMATCHED, main=FILES)
+            | "List" >> beam.ParDo(_ExpandPatternFn(self.strict, self.exclude)).with_outputs(
+                FAILURES, UNMATCHED, main=FILES)
         )
         files = (
             expanded[FILES]

@@ -10,8 +10,9 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
-from dicom_transfer.errors import to_errors_log_line
+from dicom_transfer.errors import ErrorRecord, to_errors_log_line
 from dicom_transfer.io.files import is_local, split_url
+from dicom_transfer.progress import ProgressLog
 from dicom_transfer.report import RunReports, build_summary, write_text
 
 
@@ -39,6 +40,28 @@ class CountOutcomes(beam.CombineFn):
         return accumulator
 
 
+class _CountProgressFn(beam.DoFn):
+    """Reports each final outcome and failure to the run's progress display as it happens."""
+
+    def setup(self) -> None:
+        self.progress = ProgressLog("report")
+
+    def process(self, element) -> Iterator:
+        if isinstance(element, ErrorRecord):
+            self.progress.report(metrics.FAILURE)
+            yield to_errors_log_line(element)
+            return
+        kind, size = element[0], element[1]
+        if kind in (metrics.SUCCESS, metrics.UNCHANGED, metrics.FILTERED):
+            self.progress.report(kind)
+        if kind == metrics.SUCCESS:
+            self.progress.report("bytes", size)
+        yield kind, size
+
+    def finish_bundle(self) -> None:
+        self.progress.flush()
+
+
 class _WriteErrorsLogFn(beam.DoFn):
     """Writes every error line into one errors.log and counts ``failure``."""
 
@@ -58,7 +81,7 @@ class _WriteErrorsLogFn(beam.DoFn):
         yield count
 
 
-def _write_summary(failures: int, counts: dict[str, int], unmatched: list[str],
+def _write_summary(failures: int, counts: dict[str, int], unmatched: list[tuple[str, str]],
                    settings: dict) -> str:
     counter = {"success": 0, "failure": failures, "unchanged": 0, "filtered": 0, "bytesWritten": 0}
     counter.update(counts)
@@ -69,11 +92,20 @@ def _write_summary(failures: int, counts: dict[str, int], unmatched: list[str],
         created_time=settings["created_time"],
         counter=counter,
         error_href=settings["errors_url"],
-        extra={**settings.get("extra", {}), "unmatchedPatterns": sorted(unmatched)},
+        extra={**settings.get("extra", {}), "unmatched": _by_kind(unmatched),
+               "unmatchedPatterns": sorted(value for kind, value in unmatched if kind == "patterns")},
         results=_results(settings, counter),
     )
     write_text(settings["summary_url"], json.dumps(summary, indent=2) + "\n")
     return settings["summary_url"]
+
+
+def _by_kind(unmatched: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """``{"patterns": [...], "filterLines": [...]}``: what selected nothing, sorted."""
+    grouped: dict[str, list[str]] = {}
+    for kind, value in unmatched:
+        grouped.setdefault(kind, []).append(value)
+    return {kind: sorted(values) for kind, values in sorted(grouped.items())}
 
 
 def _results(settings: dict, counter: dict[str, int]) -> dict:
@@ -120,7 +152,7 @@ class WriteReports(beam.PTransform):
     def expand(self, inputs: tuple) -> beam.PCollection:
         failures, outcomes, unmatched = inputs
         pipeline = failures.pipeline
-        lines = failures | "ToErrorsLogLines" >> beam.Map(to_errors_log_line)
+        lines = failures | "ToErrorsLogLines" >> beam.ParDo(_CountProgressFn())
         written = (
             pipeline
             | "ErrorsLogUrl" >> beam.Create([self.settings["errors_url"]])
@@ -128,7 +160,7 @@ class WriteReports(beam.PTransform):
         )
         counts = (
             outcomes
-            | "OutcomeKinds" >> beam.Map(lambda outcome: (outcome[0], outcome[1]))
+            | "OutcomeKinds" >> beam.ParDo(_CountProgressFn())
             | "CountOutcomes" >> beam.CombineGlobally(CountOutcomes())
         )
         return written | "WriteSummary" >> beam.Map(

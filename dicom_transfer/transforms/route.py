@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -15,6 +15,7 @@ from dicom_transfer.resources import ResourceFilter, iter_filter_file_lines
 from dicom_transfer.transforms.validate import INSTANCES, ValidInstance
 
 ROUTED = "routed"
+UNMATCHED = "unmatched"
 
 
 def load_filter_file(url: str) -> ResourceFilter:
@@ -30,16 +31,41 @@ def load_filter_file(url: str) -> ResourceFilter:
         return ResourceFilter(iter_filter_file_lines(lines, url))
 
 
+MATCHED = "matched"
+
+
 class _FilterFn(beam.DoFn):
     def __init__(self) -> None:
         self.filtered = Metrics.counter(metrics.NAMESPACE, metrics.FILTERED)
 
     def process(self, instance: ValidInstance, selection: ResourceFilter) -> Iterator:
-        if selection.selects(instance.study_uid, instance.series_uid, instance.sop_uid):
+        selecting = selection.selecting(instance.study_uid, instance.series_uid, instance.sop_uid)
+        if selecting:
             yield instance
+            for path in selecting:
+                yield beam.pvalue.TaggedOutput(MATCHED, path.filter_line)
         else:
             self.filtered.inc()
             yield beam.pvalue.TaggedOutput(metrics.FILTERED, instance)
+
+
+class _UnmatchedLinesFn(beam.DoFn):
+    """The filter-file lines that selected no instance: warnings, or failures with ``strict``."""
+
+    def __init__(self, url: str, strict: bool) -> None:
+        self.url = url
+        self.strict = strict
+
+    def process(self, selection: ResourceFilter, matched: Iterable[str]) -> Iterator:
+        seen = set(matched)
+        for path in selection.paths():
+            if path.filter_line in seen:
+                continue
+            if self.strict:
+                yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
+                    path.filter_line, f"filter-file line selects no instance of the input ({self.url})", "filter"))
+            else:
+                yield ("filterLines", path.filter_line)
 
 
 class FilterInstances(beam.PTransform):
@@ -48,16 +74,19 @@ class FilterInstances(beam.PTransform):
     The file is read once per worker as a side input, so a large filter file
     does not bloat the pipeline graph.
 
-    Returns a dict with ``instances`` (selected) and ``filtered``.
+    Returns a dict with ``instances`` (selected), ``filtered``, ``unmatched``
+    (``("filterLines", line)`` for each line that selected nothing) and
+    ``failures`` (those lines instead, when ``strict``).
 
     Example::
 
         kept = instances | FilterInstances("gs://bucket/filter.txt")
     """
 
-    def __init__(self, filter_file_url: str) -> None:
+    def __init__(self, filter_file_url: str, strict: bool = False) -> None:
         super().__init__()
         self.filter_file_url = filter_file_url
+        self.strict = strict
 
     def expand(self, instances: beam.PCollection) -> dict[str, beam.PCollection]:
         selection = (
@@ -67,8 +96,13 @@ class FilterInstances(beam.PTransform):
         )
         result = instances | "Select" >> beam.ParDo(
             _FilterFn(), beam.pvalue.AsSingleton(selection)
-        ).with_outputs(metrics.FILTERED, main=INSTANCES)
-        return {INSTANCES: result[INSTANCES], metrics.FILTERED: result[metrics.FILTERED]}
+        ).with_outputs(metrics.FILTERED, MATCHED, main=INSTANCES)
+        matched = result[MATCHED] | "DistinctMatchedLines" >> beam.Distinct()
+        unmatched = selection | "UnmatchedLines" >> beam.ParDo(
+            _UnmatchedLinesFn(self.filter_file_url, self.strict), beam.pvalue.AsIter(matched)
+        ).with_outputs(FAILURES, main=UNMATCHED)
+        return {INSTANCES: result[INSTANCES], metrics.FILTERED: result[metrics.FILTERED],
+                UNMATCHED: unmatched[UNMATCHED], FAILURES: unmatched[FAILURES]}
 
 
 class _RouteFn(beam.DoFn):

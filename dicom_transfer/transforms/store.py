@@ -41,7 +41,8 @@ def plan_requests(instances: Sequence[ValidInstance], max_instances: int,
 
 class _StoreFn(beam.DoFn):
     def __init__(self, client: DicomwebClient, max_instances: int, max_bytes: int,
-                 concurrency: int, check_existing: bool) -> None:
+                 concurrency: int, check_existing: bool, dry_run: bool = False) -> None:
+        self.dry_run = dry_run
         self.client_settings = client.settings
         self.max_instances = max_instances
         self.max_bytes = max_bytes
@@ -72,7 +73,7 @@ class _StoreFn(beam.DoFn):
                         FAILURES, ErrorRecord.create(instance.url, message, "store"))
                     continue
                 self.counters[kind].inc()
-                if kind == SUCCESS:
+                if kind == SUCCESS and not self.dry_run:
                     self.bytes_sent.inc(instance.size)
                 self.progress.add(1, instance.size if kind == SUCCESS else 0)
                 yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(kind, instance.size, instance.url, target))
@@ -86,6 +87,8 @@ class _StoreFn(beam.DoFn):
                 existing = set()  # the STOW answer decides instead
             results += [(i, UNCHANGED, "already stored") for i in group if i.sop_uid in existing]
             group = [i for i in group if i.sop_uid not in existing]
+        if group and self.dry_run:  # what the server does not hold would be sent: nothing is
+            return results + [(i, SUCCESS, "would be stored") for i in group]
         if group:
             results += self._send(group)
         return results
@@ -125,7 +128,9 @@ class StoreInstances(beam.PTransform):
     requests in flight per worker. Instances the server already holds are counted
     ``unchanged`` (one QIDO-RS query per request when ``check_existing``, and from
     409/duplicate answers). A request refused as a whole (400, 413, ...) is split
-    to find the culprit; transient errors are retried with backoff.
+    to find the culprit; transient errors are retried with backoff. With
+    ``dry_run`` nothing is sent: the instances the server does not hold are
+    counted as what would be stored.
 
     Returns a dict with ``outcomes`` and ``failures``.
 
@@ -135,8 +140,9 @@ class StoreInstances(beam.PTransform):
     """
 
     def __init__(self, client: DicomwebClient, max_instances: int = 32, max_bytes: int = 32 << 20,
-                 concurrency: int = 4, check_existing: bool = True) -> None:
+                 concurrency: int = 4, check_existing: bool = True, dry_run: bool = False) -> None:
         super().__init__()
+        self.dry_run = dry_run
         self.client = client
         self.max_instances = max_instances
         self.max_bytes = max_bytes
@@ -152,7 +158,7 @@ class StoreInstances(beam.PTransform):
             | "Batch" >> beam.BatchElements(min_batch_size=self.max_instances * self.concurrency,
                                             max_batch_size=self.max_instances * self.concurrency)
             | "StowRs" >> beam.ParDo(_StoreFn(self.client, self.max_instances, self.max_bytes,
-                                              self.concurrency, self.check_existing)
+                                              self.concurrency, self.check_existing, self.dry_run)
                                      ).with_outputs(FAILURES, OUTCOMES)
         )
         outcomes = (resolved[OUTCOMES], stored[OUTCOMES]) | "Outcomes" >> beam.Flatten()

@@ -1,0 +1,139 @@
+"""Run one assembled pipeline: progress while it runs, the summary after, a clean stop on Ctrl-C."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+
+import apache_beam as beam
+
+from dicom_transfer.errors import redact
+from dicom_transfer.progress import ENV, ProgressDisplay, ProgressListener, Totals
+from dicom_transfer.report import CANCELED, COMPLETED, FAILED, build_summary, human_summary, read_json, write_text
+
+LOG = logging.getLogger("dicom_transfer")
+EXIT_OK, EXIT_FAILURES, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def run_pipeline(options, local: bool, config, build: Callable, description: str, *, progress: str = "auto",
+                 patterns: int = 0, detach: bool = False) -> int:
+    """Build the pipeline of ``config`` with ``build``, run it, report; return the exit status.
+
+    ``progress`` is ``auto``/``bar``/``lines``/``none``; it is shown for local
+    runners only (a distributed runner's workers log their own progress).
+    """
+    reports = config.reports
+    kind = reports.operation_type
+    LOG.info("%s %s: %s", kind, reports.operation_id, description, extra={"event": "start"})
+    display = None
+    if local and not detach and progress != "none":
+        display = ProgressDisplay(ProgressListener().start(), progress, patterns)
+    try:
+        with _progress_environment(display):
+            pipeline = beam.Pipeline(options=options)
+            build(pipeline, config)
+            result = pipeline.run()
+            if detach:
+                job = getattr(result, "job_id", lambda: None)()
+                print(f"{kind} {reports.operation_id}: submitted{f' as job {job}' if job else ''}; "
+                      f"the summary will be written to {redact(reports.summary_url)}")
+                return EXIT_OK
+            result.wait_until_finish()
+        summary = read_json(reports.summary_url)
+    except KeyboardInterrupt:
+        totals = display.stop() if display else Totals()
+        return _interrupted(config, totals)
+    except Exception as exc:  # the run itself broke: say why, record it, exit 2
+        message = redact(f"{type(exc).__name__}: {exc}")
+        LOG.error("%s %s failed: %s", kind, reports.operation_id, message)
+        LOG.debug("traceback", exc_info=True)
+        _write_summary_after_stop(config, FAILED, {"error": message}, Totals())
+        return EXIT_INVALID
+    finally:
+        if display:
+            display.stop()
+            display.listener.stop()
+    print_result(summary, reports)
+    return EXIT_OK if summary["status"] == COMPLETED else EXIT_FAILURES
+
+
+@contextlib.contextmanager
+def _progress_environment(display: ProgressDisplay | None) -> Iterator[None]:
+    """Point the workers (this process's and its children) at the display's listener."""
+    if display is None:
+        yield
+        return
+    previous = os.environ.get(ENV)
+    os.environ[ENV] = display.listener.address
+    display.start()
+    try:
+        if display.bar is not None:
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            with logging_redirect_tqdm(loggers=[logging.getLogger("dicom_transfer"), logging.getLogger()]):
+                yield
+        else:
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = previous
+
+
+def print_result(summary: dict, reports) -> None:
+    """The human summary (stdout, or stderr when the summary JSON goes to stdout) and the first errors."""
+    human = sys.stderr if reports.summary_to_stdout else sys.stdout
+    if reports.summary_to_stdout:
+        print(json.dumps(summary, indent=2), flush=True)
+    print(human_summary(summary, reports.summary_url, reports.dry_run), file=human)
+    _print_first_errors(reports.errors_url, summary["counter"].get("failure", 0), human)
+    LOG.debug("result", extra={"event": "result", "summary": summary})
+
+
+def _print_first_errors(errors_url: str, failures: int, out, limit: int = 10) -> None:
+    from dicom_transfer.io.files import open_url
+
+    if not failures:
+        return
+    print(f"  first {min(limit, failures)} of {failures:,} errors:", file=out)
+    try:
+        with open_url(errors_url) as lines:
+            for _, line in zip(range(limit), lines, strict=False):
+                record = json.loads(line)
+                print(f"    {record['Identifier']}: {record['Error']}", file=out)
+    except (OSError, ValueError) as exc:
+        print(f"    (cannot read {redact(errors_url)}: {exc})", file=out)
+
+
+def _interrupted(config, totals: Totals) -> int:
+    reports = config.reports
+    done = (f"{totals.success:,} {'would be ' if reports.dry_run else ''}transferred, {totals.unchanged:,} "
+            f"unchanged, {totals.failure:,} failed before the interruption")
+    print(f"\n{reports.operation_type} {reports.operation_id}: interrupted; {done}. What was transferred "
+          "is complete and stays; run the same command again to finish (it skips what is there).",
+          file=sys.stderr)
+    _write_summary_after_stop(config, CANCELED, {"error": "interrupted by the user"}, totals)
+    return EXIT_INTERRUPTED
+
+
+def _write_summary_after_stop(config, status: str, extra: dict, totals: Totals) -> None:
+    """The summary of a run that did not finish: what is known, and no link to an unwritten errors.log."""
+    reports = config.reports
+    counter = {"success": totals.success, "failure": totals.failure, "unchanged": totals.unchanged,
+               "filtered": totals.filtered, "bytesWritten": totals.bytes}
+    summary = build_summary(
+        operation_id=reports.operation_id, operation_type=reports.operation_type,
+        created_time=reports.created_time, counter=counter, error_href=None, status=status,
+        extra={**extra, "partial": True})
+    try:
+        write_text(reports.summary_url, json.dumps(summary, indent=2) + "\n")
+    except Exception as exc:  # noqa: BLE001 - best effort, the run already stopped
+        LOG.error("cannot write the summary %s either: %s", redact(reports.summary_url), redact(str(exc)))
+    if reports.summary_to_stdout:
+        print(json.dumps(summary, indent=2), flush=True)
+    LOG.debug("result", extra={"event": "result", "summary": summary})
