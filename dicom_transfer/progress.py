@@ -206,13 +206,23 @@ class ProgressDisplay:
         return self
 
     def stop(self) -> Totals:
-        """Stop showing progress; return the last totals."""
+        """Stop showing progress (with a last line, in ``lines`` mode); return the last totals."""
+        if self.stopped.is_set():
+            return self.listener.totals()
         self.stopped.set()
         if self.thread.is_alive():
             self.thread.join(timeout=2)
+        time.sleep(0.05)  # the workers' last datagrams, sent as their bundles ended
+        totals = self.listener.totals()
         if self.bar is not None:
             self.bar.close()
-        return self.listener.totals()
+        elif self.mode == "lines":
+            self._log(totals)
+        return totals
+
+    def _log(self, totals: Totals) -> None:
+        LOG.info("progress: %s", self.line(totals),
+                 extra={"event": "progress", "totals": dataclasses.asdict(totals)})
 
     def line(self, totals: Totals) -> str:
         """``copy: 998/1,000 instances (2 failed), 37 MB, 120 instances/s, ETA 0:00:01``."""
@@ -240,8 +250,7 @@ class ProgressDisplay:
                 self.bar.refresh()
             elif time.monotonic() - last_line >= self.interval:
                 last_line = time.monotonic()
-                LOG.info("progress: %s", self.line(totals),
-                         extra={"event": "progress", "totals": dataclasses.asdict(totals)})
+                self._log(totals)
 
 
 def _is_terminal(stream) -> bool:

@@ -29,7 +29,14 @@ class RunReports:
     errors_url: str
     summary_url: str
     dry_run: bool = False
-    summary_to_stdout: bool = False  # ``--summary -``: also printed, as JSON, on standard output
+    # Where the launcher also puts the summary JSON once the run ends: "-" (standard output) or a
+    # device or pipe (/dev/stdout, a FIFO), which cannot be read back from. The pipeline writes
+    # ``summary_url`` (then the default location) as usual.
+    summary_copy: str | None = None
+
+    @property
+    def summary_to_stdout(self) -> bool:
+        return self.summary_copy == "-"
 
 
 def new_operation_id() -> str:

@@ -21,9 +21,10 @@ CLI = [sys.executable, "-m", "dicom_transfer.pipelines.cli"]
 class Run:
     """The outcome of one CLI run: exit status, printed text, and the reports it wrote."""
 
-    def __init__(self, status: int, out: str, report_dir: Path | None) -> None:
+    def __init__(self, status: int, out: str, report_dir: Path | None, err: str = "") -> None:
         self.status = status
         self.out = out
+        self.err = err
         self.report_dir = report_dir
 
     @property
@@ -55,13 +56,13 @@ def copy_cli(tmp_path, capsys):
         op = operation_id or f"op{counter['n']}"
         argv = ["copy", *args, "--operation-id", op]
         status = main(argv)
-        out = capsys.readouterr().out
+        captured = capsys.readouterr()
         output = args[args.index("--output") + 1] if "--output" in args else None
         report_dir = None
         if output:
             layout = args[args.index("--layout") + 1] if "--layout" in args else "uid"
             report_dir = Path(output) / op if layout == "azure" else Path(output) / ".dicom-transfer" / op
-        return Run(status, out, report_dir)
+        return Run(status, captured.out, report_dir, captured.err)
 
     return run
 

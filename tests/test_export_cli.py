@@ -120,7 +120,7 @@ def test_export_by_filter_file(loaded, export_cli, tmp_path):
     assert exported(out) == {**store.select(store.studies()[2]), **store.select(study, series)}
 
 
-def test_unknown_and_malformed_identifiers_are_records_and_the_rest_goes_on(loaded, export_cli, tmp_path):
+def test_unknown_identifiers_are_records_and_the_rest_goes_on(loaded, export_cli, tmp_path):
     server, store = loaded
     study = store.studies()[0]
     out = tmp_path / "out"
@@ -128,18 +128,34 @@ def test_unknown_and_malformed_identifiers_are_records_and_the_rest_goes_on(load
     missing_sop = f"{study}/{store.series_of(study)[0]}/1.2.3.4.5"
     run = export_cli("--dicomweb-url", server.dicomweb, "--output", str(out), "--identifier", study,
                      "--identifier", "1.2.3", "--identifier", missing_series, "--identifier", missing_sop,
-                     "--identifier", "1.2/x/3", "--layout", "azure", operation_id="exp-op")
+                     "--layout", "azure", operation_id="exp-op")
     assert run.status == 1
     errors = {e["Identifier"]: e["Error"] for e in run.errors}
-    assert set(errors) == {"1.2.3", missing_series, missing_sop, "1.2/x/3"}
+    assert set(errors) == {"1.2.3", missing_series, missing_sop}
     assert "not found" in errors["1.2.3"] and "not found" in errors[missing_series]
     assert "not found" in errors[missing_sop]
-    assert "not a valid UID" in errors["1.2/x/3"]
     results = out / "exp-op" / "results"
     assert exported(results) == store.select(study)
     summary = json.loads((out / "exp-op" / "summary.json").read_text())
     assert summary["results"]["errorHref"] == str(out / "exp-op" / "errors.log")
-    assert summary["results"]["skipped"] == 4 and summary["status"] == "completedWithErrors"
+    assert summary["results"]["skipped"] == 3 and summary["status"] == "completedWithErrors"
+
+
+def test_malformed_or_empty_selections_stop_export_before_it_starts(loaded, export_cli, tmp_path):
+    """One rule for every pipeline: a selection that cannot be right is refused up front (exit 2)."""
+    server, store = loaded
+    out = tmp_path / "out"
+    run = export_cli("--dicomweb-url", server.dicomweb, "--output", str(out), "--identifier",
+                     store.studies()[0], "--identifier", "1.2/x/3")
+    assert run.status == 2 and not out.exists()
+    assert "not a valid UID" in run.err
+    (tmp_path / "ids.txt").write_text("# nothing but a comment\n\n")
+    (tmp_path / "filter.txt").write_text(f"/studies/{store.studies()[0]}\n/studies/1.2/series/x\n")
+    for option, path, words in (("--identifiers-file", "ids.txt", "names nothing"),
+                                ("--filter-file", "filter.txt", "line 2")):
+        run = export_cli("--dicomweb-url", server.dicomweb, "--output", str(out), option, str(tmp_path / path))
+        assert run.status == 2 and not out.exists()
+        assert words in run.err
 
 
 def test_export_through_faults_delivers_everything_once(loaded, export_cli, tmp_path):

@@ -22,6 +22,7 @@ from fsspec.asyn import sync
 
 from dicom_transfer.errors import redact
 from dicom_transfer.io.files import open_url, scheme_of, split_url
+from dicom_transfer.io.preflight import StoreUnavailable, credential_problem, within_deadline
 
 CHUNK = 1024 * 1024
 S3_SINGLE_COPY_LIMIT = 5 << 30  # larger objects need a multipart copy (fsspec's)
@@ -255,10 +256,6 @@ def same_by_checksum(first_url: str, second_info: dict, first_md5: str | None = 
     return None
 
 
-class StoreUnavailable(Exception):
-    """A bucket or container cannot be used (missing, forbidden, unreachable)."""
-
-
 def check_bucket(url: str, role: str) -> None:
     """Fail fast, with a clear message, if the bucket or container of ``url`` cannot be used.
 
@@ -272,18 +269,27 @@ def check_bucket(url: str, role: str) -> None:
     scheme = scheme_of(url)
     if scheme is None:
         return
-    fs, path = split_url(url)
-    bucket = path.strip("/").split("/")[0]
+    bucket = url.split("://", 1)[1].strip("/").split("/")[0]
     where = f"{role} bucket {scheme}{bucket}"
     try:
-        fs.info(bucket)
+        within_deadline(lambda: _info(url), where)
+    except StoreUnavailable:
+        raise
     except FileNotFoundError:
         raise StoreUnavailable(f"{where} does not exist") from None
     except PermissionError:
         raise StoreUnavailable(f"{where}: permission denied") from None
     except Exception as exc:  # noqa: BLE001 - each SDK raises its own types for a dead endpoint
         first_line = (str(exc).strip().splitlines() or [""])[0]
+        advice = credential_problem(exc)
+        if advice:
+            raise StoreUnavailable(f"{where}: {advice}") from None
         if getattr(exc, "status_code", None) in (401, 403):
             raise StoreUnavailable(f"{where}: access denied ({redact(first_line)[:200]})") from None
         raise StoreUnavailable(f"{where} cannot be reached: {type(exc).__name__}: "
                                f"{redact(first_line)[:300]}") from None
+
+
+def _info(url: str) -> None:
+    fs, path = split_url(url)  # builds the client: where missing or malformed credentials show
+    fs.info(path.strip("/").split("/")[0])

@@ -132,7 +132,7 @@ def execute(args: argparse.Namespace, options, local: bool, config, build: Calla
     from dicom_transfer.pipelines.run import run_pipeline
 
     return run_pipeline(options, local, config, build, description, progress=_progress_mode(args),
-                        patterns=patterns, detach=args.detach)
+                        patterns=patterns, detach=args.detach, interval=args.progress_interval)
 
 
 def _progress_mode(args: argparse.Namespace) -> str:
@@ -149,7 +149,8 @@ def run_demo(args: argparse.Namespace, beam_argv: list[str]) -> int:
     print(f"Generated {len(sample.valid)} valid instances and {len(sample.bad)} bad files "
           f"in {workdir}/input")
     copy_argv = ["copy", "--input", f"{workdir}/input/**", "--output", f"{workdir}/output",
-                 "--progress", args.progress, *(["--quiet"] if args.quiet else [])]
+                 "--progress", args.progress, "--progress-interval", str(args.progress_interval),
+                 *(["--quiet"] if args.quiet else [])]
     parser = build_parser(version=__version__)
     copy_args, rest = parser.parse_known_args(copy_argv)
     status = run_copy(copy_args, [*rest, *beam_argv])

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from urllib.parse import urlsplit
 
 from dicom_transfer.errors import redact, redact_url, utc_now_iso
 from dicom_transfer.io.auth import AuthConfig, AuthError
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
-from dicom_transfer.io.files import open_url
-from dicom_transfer.io.objectstore import StoreUnavailable, check_bucket
+from dicom_transfer.io.files import open_url, scheme_of
+from dicom_transfer.io.objectstore import check_bucket
+from dicom_transfer.io.preflight import StoreUnavailable, check_scheme, check_writable_file, check_writable_folder
 from dicom_transfer.io.retry import RetryPolicy
 from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.copy import CopyConfig
@@ -18,7 +20,8 @@ from dicom_transfer.pipelines.export_pipeline import ExportConfig
 from dicom_transfer.pipelines.import_pipeline import ImportConfig
 from dicom_transfer.pipelines.options import UsageError
 from dicom_transfer.report import RunReports, default_report_dir, new_operation_id
-from dicom_transfer.transforms.route import load_filter_file
+from dicom_transfer.resources import parse_filter_line, parse_identifier
+from dicom_transfer.transforms.retrieve import read_request_lines
 from dicom_transfer.wildcards import parse_pattern
 
 IMPORT_REPORTS = "dicom-transfer-reports"  # import has no destination folder: reports go here
@@ -53,26 +56,74 @@ def collect_patterns(inputs: list[str] | None, input_list: str | None) -> list[s
     return list(dict.fromkeys(patterns))
 
 
+URL_OPTIONS = (("input", "--input"), ("input_list", "--input-list"), ("filter_file", "--filter-file"),
+               ("identifiers_file", "--identifiers-file"), ("output", "--output"), ("errors", "--errors"),
+               ("summary", "--summary"))
+
+
+def check_schemes(options: argparse.Namespace) -> None:
+    """Every location option names a supported scheme whose backend is installed (exit 2 otherwise)."""
+    try:
+        for name, flag in URL_OPTIONS:
+            values = getattr(options, name, None)
+            for value in values if isinstance(values, list) else [values]:
+                if value and value != "-":
+                    check_scheme(value, flag)
+    except StoreUnavailable as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def check_stores(patterns, destination: str | None, reports: RunReports | None = None) -> None:
-    """The buckets the run needs exist and answer (exit 2 otherwise)."""
+    """The buckets the run needs exist and answer, and what it writes can be written (exit 2 otherwise)."""
     try:
         for pattern in patterns:
             check_bucket(pattern, "source")
         if destination:
             check_bucket(destination, "destination")
+            if scheme_of(destination) is None:
+                check_writable_folder(destination, "--output")
+        for url, what in ((reports.errors_url, "errors.log"), (reports.summary_url, "summary")) if reports else ():
+            if scheme_of(url) is None:
+                check_writable_file(url, what)
+            elif not destination or not url.startswith(destination):
+                check_bucket(url, what)
     except StoreUnavailable as exc:
         raise UsageError(str(exc)) from exc
 
 
 def check_filter_file(url: str | None) -> None:
-    if not url:
-        return
-    try:
-        load_filter_file(url)
-    except ValueError as exc:
-        raise UsageError(f"--filter-file: {exc}") from exc
-    except OSError as exc:
-        raise UsageError(f"cannot read --filter-file {url}: {exc}") from exc
+    """A malformed or empty filter file stops every pipeline before it starts (exit 2)."""
+    check_selection_files(None, url)
+
+
+def check_selection_files(identifiers_file: str | None, filter_file: str | None,
+                          identifiers: list[str] | None = None) -> None:
+    """Identifiers and filter files are read whole before the run: a malformed line or a file that
+    selects nothing is a mistake to fix before hours of transfer, in every pipeline (exit 2)."""
+    for text in identifiers or ():
+        try:
+            parse_identifier(text, "--identifier")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+    for url, flag, parse in ((identifiers_file, "--identifiers-file", parse_identifier),
+                             (filter_file, "--filter-file", parse_filter_line)):
+        if not url:
+            continue
+        problems, count = [], 0
+        try:
+            for text, where in read_request_lines(url):
+                try:
+                    parse(text, where)
+                    count += 1
+                except ValueError as exc:
+                    problems.append(str(exc))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read {flag} {url}: {exc}") from exc
+        if problems:
+            more = f" (and {len(problems) - 3} more malformed lines)" if len(problems) > 3 else ""
+            raise UsageError("; ".join(problems[:3]) + more)
+        if not count:
+            raise UsageError(f"{flag} {url} names nothing (no line besides blanks and # comments)")
 
 
 def run_reports(operation_type: str, options, report_base: str, layout_name: str = "uid",
@@ -80,11 +131,17 @@ def run_reports(operation_type: str, options, report_base: str, layout_name: str
     """Operation id and report locations (``report_base`` as for ``default_report_dir``)."""
     operation_id = options.operation_id or new_operation_id()
     report_dir = default_report_dir(report_base, layout_name, operation_id)
-    to_stdout = options.summary == "-"
+    copy = options.summary if options.summary == "-" or _is_device(options.summary) else None
     return RunReports(operation_type, operation_id, utc_now_iso(),
                       options.errors or f"{report_dir}/errors.log",
-                      f"{report_dir}/summary.json" if to_stdout or not options.summary else options.summary,
-                      dry_run, summary_to_stdout=to_stdout)
+                      f"{report_dir}/summary.json" if copy or not options.summary else options.summary,
+                      dry_run, summary_copy=copy)
+
+
+def _is_device(path: str | None) -> bool:
+    """A local path that exists and is not a regular file (/dev/stdout, a FIFO)."""
+    return bool(path) and scheme_of(path) is None and os.path.exists(path) and not os.path.isfile(path) \
+        and not os.path.isdir(path)
 
 
 def output_layout(operation_type: str, options: argparse.Namespace) -> tuple[RunReports, Layout]:
@@ -99,6 +156,7 @@ def output_layout(operation_type: str, options: argparse.Namespace) -> tuple[Run
 
 def copy_config(options: argparse.Namespace) -> CopyConfig:
     """Check the copy options and build the run's configuration; raises UsageError."""
+    check_schemes(options)
     patterns = collect_patterns(options.input, options.input_list)
     check_filter_file(options.filter_file)
     reports, layout = output_layout("copy", options)
@@ -140,6 +198,7 @@ def import_config(options: argparse.Namespace, local: bool = True) -> ImportConf
     if not local and not (options.errors and options.summary and options.summary != "-"):
         raise UsageError("on a distributed runner, give --errors and --summary (e.g. gs:// paths): "
                          "import has no destination folder to put them in")
+    check_schemes(options)
     patterns = collect_patterns(options.input, options.input_list)
     check_filter_file(options.filter_file)
     client = dicomweb_client(options)
@@ -151,12 +210,9 @@ def import_config(options: argparse.Namespace, local: bool = True) -> ImportConf
 
 
 def export_config(options: argparse.Namespace) -> ExportConfig:
-    for url in (options.identifiers_file, options.filter_file):
-        if url:
-            try:
-                open_url(url).close()
-            except OSError as exc:
-                raise UsageError(f"cannot read {url}: {exc}") from exc
+    """Check the export options and build the run's configuration; raises UsageError."""
+    check_schemes(options)
+    check_selection_files(options.identifiers_file, options.filter_file, options.identifier)
     client = dicomweb_client(options)
     reports, layout = output_layout("export", options)
     return ExportConfig(

@@ -254,6 +254,8 @@ def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
                                             "schedulers and log pipelines.")
     group.add_argument("--progress", dest="progress", choices=("auto", "bar", "lines", "none"), default="auto",
                        help="auto (default): a progress bar on a terminal, periodic lines otherwise.")
+    group.add_argument("--progress-interval", "--progress_interval", dest="progress_interval", type=positive_float,
+                       default=10.0, metavar="SECONDS", help="Seconds between progress lines (default 10).")
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,9 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 
 import apache_beam as beam
@@ -20,7 +22,7 @@ EXIT_OK, EXIT_FAILURES, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def run_pipeline(options, local: bool, config, build: Callable, description: str, *, progress: str = "auto",
-                 patterns: int = 0, detach: bool = False) -> int:
+                 patterns: int = 0, detach: bool = False, interval: float = 10.0) -> int:
     """Build the pipeline of ``config`` with ``build``, run it, report; return the exit status.
 
     ``progress`` is ``auto``/``bar``/``lines``/``none``; it is shown for local
@@ -31,9 +33,9 @@ def run_pipeline(options, local: bool, config, build: Callable, description: str
     LOG.info("%s %s: %s", kind, reports.operation_id, description, extra={"event": "start"})
     display = None
     if local and not detach and progress != "none":
-        display = ProgressDisplay(ProgressListener().start(), progress, patterns)
+        display = ProgressDisplay(ProgressListener().start(), progress, patterns, interval=interval)
     try:
-        with _progress_environment(display):
+        with _progress_environment(display), _interruptible():
             pipeline = beam.Pipeline(options=options)
             build(pipeline, config)
             result = pipeline.run()
@@ -48,6 +50,9 @@ def run_pipeline(options, local: bool, config, build: Callable, description: str
         totals = display.stop() if display else Totals()
         return _interrupted(config, totals)
     except Exception as exc:  # the run itself broke: say why, record it, exit 2
+        if _caused_by_interrupt(exc):  # Beam re-raises it wrapped, naming the step it interrupted
+            totals = display.stop() if display else Totals()
+            return _interrupted(config, totals)
         message = redact(f"{type(exc).__name__}: {exc}")
         LOG.error("%s %s failed: %s", kind, reports.operation_id, message)
         LOG.debug("traceback", exc_info=True)
@@ -85,11 +90,40 @@ def _progress_environment(display: ProgressDisplay | None) -> Iterator[None]:
             os.environ[ENV] = previous
 
 
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C and SIGTERM (a scheduler stopping the job) stop the run as KeyboardInterrupt, with
+    Beam's own error lines about the interrupted step silenced: the user asked for it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame) -> None:
+        logging.getLogger("apache_beam").disabled = True
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        logging.getLogger("apache_beam").disabled = False
+
+
+def _caused_by_interrupt(exc: BaseException | None) -> bool:
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, KeyboardInterrupt) or str(exc).startswith("KeyboardInterrupt"):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 def print_result(summary: dict, reports) -> None:
     """The human summary (stdout, or stderr when the summary JSON goes to stdout) and the first errors."""
     human = sys.stderr if reports.summary_to_stdout else sys.stdout
-    if reports.summary_to_stdout:
-        print(json.dumps(summary, indent=2), flush=True)
+    _copy_summary(summary, reports)
     print(human_summary(summary, reports.summary_url, reports.dry_run), file=human)
     _print_first_errors(reports.errors_url, summary["counter"].get("failure", 0), human)
     LOG.debug("result", extra={"event": "result", "summary": summary})
@@ -134,6 +168,18 @@ def _write_summary_after_stop(config, status: str, extra: dict, totals: Totals) 
         write_text(reports.summary_url, json.dumps(summary, indent=2) + "\n")
     except Exception as exc:  # noqa: BLE001 - best effort, the run already stopped
         LOG.error("cannot write the summary %s either: %s", redact(reports.summary_url), redact(str(exc)))
-    if reports.summary_to_stdout:
-        print(json.dumps(summary, indent=2), flush=True)
+    _copy_summary(summary, reports)
     LOG.debug("result", extra={"event": "result", "summary": summary})
+
+
+def _copy_summary(summary: dict, reports) -> None:
+    """The summary JSON to standard output or to the device or pipe the user named."""
+    text = json.dumps(summary, indent=2) + "\n"
+    if reports.summary_to_stdout:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    elif reports.summary_copy:
+        try:
+            write_text(reports.summary_copy, text)
+        except OSError as exc:
+            LOG.error("cannot write the summary to %s: %s", reports.summary_copy, exc)

@@ -1,0 +1,255 @@
+"""The command line around the pipelines: strict options, checks before the run, logging, progress,
+summaries on standard output, stdin lists, interruption. What a careful user would try."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import CLI, REPO, run_cli_subprocess, tree
+
+from dicom_transfer.pipelines.cli import main
+from dicom_transfer.sample import write_sample_set
+
+
+@pytest.fixture
+def sample(tmp_path):
+    return write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=2, instances_per_series=3)
+
+
+def run_main(capsys, *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["copy", "--input", "in", "--output", "o", "--dicomweb-url", "http://h/dw"],
+     "copy does not take --dicomweb-url (an option of import, export)"),
+    (["copy", "--input", "in", "--output", "o", "--all"], "copy does not take --all (an option of export)"),
+    (["copy", "--input", "in", "--output", "o", "--identifier", "1.2"], "copy does not take --identifier"),
+    (["import", "--input", "in", "--dicomweb-url", "http://h/dw", "--layout", "azure"],
+     "import does not take --layout"),
+    (["import", "--input", "in", "--dicomweb-url", "http://h/dw", "--overwrite"], "import does not take --overwrite"),
+    (["import", "--input", "in", "--dicomweb-url", "http://h/dw", "--output", "o"], "import does not take --output"),
+    (["export", "--all", "--dicomweb-url", "http://h/dw", "--output", "o", "--io-threads", "4"],
+     "export does not take --io-threads"),
+    (["copy", "--input", "in", "--output", "o", "--outptu", "x"], "--outptu (did you mean --output?)"),
+    (["copy", "--input", "/d/a.dcm", "/d/b.dcm", "/d/c.dcm", "--output", "o"],
+     "unexpected argument(s) '/d/b.dcm', '/d/c.dcm'"),
+])
+def test_an_option_a_subcommand_does_not_take_is_refused_by_name(capsys, tmp_path, argv, words):
+    status, out, err = run_main(capsys, *argv)
+    assert status == 2
+    assert words in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("option", "value", "words"), [
+    ("--request-timeout", "0", "must be a positive number"),
+    ("--concurrency", "0", "must be 1 or more"),
+    ("--max-attempts", "0", "must be 1 or more"),
+    ("--max-instances-per-request", "-3", "must be 1 or more"),
+    ("--max-request-bytes", "lots", "is not a size"),
+    ("--operation-id", "../outside", "not a valid operation id"),
+])
+def test_bad_numbers_sizes_and_ids_are_refused(capsys, option, value, words):
+    status, _, err = run_main(capsys, "import", "--input", "in", "--dicomweb-url", "http://127.0.0.1:9/dw",
+                              option, value)
+    assert status == 2
+    assert option in err and words in err
+
+
+def test_sizes_take_the_units_the_help_uses():
+    from dicom_transfer.pipelines.options import byte_size
+
+    assert byte_size("32 MiB") == byte_size("32MiB") == 32 << 20
+    assert byte_size("500KB") == 500_000 and byte_size("33554432") == 33554432
+
+
+def test_bad_transfer_syntax_is_refused_before_any_request(capsys):
+    status, _, err = run_main(capsys, "export", "--all", "--dicomweb-url", "http://127.0.0.1:9/dw",
+                              "--output", "o", "--transfer-syntax", "bogus")
+    assert status == 2 and "not '*' nor a transfer syntax UID" in err
+
+
+def test_help_and_version_do_not_import_beam():
+    code = ("import sys, contextlib, io\n"
+            "from dicom_transfer.pipelines.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            "    assert main(['copy', '--help']) == 0 and main(['--version']) == 0\n"
+            "assert 'examples:' in out.getvalue(), out.getvalue()\n"
+            "print('apache_beam' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+def test_unsupported_schemes_and_missing_backends_are_one_line(capsys, tmp_path):
+    status, _, err = run_main(capsys, "copy", "--input", "ftp://host/x/**", "--output", str(tmp_path / "o"))
+    assert status == 2 and "unsupported scheme ftp://" in err and len(err.strip().splitlines()) == 1
+    status, _, err = run_main(capsys, "copy", "--input", str(tmp_path), "--output", "foo://b/o")
+    assert status == 2 and "unsupported scheme foo://" in err
+    # gcsfs missing, as in a default install: the fix is named, in a fraction of a second
+    code = ("import sys, importlib.abc\n"
+            "class Missing(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name.split('.')[0] == 'gcsfs': raise ModuleNotFoundError(name)\n"
+            "sys.meta_path.insert(0, Missing())\n"
+            "from dicom_transfer.pipelines.cli import main\n"
+            f"sys.exit(main(['copy', '--input', 'gs://b/in/**', '--output', {str(tmp_path / 'o')!r}]))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'dicom-transfer[gcs]'" in result.stderr and "Traceback" not in result.stderr
+
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+
+
+@pytest.mark.parametrize(("connection_string", "words"), [
+    ("", "AZURE_STORAGE_CONNECTION_STRING is blank or malformed"),
+    ("garbage", "AZURE_STORAGE_CONNECTION_STRING is blank or malformed"),
+    (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey=c2VjcmV0a2V5;"
+     f"BlobEndpoint=127.0.0.1:9/{AZURITE_ACCOUNT};", "has no scheme: write BlobEndpoint=http://127.0.0.1:9"),
+    (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey=not*base64!!x;"
+     f"BlobEndpoint=http://127.0.0.1:9/{AZURITE_ACCOUNT};", "account key is not valid base64"),
+])
+def test_azure_credential_mistakes_are_one_line_without_the_secret(tmp_path, connection_string, words):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_")}
+    env["AZURE_STORAGE_CONNECTION_STRING"] = connection_string
+    result = subprocess.run([*CLI, "copy", "--input", "az://container/in/**", "--output", str(tmp_path / "o")],
+                            capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
+    assert result.returncode == 2, result.stderr
+    assert words in result.stderr and "Traceback" not in result.stderr
+    assert "c2VjcmV0a2V5" not in result.stderr and "not*base64" not in result.stderr
+
+
+def test_a_destination_that_cannot_be_written_is_refused_before_the_run(capsys, sample, tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    status, _, err = run_main(capsys, "copy", "--input", str(tmp_path / "in"), "--output", str(a_file))
+    assert status == 2 and "is a file, not a folder" in err
+    status, _, err = run_main(capsys, "copy", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"),
+                              "--errors", str(tmp_path / "in"))
+    assert status == 2 and "is a folder, not a file" in err
+    read_only = tmp_path / "ro"
+    read_only.mkdir(mode=0o555)
+    result = run_cli_subprocess("copy", "--input", str(tmp_path / "in"), "--output", str(read_only / "o"),
+                                honour_permissions=True)
+    assert result.returncode == 2 and "is not writable" in result.stderr, result.stderr
+    assert not list(read_only.iterdir())
+
+
+def test_strict_makes_a_pattern_or_filter_line_that_matches_nothing_a_failure(copy_cli, sample, tmp_path):
+    unknown = "/studies/1.2.3.999"
+    wanted = f"/studies/{sample.valid[0].study_uid}"
+    (tmp_path / "filter.txt").write_text(f"{wanted}\n{unknown}\n")
+    args = ["--input", f"{tmp_path}/in/**", "--input", f"{tmp_path}/nothing/*.dcm", "--filter-file",
+            str(tmp_path / "filter.txt"), "--output", str(tmp_path / "o")]
+    lenient = copy_cli(*args)
+    assert lenient.summary["unmatched"] == {"filterLines": [unknown], "patterns": [f"{tmp_path}/nothing/*.dcm"]}
+    assert f"filter-file line '{unknown}' selected no instance" in lenient.out
+    assert lenient.counter["failure"] == len(sample.bad)
+    strict = copy_cli(*args, "--strict")
+    assert strict.status == 1
+    assert strict.counter["failure"] == len(sample.bad) + 2
+    assert strict.error_for("nothing/*.dcm")["Error"] == "pattern matched no file"
+    assert "selects no instance" in strict.error_for(unknown)["Error"]
+    assert strict.summary["unmatched"] == {}
+
+
+def test_summary_on_stdout_and_input_list_on_stdin(sample, tmp_path):
+    result = subprocess.run([*CLI, "copy", "--input-list", "-", "--output", str(tmp_path / "o"), "--summary", "-"],
+                            input=f"# the sample\n{tmp_path}/in/**\n", capture_output=True, text=True, cwd=REPO,
+                            timeout=300)
+    assert result.returncode == 1, result.stderr
+    summary = json.loads(result.stdout)  # nothing else on stdout: it can be piped into jq
+    assert summary["counter"]["success"] == len(sample.valid) and summary["status"] == "completedWithErrors"
+    assert "instances written" in result.stderr
+
+
+def test_a_summary_path_that_is_a_pipe_is_written_into_not_replaced(sample, tmp_path):
+    fifo = tmp_path / "summary.fifo"
+    os.mkfifo(fifo)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    result = run_cli_subprocess("copy", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"),
+                                "--summary", str(fifo))
+    reader.join(30)
+    assert result.returncode == 1, result.stderr
+    assert json.loads(received[0])["counter"]["success"] == len(sample.valid)
+    assert fifo.is_fifo()
+
+
+def test_an_output_inside_the_input_is_not_read_back(copy_cli, sample, tmp_path):
+    source = tmp_path / "in"
+    first = copy_cli("--input", f"{source}/**", "--output", str(source / "sorted"))
+    again = copy_cli("--input", f"{source}/**", "--output", str(source / "sorted"))
+    assert first.counter["success"] == len(sample.valid)
+    assert (again.counter["success"], again.counter["unchanged"]) == (0, len(sample.valid))
+    assert again.counter["failure"] == len(sample.bad)  # the reports of the first run were not inputs
+
+
+def test_logging_survives_a_root_logger_configured_by_an_import(sample, tmp_path):
+    """Beam without [gcp] logs a warning at import, which configures the root logger first."""
+    code = ("import logging, sys\n"
+            "logging.warning('apitools not found, and bigquery client libraries are not available')\n"
+            "from dicom_transfer.pipelines.cli import main\n"
+            f"sys.exit(main(['copy', '--input', {str(tmp_path / 'in')!r}, '--output', {str(tmp_path / 'o')!r},"
+            " '--progress', 'lines', '--operation-id', 'logs']))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert " INFO copy logs: 1 pattern(s)" in result.stderr
+    assert " INFO progress: " in result.stderr
+
+
+def test_json_logs_and_a_log_file(sample, tmp_path):
+    log_file = tmp_path / "run.log"
+    result = run_cli_subprocess("copy", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"),
+                                "--log-format", "json", "--log-file", str(log_file), "--progress", "lines")
+    assert result.returncode == 1, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    assert {"start", "progress"} <= {e.get("event") for e in events}
+    last = [e for e in events if e.get("event") == "progress"][-1]["totals"]
+    assert (last["success"], last["failure"]) == (len(sample.valid), len(sample.bad))
+    assert log_file.read_text().count('"event": "start"') == 1
+
+
+def test_one_aggregated_progress_line_across_worker_processes(tmp_path):
+    made = write_sample_set(str(tmp_path / "in"), studies=2, series_per_study=3, instances_per_series=20,
+                            bad_files=False)
+    result = run_cli_subprocess("copy", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"),
+                                "--progress", "lines", "--progress-interval", "0.5",
+                                "--direct_running_mode", "multi_processing", "--direct_num_workers", "2")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if " progress: " in line]
+    assert lines, result.stderr
+    assert f"progress: {len(made.valid)}/{len(made.valid)} instances" in lines[-1]
+    assert "read+validate:" not in result.stderr  # no per-worker lines when the launcher aggregates
+
+
+def test_ctrl_c_stops_cleanly_and_says_what_was_done(tmp_path):
+    write_sample_set(str(tmp_path / "in"), studies=4, series_per_study=5, instances_per_series=40,
+                     pixel_bytes=64 * 1024, bad_files=False)
+    out = tmp_path / "out"
+    process = subprocess.Popen([*CLI, "copy", "--input", str(tmp_path / "in"), "--output", str(out),
+                                "--operation-id", "stop"], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and not list(out.rglob("*.dcm")):
+        time.sleep(0.05)
+    assert process.poll() is None, "the copy finished before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    summary = json.loads((out / ".dicom-transfer" / "stop" / "summary.json").read_text())
+    assert summary["status"] == "canceled" and summary["partial"] is True
+    assert "errorHref" not in summary["results"]
+    assert all(path.endswith(".dcm") for path in tree(out))  # nothing partial under a final name
