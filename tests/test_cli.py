@@ -253,3 +253,16 @@ def test_ctrl_c_stops_cleanly_and_says_what_was_done(tmp_path):
     assert summary["status"] == "canceled" and summary["partial"] is True
     assert "errorHref" not in summary["results"]
     assert all(path.endswith(".dcm") for path in tree(out))  # nothing partial under a final name
+
+
+def test_the_readme_library_example_runs_as_written(tmp_path, monkeypatch):
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("```python\n", readme.index("## Using the transforms in your own pipeline"))
+    code = readme[start + len("```python\n"):readme.index("```", start + 10)]
+    made = write_sample_set(str(tmp_path / "incoming"), studies=1, series_per_study=1, instances_per_series=2)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
+    assert summary["counter"]["success"] == len(made.valid)
+    errors = (tmp_path / "reports" / "errors.log").read_text().splitlines()
+    assert len(errors) == len(made.bad) == summary["counter"]["failure"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -130,18 +131,34 @@ def print_result(summary: dict, reports) -> None:
 
 
 def _print_first_errors(errors_url: str, failures: int, out, limit: int = 10) -> None:
+    """``failures: 12 × truncated, 3 × uid``, then the first ``limit`` errors (errors.log is streamed)."""
     from dicom_transfer.io.files import open_url
 
     if not failures:
         return
-    print(f"  first {min(limit, failures)} of {failures:,} errors:", file=out)
+    kinds: collections.Counter[str] = collections.Counter()
+    first: list[str] = []
     try:
         with open_url(errors_url) as lines:
-            for _, line in zip(range(limit), lines, strict=False):
+            for line in lines:
                 record = json.loads(line)
-                print(f"    {record['Identifier']}: {record['Error']}", file=out)
+                kinds[error_kind(record)] += 1
+                if len(first) < limit:
+                    first.append(f"    {record['Identifier']}: {record['Error']}")
     except (OSError, ValueError) as exc:
         print(f"    (cannot read {redact(errors_url)}: {exc})", file=out)
+        return
+    print("  failures: " + ", ".join(f"{n:,} × {kind}" for kind, n in kinds.most_common()), file=out)
+    print(f"  first {len(first)} of {failures:,} errors:", file=out)
+    print("\n".join(first), file=out)
+
+
+def error_kind(record: dict) -> str:
+    """``truncated`` for "invalid DICOM (truncated): ...", else the stage that failed."""
+    error = str(record.get("Error", ""))
+    if error.startswith("invalid DICOM (") and ")" in error:
+        return error[len("invalid DICOM ("):error.index(")")]
+    return str(record.get("Stage") or "error")
 
 
 def _interrupted(config, totals: Totals) -> int:

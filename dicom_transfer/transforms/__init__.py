@@ -7,16 +7,22 @@ Each returns a dict of PCollections; failed inputs leave through
 from dicom_transfer.transforms.expand import ExpandPatterns
 from dicom_transfer.transforms.outcomes import Outcome
 from dicom_transfer.transforms.report import WriteReports
+from dicom_transfer.transforms.retrieve import ExpandToInstances, ResourcesToExport, RetrieveAndWrite
 from dicom_transfer.transforms.route import FilterInstances, RouteToLayout
+from dicom_transfer.transforms.store import StoreInstances
 from dicom_transfer.transforms.validate import ReadAndValidate, ValidInstance
 from dicom_transfer.transforms.write import WriteInstances
 
 __all__ = [
     "ExpandPatterns",
+    "ExpandToInstances",
     "FilterInstances",
     "Outcome",
     "ReadAndValidate",
+    "ResourcesToExport",
+    "RetrieveAndWrite",
     "RouteToLayout",
+    "StoreInstances",
     "ValidInstance",
     "WriteInstances",
     "WriteReports",

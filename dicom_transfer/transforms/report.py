@@ -122,10 +122,15 @@ class WriteReports(beam.PTransform):
     ``errorHref`` is valid. The summary is written last, inside the pipeline,
     so it is correct on runners whose launcher does not wait for the job.
 
+    Its input is ``(failures, outcomes, unmatched)``: ErrorRecords, Outcomes,
+    and ``(kind, value)`` pairs for what selected nothing (``ExpandPatterns``'
+    ``unmatched`` output, or an empty PCollection).
+
     Example::
 
-        (failures, outcomes) | WriteReports(errors_url=..., summary_url=..., operation_id=...,
-                                            operation_type="copy", created_time=...)
+        (failures, written["outcomes"], files["unmatched"]) | WriteReports(
+            errors_url="out/errors.log", summary_url="out/summary.json", operation_id="run-1",
+            operation_type="copy", created_time=utc_now_iso())
     """
 
     def __init__(self, *, errors_url: str, summary_url: str, operation_id: str,
