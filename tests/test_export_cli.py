@@ -194,3 +194,23 @@ def test_truncated_series_answer_falls_back_to_instances(loaded, export_cli, tmp
     assert run.status == 0
     assert exported(out) == store.select(study, series)
     assert not list(out.rglob("*.partial"))
+
+
+def test_a_transfer_syntax_the_server_cannot_provide_is_one_record_per_instance_not_retried(
+        loaded, export_cli, tmp_path):
+    """Orthanc answers 500 for JPEG 2000 without its GDCM plugin: the same every time."""
+    server, store = loaded
+    study = store.studies()[2]
+    series = store.series_of(study)[0]
+    proxy = FaultProxy(server.url).start()
+    try:
+        run = export_cli("--dicomweb-url", proxy.dicomweb(), "--output", str(tmp_path / "out"),
+                         "--identifier", f"{study}/{series}", "--transfer-syntax", "1.2.840.10008.1.2.4.90")
+    finally:
+        proxy.stop()
+    wanted = store.select(study, series)
+    assert run.status == 1
+    assert run.counter["failure"] == len(wanted) == len(run.errors)
+    assert all("cannot provide it" in e["Error"] for e in run.errors)
+    # pre-run check + QIDO expansion + one WADO-RS request for the series: no retries, no per-instance refetch
+    assert proxy.requests <= 6, proxy.requests

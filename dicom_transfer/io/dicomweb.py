@@ -40,6 +40,10 @@ class DicomwebError(Exception):
         self.body = body
 
 
+class TranscodingError(DicomwebError):
+    """The server cannot provide the requested transfer syntax (not transient: never retried)."""
+
+
 class MultipartBody:
     """A ``multipart/related; type="application/dicom"`` body streamed from files.
 
@@ -109,23 +113,28 @@ class DicomwebClient:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.pool_size = pool_size
-        self.session = requests.Session()
         # Passed with every request: a session-level setting would lose to $REQUESTS_CA_BUNDLE.
         self.verify = ca_bundle or True  # never False
-        self.session.auth = self.auth_config.build(self.url)
+        self.session = self._session(RETRYABLE_STATUS)
+        self._transcoding: requests.Session | None = None
+
+    def _session(self, retried: frozenset[int]) -> requests.Session:
+        session = requests.Session()
+        session.auth = self.auth_config.build(self.url)
         adapter = HTTPAdapter(
-            pool_connections=pool_size, pool_maxsize=pool_size,
+            pool_connections=self.pool_size, pool_maxsize=self.pool_size,
             max_retries=Retry(
                 total=self.retry.attempts - 1, connect=self.retry.attempts - 1,
                 read=self.retry.attempts - 1, status=self.retry.attempts - 1,
                 backoff_factor=self.retry.base, backoff_max=self.retry.cap, backoff_jitter=self.retry.base,
                 other=0,  # a TLS verification failure will not pass on a retry
-                status_forcelist=sorted(RETRYABLE_STATUS), allowed_methods=["GET", "HEAD"],
+                status_forcelist=sorted(retried), allowed_methods=["GET", "HEAD"],
                 respect_retry_after_header=True, raise_on_status=False,
             ),
         )
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
 
     @property
     def settings(self) -> dict:
@@ -161,9 +170,10 @@ class DicomwebClient:
             raise DicomwebError(f"GET {self.safe_url}{path}: answer is not JSON",
                                 response.status_code) from exc
 
-    def _get(self, path: str, params: dict | None, accept: str, stream: bool = False) -> requests.Response:
+    def _get(self, path: str, params: dict | None, accept: str, stream: bool = False,
+             session: requests.Session | None = None) -> requests.Response:
         try:
-            response = self.session.get(f"{self.url}{path}", params=params, timeout=self.timeout,
+            response = (session or self.session).get(f"{self.url}{path}", params=params, timeout=self.timeout,
                                         headers={"Accept": accept}, stream=stream, verify=self.verify)
         except requests.exceptions.SSLError as exc:
             raise DicomwebError(f"TLS verification of {self.safe_url} failed ({_short(exc)}); "
@@ -232,9 +242,30 @@ class DicomwebClient:
 
     # -- WADO-RS ----------------------------------------------------------
     def retrieve(self, path: str, transfer_syntax: str = "*") -> requests.Response:
-        """GET a multipart WADO-RS resource as a stream (``path`` like ``/studies/S/series/SE``)."""
+        """GET a multipart WADO-RS resource as a stream (``path`` like ``/studies/S/series/SE``).
+
+        Raises
+        ------
+        TranscodingError
+            A transfer syntax other than ``*`` was refused (400, 406, 415) or failed (500): a
+            server that cannot transcode fails the same way every time, so it is not retried
+            (Orthanc answers 500 for JPEG 2000 without its GDCM plugin).
+        DicomwebError
+            Any other failure, after retries.
+        """
         accept = f'multipart/related; type="application/dicom"; transfer-syntax={transfer_syntax}'
-        return self._get(path, None, accept=accept, stream=True)
+        if transfer_syntax == "*":
+            return self._get(path, None, accept=accept, stream=True)
+        if self._transcoding is None:
+            self._transcoding = self._session(RETRYABLE_STATUS - {500})
+        try:
+            return self._get(path, None, accept=accept, stream=True, session=self._transcoding)
+        except DicomwebError as exc:
+            if exc.status in (400, 406, 415, 500):
+                raise TranscodingError(
+                    f"the server answered {exc.status} when asked for transfer syntax {transfer_syntax}: it "
+                    "cannot provide it (export as stored with --transfer-syntax '*')", exc.status, exc.body) from None
+            raise
 
 
 def _json_or_empty(response: requests.Response) -> dict:

@@ -15,7 +15,7 @@ from apache_beam.metrics import Metrics
 from dicom_transfer import metrics
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text, redact
 from dicom_transfer.io.destination import PLACED, Destination, ExistsWithOtherContent
-from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
+from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError, TranscodingError
 from dicom_transfer.io.files import FileRef, open_url
 from dicom_transfer.io.multipart import MultipartError, boundary_of, iter_parts_to_files, remove_quietly
 from dicom_transfer.layout import Layout, LayoutError
@@ -234,6 +234,10 @@ class _RetrieveFn(_ClientFn):
         if any(wanted.values()):
             try:
                 yield from self._retrieve(f"/studies/{study}/series/{series}", state, single=None)
+            except TranscodingError as exc:  # the same for each instance: one record each, no more requests
+                for sop in sorted(set(wanted) - state.done):
+                    yield self._failure(f"{study}/{series}/{sop}", f"cannot retrieve: {exc}", "retrieve")
+                return
             except (DicomwebError, MultipartError, requests.RequestException, OSError) as exc:
                 LOG.warning("series %s/%s: %s; fetching what is missing instance by instance",
                             study, series, redact(str(exc)))
