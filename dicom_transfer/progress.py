@@ -199,7 +199,9 @@ class ProgressDisplay:
         if self.mode == "bar":
             from tqdm import tqdm
 
-            self.bar = tqdm(total=0, unit=" inst", file=self.stream, dynamic_ncols=True, leave=False,
+            width = _terminal_width(self.stream)  # 0 on a terminal that reports no size: tqdm draws nothing
+            self.bar = tqdm(total=0, unit=" inst", file=self.stream, dynamic_ncols=bool(width), ncols=width or 100,
+                            nrows=None if width else 24, leave=True,
                             bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]"
                                        "{postfix}")
         self.thread.start()
@@ -214,11 +216,18 @@ class ProgressDisplay:
             self.thread.join(timeout=2)
         time.sleep(0.05)  # the workers' last datagrams, sent as their bundles ended
         totals = self.listener.totals()
-        if self.bar is not None:
+        if self.bar is not None:  # the last state stays on the screen, as gsutil's does
+            self._draw(totals)
             self.bar.close()
         elif self.mode == "lines":
             self._log(totals)
         return totals
+
+    def _draw(self, totals: Totals) -> None:
+        self.bar.total = max(totals.found, totals.done)
+        self.bar.n = totals.done
+        self.bar.set_postfix_str(f"{format_bytes(totals.bytes)}, {totals.failure:,} failed", refresh=False)
+        self.bar.refresh()
 
     def _log(self, totals: Totals) -> None:
         LOG.info("progress: %s", self.line(totals),
@@ -243,14 +252,17 @@ class ProgressDisplay:
         while not self.stopped.wait(0.25):
             totals = self.listener.totals()
             if self.bar is not None:
-                self.bar.total = max(totals.found, totals.done)
-                self.bar.n = totals.done
-                self.bar.set_postfix_str(
-                    f"{format_bytes(totals.bytes)}, {totals.failure:,} failed", refresh=False)
-                self.bar.refresh()
+                self._draw(totals)
             elif time.monotonic() - last_line >= self.interval:
                 last_line = time.monotonic()
                 self._log(totals)
+
+
+def _terminal_width(stream) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 0
 
 
 def _is_terminal(stream) -> bool:

@@ -170,6 +170,8 @@ def test_summary_on_stdout_and_input_list_on_stdin(sample, tmp_path):
     assert result.returncode == 1, result.stderr
     summary = json.loads(result.stdout)  # nothing else on stdout: it can be piped into jq
     assert summary["counter"]["success"] == len(sample.valid) and summary["status"] == "completedWithErrors"
+    assert summary["counter"]["filesMatched"] == len(sample.valid) + len(sample.bad)
+    assert summary["destination"] == str(tmp_path / "o") and summary["durationSeconds"] > 0
     assert "instances written" in result.stderr
 
 
@@ -266,3 +268,31 @@ def test_the_readme_library_example_runs_as_written(tmp_path, monkeypatch):
     assert summary["counter"]["success"] == len(made.valid)
     errors = (tmp_path / "reports" / "errors.log").read_text().splitlines()
     assert len(errors) == len(made.bad) == summary["counter"]["failure"]
+
+
+def test_a_terminal_gets_one_progress_bar(tmp_path):
+    """What a person sees in a terminal (a pseudo-terminal here): a bar, then the summary."""
+    import pty
+
+    made = write_sample_set(str(tmp_path / "in"), studies=2, series_per_study=2, instances_per_series=10,
+                            bad_files=False)
+    argv = [*CLI, "copy", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o")]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the CLI, attached to the pseudo-terminal
+        os.chdir(REPO)
+        os.execv(argv[0], argv)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert os.waitstatus_to_exitcode(status) == 0, screen
+    assert "100%|" in screen and f"| {len(made.valid)}/{len(made.valid)} [" in screen  # tqdm: done of found
+    assert f"{len(made.valid)} instances written" in screen
+    assert " INFO progress:" not in screen  # a bar, not lines

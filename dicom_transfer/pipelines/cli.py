@@ -63,10 +63,23 @@ def beam_arguments(command: str, rest: list[str], parser: argparse.ArgumentParse
     return list(rest)
 
 
-def _beam_parser():
+RUNNER_OPTION_MODULES = {"DaskRunner": "apache_beam.runners.dask.dask_runner"}  # options defined with the runner
+
+
+def _beam_parser(argv: list[str] = ()):
     # Beam's own parser class: its options use add_value_provider_argument. The same loop as
     # PipelineOptions.get_all_options, which does not return what it could not parse.
+    import importlib
+
     from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    for runner, module in RUNNER_OPTION_MODULES.items():
+        if any(runner in argument for argument in argv):
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise UsageError(f"--runner {runner} needs {exc.name or module}: "
+                                 "pip install 'dask[distributed]'") from None
 
     parser = _BeamArgumentParser(allow_abbrev=False)
     for options_class in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
@@ -75,7 +88,7 @@ def _beam_parser():
 
 
 def _beam_unknown(argv: list[str]) -> list[str]:
-    return _beam_parser().parse_known_args(argv)[1]
+    return _beam_parser(argv).parse_known_args(argv)[1]
 
 
 def _beam_flags() -> list[str]:

@@ -50,8 +50,8 @@ def build_copy_pipeline(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCo
         config.destination, overwrite=config.overwrite, dry_run=config.dry_run, threads=config.threads)
     failures = (*inputs.failures, routed[FAILURES], written[FAILURES]) | "AllFailures" >> beam.Flatten()
     outcomes = (written[OUTCOMES], *inputs.outcomes) | "AllOutcomes" >> beam.Flatten()
-    return (failures, outcomes, inputs.unmatched) | "WriteReports" >> WriteReports.for_run(
+    return (failures, outcomes, inputs.unmatched, inputs.files) | "WriteReports" >> WriteReports.for_run(
         config.reports,
         extra={"source": [redact(p) for p in config.patterns],
-               "destination": redact(config.destination)},
+               "destination": absolute(redact(config.destination))},
     )

@@ -9,7 +9,7 @@ import apache_beam as beam
 from dicom_transfer.errors import FAILURES, redact
 from dicom_transfer.io.dicomweb import DicomwebClient
 from dicom_transfer.layout import Layout
-from dicom_transfer.report import RunReports
+from dicom_transfer.report import RunReports, absolute
 from dicom_transfer.transforms import WriteReports
 from dicom_transfer.transforms.outcomes import OUTCOMES
 from dicom_transfer.transforms.retrieve import (
@@ -53,5 +53,5 @@ def build_export_pipeline(pipeline: beam.Pipeline, config: ExportConfig) -> beam
     no_patterns = pipeline | "NoPatterns" >> beam.Create([])
     return (failures, exported[OUTCOMES], no_patterns) | "WriteReports" >> WriteReports.for_run(
         config.reports,
-        extra={"source": config.client.safe_url, "destination": redact(config.destination)},
+        extra={"source": config.client.safe_url, "destination": absolute(redact(config.destination))},
     )

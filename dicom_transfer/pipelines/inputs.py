@@ -22,6 +22,7 @@ class Inputs:
     failures: list[beam.PCollection]
     outcomes: list[beam.PCollection]
     unmatched: beam.PCollection
+    files: beam.PCollection
 
 
 def _filtered_outcome(instance) -> Outcome:
@@ -38,7 +39,7 @@ def read_inputs(pipeline: beam.Pipeline, patterns: Iterable[str], filter_file: s
     expanded = pipeline | "ExpandPatterns" >> ExpandPatterns(patterns, strict=strict, exclude=exclude)
     checked = expanded["files"] | "ReadAndValidate" >> ReadAndValidate(keywords, threads=threads)
     inputs = Inputs(checked["instances"], [expanded[FAILURES], checked[FAILURES]], [],
-                    expanded["unmatched"])
+                    expanded["unmatched"], expanded["files"])
     if filter_file:
         selected = inputs.instances | "FilterInstances" >> FilterInstances(filter_file, strict=strict)
         inputs.instances = selected["instances"]

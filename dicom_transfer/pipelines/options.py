@@ -159,13 +159,13 @@ def add_dry_run_argument(what: str) -> Callable[[argparse.ArgumentParser], None]
     return add
 
 
-def add_report_arguments(report_default: str) -> Callable[[argparse.ArgumentParser], None]:
+def add_report_arguments(report_default: str, has_layout: bool = True) -> Callable[[argparse.ArgumentParser], None]:
     def add(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("reports")
         group.add_argument(
             "--operation-id", "--operation_id", dest="operation_id", default=None, type=operation_id,
-            metavar="ID", help="Id of this run (default: a new UUID hex). Names the report folder "
-                               "(and, with --layout azure, the output folder).")
+            metavar="ID", help="Id of this run (default: a new UUID hex). Names the report folder"
+                               + (" (and, with --layout azure, the output folder)." if has_layout else "."))
         group.add_argument(
             "--errors", dest="errors", default=None, metavar="PATH",
             help="Where to write errors.log (JSON lines {Timestamp, Identifier, Error, Stage}). "
@@ -294,7 +294,7 @@ COMMANDS = {
             "Validate DICOM files matched by wildcards and store them on a DICOMweb server with batched "
             "STOW-RS requests.",
             (add_input_arguments, add_dicomweb_arguments, add_stow_arguments, add_dry_run_argument("stored"),
-             add_report_arguments("./dicom-transfer-reports/<operation id>"), add_logging_arguments),
+             add_report_arguments("./dicom-transfer-reports/<operation id>", has_layout=False), add_logging_arguments),
             "  dicom-transfer import --input '/data/incoming/**.dcm' --dicomweb-url http://pacs:8042/dicom-web\n"
             "  DICOMWEB_TOKEN=... dicom-transfer import --input 'gs://incoming/**' \\\n"
             "      --dicomweb-url https://dicom.example.org/dicom-web --max-request-bytes 64MiB\n"

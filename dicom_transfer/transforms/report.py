@@ -82,10 +82,12 @@ class _WriteErrorsLogFn(beam.DoFn):
 
 
 def _write_summary(failures: int, counts: dict[str, int], unmatched: list[tuple[str, str]],
-                   settings: dict) -> str:
+                   settings: dict, matched: int | None = None) -> str:
     counter = {"success": 0, "failure": failures, "unchanged": 0, "filtered": 0, "bytesWritten": 0}
     counter.update(counts)
     counter["failure"] = failures
+    if matched is not None:
+        counter["filesMatched"] = matched
     summary = build_summary(
         operation_id=settings["operation_id"],
         operation_type=settings["operation_type"],
@@ -122,9 +124,10 @@ class WriteReports(beam.PTransform):
     ``errorHref`` is valid. The summary is written last, inside the pipeline,
     so it is correct on runners whose launcher does not wait for the job.
 
-    Its input is ``(failures, outcomes, unmatched)``: ErrorRecords, Outcomes,
-    and ``(kind, value)`` pairs for what selected nothing (``ExpandPatterns``'
-    ``unmatched`` output, or an empty PCollection).
+    Its input is ``(failures, outcomes, unmatched[, files])``: ErrorRecords,
+    Outcomes, ``(kind, value)`` pairs for what selected nothing (``ExpandPatterns``'
+    ``unmatched`` output, or an empty PCollection) and, optionally, the files
+    the expansion found (counted as ``filesMatched``).
 
     Example::
 
@@ -155,7 +158,7 @@ class WriteReports(beam.PTransform):
                    created_time=reports.created_time, dry_run=reports.dry_run, extra=extra)
 
     def expand(self, inputs: tuple) -> beam.PCollection:
-        failures, outcomes, unmatched = inputs
+        failures, outcomes, unmatched, *files = inputs
         pipeline = failures.pipeline
         lines = failures | "ToErrorsLogLines" >> beam.ParDo(_CountProgressFn())
         written = (
@@ -168,10 +171,14 @@ class WriteReports(beam.PTransform):
             | "OutcomeKinds" >> beam.ParDo(_CountProgressFn())
             | "CountOutcomes" >> beam.CombineGlobally(CountOutcomes())
         )
+        extra = {}
+        if files:  # the files the expansion found: counted once, as filesMatched
+            extra["matched"] = beam.pvalue.AsSingleton(files[0] | "CountFiles" >> beam.combiners.Count.Globally())
         return written | "WriteSummary" >> beam.Map(
             _write_summary,
             counts=beam.pvalue.AsSingleton(counts),
             unmatched=beam.pvalue.AsList(unmatched),
             settings=self.settings,
+            **extra,
         )
 
