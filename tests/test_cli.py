@@ -296,3 +296,14 @@ def test_a_terminal_gets_one_progress_bar(tmp_path):
     assert "100%|" in screen and f"| {len(made.valid)}/{len(made.valid)} [" in screen  # tqdm: done of found
     assert f"{len(made.valid)} instances written" in screen
     assert " INFO progress:" not in screen  # a bar, not lines
+
+
+def test_a_dead_emulator_is_reported_at_once_not_after_the_sdk_retries(tmp_path):
+    from servers import free_port
+
+    env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{free_port()}", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    result = run_cli_subprocess("copy", "--input", "gs://bucket/in/**", "--output", str(tmp_path / "o"), env=env)
+    assert result.returncode == 2
+    assert "source bucket gs://bucket cannot be reached" in result.stderr
+    assert "(from STORAGE_EMULATOR_HOST) does not accept connections" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -22,7 +22,12 @@ from fsspec.asyn import sync
 
 from dicom_transfer.errors import redact
 from dicom_transfer.io.files import open_url, scheme_of, split_url
-from dicom_transfer.io.preflight import StoreUnavailable, credential_problem, within_deadline
+from dicom_transfer.io.preflight import (
+    StoreUnavailable,
+    check_endpoint_answers,
+    credential_problem,
+    within_deadline,
+)
 
 CHUNK = 1024 * 1024
 S3_SINGLE_COPY_LIMIT = 5 << 30  # larger objects need a multipart copy (fsspec's)
@@ -272,6 +277,7 @@ def check_bucket(url: str, role: str) -> None:
     bucket = url.split("://", 1)[1].strip("/").split("/")[0]
     where = f"{role} bucket {scheme}{bucket}"
     try:
+        check_endpoint_answers(url, where)
         within_deadline(lambda: _info(url), where)
     except StoreUnavailable:
         raise

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import threading
 import uuid
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from dicom_transfer.errors import redact, redact_url
 from dicom_transfer.io.files import scheme_of
@@ -79,13 +81,52 @@ def _installed(module: str) -> bool:
 
 
 def _check_azure_endpoint() -> None:
-    settings = dict(part.split("=", 1) for part in os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "").split(";")
-                    if "=" in part)
-    endpoint = settings.get("BlobEndpoint")
+    endpoint = _connection_settings().get("BlobEndpoint")
     if endpoint is not None and "://" not in endpoint:
         raise StoreUnavailable(
             f"BlobEndpoint={redact(endpoint)} in AZURE_STORAGE_CONNECTION_STRING has no scheme: write "
             f"BlobEndpoint=http://{endpoint} (or https://)")
+
+
+# Where each backend finds a custom endpoint (emulators, MinIO, sovereign clouds).
+ENDPOINT_VARIABLES = {"gcsfs": ("STORAGE_EMULATOR_HOST",), "s3fs": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")}
+
+
+def custom_endpoint(url: str) -> tuple[str, str] | None:
+    """``(endpoint URL, where it was set)`` when the store of ``url`` is reached at a custom endpoint."""
+    scheme = scheme_of(url)
+    if scheme is None or scheme[:-3] not in BACKENDS:
+        return None
+    module = BACKENDS[scheme[:-3]][0]
+    for variable in ENDPOINT_VARIABLES.get(module, ()):
+        if os.environ.get(variable):
+            return os.environ[variable], variable
+    if module == "adlfs":
+        endpoint = _connection_settings().get("BlobEndpoint")
+        if endpoint:
+            return endpoint, "BlobEndpoint in AZURE_STORAGE_CONNECTION_STRING"
+    return None
+
+
+def check_endpoint_answers(url: str, what: str, seconds: float = 5.0) -> None:
+    """A custom endpoint accepts connections: a dead emulator is reported at once, not after the
+    SDK's minutes of retries."""
+    found = custom_endpoint(url)
+    if found is None:
+        return
+    endpoint, where = found
+    parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "localhost", port), timeout=seconds).close()
+    except OSError as exc:
+        raise StoreUnavailable(f"{what} cannot be reached: {parts.hostname}:{port} (from {where}) does not "
+                               f"accept connections ({exc.strerror or type(exc).__name__})") from None
+
+
+def _connection_settings() -> dict[str, str]:
+    text = os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "")
+    return dict(part.split("=", 1) for part in text.split(";") if "=" in part)
 
 
 def credential_problem(exc: BaseException) -> str | None:
