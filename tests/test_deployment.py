@@ -114,6 +114,8 @@ def test_setup_py_builds_an_sdist_and_wheel_with_every_package_and_the_entry_poi
     for package in ("dicom_transfer", "dicom_transfer/io", "dicom_transfer/transforms", "dicom_transfer/pipelines"):
         assert f"{package}/__init__.py" in names
     assert "dicom-transfer = dicom_transfer.pipelines.cli:main" in entry_points
+    assert "dicom_transfer/py.typed" in names and any(n.endswith("licenses/LICENSE") or n.endswith("/LICENSE")
+                                                      for n in names)
     with tarfile.open(next(tmp_path.glob("*.tar.gz"))) as archive:
         members = archive.getnames()
     assert any(m.endswith("dicom_transfer/transforms/validate.py") for m in members)
@@ -193,3 +195,17 @@ def test_scheduled_runs_use_only_template_parameters():
         assert set(parameters) <= declared, set(parameters) - declared
         required = {p["name"] for p in metadata(name)["parameters"] if not p["isOptional"]}
         assert required <= set(parameters), required - set(parameters)
+
+
+def test_the_readme_dataflow_recipe_installs_the_backends_it_uses():
+    """`pip install '.[dataflow,google]'` then a gs:// copy: those extras must pull gcsfs."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    readme = (REPO / "README.md").read_text()
+    recipe = re.search(r"pip install '\.\[([\w,-]+)\]'\ndicom-transfer copy --input '(\w+)://", readme)
+    extras, scheme = recipe.group(1).split(","), recipe.group(2)
+    from dicom_transfer.io.preflight import BACKENDS
+
+    module = BACKENDS[scheme][0]
+    pulled = [requirement for extra in extras for requirement in project["optional-dependencies"][extra]]
+    assert any(requirement.startswith(module) for requirement in pulled), (extras, pulled)
