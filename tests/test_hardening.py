@@ -88,7 +88,7 @@ RUNNER_MODES = {
 def test_password_in_url_and_bearer_token_never_appear(orthanc, tmp_path, mode):
     proxy = FaultProxy(orthanc.url, bearer="tok-3c9f0e").start()
     path = tmp_path / "one.dcm"
-    uids = (uid_for("sec", 1), uid_for("sec", 2), uid_for("sec", 3))
+    uids = (uid_for("sec", mode, 1), uid_for("sec", mode, 2), uid_for("sec", mode, 3))  # a run of its own
     path.write_bytes(instance_bytes(*uids))
     (tmp_path / "bad.dcm").write_bytes(b"not dicom")
     url = proxy.dicomweb().replace("http://", "http://alice:pw-81b2a7@")

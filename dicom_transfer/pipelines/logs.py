@@ -41,10 +41,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(document, ensure_ascii=False, default=str)
 
 
+_LIBRARIES_SILENCED = []
+
+
+def silence_libraries() -> None:
+    """From now on only the product's own lines are shown (after Ctrl-C: the runner's errors about
+    the step it interrupted say nothing the user does not know)."""
+    _LIBRARIES_SILENCED.append(True)
+
+
+def unsilence_libraries() -> None:
+    _LIBRARIES_SILENCED.clear()
+
+
 class RedactingFilter(logging.Filter):
     """Last line of defence: no credential in any line, whoever logged it; drops import noise."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if _LIBRARIES_SILENCED and not record.name.startswith(PRODUCT):
+            return False
         message = record.getMessage()
         if record.name == "root" and message.startswith(_IMPORT_NOISE):
             return False

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import apache_beam as beam
 
 from dicom_transfer.errors import redact
+from dicom_transfer.pipelines.logs import silence_libraries, unsilence_libraries
 from dicom_transfer.progress import ENV, ProgressDisplay, ProgressListener, Totals
 from dicom_transfer.report import CANCELED, COMPLETED, FAILED, build_summary, human_summary, read_json, write_text
 
@@ -100,7 +101,7 @@ def _interruptible() -> Iterator[None]:
         return
 
     def stop(signum, frame) -> None:
-        logging.getLogger("apache_beam").disabled = True
+        silence_libraries()
         raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -109,7 +110,7 @@ def _interruptible() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        logging.getLogger("apache_beam").disabled = False
+        unsilence_libraries()
 
 
 def _caused_by_interrupt(exc: BaseException | None) -> bool:
@@ -163,11 +164,11 @@ def error_kind(record: dict) -> str:
 
 def _interrupted(config, totals: Totals) -> int:
     reports = config.reports
-    done = (f"{totals.success:,} {'would be ' if reports.dry_run else ''}transferred, {totals.unchanged:,} "
-            f"unchanged, {totals.failure:,} failed before the interruption")
-    print(f"\n{reports.operation_type} {reports.operation_id}: interrupted; {done}. What was transferred "
-          "is complete and stays; run the same command again to finish (it skips what is there).",
-          file=sys.stderr)
+    counted = (f"{totals.success:,} {'would be ' if reports.dry_run else ''}transferred, {totals.unchanged:,} "
+               f"unchanged and {totals.failure:,} failed")
+    print(f"\n{reports.operation_type} {reports.operation_id}: interrupted; counted so far: {counted} (the last "
+          "instances written may not be counted yet). What was written is complete and stays; run the same "
+          "command again to finish: it skips what is already there.", file=sys.stderr)
     _write_summary_after_stop(config, CANCELED, {"error": "interrupted by the user"}, totals)
     return EXIT_INTERRUPTED
 
