@@ -126,7 +126,7 @@ def validate_part10(
     raw_ts = meta_walker.captured.get(TRANSFER_SYNTAX_UID)
     if raw_ts is None:
         raise InvalidInstance("part10", "file meta information has no Transfer Syntax UID (0002,0010)")
-    transfer_syntax = _text(raw_ts.value)
+    transfer_syntax = _uid_text(raw_ts.value)
     if uid_problem(transfer_syntax):
         raise InvalidInstance("part10", f"Transfer Syntax UID {transfer_syntax[:70]!r} is not a valid UID")
 
@@ -143,7 +143,7 @@ def validate_part10(
                          (SOP_UID, "SOPInstanceUID")):
         if tag not in walker.captured:
             raise InvalidInstance("uid", f"{keyword} {_tag_text(tag)} is missing")
-        value = _text(walker.captured[tag].value)
+        value = _uid_text(walker.captured[tag].value)
         problem = uid_problem(value)
         if problem:
             raise InvalidInstance(
@@ -163,8 +163,12 @@ def validate_part10(
     return InstanceHeader(uids[0], uids[1], uids[2], transfer_syntax, size, attributes)
 
 
-def _text(value: bytes) -> str:
-    return value.decode("ascii", "replace").rstrip("\x00 ").strip()
+def _uid_text(value: bytes) -> str:
+    """A UI value without its one padding byte (PS3.5 6.2: a trailing NUL to even length; a trailing
+    space is tolerated, as pydicom does). Nothing else is removed: a UID with a leading space, a line
+    break or a control byte is not the UID without them, and two such encodings must not share a path."""
+    text = value.decode("ascii", "replace")
+    return text[:-1] if text.endswith(("\x00", " ")) else text
 
 
 def _shorten(value: str, limit: int = 70) -> str:

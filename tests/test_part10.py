@@ -172,6 +172,12 @@ def test_item_length_beyond_its_sequence_is_a_parse_error():
     ((0x0020, 0x000E), b"1.02\0", "leading zero"),
     ((0x0008, 0x0018), b"../../etc", "SOPInstanceUID '../../etc' is not a valid UID"),
     ((0x0008, 0x0018), b"1." + b"2" * 63 + b"\0", "65 characters"),
+    # only the one padding byte is removed, never other whitespace or control bytes
+    ((0x0008, 0x0018), b" 1.2.3", "SOPInstanceUID ' 1.2.3' is not a valid UID"),
+    ((0x0008, 0x0018), b"1.2.3\n", "is not a valid UID"),
+    ((0x0008, 0x0018), b"1.2.3\x1c", "is not a valid UID"),
+    ((0x0020, 0x000D), b"1.2\0\0", "is not a valid UID"),
+    ((0x0020, 0x000D), b"1.2 \0", "is not a valid UID"),
 ])
 def test_invalid_uids_are_rejected(tag, value, words):
     uids = {(0x0008, 0x0018): b"1.2.3\0", (0x0020, 0x000D): b"1.2\0", (0x0020, 0x000E): b"1.3\0"}
@@ -179,6 +185,14 @@ def test_invalid_uids_are_rejected(tag, value, words):
     data = b"".join(_element(*t, b"UI", v) for t, v in sorted(uids.items()))
     error = rejection(_part10(data))
     assert error.check == "uid" and words in str(error)
+
+
+@pytest.mark.parametrize("padded", [b"1.2.3\0", b"1.2.3 ", b"1.2.34"])
+def test_one_padding_byte_is_allowed(padded):
+    uids = {(0x0008, 0x0018): padded, (0x0020, 0x000D): b"1.2\0", (0x0020, 0x000E): b"1.3\0"}
+    data = _part10(b"".join(_element(*t, b"UI", v) for t, v in sorted(uids.items())))
+    header = validate(data)
+    assert header.sop_uid == padded.rstrip(b"\0 ").decode()
 
 
 def test_missing_uid_is_named():
