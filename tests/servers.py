@@ -280,28 +280,47 @@ def self_signed_certificate(directory: Path) -> tuple[str, str]:
     return str(certificate), str(key)
 
 
-def random_faults(rate: float, seed: int = 7, retry_after: str = "1"):
+def random_faults(rate: float, seed: int = 7, retry_after: str = "1", truncate: bool = False):
     """A plan that injects 429 (with Retry-After), 503, 502, a reset or a 1.5 s delay into ``rate``
-    of requests.
+    of requests; with ``truncate``, also answers cut off half way (the whole length announced, half
+    the body sent, the connection closed).
 
     Requests after the 400th pass, so that a run always finishes.
     """
     generator = random.Random(seed)
     lock = threading.Lock()
+    kinds = ["429", "503", "502", "reset", "slow"] + (["truncate"] if truncate else [])
 
     def plan(number, method, path, body):
         with lock:
             draw = generator.random()
-            kind = generator.choice(["429", "503", "502", "reset", "slow"])
+            kind = generator.choice(kinds)
         if number > 400 or draw >= rate:
             return None
         if kind == "reset":
             return "reset"
         if kind == "slow":
             return ("slow", 1.5)
+        if kind == "truncate":
+            return ("truncate", 0.5)
         if kind == "429":
             return ("status", 429, {"Retry-After": retry_after})
         return ("status", int(kind), {})
+
+    return plan
+
+
+def first_answers_cut_off():
+    """A plan that cuts off the first answer to each distinct request (path and query) half way."""
+    seen: set[tuple[str, str]] = set()
+    lock = threading.Lock()
+
+    def plan(number, method, path, body):
+        with lock:
+            if (method, path) in seen:
+                return None
+            seen.add((method, path))
+        return ("truncate", 0.5)
 
     return plan
 

@@ -6,7 +6,7 @@ import hashlib
 import json
 
 import pytest
-from servers import FaultProxy, Orthanc, random_faults
+from servers import FaultProxy, Orthanc, first_answers_cut_off, random_faults
 
 from dicom_transfer.sample import instance_bytes, uid_for
 
@@ -160,7 +160,7 @@ def test_malformed_or_empty_selections_stop_export_before_it_starts(loaded, expo
 
 def test_export_through_faults_delivers_everything_once(loaded, export_cli, tmp_path):
     server, store = loaded
-    proxy = FaultProxy(server.url, plan=random_faults(0.3, seed=11)).start()
+    proxy = FaultProxy(server.url, plan=random_faults(0.3, seed=11, truncate=True)).start()
     try:
         out = tmp_path / "out"
         run = export_cli("--dicomweb-url", proxy.dicomweb(), "--output", str(out), "--all",
@@ -214,3 +214,17 @@ def test_a_transfer_syntax_the_server_cannot_provide_is_one_record_per_instance_
     assert all("cannot provide it" in e["Error"] for e in run.errors)
     # pre-run check + QIDO expansion + one WADO-RS request for the series: no retries, no per-instance refetch
     assert proxy.requests <= 6, proxy.requests
+
+
+def test_answers_cut_off_are_retried_on_every_request_kind(loaded, export_cli, tmp_path):
+    """The first answer to every request (the pre-run check, the study listing, each QIDO-RS and
+    WADO-RS) announces its whole length, sends half, and closes: nothing may be lost."""
+    server, store = loaded
+    proxy = FaultProxy(server.url, plan=first_answers_cut_off()).start()
+    try:
+        run = export_cli("--dicomweb-url", proxy.dicomweb(), "--output", str(tmp_path / "out"), "--all")
+    finally:
+        proxy.stop()
+    assert run.status == 0, run.errors
+    assert exported(tmp_path / "out") == store.select()
+    assert proxy.faults >= 1 + len(store.studies())  # the listing, the check and each study's QIDO at least

@@ -98,7 +98,7 @@ def test_server_down_is_a_clear_error_and_exit_2(tmp_path):
 
 
 def test_transient_server_errors_are_retried_and_everything_is_stored_once(orthanc, import_cli, sample, tmp_path):
-    proxy = FaultProxy(orthanc.url, plan=random_faults(0.3, seed=3)).start()
+    proxy = FaultProxy(orthanc.url, plan=random_faults(0.3, seed=3, truncate=True)).start()
     try:
         run = import_cli("--input", f"{tmp_path}/in/**", "--dicomweb-url", proxy.dicomweb(),
                          "--max-instances-per-request", "4", "--max-attempts", "8")
@@ -183,3 +183,21 @@ def test_http_basic_authentication(tmp_path, import_cli, monkeypatch):
         assert uids[2] in server.instances_in(uids[0])
     finally:
         server.stop()
+
+
+def test_import_when_the_first_answer_to_every_request_is_cut_off(orthanc, import_cli, tmp_path):
+    """The pre-run check, each existence QIDO-RS and the first STOW-RS answer are cut off half way."""
+    from servers import first_answers_cut_off
+
+    made = write_sample_set(str(tmp_path / "cut"), studies=1, series_per_study=2, instances_per_series=5,
+                            seed="cut-off", bad_files=False)
+    proxy = FaultProxy(orthanc.url, plan=first_answers_cut_off()).start()
+    try:
+        run = import_cli("--input", f"{tmp_path}/cut/**", "--dicomweb-url", proxy.dicomweb(),
+                         "--max-instances-per-request", "4")
+    finally:
+        proxy.stop()
+    assert run.status == 0, run.out
+    assert run.counter["success"] + run.counter["unchanged"] == len(made.valid)
+    assert proxy.faults >= 3
+    stored_exactly(orthanc, made)

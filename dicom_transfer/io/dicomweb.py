@@ -40,6 +40,11 @@ class DicomwebError(Exception):
         self.body = body
 
 
+# A body that stopped before its end: requests reports urllib3's IncompleteRead (Content-Length not
+# reached) and a reset mid-body as ChunkedEncodingError, a broken compression as ContentDecodingError.
+BODY_ERRORS = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
+
+
 class TranscodingError(DicomwebError):
     """The server cannot provide the requested transfer syntax (not transient: never retried)."""
 
@@ -172,21 +177,35 @@ class DicomwebClient:
 
     def _get(self, path: str, params: dict | None, accept: str, stream: bool = False,
              session: requests.Session | None = None) -> requests.Response:
-        try:
-            response = (session or self.session).get(f"{self.url}{path}", params=params, timeout=self.timeout,
-                                        headers={"Accept": accept}, stream=stream, verify=self.verify)
-        except requests.exceptions.SSLError as exc:
-            raise DicomwebError(f"TLS verification of {self.safe_url} failed ({_short(exc)}); "
-                                "give the server's CA with --ca-bundle") from None
-        except requests.exceptions.RequestException as exc:
-            raise DicomwebError(f"cannot reach {self.safe_url}: {_short(exc)}") from None
-        except AuthError as exc:
-            raise DicomwebError(f"no credentials for {self.safe_url}: {exc}", 401) from None
-        if response.status_code >= 400:
-            raise DicomwebError(
-                f"GET {self.safe_url}{path} answered {response.status_code} {response.reason}",
-                response.status_code, response.text[:500])
-        return response
+        """GET, retried by urllib3 until the answer starts and, when the body is read here
+        (``stream=False``), retried here too when the body is cut off (IncompleteRead, a reset
+        mid-body, a broken chunked encoding): such an answer is transient, like a 5xx."""
+        attempts = 1 if stream else self.retry.attempts
+        for attempt in range(attempts):
+            try:
+                response = (session or self.session).get(
+                    f"{self.url}{path}", params=params, timeout=self.timeout, headers={"Accept": accept},
+                    stream=stream, verify=self.verify)
+            except requests.exceptions.SSLError as exc:
+                raise DicomwebError(f"TLS verification of {self.safe_url} failed ({_short(exc)}); "
+                                    "give the server's CA with --ca-bundle") from None
+            except BODY_ERRORS as exc:
+                if attempt + 1 < attempts:
+                    LOG.info("GET %s%s: answer cut off (%s); retrying", self.safe_url, path, _short(exc))
+                    self.retry.sleep(attempt)
+                    continue
+                raise DicomwebError(f"GET {self.safe_url}{path}: the answer was cut off {attempts} times "
+                                    f"({_short(exc)})") from None
+            except requests.exceptions.RequestException as exc:
+                raise DicomwebError(f"cannot reach {self.safe_url}: {_short(exc)}") from None
+            except AuthError as exc:
+                raise DicomwebError(f"no credentials for {self.safe_url}: {exc}", 401) from None
+            if response.status_code >= 400:
+                raise DicomwebError(
+                    f"GET {self.safe_url}{path} answered {response.status_code} {response.reason}",
+                    response.status_code, response.text[:500])
+            return response
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def existing_instances(self, sop_uids: Iterable[str]) -> set[str]:
         """Which of ``sop_uids`` the server already holds (one QIDO-RS request)."""
