@@ -166,3 +166,29 @@ def bucket(stores, request):
         return f"{scheme}{name}"
 
     return make
+
+
+# -- test tiers ------------------------------------------------------------------------------------
+# `pytest -m "not servers and not subprocess"` is the fast tier for the inner loop: unit tests and
+# in-process pipelines. The README's test command runs everything.
+SERVER_FIXTURES = {"orthanc", "stores", "bucket", "loaded", "server", "servers"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "servers: starts Orthanc, an object-store emulator or another real server")
+    config.addinivalue_line("markers", "subprocess: runs the CLI (or a build) in new processes")
+
+
+def pytest_collection_modifyitems(config, items):
+    import inspect
+
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)
+        function = getattr(item, "function", None)
+        try:
+            source = inspect.getsource(function) if function else ""
+        except (OSError, TypeError):
+            source = ""
+        if any(word in source for word in ("run_cli_subprocess", "subprocess.", "pty.fork", "--direct_running_mode")):
+            item.add_marker(pytest.mark.subprocess)
