@@ -224,6 +224,8 @@ class ProgressDisplay:
         return totals
 
     def _draw(self, totals: Totals) -> None:
+        if self.bar is None:
+            return
         self.bar.total = max(totals.found, totals.done)
         self.bar.n = totals.done
         self.bar.set_postfix_str(f"{format_bytes(totals.bytes)}, {totals.failure:,} failed", refresh=False)

@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from dicom_transfer import __version__
 from dicom_transfer.errors import redact
@@ -66,7 +66,7 @@ def beam_arguments(command: str, rest: list[str], parser: argparse.ArgumentParse
 RUNNER_OPTION_MODULES = {"DaskRunner": "apache_beam.runners.dask.dask_runner"}  # options defined with the runner
 
 
-def _beam_parser(argv: list[str] = ()):
+def _beam_parser(argv: Sequence[str] = ()):
     # Beam's own parser class: its options use add_value_provider_argument. The same loop as
     # PipelineOptions.get_all_options, which does not return what it could not parse.
     import importlib

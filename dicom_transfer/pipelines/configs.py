@@ -140,8 +140,9 @@ def run_reports(operation_type: str, options, report_base: str, layout_name: str
 
 def _is_device(path: str | None) -> bool:
     """A local path that exists and is not a regular file (/dev/stdout, a FIFO)."""
-    return bool(path) and scheme_of(path) is None and os.path.exists(path) and not os.path.isfile(path) \
-        and not os.path.isdir(path)
+    if not path or scheme_of(path) is not None:
+        return False
+    return os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path)
 
 
 def output_layout(operation_type: str, options: argparse.Namespace) -> tuple[RunReports, Layout]:

@@ -41,7 +41,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(document, ensure_ascii=False, default=str)
 
 
-_LIBRARIES_SILENCED = []
+_LIBRARIES_SILENCED: list[bool] = []
 
 
 def silence_libraries() -> None:
