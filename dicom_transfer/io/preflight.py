@@ -9,6 +9,8 @@ exist or cannot be reached, a destination that is a file or read-only.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import importlib.util
 import os
 import socket
@@ -81,7 +83,15 @@ def _installed(module: str) -> bool:
 
 
 def _check_azure_endpoint() -> None:
-    endpoint = _connection_settings().get("BlobEndpoint")
+    settings = _connection_settings()
+    for key, where in ((settings.get("AccountKey"), "AccountKey= in AZURE_STORAGE_CONNECTION_STRING"),
+                       (os.environ.get("AZURE_STORAGE_ACCOUNT_KEY"), "AZURE_STORAGE_ACCOUNT_KEY")):
+        if key is not None:
+            try:
+                base64.b64decode(key, validate=True)
+            except (binascii.Error, ValueError):
+                raise StoreUnavailable(f"the Azure account key is not valid base64 ({where})") from None
+    endpoint = settings.get("BlobEndpoint")
     if endpoint is not None and "://" not in endpoint:
         raise StoreUnavailable(
             f"BlobEndpoint={redact(endpoint)} in AZURE_STORAGE_CONNECTION_STRING has no scheme: write "
