@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import logging
 import re
 from urllib.parse import urlsplit, urlunsplit
 
@@ -79,8 +80,26 @@ cloud SDK's own types (``azure.core.exceptions.HttpResponseError``...). Caught p
 element, so that one failure becomes one record instead of stopping the run."""
 
 
+# Exceptions that mean a bug in this product (or in a library), not a bad input or a storage failure.
+# They still become a record (one bad element must not stop a run of millions), but their
+# traceback is logged once per kind and place, so that a bug is not hidden as tidy records.
+PROGRAMMING_ERRORS = (AttributeError, TypeError, NameError, AssertionError, IndexError, KeyError,
+                      ZeroDivisionError, RecursionError, NotImplementedError)
+_REPORTED_BUGS: set[tuple[str, str]] = set()
+
+
 def error_text(exc: BaseException) -> str:
-    """One line saying what went wrong, for an error record."""
+    """One line saying what went wrong, for an error record (a bug's traceback is logged once)."""
+    if isinstance(exc, PROGRAMMING_ERRORS):
+        frame = exc.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        place = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
+        if (type(exc).__name__, place) not in _REPORTED_BUGS:
+            _REPORTED_BUGS.add((type(exc).__name__, place))
+            logging.getLogger("dicom_transfer").error(
+                "internal error (a bug: please report it with this traceback)", exc_info=exc)
+        return f"internal error: {type(exc).__name__}: {redact((str(exc).splitlines() or [''])[0])}"
     text = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [""])[0]
     if isinstance(exc, OSError):
         return text or type(exc).__name__

@@ -1,0 +1,44 @@
+"""Error records: what a record says, and that a bug is not hidden as one."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from dicom_transfer.errors import error_text, redact
+
+
+def test_a_bug_is_a_record_with_its_traceback_logged_once(caplog):
+    logger = logging.getLogger("dicom_transfer")
+    logger.addHandler(caplog.handler)  # the CLI's logging set-up (an earlier test) stops propagation
+    try:
+        for _ in range(3):  # the same bug at the same place, for three elements
+            try:
+                None.url  # noqa: B018 - the bug
+            except AttributeError as exc:
+                assert error_text(exc) == "internal error: AttributeError: 'NoneType' object has no attribute 'url'"
+    finally:
+        logger.removeHandler(caplog.handler)
+    bugs = list({id(r): r for r in caplog.records if "internal error" in r.getMessage()}.values())
+    assert len(bugs) == 1 and bugs[0].exc_info is not None
+
+
+@pytest.mark.parametrize(("exc", "text"), [
+    (OSError(2, "No such file or directory"), "No such file or directory"),
+    (ValueError("bad value\nsecond line"), "ValueError: bad value"),
+    (RuntimeError("GET https://u:pw@host/x?sig=abc failed"), "RuntimeError: GET https://u:pw@host/x?sig=abc failed"),
+])
+def test_error_text_is_one_line(exc, text):
+    assert error_text(exc) == text
+
+
+@pytest.mark.parametrize(("raw", "clean"), [
+    ("https://alice:pw@host/dicom-web", "https://***@host/dicom-web"),
+    ("az://c/x?sv=1&sig=SECRET&se=2", "az://c/x?sv=***&sig=***&se=***"),
+    ("AccountName=a;AccountKey=S3CR3T;BlobEndpoint=http://h", "AccountName=a;AccountKey=***;BlobEndpoint=http://h"),
+    ("GET /tokeninfo?access_token=ya29.TOKEN", "GET /tokeninfo?access_token=***"),
+    ("no secret here", "no secret here"),
+])
+def test_redact_removes_every_secret_form(raw, clean):
+    assert redact(raw) == clean
