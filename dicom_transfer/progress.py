@@ -13,6 +13,7 @@ launcher is elsewhere) each worker logs its own lines every 10 s instead.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -144,6 +145,8 @@ class ProgressListener:
 
     def stop(self) -> None:
         self.stopped.set()
+        with contextlib.suppress(OSError):  # wake the receiving thread now rather than at its timeout
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"", self.socket.getsockname())
         self.thread.join(timeout=2)
         self.socket.close()
 
