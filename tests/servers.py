@@ -43,8 +43,9 @@ def wait_until(check, timeout: float = 30.0, what: str = "server") -> None:
 class Orthanc:
     """An Orthanc server with DICOMweb at ``self.dicomweb``; storage in ``directory``."""
 
-    def __init__(self, directory: Path, users: dict[str, str] | None = None) -> None:
+    def __init__(self, directory: Path, users: dict[str, str] | None = None, extra_config: dict | None = None) -> None:
         self.directory = directory
+        self.extra_config = extra_config or {}  # e.g. its DICOM port (see dimse_servers.py)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.dicomweb = f"{self.url}/dicom-web"
@@ -63,7 +64,7 @@ class Orthanc:
             "RemoteAccessAllowed": False, "AuthenticationEnabled": bool(self.users),
             "RegisteredUsers": self.users, "Plugins": ["/usr/share/orthanc/plugins"],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}, "HttpTimeout": 60,
-            "HttpThreadsCount": 16, "StableAge": 1,
+            "HttpThreadsCount": 16, "StableAge": 1, **self.extra_config,
         }
         path = self.directory / "orthanc.json"
         path.write_text(json.dumps(config))

@@ -118,6 +118,10 @@ def run_copy(args: argparse.Namespace, beam_argv: list[str]) -> int:
 
 
 def run_import(args: argparse.Namespace, beam_argv: list[str]) -> int:
+    if args.dimse_destination:
+        return run_dimse_import(args, beam_argv)
+    if not args.dicomweb_url:
+        raise UsageError("give --dicomweb-url URL or --dimse-destination dimse://AE@HOST:PORT")
     from dicom_transfer.pipelines.configs import check_stores, import_config
     from dicom_transfer.pipelines.import_pipeline import build_import_pipeline
 
@@ -129,6 +133,10 @@ def run_import(args: argparse.Namespace, beam_argv: list[str]) -> int:
 
 
 def run_export(args: argparse.Namespace, beam_argv: list[str]) -> int:
+    if args.dimse_source:
+        return run_dimse_export(args, beam_argv)
+    if not args.dicomweb_url:
+        raise UsageError("give --dicomweb-url URL or --dimse-source dimse://AE@HOST:PORT")
     from dicom_transfer.pipelines.configs import check_stores, export_config
     from dicom_transfer.pipelines.export_pipeline import build_export_pipeline
 
@@ -137,6 +145,29 @@ def run_export(args: argparse.Namespace, beam_argv: list[str]) -> int:
     check_stores([], config.destination, config.reports)
     return execute(args, options, local, config, build_export_pipeline,
                    f"{config.client.safe_url} -> {redact(config.destination)} (layout {config.layout.name})")
+
+
+def run_dimse_export(args: argparse.Namespace, beam_argv: list[str]) -> int:
+    from dicom_transfer.pipelines.configs import check_stores
+    from dicom_transfer.pipelines.dimse import build_dimse_export_pipeline, dimse_export_config, move_receiver
+
+    options, local = pipeline_options(beam_argv)
+    config = dimse_export_config(args)
+    check_stores([], config.destination, config.reports)
+    with move_receiver(config):
+        return execute(args, options, local, config, build_dimse_export_pipeline,
+                       f"{config.settings.peer} -> {redact(config.destination)} (layout {config.layout.name})")
+
+
+def run_dimse_import(args: argparse.Namespace, beam_argv: list[str]) -> int:
+    from dicom_transfer.pipelines.configs import check_stores
+    from dicom_transfer.pipelines.dimse import build_dimse_import_pipeline, dimse_import_config
+
+    options, local = pipeline_options(beam_argv)
+    config = dimse_import_config(args)
+    check_stores(config.patterns, None, config.reports)
+    return execute(args, options, local, config, build_dimse_import_pipeline,
+                   f"{len(config.patterns)} pattern(s) -> {config.settings.peer}", patterns=len(config.patterns))
 
 
 def execute(args: argparse.Namespace, options, local: bool, config, build: Callable, description: str,

@@ -223,6 +223,49 @@ def add_dicomweb_arguments(parser: argparse.ArgumentParser) -> None:
         help="Requests in flight per worker thread (default 4).")
 
 
+def add_dimse_arguments(role: str) -> Callable[[argparse.ArgumentParser], None]:
+    """A PACS over DIMSE as the ``source`` (export) or ``destination`` (import), instead of
+    --dicomweb-url (which becomes optional: pipelines.dimse checks that exactly one is given)."""
+    def add(parser: argparse.ArgumentParser) -> None:
+        for action in parser._actions:
+            if action.dest == "dicomweb_url":
+                action.required = False
+        group = parser.add_argument_group("PACS over DIMSE (instead of --dicomweb-url; pip install "
+                                          "'dicom-transfer[dimse]')")
+        group.add_argument(
+            f"--dimse-{role}", f"--dimse_{role}", dest=f"dimse_{role}", default=None,
+            metavar="dimse://AE@HOST:PORT", help=f"The PACS to {'export from' if role == 'source' else 'store into'}: "
+            "its called AE title, host and port. Checked with a C-ECHO before the run.")
+        group.add_argument(
+            "--calling-ae", "--calling_ae", dest="calling_ae", default="DICOM-TRANSFER", metavar="AE",
+            help="This side's AE title, as the PACS knows it (default DICOM-TRANSFER).")
+        group.add_argument(
+            "--max-associations", "--max_associations", dest="max_associations", type=positive_int, default=4,
+            metavar="N", help="Associations open at once per worker process, below the PACS's limit (default 4).")
+        group.add_argument(
+            "--dimse-timeout", "--dimse_timeout", dest="dimse_timeout", type=positive_float, default=60,
+            metavar="SECONDS", help="Seconds to wait for a connection or an answer (default 60).")
+        if role != "source":
+            return
+        group.add_argument(
+            "--study-date", "--study_date", dest="study_date", default=None, metavar="YYYYMMDD[-YYYYMMDD]",
+            help="With --all: the studies of this date range, found by study-level C-FIND in chunks.")
+        group.add_argument(
+            "--date-chunk-days", "--date_chunk_days", dest="date_chunk_days", type=positive_int, default=1,
+            metavar="N", help="Days of --study-date per C-FIND (default 1).")
+        group.add_argument(
+            "--move-destination", "--move_destination", dest="move_destination", default=None, metavar="AE",
+            help="Retrieve by C-MOVE to this AE title (default: C-GET, which needs no inbound port).")
+        group.add_argument(
+            "--move-listen", "--move_listen", dest="move_listen", default=None, metavar="HOST:PORT",
+            help="Run the C-MOVE receiver for this run here (the PACS must know the move destination "
+                 "at this address).")
+        group.add_argument(
+            "--move-journal", "--move_journal", dest="move_journal", default=None, metavar="URL",
+            help="The journal of a receiver that runs elsewhere (default DEST/.dicom-transfer/received).")
+    return add
+
+
 def add_stow_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("STOW-RS requests")
     group.add_argument(
@@ -293,7 +336,8 @@ COMMANDS = {
             "import", "store files matched by wildcards on a DICOMweb server (STOW-RS)",
             "Validate DICOM files matched by wildcards and store them on a DICOMweb server with batched "
             "STOW-RS requests.",
-            (add_input_arguments, add_dicomweb_arguments, add_stow_arguments, add_dry_run_argument("stored"),
+            (add_input_arguments, add_dicomweb_arguments, add_dimse_arguments("destination"), add_stow_arguments,
+             add_dry_run_argument("stored"),
              add_report_arguments("./dicom-transfer-reports/<operation id>", has_layout=False), add_logging_arguments),
             "  dicom-transfer import --input '/data/incoming/**.dcm' --dicomweb-url http://pacs:8042/dicom-web\n"
             "  DICOMWEB_TOKEN=... dicom-transfer import --input 'gs://incoming/**' \\\n"
@@ -303,7 +347,7 @@ COMMANDS = {
             "export", "export instances from a DICOMweb server to a per-UID layout",
             "Export studies, series or instances (by identifiers, a filter file, or the whole store) from a "
             "DICOMweb server with QIDO-RS and WADO-RS, validate them, and write them to a layout.",
-            (add_selection_arguments, add_output_arguments, add_dicomweb_arguments,
+            (add_selection_arguments, add_output_arguments, add_dicomweb_arguments, add_dimse_arguments("source"),
              add_dry_run_argument("written"), add_report_arguments("DEST/.dicom-transfer/<operation id>"),
              add_logging_arguments),
             "  dicom-transfer export --dicomweb-url http://pacs:8042/dicom-web --all --output /data/export\n"

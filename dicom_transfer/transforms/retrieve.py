@@ -10,19 +10,17 @@ from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 import requests
-from apache_beam.metrics import Metrics
 
-from dicom_transfer import metrics
-from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text, redact
-from dicom_transfer.io.destination import PLACED, Destination, ExistsWithOtherContent
+from dicom_transfer.errors import FAILURES, ErrorRecord, redact
+from dicom_transfer.io.destination import Destination
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError, TranscodingError
 from dicom_transfer.io.files import FileRef, open_url
 from dicom_transfer.io.multipart import MultipartError, boundary_of, iter_parts_to_files, remove_quietly
-from dicom_transfer.layout import Layout, LayoutError
+from dicom_transfer.layout import Layout
 from dicom_transfer.part10 import InvalidInstance
-from dicom_transfer.progress import ProgressLog
 from dicom_transfer.resources import ResourcePath, parse_filter_line, parse_identifier
-from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
+from dicom_transfer.transforms.outcomes import OUTCOMES
+from dicom_transfer.transforms.place import Placements, place_instance
 from dicom_transfer.transforms.validate import validate_file
 
 LOG = logging.getLogger(__name__)
@@ -216,14 +214,12 @@ class _RetrieveFn(_ClientFn):
         self.layout = layout
         self.transfer_syntax = transfer_syntax
         self.overwrite = overwrite
-        self.counters = {kind: Metrics.counter(metrics.NAMESPACE, kind)
-                         for kind in (metrics.SUCCESS, metrics.UNCHANGED)}
-        self.bytes_written = Metrics.counter(metrics.NAMESPACE, metrics.BYTES_WRITTEN)
+        self.placements = Placements(dry_run)
 
     def setup(self) -> None:
         super().setup()
         self.destination = Destination(self.destination_url)
-        self.progress = ProgressLog("export")
+        self.placements.start("export")
 
     def process(self, element: tuple[tuple[str, str], Iterable[tuple[str, bool]]]) -> Iterator:
         (study, series), items = element
@@ -300,27 +296,9 @@ class _RetrieveFn(_ClientFn):
                                 "validate")
             return
         state.done.add(instance.sop_uid)
-        try:
-            relative = self.layout.relative_path(instance.values())
-        except LayoutError as exc:
-            yield self._failure(identifier, str(exc), "route")
-            return
-        target = self.destination.url_of(relative)
-        try:
-            kind, written = self.destination.place(relative, part_path, size, overwrite=self.overwrite,
-                                                   dry_run=self.dry_run, move=True)
-        except ExistsWithOtherContent:
-            yield self._failure(identifier, f"{target} exists with different content "
-                                "(use --overwrite to replace it)", "write")
-            return
-        except IO_ERRORS as exc:
-            yield self._failure(identifier, f"cannot write {target}: {error_text(exc)}", "write")
-            return
-        self.counters[kind].inc()
-        if kind == PLACED:
-            self.bytes_written.inc(written)
-        self.progress.add(1, written)
-        yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(kind, size, identifier, target))
+        yield self.placements.output(place_instance(
+            self.destination, self.layout, instance.values(), part_path, size, overwrite=self.overwrite,
+            dry_run=self.dry_run))
 
     def _temporary_file(self):
         handle, path = tempfile.mkstemp(prefix=".part-", suffix=".partial",

@@ -1,0 +1,385 @@
+"""A DIMSE client (pynetdicom): pooled associations, C-ECHO, C-FIND, C-GET, C-MOVE and C-STORE.
+
+Associations to one peer are shared by the DoFns of a worker process through an
+:class:`AssociationPool`: a DoFn joins it in ``setup()`` and leaves it in
+``teardown()``; an association is borrowed for one element (a series, a batch of
+instances) and given back open, so consecutive elements reuse it. At most
+``max_associations`` are open per process and peer, below what the PACS accepts.
+Every socket gets ``TCP_NODELAY``: DIMSE sends a command and its data set as
+separate small writes, which Nagle's algorithm would hold for a delayed ACK.
+
+Data sets are sent and received as the bytes on the wire, never decoded:
+``STORE_SEND_CHUNKED_DATASET`` sends a file's data set from disk (it needs an
+accepted context of the file's own transfer syntax: nothing is transcoded), and
+``STORE_RECV_CHUNKED_DATASET`` writes what arrives to a Part-10 file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator
+
+from pydicom.dataset import Dataset
+
+from dicom_transfer.dimse import PeerAddress, status_category, status_text
+
+try:
+    from pynetdicom import AE, _config, build_role, evt
+except ImportError:  # pragma: no cover - the [dimse] extra is not installed
+    AE = None
+
+LOG = logging.getLogger(__name__)
+FIND_MODEL = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Information Model
+GET_MODEL = "1.2.840.10008.5.1.4.1.2.2.3"
+MOVE_MODEL = "1.2.840.10008.5.1.4.1.2.2.2"
+VERIFICATION = "1.2.840.10008.1.1"
+# What a retrieval proposes per storage SOP class when the PACS's stored syntax is unknown: one
+# context per syntax, so that the PACS can send each instance as stored. Explicit VR first.
+RETRIEVE_SYNTAXES = (
+    "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.102", "1.2.840.10008.1.2.4.107",
+)
+MAX_PDU = 1 << 20  # what this side accepts per PDU (fewer, larger PDUs for large instances)
+
+
+class DimseError(Exception):
+    """A DIMSE operation failed: the message says with whom and why."""
+
+
+class NoContext(DimseError):
+    """The peer accepted no presentation context for this data set's SOP class and transfer syntax."""
+
+
+class AssociationFailed(DimseError):
+    """No association: the peer is unreachable, refused it, or accepted none of the contexts."""
+
+
+def require_pynetdicom() -> None:
+    """Raises ``DimseError`` if pynetdicom (the ``[dimse]`` extra) is missing."""
+    if AE is None:
+        raise DimseError("DIMSE needs pynetdicom: pip install 'dicom-transfer[dimse]'")
+
+
+@dataclasses.dataclass(frozen=True)
+class DimseSettings:
+    """How to reach one peer; picklable, so a DoFn carries it to the workers."""
+
+    peer: PeerAddress
+    calling_ae: str = "DICOM-TRANSFER"
+    timeout: float = 60.0  # connection, ACSE, DIMSE and network timeouts
+    max_associations: int = 4
+
+    @property
+    def where(self) -> str:
+        return f"{self.peer} (calling AE {self.calling_ae})"
+
+
+def _set_nodelay(event) -> None:
+    with contextlib.suppress(AttributeError, OSError):
+        event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def use_raw_datasets() -> None:
+    """Send and receive data sets as raw bytes (process-wide pynetdicom settings)."""
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    _config.LOG_REQUEST_IDENTIFIERS = False
+
+
+class Link:
+    """One open association and what it was negotiated for.
+
+    ``on_store`` receives the C-STORE sub-operations of a C-GET (set by the
+    borrower for the element at hand); it returns the status to answer.
+    """
+
+    def __init__(self, settings: DimseSettings, contexts: list[tuple[str, tuple[str, ...]]],
+                 scp_roles: Iterable[str] = ()) -> None:
+        require_pynetdicom()
+        use_raw_datasets()
+        self.settings = settings
+        self.proposed = {(abstract, syntax) for abstract, syntaxes in contexts for syntax in syntaxes}
+        self.scp_roles = set(scp_roles)
+        self.on_store: Callable | None = None
+        self.rejection: str | None = None
+        ae = AE(ae_title=settings.calling_ae)
+        for attribute in ("acse_timeout", "dimse_timeout", "network_timeout", "connection_timeout"):
+            setattr(ae, attribute, settings.timeout)
+        ae.maximum_pdu_size = MAX_PDU
+        for abstract, syntaxes in contexts:
+            ae.add_requested_context(abstract, list(syntaxes))
+        handlers = [(evt.EVT_CONN_OPEN, _set_nodelay), (evt.EVT_ACSE_RECV, self._note_rejection),
+                    (evt.EVT_C_STORE, self._store)]
+        peer = settings.peer
+        self.association = ae.associate(
+            peer.host, peer.port, ae_title=peer.ae_title, max_pdu=MAX_PDU,
+            ext_neg=[build_role(uid, scp_role=True) for uid in sorted(self.scp_roles)] or None,
+            evt_handlers=handlers)
+        if not self.association.is_established:
+            raise AssociationFailed(self._why_not())
+        self.accepted = {(cx.abstract_syntax, cx.transfer_syntax[0])
+                         for cx in self.association.accepted_contexts}
+
+    def _note_rejection(self, event) -> None:
+        primitive = event.primitive
+        if getattr(primitive, "result", None) in (1, 2):
+            self.rejection = (f"{primitive.result_str}: {primitive.reason_str} "
+                              f"(source: {primitive.source_str})")
+
+    def _why_not(self) -> str:
+        where = self.settings.where
+        if self.rejection:
+            return f"{where} rejected the association ({self.rejection})"
+        if self.association.is_rejected:
+            return f"{where} rejected the association"
+        if self.association.is_aborted:
+            return (f"{where} aborted the association (it accepted none of the proposed "
+                    "presentation contexts, or refused this calling AE title)")
+        return f"cannot connect to {where}: no answer or connection refused"
+
+    def _store(self, event) -> int:
+        if self.on_store is None:
+            return 0xA801  # not expecting instances on this association
+        return self.on_store(event)
+
+    def covers(self, contexts: Iterable[tuple[str, str]], scp_roles: Iterable[str] = ()) -> bool:
+        """True if this association was negotiated for all of ``contexts`` and roles."""
+        return self.alive and set(contexts) <= self.proposed and set(scp_roles) <= self.scp_roles
+
+    @property
+    def alive(self) -> bool:
+        return self.association.is_established
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # best effort: the peer may be gone already
+            if self.association.is_established:
+                self.association.release()
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.association.abort()
+
+    # -- services ------------------------------------------------------------------------------
+
+    def echo(self) -> None:
+        status = self.association.send_c_echo()
+        self._check_final(status, "C-ECHO")
+
+    def find(self, query: Dataset) -> Iterator[Dataset]:
+        """The identifiers that a Study Root C-FIND matches.
+
+        Raises
+        ------
+        DimseError
+            A failure status, or the association broke.
+        """
+        for status, identifier in self.association.send_c_find(query, FIND_MODEL):
+            code = self._status_code(status, "C-FIND")
+            if status_category(code) == "pending":
+                if identifier is not None:
+                    yield identifier
+                continue
+            self._raise_unless_done(code, "C-FIND")
+
+    def retrieve(self, query: Dataset, move_destination: str | None = None) -> Dataset:
+        """C-GET (``move_destination`` None) or C-MOVE; returns the final response status.
+
+        Raises
+        ------
+        DimseError
+            The association broke or timed out (no final response).
+        """
+        if move_destination is None:
+            responses = self.association.send_c_get(query, GET_MODEL)
+        else:
+            responses = self.association.send_c_move(query, move_destination, MOVE_MODEL)
+        final = None
+        for status, _identifier in responses:
+            code = self._status_code(status, "C-MOVE" if move_destination else "C-GET")
+            if status_category(code) != "pending":
+                final = status
+        if final is None:
+            raise DimseError(f"{self.settings.where}: no final retrieve response")
+        return final
+
+    def store(self, path: str) -> int:
+        """C-STORE the Part-10 file at ``path`` (its data set bytes as they are); the status code.
+
+        Raises
+        ------
+        DimseError
+            No accepted context for its SOP class and transfer syntax, or the association broke.
+        """
+        try:
+            status = self.association.send_c_store(path)
+        except ValueError as exc:  # no presentation context for it
+            raise NoContext(f"{self.settings.where} accepted no presentation context for it (nothing is "
+                            f"transcoded): {exc}") from None
+        return self._status_code(status, "C-STORE")
+
+    def _status_code(self, status: Dataset, operation: str) -> int:
+        if status is None or "Status" not in status:
+            self.abort()
+            raise DimseError(f"{operation}: no answer from {self.settings.where} (timeout, or the "
+                             "association was aborted)")
+        return int(status.Status)
+
+    def _check_final(self, status: Dataset, operation: str) -> None:
+        self._raise_unless_done(self._status_code(status, operation), operation)
+
+    def _raise_unless_done(self, code: int, operation: str) -> None:
+        if status_category(code) not in ("success", "warning"):
+            raise DimseError(f"{operation} to {self.settings.where} failed: {status_text(code)}")
+
+
+class AssociationPool:
+    """The associations of one worker process to one peer (see the module docstring)."""
+
+    _pools: dict[DimseSettings, AssociationPool] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, settings: DimseSettings) -> None:
+        self.settings = settings
+        self.slots = threading.BoundedSemaphore(settings.max_associations)
+        self.idle: list[Link] = []
+        self.users = 0
+        self.lock = threading.Lock()
+
+    @classmethod
+    def join(cls, settings: DimseSettings) -> AssociationPool:
+        """The process's pool for ``settings`` (a DoFn's ``setup()``)."""
+        with cls._lock:
+            pool = cls._pools.setdefault(settings, AssociationPool(settings))
+            pool.users += 1
+            return pool
+
+    def leave(self) -> None:
+        """A DoFn's ``teardown()``: the last one to leave releases the idle associations."""
+        with self.lock:
+            self.users -= 1
+            closing = self.idle if self.users <= 0 else []
+            if self.users <= 0:
+                self.idle = []
+        for link in closing:
+            self._close(link)
+
+    @contextlib.contextmanager
+    def borrow(self, contexts: list[tuple[str, tuple[str, ...]]], scp_roles: Iterable[str] = ()
+               ) -> Iterator[Link]:
+        """An association negotiated for ``contexts`` (``(abstract syntax, syntaxes)``), reused
+        when an idle one covers them. A borrower that hits a ``DimseError`` gets it aborted
+        rather than given back.
+
+        Raises
+        ------
+        AssociationFailed
+            The peer could not be reached or refused the association.
+        """
+        pairs = [(abstract, syntax) for abstract, syntaxes in contexts for syntax in syntaxes]
+        roles = list(scp_roles)
+        link = self._take(pairs, roles)
+        if link is None:
+            self._acquire_slot()
+            try:
+                link = Link(self.settings, contexts, roles)
+            except BaseException:
+                self.slots.release()
+                raise
+        try:
+            yield link
+        except DimseError:
+            link.abort()
+            self.slots.release()
+            raise
+        except BaseException:
+            self._close(link)
+            raise
+        link.on_store = None
+        if link.alive:
+            with self.lock:
+                self.idle.append(link)
+        else:
+            self.slots.release()
+
+    def _take(self, pairs: list[tuple[str, str]], roles: list[str]) -> Link | None:
+        with self.lock:
+            for link in self.idle:
+                if link.covers(pairs, roles):
+                    self.idle.remove(link)
+                    return link
+        return None
+
+    def _acquire_slot(self) -> None:
+        while not self.slots.acquire(timeout=0.05):
+            with self.lock:  # no free slot: an idle association of other contexts gives its own
+                victim = self.idle.pop(0) if self.idle else None
+            if victim is not None:
+                self._close(victim)
+
+    def _close(self, link: Link) -> None:
+        link.close()
+        self.slots.release()
+
+
+def echo(settings: DimseSettings) -> None:
+    """C-ECHO the peer once.
+
+    Raises
+    ------
+    DimseError
+        Unreachable, association rejected (wrong AE title...), or a failure status.
+    """
+    require_pynetdicom()
+    link = Link(settings, [(VERIFICATION, ("1.2.840.10008.1.2",))])
+    try:
+        link.echo()
+    finally:
+        link.close()
+
+
+def query(level: str, **keys: str) -> Dataset:
+    """A Study Root query identifier at ``level`` with the given keys (``""`` = return it)."""
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = level
+    for keyword, value in keys.items():
+        setattr(identifier, keyword, value)
+    return identifier
+
+
+def final_counts(status: Dataset) -> dict[str, int]:
+    """The sub-operation counts of a final C-GET/C-MOVE response (those it carries)."""
+    counts = {}
+    for keyword, name in (("NumberOfCompletedSuboperations", "completed"),
+                          ("NumberOfFailedSuboperations", "failed"),
+                          ("NumberOfWarningSuboperations", "warning")):
+        value = status.get(keyword)
+        if value is not None:
+            counts[name] = int(value)
+    return counts
+
+
+
+def start_storage_scp(ae_title: str, host: str, port: int, on_store: Callable, max_associations: int = 16):
+    """A storage SCP (every storage SOP class, every transfer syntax, so that nothing needs
+    transcoding) on ``host:port``, answering each C-STORE with ``on_store(event)``'s status;
+    received data sets are at ``event.dataset_path``. Returns the server: ``shutdown()`` stops it."""
+    require_pynetdicom()
+    use_raw_datasets()
+    from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
+
+    ae = AE(ae_title=ae_title)
+    ae.maximum_associations = max_associations
+    ae.maximum_pdu_size = MAX_PDU
+    ae.network_timeout = ae.dimse_timeout = ae.acse_timeout = 120
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    ae.add_supported_context(VERIFICATION, ALL_TRANSFER_SYNTAXES[:2])
+    return ae.start_server((host, port), block=False, evt_handlers=[
+        (evt.EVT_CONN_OPEN, _set_nodelay), (evt.EVT_C_STORE, on_store)])

@@ -1,0 +1,210 @@
+"""A PACS as a destination over DIMSE: C-STORE of validated instances, series by series."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from dicom_transfer import metrics
+from dicom_transfer.dimse import DUPLICATE_SOP_INSTANCE, group_contexts, status_category, status_text
+from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
+from dicom_transfer.io.destination import Destination
+from dicom_transfer.io.dimse import DimseError, DimseSettings, NoContext, query
+from dicom_transfer.io.files import local_path
+from dicom_transfer.progress import ProgressLog
+from dicom_transfer.transforms.dimse_source import WARNINGS, _DimseFn
+from dicom_transfer.transforms.duplicates import ResolveDuplicates
+from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
+from dicom_transfer.transforms.validate import ValidInstance
+
+LOG = logging.getLogger(__name__)
+ATTEMPTS = 3  # per instance, when the association breaks or is refused
+
+
+def sop_class_of(path: str) -> str:
+    """The Media Storage SOP Class UID of a Part-10 file (its file meta only is read).
+
+    Raises
+    ------
+    OSError, ValueError
+        The file cannot be read or has no SOP class in its file meta.
+    """
+    from pydicom.filereader import read_file_meta_info
+
+    sop_class = read_file_meta_info(path).get("MediaStorageSOPClassUID")
+    if not sop_class:
+        raise ValueError("its file meta information names no Media Storage SOP Class UID")
+    return str(sop_class)
+
+
+class _StoreFn(_DimseFn):
+    """((study, series), [ValidInstance]) -> C-FIND what the PACS holds, C-STORE the rest."""
+
+    def __init__(self, settings: DimseSettings, check_existing: bool, dry_run: bool) -> None:
+        super().__init__(settings)
+        self.check_existing = check_existing
+        self.dry_run = dry_run
+        self.counters = {kind: Metrics.counter(metrics.NAMESPACE, kind) for kind in (metrics.SUCCESS,
+                                                                                     metrics.UNCHANGED)}
+        self.bytes_sent = Metrics.counter(metrics.NAMESPACE, metrics.BYTES_WRITTEN)
+        self.warnings = Metrics.counter(metrics.NAMESPACE, WARNINGS)
+
+    def setup(self) -> None:
+        super().setup()
+        self.progress = ProgressLog("c-store")
+
+    def process(self, element: tuple[tuple[str, str], Iterable[ValidInstance]]) -> Iterator:
+        (study, series), instances = element
+        instances = sorted(instances, key=lambda i: i.sop_uid)
+        held: set[str] = set()
+        if self.check_existing:
+            try:
+                held = {str(item.get("SOPInstanceUID", "")) for item in self.find(
+                    query("IMAGE", StudyInstanceUID=study, SeriesInstanceUID=series, SOPInstanceUID=""))}
+            except DimseError as exc:  # the C-STORE answers decide instead
+                LOG.warning("series %s/%s: cannot ask the PACS what it holds (%s)", study, series, exc)
+        for instance in instances:
+            if instance.sop_uid in held:
+                yield self._outcome(metrics.UNCHANGED, instance)
+        sending = [i for i in instances if i.sop_uid not in held]
+        if self.dry_run:
+            for instance in sending:
+                yield self._outcome(metrics.SUCCESS, instance)
+            return
+        yield from self._send(sending)
+
+    def _send(self, instances: list[ValidInstance]) -> Iterator:
+        files: list[tuple[ValidInstance, str, str, bool]] = []  # instance, local path, SOP class, temporary
+        for instance in instances:
+            try:
+                path, temporary = _local_copy(instance.url)
+                files.append((instance, path, sop_class_of(path), temporary))
+            except IO_ERRORS as exc:
+                yield self._failure(instance, f"cannot read it: {error_text(exc)}")
+        try:
+            pairs = [(sop_class, instance.transfer_syntax) for instance, _, sop_class, _ in files]
+            for group in group_contexts(pairs):
+                contexts = [(sop_class, (syntax,)) for sop_class, syntax in group]
+                chosen = [f for f in files if (f[2], f[0].transfer_syntax) in set(group)]
+                yield from self._store_group(chosen, contexts)
+        finally:
+            for _, path, _, temporary in files:
+                if temporary:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+
+    def _store_group(self, files: list, contexts: list) -> Iterator:
+        """C-STORE each file on a pooled association. When the association breaks or cannot be
+        opened, the rest go on a new one; the instance at hand is tried ``ATTEMPTS`` times in
+        all, then it is one failure record."""
+        remaining = list(files)
+        tries = 0
+        while remaining:
+            try:
+                with self.pool.borrow(contexts) as link:
+                    while remaining:
+                        instance, path, _, _ = remaining[0]
+                        try:
+                            code = link.store(path)
+                        except NoContext as exc:  # this instance's own problem: the rest go on
+                            remaining.pop(0)
+                            yield self._failure(instance, str(exc))
+                            continue
+                        remaining.pop(0)
+                        tries = 0
+                        yield self._answer(instance, code)
+            except DimseError as exc:
+                tries += 1
+                if tries >= ATTEMPTS:
+                    tries = 0
+                    yield self._failure(remaining.pop(0)[0], f"C-STORE failed: {exc}")
+                else:
+                    time.sleep(0.2 * tries)
+
+    def _answer(self, instance: ValidInstance, code: int):
+        category = status_category(code)
+        if code == DUPLICATE_SOP_INSTANCE:
+            return self._outcome(metrics.UNCHANGED, instance)
+        if category == "warning":
+            self.warnings.inc()
+            LOG.warning("%s: C-STORE answered %s", instance.url, status_text(code))
+        if category in ("success", "warning"):
+            return self._outcome(metrics.SUCCESS, instance)
+        return self._failure(instance, f"C-STORE answered {status_text(code)}")
+
+    def _outcome(self, kind: str, instance: ValidInstance) -> beam.pvalue.TaggedOutput:
+        self.counters[kind].inc()
+        sent = instance.size if kind == metrics.SUCCESS and not self.dry_run else 0
+        self.bytes_sent.inc(sent)
+        self.progress.add(1, sent)
+        target = f"{self.settings.peer}/{instance.study_uid}/{instance.series_uid}/{instance.sop_uid}"
+        return beam.pvalue.TaggedOutput(OUTCOMES, Outcome(kind, instance.size, instance.url, target))
+
+    @staticmethod
+    def _failure(instance: ValidInstance, message: str) -> beam.pvalue.TaggedOutput:
+        identifier = f"{instance.url} ({instance.study_uid}/{instance.series_uid}/{instance.sop_uid})"
+        return beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(identifier, message, "store"))
+
+
+def _local_copy(url: str) -> tuple[str, bool]:
+    """A local path holding the bytes at ``url``: the file itself, or a temporary copy."""
+    path = local_path(url)
+    if path is not None:
+        return path, False
+    handle, temporary = tempfile.mkstemp(prefix=".c-store-", suffix=".dcm")
+    os.close(handle)
+    try:
+        Destination(os.path.dirname(temporary)).write(os.path.basename(temporary), url, -1, overwrite=True)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return temporary, True
+
+
+def _by_series(instance: ValidInstance) -> tuple[tuple[str, str], ValidInstance]:
+    return (instance.study_uid, instance.series_uid), instance
+
+
+class DimseStoreInstances(beam.PTransform):
+    """Store validated instances on a PACS with C-STORE.
+
+    Instances are made unique by SOP Instance UID (:class:`ResolveDuplicates`) and
+    grouped by series. Per series, one image-level C-FIND asks which of them the
+    PACS holds already (``unchanged``, with ``check_existing``); the rest are sent
+    on a pooled association whose presentation contexts are the series' own SOP
+    classes and transfer syntaxes: each data set goes as its file holds it, never
+    transcoded (an instance whose syntax the PACS does not accept is a failure
+    record). Each C-STORE status becomes the instance's outcome: success, warning
+    (counted ``dimse_warnings`` and logged), duplicate (``unchanged``) or failure.
+
+    Returns a dict with ``outcomes`` and ``failures``.
+
+    Example::
+
+        stored = instances | DimseStoreInstances(settings)
+    """
+
+    def __init__(self, settings: DimseSettings, check_existing: bool = True, dry_run: bool = False) -> None:
+        super().__init__()
+        self.fn = _StoreFn(settings, check_existing, dry_run)
+
+    def expand(self, instances: beam.PCollection) -> dict[str, beam.PCollection]:
+        keyed = instances | "KeyBySopUid" >> beam.Map(lambda i: (i.sop_uid, i))
+        resolved = keyed | "ResolveDuplicates" >> ResolveDuplicates(stage="store")
+        stored = (
+            resolved["unique"]
+            | "DropKey" >> beam.Values()
+            | "KeyBySeries" >> beam.Map(_by_series)
+            | "GroupBySeries" >> beam.GroupByKey()
+            | "CStore" >> beam.ParDo(self.fn).with_outputs(FAILURES, OUTCOMES)
+        )
+        return {OUTCOMES: (resolved[OUTCOMES], stored[OUTCOMES]) | "Outcomes" >> beam.Flatten(),
+                FAILURES: (resolved[FAILURES], stored[FAILURES]) | "Failures" >> beam.Flatten()}
+

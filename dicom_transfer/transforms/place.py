@@ -1,0 +1,106 @@
+"""Place one retrieved instance (a file on local disk) at its layout path, and the journal in
+which a storage SCP outside the pipeline records what it placed (C-MOVE)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from dicom_transfer import metrics
+from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
+from dicom_transfer.io.destination import PLACED, Destination, ExistsWithOtherContent
+from dicom_transfer.io.files import open_url
+from dicom_transfer.layout import Layout, LayoutError
+from dicom_transfer.progress import ProgressLog
+from dicom_transfer.report import write_text
+from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
+
+
+def instance_identifier(study: str, series: str, sop: str) -> str:
+    return f"{study}/{series}/{sop}"
+
+
+def place_instance(destination: Destination, layout: Layout, values: Mapping[str, object], path: str,
+                   size: int, *, overwrite: bool = False, dry_run: bool = False) -> Outcome | ErrorRecord:
+    """Route the validated file at ``path`` (attributes ``values``) by ``layout`` and move it
+    into place, with the unchanged/conflict rules of :meth:`Destination.place`.
+
+    Returns an :class:`Outcome` (``success`` or ``unchanged``), or the :class:`ErrorRecord`
+    saying why it could not be placed (stage ``route`` or ``write``).
+    """
+    identifier = instance_identifier(values["StudyInstanceUID"], values["SeriesInstanceUID"],
+                                     values["SOPInstanceUID"])
+    try:
+        relative = layout.relative_path(values)
+    except LayoutError as exc:
+        return ErrorRecord.create(identifier, str(exc), "route")
+    target = destination.url_of(relative)
+    try:
+        kind, _ = destination.place(relative, path, size, overwrite=overwrite, dry_run=dry_run, move=True)
+    except ExistsWithOtherContent:
+        return ErrorRecord.create(identifier, f"{target} exists with different content "
+                                  "(use --overwrite to replace it)", "write")
+    except IO_ERRORS as exc:
+        return ErrorRecord.create(identifier, f"cannot write {target}: {error_text(exc)}", "write")
+    return Outcome(kind, size, identifier, target)
+
+
+class Placements:
+    """Counts placed instances (Metrics and progress, on the bundle's thread) and tags each
+    result for its output. A DoFn makes one in ``__init__`` and calls :meth:`start` in ``setup()``."""
+
+    def __init__(self, dry_run: bool = False) -> None:
+        self.dry_run = dry_run
+        self.counters = {kind: Metrics.counter(metrics.NAMESPACE, kind)
+                         for kind in (metrics.SUCCESS, metrics.UNCHANGED)}
+        self.bytes_written = Metrics.counter(metrics.NAMESPACE, metrics.BYTES_WRITTEN)
+
+    def start(self, stage: str) -> None:
+        self.progress = ProgressLog(stage)
+
+    def output(self, result: Outcome | ErrorRecord) -> beam.pvalue.TaggedOutput:
+        if isinstance(result, ErrorRecord):
+            return beam.pvalue.TaggedOutput(FAILURES, result)
+        written = result.size if result.kind == PLACED and not self.dry_run else 0
+        if result.kind in self.counters:
+            self.counters[result.kind].inc()
+        self.bytes_written.inc(written)
+        self.progress.add(1, written)
+        return beam.pvalue.TaggedOutput(OUTCOMES, result)
+
+
+# -- the receiver's journal: one small JSON document per instance it was sent ---------------------
+
+def journal_url(journal: str, study: str, series: str, sop: str) -> str:
+    return f"{journal.rstrip('/')}/{study}/{series}/{sop}.json"
+
+
+def write_journal_entry(journal: str, study: str, series: str, sop: str, result: Outcome | ErrorRecord) -> None:
+    """Record what became of one received instance (the receiver, before it answers the C-STORE)."""
+    if isinstance(result, ErrorRecord):
+        entry = {"kind": "failure", "error": result.error, "stage": result.stage}
+    else:
+        entry = {"kind": result.kind, "size": result.size, "destination": result.destination}
+    write_text(journal_url(journal, study, series, sop), json.dumps(entry))
+
+
+def read_journal_entry(journal: str, study: str, series: str, sop: str) -> Outcome | ErrorRecord | None:
+    """What the receiver recorded for one instance, or ``None`` if it never received it.
+
+    Raises
+    ------
+    OSError
+        The journal could not be read.
+    """
+    try:
+        with open_url(journal_url(journal, study, series, sop)) as raw:
+            entry = json.loads(raw.read())
+    except FileNotFoundError:
+        return None
+    identifier = instance_identifier(study, series, sop)
+    if entry["kind"] == "failure":
+        return ErrorRecord.create(identifier, entry["error"], entry["stage"])
+    return Outcome(entry["kind"], entry["size"], identifier, entry["destination"])

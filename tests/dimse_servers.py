@@ -1,0 +1,166 @@
+"""Real DIMSE peers for the tests, on 127.0.0.1 free ports, stopped by their own PID:
+Orthanc's DICOM server, dcmtk's dcmqrscp with a private configuration, and a
+pynetdicom storage SCP whose faults the test chooses."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+from servers import Orthanc, _Process, free_port, wait_until
+
+CALLING_AE = "DT-TESTS"
+RECEIVER_AE = "DT-RECEIVER"
+
+
+def dataset_bytes(data: bytes) -> bytes:
+    """The bytes of a Part-10 file after its file meta (group 0002), which any receiver rebuilds."""
+    assert data[128:132] == b"DICM"
+    group_length = int.from_bytes(data[140:144], "little")  # (0002,0000) UL, explicit VR LE
+    return data[144 + group_length:]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class OrthancPacs(Orthanc):
+    """Orthanc with its DICOM server (AE ``ORTHANC``) that knows the tests' AEs."""
+
+    ae_title = "ORTHANC"
+
+    def __init__(self, directory: Path, receiver_port: int) -> None:
+        self.dicom_port = free_port()
+        modality = {"Host": "127.0.0.1", "AllowEcho": True, "AllowFind": True, "AllowGet": True,
+                    "AllowMove": True, "AllowStore": True}
+        super().__init__(directory, extra_config={
+            "DicomServerEnabled": True, "DicomAet": self.ae_title, "DicomPort": self.dicom_port,
+            "DicomCheckCalledAet": True, "DicomCheckModalityHost": False,
+            "DicomAlwaysAllowEcho": True, "DicomAlwaysAllowStore": True,
+            "DicomModalities": {
+                "tests": {**modality, "AET": CALLING_AE, "Port": free_port()},
+                "receiver": {**modality, "AET": RECEIVER_AE, "Port": receiver_port},
+            },
+            "DicomScpTimeout": 30, "DicomAssociationCloseDelay": 0,
+        })
+
+    @property
+    def address(self) -> str:
+        return f"dimse://{self.ae_title}@127.0.0.1:{self.dicom_port}"
+
+    def start(self) -> OrthancPacs:
+        super().start()
+        wait_until(lambda: _port_open(self.dicom_port), what="Orthanc's DICOM port")
+        return self
+
+
+class Dcmqrscp(_Process):
+    """dcmtk's query/retrieve SCP (AE ``DCMQRSCP``) over a private database and configuration."""
+
+    ae_title = "DCMQRSCP"
+
+    def __init__(self, directory: Path, receiver_port: int) -> None:
+        super().__init__(directory)
+        self.receiver_port = receiver_port
+        self.database = directory / "db"
+
+    @property
+    def address(self) -> str:
+        return f"dimse://{self.ae_title}@127.0.0.1:{self.port}"
+
+    def load(self, files: list[Path]) -> None:
+        """Index files into the database (dcmqridx), before the server starts."""
+        self.database.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["dcmqridx", str(self.database), *map(str, files)], check=True, capture_output=True)
+
+    def start(self) -> Dcmqrscp:
+        if shutil.which("dcmqrscp") is None:
+            raise RuntimeError("dcmqrscp is not installed (apt-get install dcmtk)")
+        self.database.mkdir(parents=True, exist_ok=True)
+        config = self.directory / "dcmqrscp.cfg"
+        config.write_text(
+            f"NetworkTCPPort = {self.port}\nMaxPDUSize = 65536\nMaxAssociations = 16\n"
+            f"HostTable BEGIN\ntests = ({CALLING_AE}, 127.0.0.1, {free_port()})\n"
+            f"receiver = ({RECEIVER_AE}, 127.0.0.1, {self.receiver_port})\nHostTable END\n"
+            "VendorTable BEGIN\nVendorTable END\n"
+            f"AETable BEGIN\n{self.ae_title} {self.database} RW (200, 1024mb) ANY\nAETable END\n")
+        self._spawn(["dcmqrscp", "--single-process", "-c", str(config)], self.directory / "dcmqrscp.log")
+        wait_until(lambda: _port_open(self.port), what="dcmqrscp")
+        return self
+
+
+class FaultyStorageScp:
+    """A pynetdicom storage SCP that keeps what it receives (SOP UID -> data set bytes) and
+    injects faults: a failure status for chosen SOP UIDs, an abort on the n-th C-STORE,
+    rejecting every other association."""
+
+    ae_title = "FAULTY"
+
+    def __init__(self, fail_sops: set[str] = frozenset(), abort_at: int | None = None,
+                 reject_every_other: bool = False) -> None:
+        self.port = free_port()
+        self.fail_sops = set(fail_sops)
+        self.abort_at = abort_at
+        self.reject_every_other = reject_every_other
+        self.stored: dict[str, bytes] = {}
+        self.requests = 0
+        self.associations = 0
+        self.lock = threading.Lock()
+        self.server = None
+
+    @property
+    def address(self) -> str:
+        return f"dimse://{self.ae_title}@127.0.0.1:{self.port}"
+
+    def start(self) -> FaultyStorageScp:
+        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+
+        ae = AE(ae_title=self.ae_title)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context("1.2.840.10008.1.1")
+        ae.add_supported_context("1.2.840.10008.5.1.4.1.2.2.1")  # C-FIND: answers nothing held
+        handlers = [(evt.EVT_C_STORE, self._store), (evt.EVT_REQUESTED, self._requested),
+                    (evt.EVT_C_FIND, self._find)]
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
+        return self
+
+    def _requested(self, event) -> None:
+        with self.lock:
+            self.associations += 1
+            reject = self.reject_every_other and self.associations % 2 == 0
+        if reject:  # after the C-ECHO check's association, every second one
+            event.assoc.acse.send_reject(0x02, 0x01, 0x01)
+
+    @staticmethod
+    def _find(event):
+        yield 0x0000, None
+
+    def _store(self, event) -> int:
+        with self.lock:
+            self.requests += 1
+            number = self.requests
+        sop = str(event.request.AffectedSOPInstanceUID)
+        if self.abort_at is not None and number == self.abort_at:
+            event.assoc.abort()
+            return 0xA700
+        if sop in self.fail_sops:
+            return 0xA700
+        from pynetdicom import _config
+
+        if _config.STORE_RECV_CHUNKED_DATASET:  # set by the code under test, in this process
+            data = dataset_bytes(Path(event.dataset_path).read_bytes())
+        else:
+            data = event.encoded_dataset(include_meta=False)
+        with self.lock:
+            self.stored[sop] = data
+        return 0x0000
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
