@@ -89,7 +89,7 @@ class Dcmqrscp(_Process):
             f"receiver = ({RECEIVER_AE}, 127.0.0.1, {self.receiver_port})\nHostTable END\n"
             "VendorTable BEGIN\nVendorTable END\n"
             f"AETable BEGIN\n{self.ae_title} {self.database} RW (200, 1024mb) ANY\nAETable END\n")
-        self._spawn(["dcmqrscp", "--single-process", "-c", str(config)], self.directory / "dcmqrscp.log")
+        self._spawn(["dcmqrscp", "-c", str(config)], self.directory / "dcmqrscp.log")
         wait_until(lambda: _port_open(self.port), what="dcmqrscp")
         return self
 

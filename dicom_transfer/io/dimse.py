@@ -45,6 +45,23 @@ RETRIEVE_SYNTAXES = (
     "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
     "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.102", "1.2.840.10008.1.2.4.107",
 )
+COMMON_STORAGE_CLASSES = (  # when C-FIND does not report SOP Class UIDs (dcmqrscp): 40 x 3 syntaxes
+    "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.1",
+    "1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.2",
+    "1.2.840.10008.5.1.4.1.1.1.2.1", "1.2.840.10008.5.1.4.1.1.6.1", "1.2.840.10008.5.1.4.1.1.3.1",
+    "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.7.2", "1.2.840.10008.5.1.4.1.1.7.3",
+    "1.2.840.10008.5.1.4.1.1.7.4", "1.2.840.10008.5.1.4.1.1.12.1", "1.2.840.10008.5.1.4.1.1.12.2",
+    "1.2.840.10008.5.1.4.1.1.20", "1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.2.1",
+    "1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.130", "1.2.840.10008.5.1.4.1.1.481.1",
+    "1.2.840.10008.5.1.4.1.1.481.2", "1.2.840.10008.5.1.4.1.1.481.3", "1.2.840.10008.5.1.4.1.1.481.5",
+    "1.2.840.10008.5.1.4.1.1.481.8", "1.2.840.10008.5.1.4.1.1.88.11", "1.2.840.10008.5.1.4.1.1.88.22",
+    "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.59", "1.2.840.10008.5.1.4.1.1.11.1",
+    "1.2.840.10008.5.1.4.1.1.104.1", "1.2.840.10008.5.1.4.1.1.77.1.4", "1.2.840.10008.5.1.4.1.1.66.4",
+    "1.2.840.10008.5.1.4.1.1.66", "1.2.840.10008.5.1.4.1.1.13.1.3", "1.2.840.10008.5.1.4.1.1.13.1.1",
+    "1.2.840.10008.5.1.4.1.1.77.1.5.1", "1.2.840.10008.5.1.4.1.1.77.1.1.1", "1.2.840.10008.5.1.4.1.1.66.1",
+    "1.2.840.10008.5.1.4.1.1.30",
+)
+COMMON_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.4.50")
 MAX_PDU = 1 << 20  # what this side accepts per PDU (fewer, larger PDUs for large instances)
 
 
@@ -85,6 +102,14 @@ def _set_nodelay(event) -> None:
         event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def _quiet_pynetdicom() -> None:
+    """pynetdicom logs every refused or aborted association as an error; this module says
+    what went wrong itself, once. ``-v`` (a debug level set on it) keeps pynetdicom's lines."""
+    logger = logging.getLogger("pynetdicom")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.CRITICAL)
+
+
 def use_raw_datasets() -> None:
     """Send and receive data sets as raw bytes (process-wide pynetdicom settings)."""
     _config.STORE_SEND_CHUNKED_DATASET = True
@@ -109,13 +134,15 @@ class Link:
         self.scp_roles = set(scp_roles)
         self.on_store: Callable | None = None
         self.rejection: str | None = None
+        self.connected = False
+        _quiet_pynetdicom()
         ae = AE(ae_title=settings.calling_ae)
         for attribute in ("acse_timeout", "dimse_timeout", "network_timeout", "connection_timeout"):
             setattr(ae, attribute, settings.timeout)
         ae.maximum_pdu_size = MAX_PDU
         for abstract, syntaxes in contexts:
             ae.add_requested_context(abstract, list(syntaxes))
-        handlers = [(evt.EVT_CONN_OPEN, _set_nodelay), (evt.EVT_ACSE_RECV, self._note_rejection),
+        handlers = [(evt.EVT_CONN_OPEN, self._connection_open), (evt.EVT_ACSE_RECV, self._note_rejection),
                     (evt.EVT_C_STORE, self._store)]
         peer = settings.peer
         self.association = ae.associate(
@@ -127,6 +154,10 @@ class Link:
         self.accepted = {(cx.abstract_syntax, cx.transfer_syntax[0])
                          for cx in self.association.accepted_contexts}
 
+    def _connection_open(self, event) -> None:
+        self.connected = True
+        _set_nodelay(event)
+
     def _note_rejection(self, event) -> None:
         primitive = event.primitive
         if getattr(primitive, "result", None) in (1, 2):
@@ -135,6 +166,8 @@ class Link:
 
     def _why_not(self) -> str:
         where = self.settings.where
+        if not self.connected:
+            return f"cannot connect to {where}: no answer or connection refused"
         if self.rejection:
             return f"{where} rejected the association ({self.rejection})"
         if self.association.is_rejected:
@@ -142,7 +175,7 @@ class Link:
         if self.association.is_aborted:
             return (f"{where} aborted the association (it accepted none of the proposed "
                     "presentation contexts, or refused this calling AE title)")
-        return f"cannot connect to {where}: no answer or connection refused"
+        return f"{where} closed the connection without accepting the association"
 
     def _store(self, event) -> int:
         if self.on_store is None:
@@ -286,12 +319,7 @@ class AssociationPool:
         roles = list(scp_roles)
         link = self._take(pairs, roles)
         if link is None:
-            self._acquire_slot()
-            try:
-                link = Link(self.settings, contexts, roles)
-            except BaseException:
-                self.slots.release()
-                raise
+            link = self._open(contexts, roles)
         try:
             yield link
         except DimseError:
@@ -307,6 +335,26 @@ class AssociationPool:
                 self.idle.append(link)
         else:
             self.slots.release()
+
+    def _open(self, contexts: list[tuple[str, tuple[str, ...]]], roles: list[str]) -> Link:
+        """A new association; when the peer refuses it while this process holds idle ones (a
+        PACS that takes fewer associations than the cap), those are closed and it is asked again."""
+        for attempt in range(2):
+            self._acquire_slot()
+            try:
+                return Link(self.settings, contexts, roles)
+            except AssociationFailed:
+                self.slots.release()
+                with self.lock:
+                    idle, self.idle = self.idle, []
+                if attempt or not idle:
+                    raise
+                for link in idle:
+                    self._close(link)
+            except BaseException:
+                self.slots.release()
+                raise
+        raise AssertionError("unreachable")
 
     def _take(self, pairs: list[tuple[str, str]], roles: list[str]) -> Link | None:
         with self.lock:
@@ -378,8 +426,11 @@ def start_storage_scp(ae_title: str, host: str, port: int, on_store: Callable, m
     ae.maximum_associations = max_associations
     ae.maximum_pdu_size = MAX_PDU
     ae.network_timeout = ae.dimse_timeout = ae.acse_timeout = 120
+    # pynetdicom accepts the first of these that a proposed context lists: explicit VR before
+    # implicit, so that a peer offering both in one context sends explicit VR data as it is.
+    syntaxes = [*RETRIEVE_SYNTAXES, *(s for s in ALL_TRANSFER_SYNTAXES if s not in RETRIEVE_SYNTAXES)]
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(context.abstract_syntax, syntaxes)
     ae.add_supported_context(VERIFICATION, ALL_TRANSFER_SYNTAXES[:2])
     return ae.start_server((host, port), block=False, evt_handlers=[
         (evt.EVT_CONN_OPEN, _set_nodelay), (evt.EVT_C_STORE, on_store)])

@@ -24,6 +24,8 @@ from dicom_transfer.dimse import group_contexts, status_category, status_text
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.destination import Destination
 from dicom_transfer.io.dimse import (
+    COMMON_STORAGE_CLASSES,
+    COMMON_SYNTAXES,
     FIND_MODEL,
     GET_MODEL,
     MOVE_MODEL,
@@ -227,11 +229,15 @@ class _RetrieveFn(_DimseFn):
                             study, series, failure)
         for sop in state.missing():  # single instances, and what a series retrieval did not deliver
             sop_class = wanted[sop]
-            group = next((g for g in groups if not sop_class or any(c == sop_class for c, _ in g)), groups[0])
-            failure = self._retrieve(state, query("IMAGE", StudyInstanceUID=study, SeriesInstanceUID=series,
-                                                  SOPInstanceUID=sop), group)
-            if failure:
-                failures[sop] = failure
+            for group in groups:  # the group of its class; every group in turn if the class is unknown
+                if sop_class and all(c != sop_class for c, _ in group):
+                    continue
+                failure = self._retrieve(state, query("IMAGE", StudyInstanceUID=study,
+                                                      SeriesInstanceUID=series, SOPInstanceUID=sop), group)
+                if failure:
+                    failures[sop] = failure
+                if sop in state.received:
+                    break
         for result in state.results:
             yield self.placements.output(result)
         for sop in state.missing():
@@ -241,9 +247,13 @@ class _RetrieveFn(_DimseFn):
 
     @staticmethod
     def _context_groups(wanted: dict[str, str]) -> list[list[tuple[str, str]]]:
+        """Storage contexts for C-GET: the series' SOP classes, one context per syntax so that
+        the PACS can send each instance as stored; the common classes when C-FIND did not say."""
         classes = sorted({c for c in wanted.values() if c})
         pairs = [(c, syntax) for c in classes for syntax in RETRIEVE_SYNTAXES]
-        return group_contexts(pairs, reserved=2) or [[]]
+        if not all(wanted.values()):
+            pairs += [(c, syntax) for c in COMMON_STORAGE_CLASSES if c not in classes for syntax in COMMON_SYNTAXES]
+        return group_contexts(pairs, reserved=2)
 
     def _retrieve(self, state: _Series, identifier, group: list[tuple[str, str]]) -> str | None:
         """One C-GET or C-MOVE; returns why it failed (``None`` if the PACS said success)."""
