@@ -1,0 +1,137 @@
+"""Benchmark DIMSE against Orthanc's DICOM port, side by side in one run.
+
+C-STORE of N small instances (one study, 10 series), each to a fresh Orthanc:
+
+1. dcmtk ``storescu``, one association, ``TCP_NODELAY=1`` (dcmtk reads it from the environment);
+2. a plain pynetdicom loop: one association, ``dcmread`` + ``send_c_store`` per file;
+3. ``dicom-transfer import --dimse-destination`` (start-up subtracted: the same command on one file).
+
+C-GET of the same study from the last Orthanc:
+
+4. dcmtk ``getscu`` (one study-level C-GET, ``TCP_NODELAY=1``);
+5. ``dicom-transfer export --dimse-source --identifier STUDY`` (start-up subtracted likewise).
+
+    python benchmarks/bench_dimse.py [--count 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests"), str(HERE)]
+from dimse_servers import CALLING_AE, OrthancPacs  # noqa: E402
+from measure import timed  # noqa: E402
+from servers import free_port  # noqa: E402
+
+from dicom_transfer.sample import instance_bytes, uid_for  # noqa: E402
+
+PYTHON = sys.executable
+NODELAY = {**os.environ, "TCP_NODELAY": "1"}
+
+PYNETDICOM_LOOP = textwrap.dedent("""
+    import sys, pathlib
+    from pydicom import dcmread
+    from pynetdicom import AE
+    host, port, called, folder = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    ae = AE(ae_title="DT-TESTS")
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.1.2.1")
+    assoc = ae.associate(host, port, ae_title=called)
+    assert assoc.is_established
+    for path in sorted(pathlib.Path(folder).rglob("*.dcm")):
+        status = assoc.send_c_store(dcmread(path))
+        assert status.Status == 0, status
+    assoc.release()
+""")
+
+
+def make_instances(folder: Path, count: int, tag: str) -> str:
+    folder.mkdir(parents=True)
+    study = uid_for("bench-dimse", tag)
+    for n in range(count):
+        data = instance_bytes(study, uid_for("bench-dimse", tag, n % 10), uid_for("bench-dimse", tag, "sop", n),
+                              instance_number=n, pixel_bytes=4096)
+        (folder / f"{n:05d}.dcm").write_bytes(data)
+    return study
+
+
+def cli(*args: str) -> list[str]:
+    return [PYTHON, "-m", "dicom_transfer.pipelines.cli", *args, "--calling-ae", CALLING_AE, "--progress", "none"]
+
+
+def fresh_orthanc(work: Path, name: str) -> OrthancPacs:
+    return OrthancPacs(work / name, free_port()).start()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=1000)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-dimse-"))
+    count = args.count
+    try:
+        many, one = work / "many", work / "one"
+        study = make_instances(many, count, "many")
+        make_instances(one, 1, "one")
+        rates = {}
+
+        server = fresh_orthanc(work, "o1")
+        try:
+            seconds = timed(["storescu", "-aet", CALLING_AE, "-aec", server.ae_title, "+sd", "+r",
+                             "127.0.0.1", str(server.dicom_port), str(many)], env=NODELAY)
+            rates["storescu"] = count / seconds
+            assert server.count_instances() == count
+        finally:
+            server.stop()
+
+        server = fresh_orthanc(work, "o2")
+        try:
+            seconds = timed([PYTHON, "-c", PYNETDICOM_LOOP, "127.0.0.1", str(server.dicom_port), server.ae_title,
+                             str(many)])
+            rates["pynetdicom loop"] = count / seconds
+        finally:
+            server.stop()
+
+        server = fresh_orthanc(work, "o3")
+        try:
+            reports = ["--errors", str(work / "r" / "errors.log"), "--summary", str(work / "r" / "summary.json")]
+            startup = timed(cli("import", "--input", str(one), "--dimse-destination", server.address, *reports))
+            seconds = timed(cli("import", "--input", str(many), "--dimse-destination", server.address, *reports))
+            rates["dicom-transfer import"] = count / max(seconds - startup, 1e-3)
+            assert server.count_instances() == count + 1
+
+            out = work / "getscu"
+            out.mkdir()
+            seconds = timed(["getscu", "-aet", CALLING_AE, "-aec", server.ae_title, "-S",
+                             "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "-od", str(out),
+                             "127.0.0.1", str(server.dicom_port)], env=NODELAY)
+            rates["getscu"] = count / seconds
+            assert len(list(out.iterdir())) == count
+            one_study = uid_for("bench-dimse", "one")
+            startup = timed(cli("export", "--dimse-source", server.address, "--identifier", one_study,
+                                "--output", str(work / "export-one")))
+            seconds = timed(cli("export", "--dimse-source", server.address, "--identifier", study,
+                                "--output", str(work / "export")))
+            rates["dicom-transfer export (C-GET)"] = count / max(seconds - startup, 1e-3)
+            assert len(list((work / "export").rglob("*.dcm"))) == count
+        finally:
+            server.stop()
+
+        print(f"{count} instances of ~4 KB, Orthanc on loopback (instances/s, start-up subtracted)")
+        for name, rate in rates.items():
+            print(f"  {name:32s} {rate:8.1f}")
+        print(f"C-STORE: {rates['dicom-transfer import'] / rates['storescu']:.2f} x storescu, "
+              f"{rates['dicom-transfer import'] / rates['pynetdicom loop']:.2f} x the pynetdicom loop")
+        print(f"C-GET:   {rates['dicom-transfer export (C-GET)'] / rates['getscu']:.2f} x getscu")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
