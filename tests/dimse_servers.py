@@ -176,3 +176,100 @@ class FaultyStorageScp:
     def stop(self) -> None:
         if self.server is not None:
             self.server.shutdown()
+
+
+class FaultyQrScp:
+    """A pynetdicom query/retrieve SCP (Study Root C-FIND and C-GET) over Part-10 files, with
+    faults: a failure status for one instance (it is left out of series retrievals and refused
+    alone), an abort on the n-th C-STORE sub-operation, rejecting every other association."""
+
+    ae_title = "FAULTY-QR"
+
+    def __init__(self, files: list[Path], fail_sop: str | None = None, abort_at: int | None = None,
+                 reject_every_other: bool = False) -> None:
+        from pydicom import dcmread
+
+        self.port = free_port()
+        self.datasets = [dcmread(path) for path in files]
+        self.fail_sop = fail_sop
+        self.abort_at = abort_at
+        self.reject_every_other = reject_every_other
+        self.sent = 0
+        self.associations = 0
+        self.lock = threading.Lock()
+        self.server = None
+
+    @property
+    def address(self) -> str:
+        return f"dimse://{self.ae_title}@127.0.0.1:{self.port}"
+
+    def start(self) -> FaultyQrScp:
+        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+
+        ae = AE(ae_title=self.ae_title)
+        ae.add_supported_context("1.2.840.10008.1.1")
+        ae.add_supported_context("1.2.840.10008.5.1.4.1.2.2.1", ALL_TRANSFER_SYNTAXES[:2])
+        ae.add_supported_context("1.2.840.10008.5.1.4.1.2.2.3", ALL_TRANSFER_SYNTAXES[:2])
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=False,
+                                     scp_role=True)
+        handlers = [(evt.EVT_C_FIND, self._find), (evt.EVT_C_GET, self._get),
+                    (evt.EVT_REQUESTED, self._requested)]
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
+        return self
+
+    def _requested(self, event) -> None:
+        with self.lock:
+            self.associations += 1
+            reject = self.reject_every_other and self.associations % 2 == 0
+        if reject:
+            event.assoc.acse.send_reject(0x02, 0x01, 0x01)
+
+    def _matches(self, query) -> list:
+        keys = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+        first, _, last = str(query.get("StudyDate") or "").partition("-")
+        return [ds for ds in self.datasets
+                if all(not query.get(k) or str(query.get(k)) == str(ds.get(k)) for k in keys)
+                and (not first or first <= str(ds.StudyDate) <= (last or first))]
+
+    def _find(self, event):
+        from pydicom.dataset import Dataset
+
+        query = event.identifier
+        level = str(query.QueryRetrieveLevel)
+        seen = set()
+        for ds in self._matches(query):
+            found = Dataset()
+            found.QueryRetrieveLevel = level
+            found.StudyInstanceUID = ds.StudyInstanceUID
+            if level in ("SERIES", "IMAGE"):
+                found.SeriesInstanceUID = ds.SeriesInstanceUID
+            if level == "IMAGE":
+                found.SOPInstanceUID = ds.SOPInstanceUID
+                found.SOPClassUID = ds.SOPClassUID
+            key = tuple(found.get(k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
+            if key not in seen:
+                seen.add(key)
+                yield 0xFF00, found
+        yield 0x0000, None
+
+    def _get(self, event):
+        matches = self._matches(event.identifier)
+        if [str(ds.SOPInstanceUID) for ds in matches] == [self.fail_sop]:
+            yield 1
+            yield 0xC000, None  # this one instance, asked for alone: a failure status
+            return
+        matches = [ds for ds in matches if str(ds.SOPInstanceUID) != self.fail_sop]
+        yield len(matches)
+        for ds in matches:
+            with self.lock:
+                self.sent += 1
+                abort = self.sent == self.abort_at
+            if abort:
+                event.assoc.abort()
+                return
+            yield 0xFF00, ds
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()

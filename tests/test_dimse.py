@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import Run
-from dimse_servers import CALLING_AE, RECEIVER_AE, Dcmqrscp, FaultyStorageScp, OrthancPacs, dataset_bytes
+from dimse_servers import (
+    CALLING_AE,
+    RECEIVER_AE,
+    Dcmqrscp,
+    FaultyQrScp,
+    FaultyStorageScp,
+    OrthancPacs,
+    dataset_bytes,
+)
 from servers import free_port
 
 from dicom_transfer.pipelines.cli import main
@@ -247,3 +255,30 @@ def test_c_echo_failure_stops_the_run_with_exit_status_2(address, message, tmp_p
         server.stop()
     assert status == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fault", ["failure-status", "abort", "refuse-half"])
+def test_c_get_faults_lose_nothing_else(fault, tmp_path, capsys):
+    made = make_archive(tmp_path / "files", implicit=False)
+    failing = uid_for("dimse", "a", 1, 2)
+    scp = FaultyQrScp(sorted((tmp_path / "files").glob("*.dcm")),
+                      fail_sop=failing if fault == "failure-status" else None,
+                      abort_at=4 if fault == "abort" else None,
+                      reject_every_other=fault == "refuse-half").start()
+    try:
+        run = export(tmp_path, capsys, "--dimse-source", scp.address, "--all", "--study-date", RANGE)
+    finally:
+        scp.stop()
+    expected = expected_in_range(made)
+    got = exported(tmp_path / "out")
+    assert all(got[path] == expected[path] for path in got)  # what arrived is intact
+    assert run.counter["failure"] == len(run.errors)
+    if fault == "failure-status":
+        assert run.status == 1
+        where = f"{uid_for('dimse', 'a')}/{uid_for('dimse', 'a', 1)}/{failing}"
+        assert [e["Identifier"] for e in run.errors] == [where]
+        assert "0xC000" in run.errors[0]["Error"]
+        assert set(got) == set(expected) - {p for p in expected if p.endswith(f"/{failing}.dcm")}
+    else:  # what the broken or refused association did not deliver is retrieved on a new one
+        assert run.status == 0, run.errors
+        assert got == expected

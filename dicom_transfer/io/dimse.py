@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 from pydicom.dataset import Dataset
@@ -62,6 +63,7 @@ COMMON_STORAGE_CLASSES = (  # when C-FIND does not report SOP Class UIDs (dcmqrs
     "1.2.840.10008.5.1.4.1.1.30",
 )
 COMMON_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.4.50")
+OPEN_ATTEMPTS = 3
 MAX_PDU = 1 << 20  # what this side accepts per PDU (fewer, larger PDUs for large instances)
 
 
@@ -337,20 +339,22 @@ class AssociationPool:
             self.slots.release()
 
     def _open(self, contexts: list[tuple[str, tuple[str, ...]]], roles: list[str]) -> Link:
-        """A new association; when the peer refuses it while this process holds idle ones (a
-        PACS that takes fewer associations than the cap), those are closed and it is asked again."""
-        for attempt in range(2):
+        """A new association. When the peer refuses it, this process's idle ones are closed (a PACS
+        may take fewer associations than the cap) and it is asked again, ``OPEN_ATTEMPTS`` times
+        in all, with a short backoff."""
+        for attempt in range(OPEN_ATTEMPTS):
             self._acquire_slot()
             try:
                 return Link(self.settings, contexts, roles)
             except AssociationFailed:
                 self.slots.release()
+                if attempt + 1 >= OPEN_ATTEMPTS:
+                    raise
                 with self.lock:
                     idle, self.idle = self.idle, []
-                if attempt or not idle:
-                    raise
                 for link in idle:
                     self._close(link)
+                time.sleep(0.1 * 2 ** attempt)  # a busy PACS refuses for a moment
             except BaseException:
                 self.slots.release()
                 raise
