@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -26,6 +27,7 @@ from dicom_transfer.transforms.validate import ValidInstance
 
 LOG = logging.getLogger(__name__)
 ATTEMPTS = 3  # per instance, when the association breaks or is refused
+PER_LANE = 16  # instances per association at least, before another one is opened
 
 
 def sop_class_of(path: str) -> str:
@@ -59,6 +61,12 @@ class _StoreFn(_DimseFn):
     def setup(self) -> None:
         super().setup()
         self.progress = ProgressLog("c-store")
+        self.executor = concurrent.futures.ThreadPoolExecutor(self.settings.max_associations)
+
+    def teardown(self) -> None:
+        if getattr(self, "executor", None) is not None:
+            self.executor.shutdown(wait=True)
+        super().teardown()
 
     def process(self, element: tuple[tuple[str, str], Iterable[ValidInstance]]) -> Iterator:
         (study, series), instances = element
@@ -84,7 +92,7 @@ class _StoreFn(_DimseFn):
         files: list[tuple[ValidInstance, str, str, bool]] = []  # instance, local path, SOP class, temporary
         for instance in instances:
             try:
-                path, temporary = _local_copy(instance.url)
+                path, temporary = _local_copy(instance.url, instance.size)
                 files.append((instance, path, sop_class_of(path), temporary))
             except IO_ERRORS as exc:
                 yield self._failure(instance, f"cannot read it: {error_text(exc)}")
@@ -93,17 +101,24 @@ class _StoreFn(_DimseFn):
             for group in group_contexts(pairs):
                 contexts = [(sop_class, (syntax,)) for sop_class, syntax in group]
                 chosen = [f for f in files if (f[2], f[0].transfer_syntax) in set(group)]
-                yield from self._store_group(chosen, contexts)
+                # several associations at once: a PACS stores one while it receives the next
+                lanes = max(1, min(self.settings.max_associations, len(chosen) // PER_LANE))
+                results = self.executor.map(self._store_lane, [chosen[lane::lanes] for lane in range(lanes)],
+                                            [contexts] * lanes)
+                for answers in results:  # Metrics and outputs on the bundle's thread
+                    for instance, code, message in answers:
+                        yield self._answer(instance, code, message)
         finally:
             for _, path, _, temporary in files:
                 if temporary:
                     with contextlib.suppress(OSError):
                         os.unlink(path)
 
-    def _store_group(self, files: list, contexts: list) -> Iterator:
-        """C-STORE each file on a pooled association. When the association breaks or cannot be
-        opened, the rest go on a new one; the instance at hand is tried ``ATTEMPTS`` times in
-        all, then it is one failure record."""
+    def _store_lane(self, files: list, contexts: list) -> list[tuple[ValidInstance, int | None, str]]:
+        """C-STORE each file on a pooled association: ``(instance, status code or None, why not)``.
+        When the association breaks or cannot be opened, the rest go on a new one; the instance
+        at hand is tried ``ATTEMPTS`` times in all, then it is a failure."""
+        answers = []
         remaining = list(files)
         tries = 0
         while remaining:
@@ -115,20 +130,23 @@ class _StoreFn(_DimseFn):
                             code = link.store(path)
                         except NoContext as exc:  # this instance's own problem: the rest go on
                             remaining.pop(0)
-                            yield self._failure(instance, str(exc))
+                            answers.append((instance, None, str(exc)))
                             continue
                         remaining.pop(0)
                         tries = 0
-                        yield self._answer(instance, code)
+                        answers.append((instance, code, ""))
             except DimseError as exc:
                 tries += 1
                 if tries >= ATTEMPTS:
                     tries = 0
-                    yield self._failure(remaining.pop(0)[0], f"C-STORE failed: {exc}")
+                    answers.append((remaining.pop(0)[0], None, f"C-STORE failed: {exc}"))
                 else:
                     time.sleep(0.2 * tries)
+        return answers
 
-    def _answer(self, instance: ValidInstance, code: int):
+    def _answer(self, instance: ValidInstance, code: int | None, message: str) -> beam.pvalue.TaggedOutput:
+        if code is None:
+            return self._failure(instance, message)
         category = status_category(code)
         if code == DUPLICATE_SOP_INSTANCE:
             return self._outcome(metrics.UNCHANGED, instance)
@@ -153,7 +171,7 @@ class _StoreFn(_DimseFn):
         return beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(identifier, message, "store"))
 
 
-def _local_copy(url: str) -> tuple[str, bool]:
+def _local_copy(url: str, size: int) -> tuple[str, bool]:
     """A local path holding the bytes at ``url``: the file itself, or a temporary copy."""
     path = local_path(url)
     if path is not None:
@@ -161,7 +179,7 @@ def _local_copy(url: str) -> tuple[str, bool]:
     handle, temporary = tempfile.mkstemp(prefix=".c-store-", suffix=".dcm")
     os.close(handle)
     try:
-        Destination(os.path.dirname(temporary)).write(os.path.basename(temporary), url, -1, overwrite=True)
+        Destination(os.path.dirname(temporary)).write(os.path.basename(temporary), url, size, overwrite=True)
     except BaseException:
         os.unlink(temporary)
         raise

@@ -1,0 +1,99 @@
+"""The plain DIMSE logic: peer addresses, AE titles, status codes, date chunks, context groups;
+and that the DIMSE DoFns pickle (as a distributed runner ships them)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+
+import pytest
+
+from dicom_transfer.dimse import (
+    MAX_CONTEXTS,
+    PeerAddress,
+    check_ae_title,
+    date_chunks,
+    group_contexts,
+    parse_date_range,
+    parse_listen_address,
+    parse_peer_address,
+    status_category,
+    status_text,
+)
+
+
+def test_peer_addresses():
+    assert parse_peer_address("dimse://PACS@10.0.0.5:104") == PeerAddress("10.0.0.5", 104, "PACS")
+    assert parse_peer_address("PACS@pacs.example.org:11112") == PeerAddress("pacs.example.org", 11112, "PACS")
+    assert parse_peer_address("dimse://A B@[::1]:104").host == "::1"
+    assert str(parse_peer_address("dimse://PACS@h:104")) == "dimse://PACS@h:104"
+    for bad in ("pacs:104", "dimse://PACS@host", "dimse://PACS@host:0", "dimse://PACS@host:70000",
+                "dimse://SEVENTEEN-CHARACTER@h:1", "dimse://BACK\\SLASH@h:1", "http://x@h:1/path"):
+        with pytest.raises(ValueError):
+            parse_peer_address(bad)
+    assert parse_listen_address("127.0.0.1:11112") == ("127.0.0.1", 11112)
+    assert parse_listen_address(":11112") == ("0.0.0.0", 11112)
+    with pytest.raises(ValueError):
+        parse_listen_address("localhost")
+
+
+def test_ae_titles():
+    assert check_ae_title(" STORESCU ") == "STORESCU"
+    for bad in ("", "    ", "X" * 17, "A\\B", "É"):
+        with pytest.raises(ValueError):
+            check_ae_title(bad)
+
+
+@pytest.mark.parametrize("code, category", [
+    (0x0000, "success"), (0xFF00, "pending"), (0xFF01, "pending"), (0xFE00, "cancel"),
+    (0xB000, "warning"), (0xB007, "warning"), (0x0001, "warning"), (0x0107, "warning"),
+    (0xA700, "failure"), (0xA702, "failure"), (0xA801, "failure"), (0xA900, "failure"),
+    (0xC000, "failure"), (0xC211, "failure"), (0x0111, "failure"), (0x0122, "failure"),
+])
+def test_status_categories(code, category):
+    assert status_category(code) == category
+
+
+def test_status_texts_name_the_code():
+    assert status_text(0xA700) == "0xA700 (refused: out of resources)"
+    assert status_text(0xA7FE) == "0xA7FE (refused: out of resources)"
+    assert status_text(0xC123) == "0xC123 (error: cannot understand)"
+    assert status_text(0x1234) == "0x1234"
+
+
+def test_date_ranges_and_chunks():
+    start, end = parse_date_range("20240101-20240110")
+    assert (start, end) == (dt.date(2024, 1, 1), dt.date(2024, 1, 10))
+    assert parse_date_range("20240229") == (dt.date(2024, 2, 29),) * 2
+    assert list(date_chunks(start, end, 4)) == ["20240101-20240104", "20240105-20240108", "20240109-20240110"]
+    assert list(date_chunks(start, start, 7)) == ["20240101"]
+    assert len(list(date_chunks(dt.date(2023, 1, 1), dt.date(2023, 12, 31), 1))) == 365
+    for bad in ("2024-01-01", "20240110-20240101", "20241301", "yesterday"):
+        with pytest.raises(ValueError):
+            parse_date_range(bad)
+
+
+def test_context_groups_fit_an_association_and_keep_classes_together():
+    pairs = [(f"1.2.{c}", f"1.2.840.10008.1.2.{t}") for c in range(10) for t in range(20)]
+    groups = group_contexts(pairs + pairs[:5], reserved=2)  # duplicates count once
+    assert sorted(p for g in groups for p in g) == sorted(set(pairs))
+    assert all(len(g) <= MAX_CONTEXTS - 2 for g in groups)
+    for group in groups:  # 20 syntaxes per class: 6 classes fit whole in 126
+        assert {c for c, _ in group} == {c for c, _ in pairs if any(c == d for d, _ in group)}
+    huge = [("1.2.3", f"1.2.840.10008.1.2.{t}") for t in range(300)]  # one class over the limit
+    assert [len(g) for g in group_contexts(huge)] == [128, 128, 44]
+    assert group_contexts([]) == []
+
+
+def test_dimse_transforms_pickle():
+    pytest.importorskip("pynetdicom")
+    from dicom_transfer.io.dimse import DimseSettings
+    from dicom_transfer.layout import Layout
+    from dicom_transfer.transforms.dimse_source import DimseExpandToInstances, DimseRetrieveAndWrite
+    from dicom_transfer.transforms.dimse_store import DimseStoreInstances
+
+    settings = DimseSettings(PeerAddress("127.0.0.1", 104, "PACS"))
+    for transform in (DimseExpandToInstances(settings), DimseStoreInstances(settings),
+                      DimseRetrieveAndWrite(settings, "/tmp/out", Layout.parse("uid"), move_destination="X",
+                                            journal="/tmp/j")):
+        assert pickle.loads(pickle.dumps(transform)) is not None
