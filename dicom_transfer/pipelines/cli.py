@@ -164,7 +164,7 @@ def run_dimse_import(args: argparse.Namespace, beam_argv: list[str]) -> int:
     from dicom_transfer.pipelines.dimse import build_dimse_import_pipeline, dimse_import_config
 
     options, local = pipeline_options(beam_argv)
-    config = dimse_import_config(args)
+    config = dimse_import_config(args, local)
     check_stores(config.patterns, None, config.reports)
     return execute(args, options, local, config, build_dimse_import_pipeline,
                    f"{len(config.patterns)} pattern(s) -> {config.settings.peer}", patterns=len(config.patterns))

@@ -157,8 +157,14 @@ def dimse_export_config(options: argparse.Namespace) -> DimseExportConfig:
         filter_file=options.filter_file, date_chunks=chunks, move=move, overwrite=options.overwrite)
 
 
-def dimse_import_config(options: argparse.Namespace) -> DimseImportConfig:
-    """Check the options of an import into a PACS; raises UsageError."""
+def dimse_import_config(options: argparse.Namespace, local: bool = True) -> DimseImportConfig:
+    """Check the options of an import into a PACS; raises UsageError.
+
+    ``local``: the runner runs here (a distributed one needs explicit report locations).
+    """
+    if not local and not (options.errors and options.summary and options.summary != "-"):
+        raise UsageError("on a distributed runner, give --errors and --summary (e.g. gs:// paths): "
+                         "import has no destination folder to put them in")
     if options.dicomweb_url:
         raise UsageError("give --dicomweb-url or --dimse-destination, not both")
     patterns = collect_patterns(options.input, options.input_list)
