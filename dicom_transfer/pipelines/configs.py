@@ -191,14 +191,19 @@ def dicomweb_client(options) -> DicomwebClient:
     return client
 
 
+def require_report_locations(options: argparse.Namespace, local: bool) -> None:
+    """An import on a distributed runner names where its reports go: it has no destination folder."""
+    if not local and not (options.errors and options.summary and options.summary != "-"):
+        raise UsageError("on a distributed runner, give --errors and --summary (e.g. gs:// paths): "
+                         "import has no destination folder to put them in")
+
+
 def import_config(options: argparse.Namespace, local: bool = True) -> ImportConfig:
     """Check the import options and build the run's configuration; raises UsageError.
 
     ``local``: the runner runs here (a distributed one needs explicit report locations).
     """
-    if not local and not (options.errors and options.summary and options.summary != "-"):
-        raise UsageError("on a distributed runner, give --errors and --summary (e.g. gs:// paths): "
-                         "import has no destination folder to put them in")
+    require_report_locations(options, local)
     check_schemes(options)
     patterns = collect_patterns(options.input, options.input_list)
     check_filter_file(options.filter_file)

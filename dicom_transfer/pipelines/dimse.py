@@ -24,13 +24,15 @@ from dicom_transfer.dimse import (
 )
 from dicom_transfer.errors import FAILURES, redact
 from dicom_transfer.io.dimse import DimseError, DimseSettings, echo
-from dicom_transfer.io.files import open_url
 from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.configs import (
     IMPORT_REPORTS,
     check_filter_file,
+    check_schemes,
+    check_selection_files,
     collect_patterns,
     output_layout,
+    require_report_locations,
     run_reports,
 )
 from dicom_transfer.pipelines.inputs import read_inputs
@@ -141,12 +143,8 @@ def dimse_export_config(options: argparse.Namespace) -> DimseExportConfig:
             raise UsageError(f"--study-date: {exc}") from exc
     elif options.export_all:
         chunks = ("",)  # one study-level C-FIND for the whole archive
-    for url in (options.identifiers_file, options.filter_file):
-        if url:
-            try:
-                open_url(url).close()
-            except OSError as exc:
-                raise UsageError(f"cannot read {url}: {exc}") from exc
+    check_schemes(options)
+    check_selection_files(options.identifiers_file, options.filter_file, options.identifier)
     destination = options.output.rstrip("/") or options.output
     move = _move_settings(options, destination)
     settings = dimse_settings(options, options.dimse_source, "--dimse-source")
@@ -162,9 +160,8 @@ def dimse_import_config(options: argparse.Namespace, local: bool = True) -> Dims
 
     ``local``: the runner runs here (a distributed one needs explicit report locations).
     """
-    if not local and not (options.errors and options.summary and options.summary != "-"):
-        raise UsageError("on a distributed runner, give --errors and --summary (e.g. gs:// paths): "
-                         "import has no destination folder to put them in")
+    require_report_locations(options, local)
+    check_schemes(options)
     if options.dicomweb_url:
         raise UsageError("give --dicomweb-url or --dimse-destination, not both")
     patterns = collect_patterns(options.input, options.input_list)

@@ -21,7 +21,7 @@ from dicom_transfer.io.dimse import DimseError, DimseSettings, NoContext, query
 from dicom_transfer.io.files import local_path
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.dimse_source import WARNINGS, _DimseFn
-from dicom_transfer.transforms.duplicates import ResolveDuplicates
+from dicom_transfer.transforms.duplicates import UNIQUE, UniqueBySopUid
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.validate import ValidInstance
 
@@ -193,7 +193,7 @@ def _by_series(instance: ValidInstance) -> tuple[tuple[str, str], ValidInstance]
 class DimseStoreInstances(beam.PTransform):
     """Store validated instances on a PACS with C-STORE.
 
-    Instances are made unique by SOP Instance UID (:class:`ResolveDuplicates`) and
+    Instances are made unique by SOP Instance UID (:class:`UniqueBySopUid`) and
     grouped by series. Per series, one image-level C-FIND asks which of them the
     PACS holds already (``unchanged``, with ``check_existing``); the rest are sent
     on a pooled association whose presentation contexts are the series' own SOP
@@ -214,11 +214,9 @@ class DimseStoreInstances(beam.PTransform):
         self.fn = _StoreFn(settings, check_existing, dry_run)
 
     def expand(self, instances: beam.PCollection) -> dict[str, beam.PCollection]:
-        keyed = instances | "KeyBySopUid" >> beam.Map(lambda i: (i.sop_uid, i))
-        resolved = keyed | "ResolveDuplicates" >> ResolveDuplicates(stage="store")
+        resolved = instances | "UniqueBySopUid" >> UniqueBySopUid(stage="store")
         stored = (
-            resolved["unique"]
-            | "DropKey" >> beam.Values()
+            resolved[UNIQUE]
             | "KeyBySeries" >> beam.Map(_by_series)
             | "GroupBySeries" >> beam.GroupByKey()
             | "CStore" >> beam.ParDo(self.fn).with_outputs(FAILURES, OUTCOMES)

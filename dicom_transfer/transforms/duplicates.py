@@ -79,3 +79,28 @@ class ResolveDuplicates(beam.PTransform):
             | "KeepOne" >> beam.ParDo(_ResolveFn(self.stage)).with_outputs(FAILURES, OUTCOMES, main=UNIQUE)
         )
         return {UNIQUE: result[UNIQUE], OUTCOMES: result[OUTCOMES], FAILURES: result[FAILURES]}
+
+
+def _by_sop_uid(instance: ValidInstance) -> tuple[str, ValidInstance]:
+    return instance.sop_uid, instance
+
+
+class UniqueBySopUid(beam.PTransform):
+    """One instance per SOP Instance UID, as a store keeps them (:class:`ResolveDuplicates`
+    keyed by it). Returns a dict with ``unique`` (:class:`ValidInstance`), ``outcomes`` and
+    ``failures``.
+
+    Example::
+
+        unique = instances | UniqueBySopUid(stage="store")
+    """
+
+    def __init__(self, stage: str = "store") -> None:
+        super().__init__()
+        self.stage = stage
+
+    def expand(self, instances: beam.PCollection) -> dict[str, beam.PCollection]:
+        resolved = (instances | "KeyBySopUid" >> beam.Map(_by_sop_uid)
+                    | "ResolveDuplicates" >> ResolveDuplicates(stage=self.stage))
+        return {UNIQUE: resolved[UNIQUE] | "DropKey" >> beam.Values(), OUTCOMES: resolved[OUTCOMES],
+                FAILURES: resolved[FAILURES]}

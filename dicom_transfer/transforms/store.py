@@ -13,7 +13,7 @@ from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, interpret_stow
-from dicom_transfer.transforms.duplicates import ResolveDuplicates
+from dicom_transfer.transforms.duplicates import UNIQUE, UniqueBySopUid
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.validate import ValidInstance
 
@@ -122,7 +122,7 @@ class _StoreFn(beam.DoFn):
 class StoreInstances(beam.PTransform):
     """Store validated instances on a DICOMweb server (STOW-RS to ``{url}/studies``).
 
-    Instances are made unique by SOP Instance UID first (:class:`ResolveDuplicates`),
+    Instances are made unique by SOP Instance UID first (:class:`UniqueBySopUid`),
     then sent several per request (at most ``max_instances`` and ``max_bytes``; an
     instance larger than ``max_bytes`` goes alone, streamed), with ``concurrency``
     requests in flight per worker. Instances the server already holds are counted
@@ -150,11 +150,9 @@ class StoreInstances(beam.PTransform):
         self.check_existing = check_existing
 
     def expand(self, instances: beam.PCollection) -> dict[str, beam.PCollection]:
-        keyed = instances | "KeyBySopUid" >> beam.Map(lambda i: (i.sop_uid, i))
-        resolved = keyed | "ResolveDuplicates" >> ResolveDuplicates(stage="store")
+        resolved = instances | "UniqueBySopUid" >> UniqueBySopUid(stage="store")
         stored = (
-            resolved["unique"]
-            | "DropKey" >> beam.Values()
+            resolved[UNIQUE]
             | "Batch" >> beam.BatchElements(min_batch_size=self.max_instances * self.concurrency,
                                             max_batch_size=self.max_instances * self.concurrency)
             | "StowRs" >> beam.ParDo(_StoreFn(self.client, self.max_instances, self.max_bytes,
