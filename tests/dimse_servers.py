@@ -114,9 +114,10 @@ class FaultyStorageScp:
     ae_title = "FAULTY"
 
     def __init__(self, fail_sops: set[str] = frozenset(), abort_at: int | None = None,
-                 reject_every_other: bool = False) -> None:
+                 reject_every_other: bool = False, warn_sops: set[str] = frozenset()) -> None:
         self.port = free_port()
         self.fail_sops = set(fail_sops)
+        self.warn_sops = set(warn_sops)  # stored, answered 0xB007 (data set does not match SOP class)
         self.abort_at = abort_at
         self.reject_every_other = reject_every_other
         self.stored: dict[str, bytes] = {}
@@ -171,7 +172,7 @@ class FaultyStorageScp:
             data = event.encoded_dataset(include_meta=False)
         with self.lock:
             self.stored[sop] = data
-        return 0x0000
+        return 0xB007 if sop in self.warn_sops else 0x0000
 
     def stop(self) -> None:
         if self.server is not None:

@@ -24,6 +24,7 @@ from dicom_transfer.pipelines.cli import main
 from dicom_transfer.sample import instance_bytes, uid_for
 
 pytest.importorskip("pynetdicom")
+pytestmark = pytest.mark.servers  # every test here starts a real DIMSE peer
 
 # study -> date; the last one is outside the exported range
 DATES = {"a": "20240101", "b": "20240103", "c": "20240120"}
@@ -212,13 +213,17 @@ def _import_into(scp: FaultyStorageScp, tmp_path: Path, capsys, count: int = 24)
     status = main(["import", "--input", str(source), "--dimse-destination", scp.address,
                    "--calling-ae", CALLING_AE, "--operation-id", "faults",
                    "--errors", str(reports / "errors.log"), "--summary", str(reports / "summary.json")])
-    return Run(status, capsys.readouterr().out, reports), sent
+    captured = capsys.readouterr()
+    run = Run(status, captured.out, reports)
+    run.log = captured.err
+    return run, sent
 
 
-@pytest.mark.parametrize("fault", ["failure-status", "abort", "refuse-half"])
+@pytest.mark.parametrize("fault", ["failure-status", "abort", "refuse-half", "warning"])
 def test_c_store_faults_lose_nothing_else(fault, tmp_path, capsys):
     failing = uid_for("faults", 5)
     scp = FaultyStorageScp(fail_sops={failing} if fault == "failure-status" else set(),
+                           warn_sops={failing} if fault == "warning" else set(),
                            abort_at=7 if fault == "abort" else None,
                            reject_every_other=fault == "refuse-half").start()
     try:
@@ -234,6 +239,10 @@ def test_c_store_faults_lose_nothing_else(fault, tmp_path, capsys):
         assert run.status == 1 and len(failed) == 1 and failing in failed[0]
         assert "0xA700" in run.errors[0]["Error"]
         assert set(stored) == set(sent) - {failing}
+    elif fault == "warning":  # stored: a success, counted and logged as a warning, not a failure
+        assert run.status == 0 and set(stored) == set(sent)
+        assert [line.split(" WARNING ", 1)[1] for line in run.log.splitlines() if "0xB007" in line] == [
+            f"{tmp_path / 'in' / '5.dcm'}: C-STORE answered 0xB007 (warning: data set does not match SOP class)"]
     else:  # the instance being sent when the association went away is tried again on a new one
         assert run.status == 0, run.errors
         assert set(stored) == set(sent)
