@@ -291,3 +291,19 @@ def test_c_get_faults_lose_nothing_else(fault, tmp_path, capsys):
     else:  # what the broken or refused association did not deliver is retrieved on a new one
         assert run.status == 0, run.errors
         assert got == expected
+
+
+def test_c_move_never_takes_an_earlier_runs_journal_for_this_one(pacs, tmp_path, capsys):
+    server, receiver_port, made = pacs
+    study = uid_for("dimse", "a")
+    journal = tmp_path / "out" / ".dicom-transfer" / "received"
+    first = export(tmp_path, capsys, "--dimse-source", server.address, "--identifier", study,
+                   "--move-destination", RECEIVER_AE, "--move-listen", f"127.0.0.1:{receiver_port}")
+    assert first.status == 0 and first.counter["success"] == 6
+    assert len(list(journal.rglob("*.json"))) == 6
+    # no receiver listens now: the PACS cannot deliver, whatever the journal said last time
+    again = export(tmp_path, capsys, "--dimse-source", server.address, "--identifier", study,
+                   "--move-destination", RECEIVER_AE, "--move-journal", str(journal), op="op2")
+    assert again.status == 1
+    assert (again.counter["success"], again.counter["unchanged"], again.counter["failure"]) == (0, 0, 6)
+    assert all(e["Stage"] == "retrieve" for e in again.errors)

@@ -76,7 +76,7 @@ class MoveReceiver:
     def _on_store(self, event) -> int:
         path = str(event.dataset_path)
         result = receive_file(path, self.destination, self.layout, None, None, overwrite=self.overwrite,
-                              dry_run=self.dry_run)
+                              dry_run=self.dry_run, sop=str(getattr(event.request, "AffectedSOPInstanceUID", "")))
         with contextlib.suppress(OSError):
             os.unlink(path)
         named = result.source if isinstance(result, Outcome) else result.identifier

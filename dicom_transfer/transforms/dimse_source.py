@@ -41,7 +41,13 @@ from dicom_transfer.layout import Layout
 from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.resources import ResourcePath
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
-from dicom_transfer.transforms.place import Placements, instance_identifier, place_instance, read_journal_entry
+from dicom_transfer.transforms.place import (
+    Placements,
+    clear_journal_entries,
+    instance_identifier,
+    place_instance,
+    read_journal_entry,
+)
 from dicom_transfer.transforms.retrieve import RESOURCES, ResourcesToExport
 from dicom_transfer.transforms.validate import validate_file
 
@@ -264,10 +270,14 @@ class _RetrieveFn(_DimseFn):
             contexts += [(sop_class, (syntax,)) for sop_class, syntax in group]
             roles = sorted({sop_class for sop_class, _ in group})
         try:
+            if self.move_destination and self.journal:
+                clear_journal_entries(self.journal, state.study, state.series, state.missing())
             with self.pool.borrow(contexts, roles) as link:
                 link.on_store = lambda event: self._receive(event, state)
                 final = link.retrieve(identifier, self.move_destination)
-        except DimseError as exc:
+        except IO_ERRORS as exc:
+            if not isinstance(exc, DimseError):
+                return f"cannot clear the receiver's journal: {error_text(exc)}"
             self._reconcile(state)
             return str(exc)
         self._reconcile(state)
@@ -286,12 +296,13 @@ class _RetrieveFn(_DimseFn):
         the data set as received; the answer tells the PACS whether it was taken."""
         path = str(event.dataset_path)
         result = receive_file(path, self.destination, self.layout, (state.study, state.series),
-                              set(state.wanted), overwrite=self.overwrite, dry_run=self.dry_run)
+                              set(state.wanted), overwrite=self.overwrite, dry_run=self.dry_run,
+                              sop=_sop_of(event))
         with contextlib.suppress(OSError):
             os.unlink(path)  # still there if it was not moved into place
         with state.lock:
             state.results.append(result)
-            state.received.add(_sop_of(result, event))
+            state.received.add(_sop_of(event) or _named(result).rsplit("/", 1)[-1])
         return 0x0000 if isinstance(result, Outcome) else 0xA700 if result.stage == "write" else 0xC000
 
     def _reconcile(self, state: _Series) -> None:
@@ -310,21 +321,27 @@ class _RetrieveFn(_DimseFn):
                     state.received.add(sop)
 
 
-def _sop_of(result: Outcome | ErrorRecord, event) -> str:
+def _sop_of(event) -> str:
+    """The SOP Instance UID a C-STORE request announces ("" if it has none)."""
     with contextlib.suppress(AttributeError, TypeError):
-        return str(event.request.AffectedSOPInstanceUID)
-    return (result.source if isinstance(result, Outcome) else result.identifier).rsplit("/", 1)[-1]
+        return str(event.request.AffectedSOPInstanceUID or "")
+    return ""
+
+
+def _named(result: Outcome | ErrorRecord) -> str:
+    return result.source if isinstance(result, Outcome) else result.identifier
 
 
 def receive_file(path: str, destination: Destination, layout: Layout, expected: tuple[str, str] | None,
-                 wanted: set[str] | None, *, overwrite: bool = False, dry_run: bool = False
+                 wanted: set[str] | None, *, overwrite: bool = False, dry_run: bool = False, sop: str = ""
                  ) -> Outcome | ErrorRecord:
     """Validate a received Part-10 file like any input, check it is an instance that was asked
-    for (``expected`` study and series, SOP in ``wanted``; ``None``: anything), and place it."""
+    for (``expected`` study and series, SOP in ``wanted``; ``None``: anything), and place it.
+    ``sop``: the SOP Instance UID the C-STORE announced, to name an instance that is not valid."""
     try:
         instance = validate_file(FileRef(path, os.path.getsize(path)), layout.keywords)
     except InvalidInstance as exc:
-        where = "/".join(expected) if expected else "an instance"
+        where = "/".join([*(expected or ("an instance",)), *([sop] if sop else [])])
         return ErrorRecord.create(where, f"the PACS sent an invalid instance ({exc.check}): {exc}", "validate")
     except OSError as exc:
         return ErrorRecord.create(path, f"cannot read what was received: {error_text(exc)}", "read")

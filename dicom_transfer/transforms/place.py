@@ -3,6 +3,7 @@ which a storage SCP outside the pipeline records what it placed (C-MOVE)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 
@@ -12,7 +13,7 @@ from apache_beam.metrics import Metrics
 from dicom_transfer import metrics
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.destination import PLACED, Destination, ExistsWithOtherContent
-from dicom_transfer.io.files import open_url
+from dicom_transfer.io.files import open_url, split_url
 from dicom_transfer.layout import Layout, LayoutError
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.report import write_text
@@ -85,6 +86,21 @@ def write_journal_entry(journal: str, study: str, series: str, sop: str, result:
     else:
         entry = {"kind": result.kind, "size": result.size, "destination": result.destination}
     write_text(journal_url(journal, study, series, sop), json.dumps(entry))
+
+
+def clear_journal_entries(journal: str, study: str, series: str, sops: list[str]) -> None:
+    """Forget what a receiver recorded for these instances (before asking for them again), so that
+    an entry from an earlier run is never taken for this one's.
+
+    Raises
+    ------
+    OSError
+        The journal could not be changed.
+    """
+    fs, _ = split_url(journal)
+    for sop in sops:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm_file(split_url(journal_url(journal, study, series, sop))[1])
 
 
 def read_journal_entry(journal: str, study: str, series: str, sop: str) -> Outcome | ErrorRecord | None:
