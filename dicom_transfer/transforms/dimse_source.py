@@ -57,7 +57,7 @@ EXPLICIT_AND_IMPLICIT = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
 WARNINGS = "dimse_warnings"
 
 
-class _DimseFn(beam.DoFn):
+class PeerDoFn(beam.DoFn):
     """A DoFn that talks to one peer through the worker's :class:`AssociationPool`."""
 
     def __init__(self, settings: DimseSettings) -> None:
@@ -75,7 +75,7 @@ class _DimseFn(beam.DoFn):
             return list(link.find(identifier))
 
 
-class _ListStudiesFn(_DimseFn):
+class _ListStudiesFn(PeerDoFn):
     """A study-level C-FIND per date chunk (``""``: every study) -> :class:`ResourcePath`."""
 
     def process(self, dates: str) -> Iterator:
@@ -123,7 +123,7 @@ class DimseResourcesToExport(beam.PTransform):
                 FAILURES: (given[FAILURES], listed[FAILURES]) | "ListFailures" >> beam.Flatten()}
 
 
-class _ExpandFn(_DimseFn):
+class _ExpandFn(PeerDoFn):
     """ResourcePath -> ((study, series), (sop, sop_class, whole_series)) by C-FIND."""
 
     def process(self, resource: ResourcePath) -> Iterator:
@@ -199,7 +199,7 @@ class _Series:
             return sorted(set(self.wanted) - self.received)
 
 
-class _RetrieveFn(_DimseFn):
+class _RetrieveFn(PeerDoFn):
     def __init__(self, settings: DimseSettings, destination_url: str, layout: Layout, overwrite: bool,
                  dry_run: bool, move_destination: str | None, journal: str | None) -> None:
         super().__init__(settings)

@@ -20,7 +20,7 @@ from dicom_transfer.io.destination import Destination
 from dicom_transfer.io.dimse import DimseError, DimseSettings, NoContext, query
 from dicom_transfer.io.files import local_path
 from dicom_transfer.progress import ProgressLog
-from dicom_transfer.transforms.dimse_source import WARNINGS, _DimseFn
+from dicom_transfer.transforms.dimse_source import WARNINGS, PeerDoFn
 from dicom_transfer.transforms.duplicates import UNIQUE, UniqueBySopUid
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.validate import ValidInstance
@@ -46,7 +46,7 @@ def sop_class_of(path: str) -> str:
     return str(sop_class)
 
 
-class _StoreFn(_DimseFn):
+class _StoreFn(PeerDoFn):
     """((study, series), [ValidInstance]) -> C-FIND what the PACS holds, C-STORE the rest."""
 
     def __init__(self, settings: DimseSettings, check_existing: bool, dry_run: bool) -> None:
