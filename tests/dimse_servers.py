@@ -123,6 +123,7 @@ class FaultyStorageScp:
         self.stored: dict[str, bytes] = {}
         self.requests = 0
         self.associations = 0
+        self.open_now = self.most_open = 0  # associations established at once
         self.lock = threading.Lock()
         self.server = None
 
@@ -139,7 +140,8 @@ class FaultyStorageScp:
         ae.add_supported_context("1.2.840.10008.1.1")
         ae.add_supported_context("1.2.840.10008.5.1.4.1.2.2.1")  # C-FIND: answers nothing held
         handlers = [(evt.EVT_C_STORE, self._store), (evt.EVT_REQUESTED, self._requested),
-                    (evt.EVT_C_FIND, self._find)]
+                    (evt.EVT_C_FIND, self._find), (evt.EVT_ESTABLISHED, self._opened),
+                    (evt.EVT_RELEASED, self._closed), (evt.EVT_ABORTED, self._closed)]
         self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
         return self
 
@@ -149,6 +151,15 @@ class FaultyStorageScp:
             reject = self.reject_every_other and self.associations % 2 == 0
         if reject:  # after the C-ECHO check's association, every second one
             event.assoc.acse.send_reject(0x02, 0x01, 0x01)
+
+    def _opened(self, event) -> None:
+        with self.lock:
+            self.open_now += 1
+            self.most_open = max(self.most_open, self.open_now)
+
+    def _closed(self, event) -> None:
+        with self.lock:
+            self.open_now -= 1
 
     @staticmethod
     def _find(event):

@@ -200,7 +200,7 @@ def test_c_store_into_orthanc_then_rerun_is_unchanged(tmp_path, capsys):
         server.stop()
 
 
-def _import_into(scp: FaultyStorageScp, tmp_path: Path, capsys, count: int = 24) -> tuple[Run, dict]:
+def _import_into(scp: FaultyStorageScp, tmp_path: Path, capsys, count: int = 24, *options: str) -> tuple[Run, dict]:
     source = tmp_path / "in"
     source.mkdir(exist_ok=True)
     sent = {}
@@ -210,7 +210,7 @@ def _import_into(scp: FaultyStorageScp, tmp_path: Path, capsys, count: int = 24)
         (source / f"{n}.dcm").write_bytes(data)
         sent[sop] = data
     reports = tmp_path / "reports"
-    status = main(["import", "--input", str(source), "--dimse-destination", scp.address,
+    status = main(["import", "--input", str(source), "--dimse-destination", scp.address, *options,
                    "--calling-ae", CALLING_AE, "--operation-id", "faults",
                    "--errors", str(reports / "errors.log"), "--summary", str(reports / "summary.json")])
     captured = capsys.readouterr()
@@ -307,3 +307,15 @@ def test_c_move_never_takes_an_earlier_runs_journal_for_this_one(pacs, tmp_path,
     assert again.status == 1
     assert (again.counter["success"], again.counter["unchanged"], again.counter["failure"]) == (0, 0, 6)
     assert all(e["Stage"] == "retrieve" for e in again.errors)
+
+
+@pytest.mark.parametrize("cap", [1, 3])
+def test_associations_stay_within_the_cap(cap, tmp_path, capsys):
+    scp = FaultyStorageScp().start()
+    try:
+        run, sent = _import_into(scp, tmp_path, capsys, 96, "--max-associations", str(cap))
+    finally:
+        scp.stop()
+    assert run.status == 0 and set(scp.stored) == set(sent)
+    # 48 instances per series: up to 3 lanes of 16 at once when allowed, never more than the cap
+    assert scp.most_open <= cap and scp.most_open >= min(cap, 2)
