@@ -316,3 +316,26 @@ def test_request_batches_respect_both_limits_and_a_large_instance_goes_alone():
     batcher = RequestBatcher(3, 40)
     streamed = [full for i in sizes if (full := batcher.add(i))] + [batcher.flush()]
     assert streamed == plan_requests(sizes, 3, 40) and batcher.flush() is None
+
+
+def test_an_instance_reported_stored_but_absent_is_a_verify_failure(source, destination, migrate_cli):
+    study = source.studies()[2]
+    series = source.series_of(study)[1]
+    lost = source.sops_of(series)[2]
+
+    def swallow(number, method, path, body):  # answers success without passing the request on
+        if method == "POST" and body and lost.encode() in body:
+            return ("status", 200, {"Content-Type": "application/dicom+json"}, b"{}")
+        return None
+
+    swallowing = FaultProxy(destination.url, plan=swallow).start()
+    try:
+        run = migrate_cli("--source-dicomweb-url", source.server.dicomweb, "--dicomweb-url",
+                          swallowing.dicomweb(), "--identifier", f"{study}/{series}",
+                          "--max-instances-per-request", "1")
+    finally:
+        swallowing.stop()
+    assert run.status == 1
+    record = run.error_for(lost)
+    assert record["Stage"] == "verify" and "does not hold it" in record["Error"]
+    assert set(held(destination)) == set(source.sops_of(series)) - {lost}
