@@ -236,7 +236,7 @@ def test_an_instance_the_destination_refuses_is_one_failure_and_its_neighbours_a
     assert (run.counter["success"], run.counter["failure"]) == (len(expected), 1)
 
 
-def test_dry_run_counts_what_would_move_and_touches_nothing(source, destination, migrate_cli):
+def test_dry_run_counts_what_would_move_and_touches_nothing(source, destination, migrate_cli, tmp_path):
     study = source.studies()[2]
     series = source.series_of(study)[0]
     present = source.sops_of(series)[0]
@@ -245,7 +245,7 @@ def test_dry_run_counts_what_would_move_and_touches_nothing(source, destination,
     watched = FaultProxy(destination.url, plan=lambda n, method, path, b: seen.append(method)).start()
     try:
         run = migrate_cli("--source-dicomweb-url", source.server.dicomweb, "--dicomweb-url", watched.dicomweb(),
-                          "--identifier", study, "--dry-run")
+                          "--identifier", study, "--dry-run", "--log-file", str(tmp_path / "log"))
     finally:
         watched.stop()
     moving = {k: v for k, v in source.instances.items() if k[0] == study and k[2] != present}
@@ -255,6 +255,9 @@ def test_dry_run_counts_what_would_move_and_touches_nothing(source, destination,
     assert set(seen) == {"GET"}
     assert held(destination) == source.select(sop=present)
     assert "would be migrated" in run.out
+    listed = (tmp_path / "log").read_text()
+    assert f"series {study}/{series}: 2 of 3 instances would be migrated" in listed
+    assert f"series {study}/{source.series_of(study)[1]}: 3 of 3 instances would be migrated" in listed
 
 
 def test_verify_bytes_reports_an_instance_the_destination_returns_altered(source, destination, migrate_cli):

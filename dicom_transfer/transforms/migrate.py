@@ -25,7 +25,7 @@ from dicom_transfer.io.files import FileRef
 from dicom_transfer.io.stow_requests import StowSender
 from dicom_transfer.migration import SeriesPlan, plan_series, still_missing
 from dicom_transfer.part10 import InvalidInstance
-from dicom_transfer.progress import ProgressLog
+from dicom_transfer.progress import ProgressLog, format_bytes
 from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, RequestBatcher
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.retrieve import SOP_UID, first_value, paged
@@ -139,6 +139,11 @@ class _MigrateSeriesFn(beam.DoFn):
                 self._verify(run)
         finally:
             shutil.rmtree(spool, ignore_errors=True)
+        if self.dry_run:
+            would = [r for r in run.results.values() if r.kind == SUCCESS]
+            LOG.info("dry run: series %s: %d of %d instances would be migrated (%s), %d already there",
+                     plan.identifier, len(would), len(plan.wanted), format_bytes(sum(r.size for r in would)),
+                     len(plan.present))
         yield from self._report(run)
 
     # -- retrieve from the source, store on the destination, overlapping ------------------------
