@@ -3,7 +3,8 @@
 1. ``dicom-transfer migrate --all`` to an empty destination;
 2. the same command again over the complete destination (it only asks);
 3. (a) the product's own ``export --all`` to a local folder, then ``import`` of that folder;
-4. (b) a dicomweb-client loop: ``retrieve_instance`` + ``store_instances`` one instance at a time.
+4. (b) a dicomweb-client loop: ``retrieve_instance`` + ``store_instances`` one instance at a time;
+5. peak RSS of ``migrate`` for one series of 20 x 20 MB instances, against 20 small ones.
 
 Each measured run gets a fresh destination Orthanc. Start-up is measured by the same command
 on a source holding one instance and subtracted for the marginal figures.
@@ -24,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests")]
 from bench_export import load  # noqa: E402
-from measure import timed  # noqa: E402
+from measure import peak_rss_mb, timed  # noqa: E402
 from servers import Orthanc  # noqa: E402
 
 PYTHON = sys.executable
@@ -103,6 +104,25 @@ def main() -> None:
           "dicomweb-client loop (target >= 3)")
     print(f"  re-run: {totals['migrate'] / rerun:.1f} x faster than the first run in total; start-up subtracted "
           f"{marginal['migrate'] / max(rerun - rerun_startup, 1e-3):.1f} x (target >= 20)")
+    big, small = memory(Path(tempfile.mkdtemp(prefix="dt-bench-migrate-rss-")))
+    print(f"  one series of 20 x 20 MB: peak RSS {big:.0f} MB vs {small:.0f} MB for 20 small instances: "
+          f"growth {big - small:.0f} MB")
+
+
+def memory(work: Path) -> tuple[float, float]:
+    """Peak RSS of migrate for one series of 20 x 20 MB instances, and for 20 x 4 KB."""
+    peaks = []
+    for name, size in (("big", 20 << 20), ("small", 4096)):
+        source, destination = Orthanc(work / f"{name}-source").start(), Orthanc(work / f"{name}-dest").start()
+        try:
+            load(source, 20, size, f"bench-migrate-{name}", per_series=20)
+            peaks.append(peak_rss_mb(migrate(source.dicomweb, destination.dicomweb, work)[0]))
+            assert destination.count_instances() == 20
+        finally:
+            source.stop()
+            destination.stop()
+    shutil.rmtree(work, ignore_errors=True)
+    return peaks[0], peaks[1]
 
 
 if __name__ == "__main__":
