@@ -68,6 +68,7 @@ class MultipartBody:
                            for _, size in self.parts) + len(self._closing)
         self._pieces = self._generate()
         self._buffer = b""
+        self._offset = 0
 
     @property
     def content_type(self) -> str:
@@ -90,15 +91,17 @@ class MultipartBody:
         yield self._closing
 
     def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
+        # An offset into the current piece: slicing off what was read copied the rest of a 1 MiB
+        # chunk for every 16 KiB the HTTP client asked for.
+        while size < 0 or len(self._buffer) - self._offset < size:
             piece = next(self._pieces, None)
             if piece is None:
                 break
-            self._buffer += piece
-        if size < 0:
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
+            self._buffer = self._buffer[self._offset:] + piece
+            self._offset = 0
+        end = len(self._buffer) if size < 0 else self._offset + size
+        data = self._buffer[self._offset:end]
+        self._offset += len(data)
         return data
 
 

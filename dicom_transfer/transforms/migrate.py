@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 
 from dicom_transfer import metrics
 from dicom_transfer.errors import FAILURES, ErrorRecord
@@ -113,38 +114,57 @@ class _MigrateSeriesFn(beam.DoFn):
         self.destination = DicomwebClient(**self.destination_settings)
         # Existence is decided once per series, before anything moves: no QIDO-RS per request.
         self.sender = StowSender(self.destination, check_existing=False)
-        self.pool = concurrent.futures.ThreadPoolExecutor(self.concurrency)
+        self.pool = concurrent.futures.ThreadPoolExecutor(self.concurrency)  # STOW-RS requests, byte checks
+        # Several series at once: one series' requests alone (a QIDO-RS, a WADO-RS answer, a few
+        # STOW-RS batches) leave both servers idle much of the time.
+        self.series_pool = concurrent.futures.ThreadPoolExecutor(self.concurrency)
         self.progress = ProgressLog("migrate")
 
     def teardown(self) -> None:
-        if getattr(self, "pool", None):
-            self.pool.shutdown(wait=False)
+        for pool in (getattr(self, "pool", None), getattr(self, "series_pool", None)):
+            if pool:
+                pool.shutdown(wait=False)
+
+    def start_bundle(self) -> None:
+        self.running: collections.deque[concurrent.futures.Future] = collections.deque()
 
     def process(self, element: tuple[tuple[str, str], Iterable[tuple[str, bool]]]) -> Iterator:
+        self.running.append(self.series_pool.submit(self._migrate, element))
+        # At most ``concurrency`` series in flight (and their spools); results in order, counted
+        # on this thread (Beam's metrics are per thread).
+        while self.running and (len(self.running) > self.concurrency or self.running[0].done()):
+            yield from self._report(self.running.popleft().result())
+
+    def finish_bundle(self) -> Iterator:
+        while self.running:
+            for output in self._report(self.running.popleft().result()):
+                yield beam.pvalue.TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
+
+    def _migrate(self, element: tuple[tuple[str, str], Iterable[tuple[str, bool]]]) -> _SeriesRun:
+        """One series, on a thread of ``series_pool``: compare, move what is missing, verify."""
         (study, series), selected = element
         selected = list(selected)
         try:
             held = held_instances(self.destination, study, series)
         except DicomwebError as exc:
-            for sop, _ in selected:
-                yield _failure(f"{study}/{series}/{sop}", "cannot ask the destination which instances "
-                               f"it holds: {exc}", "compare")
-            return
+            run = _SeriesRun(plan_series(study, series, selected, ()), "")
+            for sop in run.plan.wanted:
+                run.fail(sop, f"cannot ask the destination which instances it holds: {exc}", "compare")
+            return run
         plan = plan_series(study, series, selected, held)
-        spool = tempfile.mkdtemp(prefix="dicom-transfer-migrate-")
+        run = _SeriesRun(plan, tempfile.mkdtemp(prefix="dicom-transfer-migrate-"))
         try:
-            run = _SeriesRun(plan, spool)
             if plan.missing:
                 self._transfer(run)
                 self._verify(run)
         finally:
-            shutil.rmtree(spool, ignore_errors=True)
+            shutil.rmtree(run.spool, ignore_errors=True)
         if self.dry_run:
             would = [r for r in run.results.values() if r.kind == SUCCESS]
             LOG.info("dry run: series %s: %d of %d instances would be migrated (%s), %d already there",
                      plan.identifier, len(would), len(plan.wanted), format_bytes(sum(r.size for r in would)),
                      len(plan.present))
-        yield from self._report(run)
+        return run
 
     # -- retrieve from the source, store on the destination, overlapping ------------------------
     def _transfer(self, run: _SeriesRun) -> None:
