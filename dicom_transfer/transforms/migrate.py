@@ -332,7 +332,8 @@ class MigrateSeries(beam.PTransform):
     (``transfer-syntax=*``: the stored bytes), parsed as they stream into spool files (memory
     stays bounded whatever the series), validated, and sent with batched STOW-RS requests
     (``max_instances``/``max_bytes``, ``concurrency`` in flight, split in halves when refused
-    whole, retried with ``Retry-After``) while the next ones arrive. Then one QIDO-RS checks
+    whole, retried with ``Retry-After``) while the next ones arrive; ``concurrency`` series are
+    in flight per worker, sharing ``concurrency`` STOW-RS requests. Then one QIDO-RS checks
     that the destination holds every instance stored; ``verify_bytes`` also retrieves each
     again and compares SHA-256. Every instance that does not arrive is one failure record.
     With ``dry_run`` the missing instances are retrieved and counted, nothing is sent.
