@@ -342,3 +342,21 @@ def test_an_instance_reported_stored_but_absent_is_a_verify_failure(source, dest
     record = run.error_for(lost)
     assert record["Stage"] == "verify" and "does not hold it" in record["Error"]
     assert set(held(destination)) == set(source.sops_of(series)) - {lost}
+
+
+def test_a_private_ca_on_the_source_side_only(source, destination, migrate_cli, tmp_path):
+    from servers import self_signed_certificate
+
+    certificate, key = self_signed_certificate(tmp_path)
+    private = FaultProxy(source.server.url, tls=(certificate, key)).start()
+    try:
+        study = source.studies()[0]
+        series = source.series_of(study)[0]
+        urls = ("--source-dicomweb-url", private.dicomweb(), "--dicomweb-url", destination.dicomweb,
+                "--identifier", f"{study}/{series}")
+        untrusted = migrate_cli(*urls)
+        trusted = migrate_cli(*urls, "--source-ca-bundle", certificate)
+    finally:
+        private.stop()
+    assert untrusted.status == 2
+    assert trusted.status == 0 and held(destination) == source.select(study, series)
