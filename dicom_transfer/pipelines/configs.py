@@ -235,8 +235,6 @@ def export_config(options: argparse.Namespace) -> ExportConfig:
         transfer_syntax=options.transfer_syntax, overwrite=options.overwrite)
 
 
-
-
 def migrate_config(options: argparse.Namespace, local: bool = True) -> MigrateConfig:
     """Check the migrate options and both servers, and build the run's configuration; raises UsageError."""
     reports = _reports_without_destination("migrate", options, local)
