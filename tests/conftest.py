@@ -182,7 +182,8 @@ def bucket(stores, request):
 # -- test tiers ------------------------------------------------------------------------------------
 # `pytest -m "not servers and not subprocess"` is the fast tier for the inner loop: unit tests and
 # in-process pipelines. The README's test command runs everything.
-SERVER_FIXTURES = {"orthanc", "stores", "bucket", "loaded", "server", "servers"}
+SERVER_FIXTURES = {"orthanc", "stores", "bucket", "loaded", "server", "servers",
+                   "source", "destination"}  # the last two: test_migrate_cli's two Orthanc servers
 
 
 def pytest_configure(config):

@@ -140,11 +140,12 @@ def run_export(args: argparse.Namespace, beam_argv: list[str]) -> int:
 
 
 def run_migrate(args: argparse.Namespace, beam_argv: list[str]) -> int:
-    from dicom_transfer.pipelines.configs import migrate_config
+    from dicom_transfer.pipelines.configs import check_stores, migrate_config
     from dicom_transfer.pipelines.migrate import build_migrate_pipeline
 
     options, local = pipeline_options(beam_argv)
     config = migrate_config(args, local)
+    check_stores([], None, config.reports)
     return execute(args, options, local, config, build_migrate_pipeline,
                    f"{config.source.safe_url} -> {config.destination.safe_url}")
 
