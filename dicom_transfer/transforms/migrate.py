@@ -284,16 +284,16 @@ class _MigrateSeriesFn(beam.DoFn):
 
     def _bytes_problem(self, run: _SeriesRun, sop: str) -> str | None:
         path = f"/studies/{run.plan.study}/series/{run.plan.series}/instances/{sop}"
-        digests = []
+        digests: set[str] = set()  # a set: a retried answer yields its parts again
         try:
             for part, _ in self.destination.retrieve_to_files(path, run.new_file, "*",
                                                               self.destination.retry.attempts):
-                digests.append(sha256_of(part))
+                digests.add(sha256_of(part))
         except RETRIEVAL_ERRORS as exc:
             return f"stored, but cannot retrieve it again to compare its bytes: {exc}"
-        if digests != [run.digests[sop]]:
+        if digests != {run.digests[sop]}:
             return (f"the destination returns other bytes than those sent (SHA-256 "
-                    f"{', '.join(digests) or 'nothing'} instead of {run.digests[sop]})")
+                    f"{', '.join(sorted(digests)) or 'nothing'} instead of {run.digests[sop]})")
         return None
 
     # -- report ----------------------------------------------------------------------------------
