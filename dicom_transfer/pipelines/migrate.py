@@ -8,11 +8,11 @@ import apache_beam as beam
 
 from dicom_transfer.errors import FAILURES
 from dicom_transfer.io.dicomweb import DicomwebClient
+from dicom_transfer.pipelines.export_pipeline import selected_series
 from dicom_transfer.report import RunReports
 from dicom_transfer.transforms import WriteReports
 from dicom_transfer.transforms.migrate import MigrateSeries
 from dicom_transfer.transforms.outcomes import OUTCOMES
-from dicom_transfer.transforms.retrieve import INSTANCES, RESOURCES, ExpandToInstances, ResourcesToExport
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,13 +38,11 @@ class MigrateConfig:
 
 def build_migrate_pipeline(pipeline: beam.Pipeline, config: MigrateConfig) -> beam.PCollection:
     """Add the migrate stages to ``pipeline``; return the PCollection of the summary URL."""
-    resources = pipeline | "ResourcesToMigrate" >> ResourcesToExport(
-        config.source, config.identifiers, config.identifiers_file, config.filter_file, config.all_studies)
-    series = resources[RESOURCES] | "ExpandToInstances" >> ExpandToInstances(config.source)
-    migrated = series[INSTANCES] | "MigrateSeries" >> MigrateSeries(
+    series, selection_failures = selected_series(pipeline, config.source, config)
+    migrated = series | "MigrateSeries" >> MigrateSeries(
         config.source, config.destination, max_instances=config.max_instances, max_bytes=config.max_bytes,
         concurrency=config.concurrency, verify_bytes=config.verify_bytes, dry_run=config.dry_run)
-    failures = (resources[FAILURES], series[FAILURES], migrated[FAILURES]) | "AllFailures" >> beam.Flatten()
+    failures = (*selection_failures, migrated[FAILURES]) | "AllFailures" >> beam.Flatten()
     no_patterns = pipeline | "NoPatterns" >> beam.Create([])
     return (failures, migrated[OUTCOMES], no_patterns) | "WriteReports" >> WriteReports.for_run(
         config.reports,
