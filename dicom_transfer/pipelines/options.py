@@ -105,7 +105,7 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
              "instead of a warning.")
 
 
-def add_selection_arguments(parser: argparse.ArgumentParser, verb: str = "export",
+def add_selection_arguments(parser: argparse.ArgumentParser, verb: str = "export", done: str = "exported",
                             transfer_syntax_option: bool = True) -> None:
     group = parser.add_argument_group(f"what to {verb} (exactly one)")
     choice = group.add_mutually_exclusive_group(required=True)
@@ -119,7 +119,7 @@ def add_selection_arguments(parser: argparse.ArgumentParser, verb: str = "export
     choice.add_argument(
         "--filter-file", "--filter_file", dest="filter_file", default=None, metavar="FILE",
         help="Google filter file: lines /studies/S[/series/SE[/instances/I]]; exactly what it names "
-             f"is {verb}ed.")
+             f"is {done}.")
     choice.add_argument(
         "--all", dest="export_all", action="store_true", default=False,
         help="Every instance of the store (QIDO-RS with paging).")
@@ -251,7 +251,7 @@ def add_stow_arguments(parser: argparse.ArgumentParser, check_existing: bool = T
 
 def add_migrate_arguments(parser: argparse.ArgumentParser) -> None:
     """Both servers' options (the source's prefixed ``--source-``), STOW-RS and verification."""
-    add_selection_arguments(parser, verb="migrate", transfer_syntax_option=False)
+    add_selection_arguments(parser, verb="migrate", done="migrated", transfer_syntax_option=False)
     add_dicomweb_arguments(parser, prefix="source-", role="source DICOMweb server", concurrency=False)
     add_dicomweb_arguments(parser, role="destination DICOMweb server")
     add_stow_arguments(parser, check_existing=False)
