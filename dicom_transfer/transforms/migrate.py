@@ -129,7 +129,9 @@ class _MigrateSeriesFn(beam.DoFn):
         self.running: collections.deque[concurrent.futures.Future] = collections.deque()
 
     def process(self, element: tuple[tuple[str, str], Iterable[tuple[str, bool]]]) -> Iterator:
-        self.running.append(self.series_pool.submit(self._migrate, element))
+        series, selected = element[0], list(element[1])
+        self.progress.report("found", len({sop for sop, _ in selected}))  # the progress display's total
+        self.running.append(self.series_pool.submit(self._migrate, (series, selected)))
         # At most ``concurrency`` series in flight (and their spools); results in order, counted
         # on this thread (Beam's metrics are per thread).
         while self.running and (len(self.running) > self.concurrency or self.running[0].done()):
@@ -139,11 +141,11 @@ class _MigrateSeriesFn(beam.DoFn):
         while self.running:
             for output in self._report(self.running.popleft().result()):
                 yield beam.pvalue.TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
+        self.progress.flush()
 
     def _migrate(self, element: tuple[tuple[str, str], Iterable[tuple[str, bool]]]) -> _SeriesRun:
         """One series, on a thread of ``series_pool``: compare, move what is missing, verify."""
         (study, series), selected = element
-        selected = list(selected)
         try:
             held = held_instances(self.destination, study, series)
         except DicomwebError as exc:
