@@ -360,3 +360,13 @@ def test_a_private_ca_on_the_source_side_only(source, destination, migrate_cli, 
         private.stop()
     assert untrusted.status == 2
     assert trusted.status == 0 and held(destination) == source.select(study, series)
+
+
+def test_worker_processes_migrate_everything(source, destination, migrate_cli):
+    """The DoFn pickles, and the series still in flight at the end of a bundle are emitted by
+    finish_bundle, in worker processes too."""
+    run = migrate_cli("--source-dicomweb-url", source.server.dicomweb, "--dicomweb-url", destination.dicomweb,
+                      "--all", "--direct_running_mode", "multi_processing", "--direct_num_workers", "2")
+    assert run.status == 0, run.out
+    assert (run.counter["success"], run.counter["failure"]) == (len(source.instances), 0)
+    assert held(destination) == source.select()
