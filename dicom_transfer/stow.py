@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 FAILED_SOP_SEQUENCE = "00081198"
 REFERENCED_SOP_SEQUENCE = "00081199"
@@ -77,7 +77,7 @@ class _Sized(Protocol):
 S = TypeVar("S", bound=_Sized)
 
 
-class RequestBatcher:
+class RequestBatcher(Generic[S]):
     """Groups instances, as they come, into requests of at most ``max_instances`` and
     ``max_bytes``; an instance larger than ``max_bytes`` goes alone.
 
@@ -92,12 +92,12 @@ class RequestBatcher:
     def __init__(self, max_instances: int, max_bytes: int) -> None:
         self.max_instances = max_instances
         self.max_bytes = max_bytes
-        self.current: list = []
+        self.current: list[S] = []
         self.size = 0
 
     def add(self, instance: S) -> list[S] | None:
         """Add ``instance``; return the request it did not fit in, now complete, if any."""
-        full = None
+        full: list[S] | None = None
         if self.current and (len(self.current) >= self.max_instances
                              or self.size + instance.size > self.max_bytes):
             full = self.flush()
@@ -107,14 +107,15 @@ class RequestBatcher:
 
     def flush(self) -> list[S] | None:
         """The request being filled (``None`` if empty), and start a new one."""
-        full, self.current, self.size = self.current or None, [], 0
+        full: list[S] | None = self.current or None
+        self.current, self.size = [], 0
         return full
 
 
 def plan_requests(instances: Sequence[S], max_instances: int, max_bytes: int) -> list[list[S]]:
     """Split into requests of at most ``max_instances`` and ``max_bytes``; a larger
     instance goes alone."""
-    batcher = RequestBatcher(max_instances, max_bytes)
+    batcher: RequestBatcher[S] = RequestBatcher(max_instances, max_bytes)
     requests = [full for instance in instances if (full := batcher.add(instance))]
     if rest := batcher.flush():
         requests.append(rest)

@@ -172,7 +172,7 @@ class _MigrateSeriesFn(beam.DoFn):
     def _transfer(self, run: _SeriesRun) -> None:
         """Spooled instances go out in batches while the next ones arrive; at most
         ``concurrency`` requests in flight, so the spool stays bounded too."""
-        batcher = RequestBatcher(self.max_instances, self.max_bytes)
+        batcher: RequestBatcher[ValidInstance] = RequestBatcher(self.max_instances, self.max_bytes)
         pending: collections.deque = collections.deque()
         for instance in self._retrieve(run):
             if full := batcher.add(instance):
