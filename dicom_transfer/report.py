@@ -147,7 +147,7 @@ def read_json(url: str) -> dict:
 def human_summary(summary: dict, summary_url: str, dry_run: bool = False) -> str:
     """A few lines for people, printed at the end of a run."""
     counter = summary["counter"]
-    verb = {"import": "stored", "export": "exported"}.get(summary["type"], "written")
+    verb = {"import": "stored", "export": "exported", "migrate": "migrated"}.get(summary["type"], "written")
     if dry_run:
         verb = f"would be {verb}"
     success = counter.get("success", 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Generic, Protocol, TypeVar
 
 FAILED_SOP_SEQUENCE = "00081198"
 REFERENCED_SOP_SEQUENCE = "00081199"
@@ -66,3 +67,56 @@ def interpret_stow(status: int, answer: dict, sop_uids: Sequence[str]) -> dict[s
         else:
             outcomes[uid] = (FAILURE, f"STOW-RS {status}: the server did not report this instance")
     return outcomes
+
+
+class _Sized(Protocol):
+    @property
+    def size(self) -> int: ...
+
+
+S = TypeVar("S", bound=_Sized)
+
+
+class RequestBatcher(Generic[S]):
+    """Groups instances, as they come, into requests of at most ``max_instances`` and
+    ``max_bytes``; an instance larger than ``max_bytes`` goes alone.
+
+    Example::
+
+        batcher = RequestBatcher(32, 32 << 20)
+        for instance in instances:
+            if full := batcher.add(instance): send(full)
+        if rest := batcher.flush(): send(rest)
+    """
+
+    def __init__(self, max_instances: int, max_bytes: int) -> None:
+        self.max_instances = max_instances
+        self.max_bytes = max_bytes
+        self.current: list[S] = []
+        self.size = 0
+
+    def add(self, instance: S) -> list[S] | None:
+        """Add ``instance``; return the request it did not fit in, now complete, if any."""
+        full: list[S] | None = None
+        if self.current and (len(self.current) >= self.max_instances
+                             or self.size + instance.size > self.max_bytes):
+            full = self.flush()
+        self.current.append(instance)
+        self.size += instance.size
+        return full
+
+    def flush(self) -> list[S] | None:
+        """The request being filled (``None`` if empty), and start a new one."""
+        full: list[S] | None = self.current or None
+        self.current, self.size = [], 0
+        return full
+
+
+def plan_requests(instances: Sequence[S], max_instances: int, max_bytes: int) -> list[list[S]]:
+    """Split into requests of at most ``max_instances`` and ``max_bytes``; a larger
+    instance goes alone."""
+    batcher: RequestBatcher[S] = RequestBatcher(max_instances, max_bytes)
+    requests = [full for instance in instances if (full := batcher.add(instance))]
+    if rest := batcher.flush():
+        requests.append(rest)
+    return requests

@@ -115,20 +115,31 @@ def orthanc(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture
-def import_cli(tmp_path, capsys):
-    """Run ``dicom-transfer import`` in-process; reports go to tmp_path/reports."""
+def server_cli(command: str, tmp_path: Path, capsys):
+    """Run ``dicom-transfer COMMAND`` in-process; reports go to tmp_path/reports/<operation id>."""
     counter = {"n": 0}
 
     def run(*args: str) -> Run:
         counter["n"] += 1
-        op = f"imp{counter['n']}"
+        op = f"{command[:3]}{counter['n']}"
         reports = tmp_path / "reports" / op
-        status = main(["import", *args, "--operation-id", op, "--errors", str(reports / "errors.log"),
+        status = main([command, *args, "--operation-id", op, "--errors", str(reports / "errors.log"),
                        "--summary", str(reports / "summary.json")])
         return Run(status, capsys.readouterr().out, reports)
 
     return run
+
+
+@pytest.fixture
+def import_cli(tmp_path, capsys):
+    """Run ``dicom-transfer import`` in-process; reports go to tmp_path/reports."""
+    return server_cli("import", tmp_path, capsys)
+
+
+@pytest.fixture
+def migrate_cli(tmp_path, capsys):
+    """Run ``dicom-transfer migrate`` in-process; reports go to tmp_path/reports."""
+    return server_cli("migrate", tmp_path, capsys)
 
 
 @pytest.fixture(scope="session")
@@ -171,7 +182,8 @@ def bucket(stores, request):
 # -- test tiers ------------------------------------------------------------------------------------
 # `pytest -m "not servers and not subprocess"` is the fast tier for the inner loop: unit tests and
 # in-process pipelines. The README's test command runs everything.
-SERVER_FIXTURES = {"orthanc", "stores", "bucket", "loaded", "server", "servers"}
+SERVER_FIXTURES = {"orthanc", "stores", "bucket", "loaded", "server", "servers",
+                   "source", "destination"}  # the last two: test_migrate_cli's two Orthanc servers
 
 
 def pytest_configure(config):

@@ -109,6 +109,24 @@ class Orthanc:
         auth = next(iter(self.users.items()), None)
         return len(requests.get(f"{self.url}/instances", auth=auth, timeout=30).json())
 
+    def stored_files(self) -> dict[str, bytes]:
+        """SOP Instance UID -> the stored file of every instance, through Orthanc's REST API
+        (``/instances/{id}/file``: what it keeps, not what DICOMweb makes of it)."""
+        auth = next(iter(self.users.items()), None)
+        found = requests.get(f"{self.url}/instances", params={"expand": ""}, auth=auth, timeout=30)
+        found.raise_for_status()
+        return {item["MainDicomTags"]["SOPInstanceUID"]:
+                requests.get(f"{self.url}/instances/{item['ID']}/file", auth=auth, timeout=60).content
+                for item in found.json()}
+
+    def delete_instances(self, sop_uids=None) -> None:
+        """Delete the instances with these SOP Instance UIDs (all of them when None)."""
+        auth = next(iter(self.users.items()), None)
+        found = requests.get(f"{self.url}/instances", params={"expand": ""}, auth=auth, timeout=30).json()
+        for item in found:
+            if sop_uids is None or item["MainDicomTags"]["SOPInstanceUID"] in sop_uids:
+                requests.delete(f"{self.url}/instances/{item['ID']}", auth=auth, timeout=30).raise_for_status()
+
 
 def retrieve_one(url: str, auth=None) -> bytes:
     """One instance's bytes through WADO-RS, unpacked from its multipart answer."""

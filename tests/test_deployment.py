@@ -23,7 +23,7 @@ from dicom_transfer.pipelines.options import build_parser, command_parser
 from dicom_transfer.sample import write_sample_set
 
 TEMPLATES = REPO / "templates"
-PIPELINES = ("copy", "import", "export")
+PIPELINES = ("copy", "import", "export", "migrate")
 
 
 def metadata(name: str) -> dict:
@@ -89,6 +89,25 @@ def test_export_graph_breaks_fusion_per_series(tmp_path):
     assert "ExpandToInstances/GroupBySeries" in upstream_of(transforms, "RetrieveAndWrite/WadoRs/ParDo(_RetrieveFn)")
 
 
+def test_migrate_graph_breaks_fusion_per_series():
+    from dicom_transfer.io.dicomweb import DicomwebClient
+    from dicom_transfer.pipelines.migrate import MigrateConfig, build_migrate_pipeline
+    from dicom_transfer.report import RunReports
+
+    pipeline = beam.Pipeline()
+    build_migrate_pipeline(pipeline, MigrateConfig(
+        source=DicomwebClient("http://127.0.0.1:9/dicom-web"), destination=DicomwebClient("http://127.0.0.1:8/dw"),
+        reports=RunReports("migrate", "x", "t", "e", "s"), all_studies=True))
+    transforms = transforms_of(pipeline)
+    assert transforms["ExpandToInstances/GroupBySeries"].spec.urn == GBK
+    assert "ExpandToInstances/GroupBySeries" in upstream_of(
+        transforms, "MigrateSeries/RetrieveStoreVerify/ParDo(_MigrateSeriesFn)")
+
+
+def test_template_booleans_of_migrate_become_flags():
+    assert template_argv(["--verify_bytes=true", "--all=true"]) == ["--verify-bytes", "--all"]
+
+
 def test_dataflow_runner_builds_the_job_offline(tmp_path):
     """Options validate and the Dataflow job is built, with the endpoint unreachable; nothing is submitted."""
     pytest.importorskip("apache_beam.runners.dataflow.internal.apiclient")
@@ -135,7 +154,9 @@ def test_template_metadata_matches_the_cli_options(name):
     declared = {p["name"] for p in meta["parameters"]}
     required = {"copy": {"input", "input_list", "output"},
                 "import": {"input", "input_list", "dicomweb_url", "errors", "summary"},
-                "export": {"dicomweb_url", "output", "identifier", "identifiers_file", "filter_file", "all"}}
+                "export": {"dicomweb_url", "output", "identifier", "identifiers_file", "filter_file", "all"},
+                "migrate": {"source_dicomweb_url", "dicomweb_url", "identifier", "identifiers_file", "filter_file",
+                            "all", "errors", "summary", "source_auth", "auth", "verify_bytes"}}
     assert required[name] <= declared
 
 

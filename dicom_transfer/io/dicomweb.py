@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import BinaryIO
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -18,6 +19,7 @@ from urllib3.util.retry import Retry
 from dicom_transfer.errors import redact, redact_url
 from dicom_transfer.io.auth import AuthConfig, AuthError
 from dicom_transfer.io.files import open_url
+from dicom_transfer.io.multipart import MultipartError, boundary_of, iter_parts_to_files, remove_quietly
 from dicom_transfer.io.retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 
 LOG = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ class MultipartBody:
                            for _, size in self.parts) + len(self._closing)
         self._pieces = self._generate()
         self._buffer = b""
+        self._offset = 0
 
     @property
     def content_type(self) -> str:
@@ -88,15 +91,17 @@ class MultipartBody:
         yield self._closing
 
     def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
+        # An offset into the current piece: slicing off what was read copied the rest of a 1 MiB
+        # chunk for every 16 KiB the HTTP client asked for.
+        while size < 0 or len(self._buffer) - self._offset < size:
             piece = next(self._pieces, None)
             if piece is None:
                 break
-            self._buffer += piece
-        if size < 0:
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
+            self._buffer = self._buffer[self._offset:] + piece
+            self._offset = 0
+        end = len(self._buffer) if size < 0 else self._offset + size
+        data = self._buffer[self._offset:end]
+        self._offset += len(data)
         return data
 
 
@@ -285,6 +290,37 @@ class DicomwebClient:
                     f"the server answered {exc.status} when asked for transfer syntax {transfer_syntax}: it "
                     "cannot provide it (export as stored with --transfer-syntax '*')", exc.status, exc.body) from None
             raise
+
+    def retrieve_to_files(self, path: str, new_file: Callable[[], tuple[str, BinaryIO]],
+                          transfer_syntax: str = "*", attempts: int = 1) -> Iterator[tuple[str, int]]:
+        """``(file, size)`` for each instance of a WADO-RS answer, as soon as its bytes are all on disk.
+
+        The answer is parsed as it streams (bounded memory whatever its size); each
+        part goes to a file from ``new_file()``, which is removed once the caller
+        has moved on to the next part (move or copy it away before). ``attempts``
+        tries in all: after an interrupted answer the parts are yielded again from
+        the first, so callers skip what they already have.
+
+        Raises
+        ------
+        DicomwebError
+            When the answer keeps failing, or on an error status.
+        """
+        for attempt in range(attempts):
+            try:
+                with self.retrieve(path, transfer_syntax) as response:
+                    boundary = boundary_of(response.headers.get("Content-Type", ""))
+                    for _, part_path, size in iter_parts_to_files(response.iter_content(CHUNK), boundary,
+                                                                  new_file):
+                        try:
+                            yield part_path, size
+                        finally:
+                            remove_quietly(part_path)
+                return
+            except (MultipartError, requests.RequestException) as exc:
+                if attempt + 1 >= attempts:
+                    raise DicomwebError(f"retrieval of {path} kept failing: {_short(exc)}") from None
+                self.retry.sleep(attempt)
 
 
 def _json_or_empty(response: requests.Response) -> dict:

@@ -170,6 +170,17 @@ def run_dimse_import(args: argparse.Namespace, beam_argv: list[str]) -> int:
                    f"{len(config.patterns)} pattern(s) -> {config.settings.peer}", patterns=len(config.patterns))
 
 
+def run_migrate(args: argparse.Namespace, beam_argv: list[str]) -> int:
+    from dicom_transfer.pipelines.configs import check_stores, migrate_config
+    from dicom_transfer.pipelines.migrate import build_migrate_pipeline
+
+    options, local = pipeline_options(beam_argv)
+    config = migrate_config(args, local)
+    check_stores([], None, config.reports)
+    return execute(args, options, local, config, build_migrate_pipeline,
+                   f"{config.source.safe_url} -> {config.destination.safe_url}")
+
+
 def execute(args: argparse.Namespace, options, local: bool, config, build: Callable, description: str,
             patterns: int = 0) -> int:
     """Build and run a pipeline with progress, then report; return the exit status."""
@@ -206,7 +217,7 @@ def run_demo(args: argparse.Namespace, beam_argv: list[str]) -> int:
 
 
 RUNNERS: dict[str, Callable[[argparse.Namespace, list[str]], int]] = {
-    "copy": run_copy, "import": run_import, "export": run_export, "demo": run_demo}
+    "copy": run_copy, "import": run_import, "export": run_export, "migrate": run_migrate, "demo": run_demo}
 assert set(RUNNERS) == set(COMMANDS)
 
 

@@ -18,6 +18,7 @@ from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.copy import CopyConfig
 from dicom_transfer.pipelines.export_pipeline import ExportConfig
 from dicom_transfer.pipelines.import_pipeline import ImportConfig
+from dicom_transfer.pipelines.migrate import MigrateConfig
 from dicom_transfer.pipelines.options import UsageError
 from dicom_transfer.report import RunReports, default_report_dir, new_operation_id
 from dicom_transfer.resources import parse_filter_line, parse_identifier
@@ -27,7 +28,7 @@ from dicom_transfer.wildcards import parse_pattern
 IMPORT_REPORTS = "dicom-transfer-reports"  # import has no destination folder: reports go here
 
 
-__all__ = ["UsageError", "check_stores", "copy_config", "export_config", "import_config"]
+__all__ = ["UsageError", "check_stores", "copy_config", "export_config", "import_config", "migrate_config"]
 
 
 def _read_lines(url: str) -> list[str]:
@@ -173,29 +174,40 @@ def copy_config(options: argparse.Namespace) -> CopyConfig:
     )
 
 
-def dicomweb_client(options) -> DicomwebClient:
-    """A checked client for ``--dicomweb-url``: exit 2 if the server cannot be used."""
-    if urlsplit(options.dicomweb_url).scheme not in ("http", "https"):
-        raise UsageError(f"--dicomweb-url must be an http(s) URL, not {redact(options.dicomweb_url)!r}")
-    auth = AuthConfig(method=options.auth, token_env=options.token_env,
-                      token_command=options.token_command, token_lifetime=options.token_lifetime,
-                      username=options.username, password_env=options.password_env)
+def dicomweb_client(options, prefix: str = "") -> DicomwebClient:
+    """A checked client for ``--dicomweb-url`` (``--source-dicomweb-url`` with prefix ``source_``):
+    exit 2 if the server cannot be used."""
+    def value(name: str):
+        return getattr(options, prefix + name)
+
+    url, flag = value("dicomweb_url"), f"--{prefix.replace('_', '-')}dicomweb-url"
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise UsageError(f"{flag} must be an http(s) URL, not {redact(url)!r}")
+    auth = AuthConfig(method=value("auth"), token_env=value("token_env"),
+                      token_command=value("token_command"), token_lifetime=value("token_lifetime"),
+                      username=value("username"), password_env=value("password_env"))
     try:
-        client = DicomwebClient(options.dicomweb_url, auth, options.ca_bundle,
-                                timeout=options.request_timeout,
-                                retry=RetryPolicy(attempts=options.max_attempts),
+        client = DicomwebClient(url, auth, value("ca_bundle"),
+                                timeout=value("request_timeout"),
+                                retry=RetryPolicy(attempts=value("max_attempts")),
                                 pool_size=max(4, options.concurrency * 2))
         client.check()
     except (AuthError, DicomwebError) as exc:
-        raise UsageError(f"cannot use {redact_url(options.dicomweb_url)}: {exc}") from exc
+        raise UsageError(f"cannot use {redact_url(url)}: {exc}") from exc
     return client
 
 
-def require_report_locations(options: argparse.Namespace, local: bool) -> None:
-    """An import on a distributed runner names where its reports go: it has no destination folder."""
+def require_report_locations(options: argparse.Namespace, local: bool, operation_type: str = "import") -> None:
+    """A run whose destination is a server names where its reports go on a distributed runner."""
     if not local and not (options.errors and options.summary and options.summary != "-"):
         raise UsageError("on a distributed runner, give --errors and --summary (e.g. gs:// paths): "
-                         "import has no destination folder to put them in")
+                         f"{operation_type} has no destination folder to put them in")
+
+
+def _reports_without_destination(operation_type: str, options: argparse.Namespace, local: bool) -> RunReports:
+    """Reports of a run whose destination is a server: ``--errors``/``--summary`` or a local folder."""
+    require_report_locations(options, local, operation_type)
+    return run_reports(operation_type, options, IMPORT_REPORTS, layout_name="azure", dry_run=options.dry_run)
 
 
 def import_config(options: argparse.Namespace, local: bool = True) -> ImportConfig:
@@ -203,12 +215,11 @@ def import_config(options: argparse.Namespace, local: bool = True) -> ImportConf
 
     ``local``: the runner runs here (a distributed one needs explicit report locations).
     """
-    require_report_locations(options, local)
+    reports = _reports_without_destination("import", options, local)
     check_schemes(options)
     patterns = collect_patterns(options.input, options.input_list)
     check_filter_file(options.filter_file)
     client = dicomweb_client(options)
-    reports = run_reports("import", options, IMPORT_REPORTS, layout_name="azure", dry_run=options.dry_run)
     return ImportConfig(
         patterns=tuple(patterns), client=client, reports=reports, filter_file=options.filter_file,
         max_instances=options.max_instances_per_request, max_bytes=options.max_request_bytes,
@@ -229,3 +240,18 @@ def export_config(options: argparse.Namespace) -> ExportConfig:
         transfer_syntax=options.transfer_syntax, overwrite=options.overwrite)
 
 
+def migrate_config(options: argparse.Namespace, local: bool = True) -> MigrateConfig:
+    """Check the migrate options and both servers, and build the run's configuration; raises UsageError."""
+    reports = _reports_without_destination("migrate", options, local)
+    check_schemes(options)
+    check_selection_files(options.identifiers_file, options.filter_file, options.identifier)
+    source = dicomweb_client(options, prefix="source_")
+    destination = dicomweb_client(options)
+    if source.url == destination.url:
+        raise UsageError("--source-dicomweb-url and --dicomweb-url name the same server")
+    return MigrateConfig(
+        source=source, destination=destination, reports=reports,
+        identifiers=tuple(options.identifier or ()), identifiers_file=options.identifiers_file,
+        filter_file=options.filter_file, all_studies=options.export_all,
+        max_instances=options.max_instances_per_request, max_bytes=options.max_request_bytes,
+        concurrency=options.concurrency, verify_bytes=options.verify_bytes)

@@ -41,15 +41,23 @@ class ExportConfig:
         return self.reports.dry_run
 
 
+def selected_series(pipeline: beam.Pipeline, client: DicomwebClient, selection) -> tuple[beam.PCollection, tuple]:
+    """The instances ``selection`` names on ``client``'s server (its ``identifiers``,
+    ``identifiers_file``, ``filter_file`` or ``all_studies``), grouped by series (a fusion break),
+    and the failure outputs of resolving them."""
+    resources = pipeline | "ResourcesToExport" >> ResourcesToExport(
+        client, selection.identifiers, selection.identifiers_file, selection.filter_file, selection.all_studies)
+    series = resources[RESOURCES] | "ExpandToInstances" >> ExpandToInstances(client)
+    return series[INSTANCES], (resources[FAILURES], series[FAILURES])
+
+
 def build_export_pipeline(pipeline: beam.Pipeline, config: ExportConfig) -> beam.PCollection:
     """Add the export stages to ``pipeline``; return the PCollection of the summary URL."""
-    resources = pipeline | "ResourcesToExport" >> ResourcesToExport(
-        config.client, config.identifiers, config.identifiers_file, config.filter_file, config.all_studies)
-    series = resources[RESOURCES] | "ExpandToInstances" >> ExpandToInstances(config.client)
-    exported = series[INSTANCES] | "RetrieveAndWrite" >> RetrieveAndWrite(
+    series, selection_failures = selected_series(pipeline, config.client, config)
+    exported = series | "RetrieveAndWrite" >> RetrieveAndWrite(
         config.client, config.destination, config.layout, config.transfer_syntax, config.overwrite,
         config.dry_run)
-    failures = (resources[FAILURES], series[FAILURES], exported[FAILURES]) | "AllFailures" >> beam.Flatten()
+    failures = (*selection_failures, exported[FAILURES]) | "AllFailures" >> beam.Flatten()
     no_patterns = pipeline | "NoPatterns" >> beam.Create([])
     return (failures, exported[OUTCOMES], no_patterns) | "WriteReports" >> WriteReports.for_run(
         config.reports,

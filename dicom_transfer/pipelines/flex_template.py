@@ -12,7 +12,7 @@ import sys
 
 # Template parameters that are flags on the command line: "--overwrite=true" -> "--overwrite".
 BOOLEAN_PARAMETERS = {"overwrite": "--overwrite", "all": "--all", "no_check_existing": "--no-check-existing",
-                      "detach": "--detach"}
+                      "detach": "--detach", "verify_bytes": "--verify-bytes"}
 TRUE = {"true", "1", "yes"}
 
 

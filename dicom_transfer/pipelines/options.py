@@ -105,8 +105,9 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
              "instead of a warning.")
 
 
-def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("what to export (exactly one)")
+def add_selection_arguments(parser: argparse.ArgumentParser, verb: str = "export", done: str = "exported",
+                            transfer_syntax_option: bool = True) -> None:
+    group = parser.add_argument_group(f"what to {verb} (exactly one)")
     choice = group.add_mutually_exclusive_group(required=True)
     choice.add_argument(
         "--identifier", dest="identifier", action="append", default=None, metavar="ID",
@@ -118,10 +119,12 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     choice.add_argument(
         "--filter-file", "--filter_file", dest="filter_file", default=None, metavar="FILE",
         help="Google filter file: lines /studies/S[/series/SE[/instances/I]]; exactly what it names "
-             "is exported.")
+             f"is {done}.")
     choice.add_argument(
         "--all", dest="export_all", action="store_true", default=False,
         help="Every instance of the store (QIDO-RS with paging).")
+    if not transfer_syntax_option:  # migrate always moves the stored bytes
+        return
     parser.add_argument(
         "--transfer-syntax", "--transfer_syntax", dest="transfer_syntax", default="*", type=transfer_syntax,
         metavar="UID", help="Transfer syntax to ask WADO-RS for; '*' (default) means as stored.")
@@ -150,12 +153,12 @@ def add_io_threads_argument(parser: argparse.ArgumentParser) -> None:
              "stores, whose latency they hide).")
 
 
-def add_dry_run_argument(what: str) -> Callable[[argparse.ArgumentParser], None]:
+def add_dry_run_argument(what: str, doing: str) -> Callable[[argparse.ArgumentParser], None]:
     def add(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             # no --dry_run alias: that is Dataflow's own option
             "--dry-run", dest="dry_run", action="store_true", default=False,
-            help=f"Decide everything and report what would be {what}, without {what.split()[0]} anything.")
+            help=f"Decide everything and report what would be {what}, without {doing} anything.")
     return add
 
 
@@ -182,45 +185,11 @@ def add_report_arguments(report_default: str, has_layout: bool = True) -> Callab
     return add
 
 
-def add_dicomweb_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("DICOMweb server")
-    group.add_argument(
-        "--dicomweb-url", "--dicomweb_url", dest="dicomweb_url", required=True, metavar="URL",
-        help="DICOMweb service root, e.g. https://host/dicom-web.")
-    group.add_argument(
-        "--auth", dest="auth", default="auto",
-        choices=["auto", "none", "bearer", "basic", "google", "azure"],
-        help="auto (default): a bearer token if $DICOMWEB_TOKEN or --token-command is set, basic if "
-             "--username is set, Google ADC for healthcare.googleapis.com, Azure AD for "
-             "*.dicom.azurehealthcareapis.com, else none.")
-    group.add_argument(
-        "--token-env", "--token_env", dest="token_env", default="DICOMWEB_TOKEN", metavar="VAR",
-        help="Environment variable holding a bearer token (default DICOMWEB_TOKEN).")
-    group.add_argument(
-        "--token-command", "--token_command", dest="token_command", default=None, metavar="CMD",
-        help="Command printing a bearer token, run again when it expires or on a 401 "
-             "(e.g. 'gcloud auth print-access-token').")
-    group.add_argument(
-        "--token-lifetime", "--token_lifetime", dest="token_lifetime", type=positive_float, default=2700,
-        metavar="SECONDS", help="Seconds a --token-command token is reused (default 2700).")
-    group.add_argument(
-        "--username", dest="username", default=None, help="HTTP basic user name.")
-    group.add_argument(
-        "--password-env", "--password_env", dest="password_env", default="DICOMWEB_PASSWORD",
-        metavar="VAR", help="Environment variable holding the HTTP basic password (default DICOMWEB_PASSWORD).")
-    group.add_argument(
-        "--ca-bundle", "--ca_bundle", dest="ca_bundle", default=None, metavar="PEM",
-        help="CA certificates to trust for the server (TLS verification is always on).")
-    group.add_argument(
-        "--request-timeout", "--request_timeout", dest="request_timeout", type=positive_float, default=300,
-        metavar="SECONDS", help="Seconds to wait for a server answer (default 300).")
-    group.add_argument(
-        "--max-attempts", "--max_attempts", dest="max_attempts", type=positive_int, default=6, metavar="N",
-        help="Tries per request for 429, 5xx and connection errors, with exponential "
-             "backoff and jitter (default 6).")
-    group.add_argument(
-        "--concurrency", dest="concurrency", type=positive_int, default=4, metavar="N",
-        help="Requests in flight per worker thread (default 4).")
+def _flags(prefix: str, name: str) -> tuple[list[str], str]:
+    """``(["--source-ca-bundle", "--source_ca_bundle"], "source_ca_bundle")`` for prefix ``source-``."""
+    dashed = f"--{prefix}{name}"
+    underscored = "--" + f"{prefix}{name}".replace("-", "_")
+    return list(dict.fromkeys([dashed, underscored])), underscored[2:]
 
 
 def add_dimse_arguments(role: str) -> Callable[[argparse.ArgumentParser], None]:
@@ -266,7 +235,46 @@ def add_dimse_arguments(role: str) -> Callable[[argparse.ArgumentParser], None]:
     return add
 
 
-def add_stow_arguments(parser: argparse.ArgumentParser) -> None:
+def add_dicomweb_arguments(parser: argparse.ArgumentParser, prefix: str = "", role: str = "DICOMweb server",
+                           concurrency: bool = True) -> None:
+    """The options of one DICOMweb server; ``prefix`` (e.g. ``source-``) names those of a second
+    one, whose secrets come from ``SOURCE_``-prefixed environment variables by default."""
+    env = prefix.upper().replace("-", "_")
+    group = parser.add_argument_group(role)
+
+    def option(name: str, **kwargs) -> None:
+        flags, dest = _flags(prefix, name)
+        group.add_argument(*flags, dest=dest, **kwargs)
+
+    option("dicomweb-url", required=True, metavar="URL",
+           help="DICOMweb service root, e.g. https://host/dicom-web.")
+    option("auth", default="auto", choices=["auto", "none", "bearer", "basic", "google", "azure"],
+           help=f"auto (default): a bearer token if ${env}DICOMWEB_TOKEN or --{prefix}token-command is set, "
+                f"basic if --{prefix}username is set, Google ADC for healthcare.googleapis.com, Azure AD for "
+                "*.dicom.azurehealthcareapis.com, else none.")
+    option("token-env", default=f"{env}DICOMWEB_TOKEN", metavar="VAR",
+           help=f"Environment variable holding a bearer token (default {env}DICOMWEB_TOKEN).")
+    option("token-command", default=None, metavar="CMD",
+           help="Command printing a bearer token, run again when it expires or on a 401 "
+                "(e.g. 'gcloud auth print-access-token').")
+    option("token-lifetime", type=positive_float, default=2700, metavar="SECONDS",
+           help=f"Seconds a --{prefix}token-command token is reused (default 2700).")
+    option("username", default=None, help="HTTP basic user name.")
+    option("password-env", default=f"{env}DICOMWEB_PASSWORD", metavar="VAR",
+           help=f"Environment variable holding the HTTP basic password (default {env}DICOMWEB_PASSWORD).")
+    option("ca-bundle", default=None, metavar="PEM",
+           help="CA certificates to trust for the server (TLS verification is always on).")
+    option("request-timeout", type=positive_float, default=300, metavar="SECONDS",
+           help="Seconds to wait for a server answer (default 300).")
+    option("max-attempts", type=positive_int, default=6, metavar="N",
+           help="Tries per request for 429, 5xx and connection errors, with exponential "
+                "backoff and jitter (default 6).")
+    if concurrency:
+        option("concurrency", type=positive_int, default=4, metavar="N",
+               help="Requests in flight per worker thread (default 4).")
+
+
+def add_stow_arguments(parser: argparse.ArgumentParser, check_existing: bool = True) -> None:
     group = parser.add_argument_group("STOW-RS requests")
     group.add_argument(
         "--max-instances-per-request", "--max_instances_per_request", dest="max_instances_per_request",
@@ -276,10 +284,24 @@ def add_stow_arguments(parser: argparse.ArgumentParser) -> None:
         default=32 << 20, metavar="SIZE",
         help="Bytes per STOW-RS request, e.g. 33554432 or 32MiB (default 32 MiB); a larger instance is "
              "sent alone, streamed.")
+    if not check_existing:  # migrate asks once per series, before anything moves
+        return
     group.add_argument(
         "--no-check-existing", "--no_check_existing", dest="check_existing", action="store_false",
         default=True, help="Do not ask the server (QIDO-RS) which instances it already holds "
                            "before sending; rely on its STOW-RS answers.")
+
+
+def add_migrate_arguments(parser: argparse.ArgumentParser) -> None:
+    """Both servers' options (the source's prefixed ``--source-``), STOW-RS and verification."""
+    add_selection_arguments(parser, verb="migrate", done="migrated", transfer_syntax_option=False)
+    add_dicomweb_arguments(parser, prefix="source-", role="source DICOMweb server", concurrency=False)
+    add_dicomweb_arguments(parser, role="destination DICOMweb server")
+    add_stow_arguments(parser, check_existing=False)
+    parser.add_argument(
+        "--verify-bytes", "--verify_bytes", dest="verify_bytes", action="store_true", default=False,
+        help="After storing, retrieve each stored instance from the destination again and compare its "
+             "SHA-256 with what was sent (one more request per instance).")
 
 
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
@@ -327,7 +349,7 @@ COMMANDS = {
             "copy", "copy files matched by wildcards to a per-UID layout",
             "Copy DICOM files matched by wildcards, validating each, to a layout built from their UIDs.",
             (add_input_arguments, add_output_arguments, add_io_threads_argument,
-             add_dry_run_argument("written"), add_report_arguments("DEST/.dicom-transfer/<operation id>"),
+             add_dry_run_argument("written", "writing"), add_report_arguments("DEST/.dicom-transfer/<operation id>"),
              add_logging_arguments),
             "  dicom-transfer copy --input '/data/incoming/**.dcm' --output /data/by-uid\n"
             "  dicom-transfer copy --input 'gs://incoming/2024-*/**' --output gs://archive/by-uid --layout azure\n"
@@ -337,7 +359,7 @@ COMMANDS = {
             "Validate DICOM files matched by wildcards and store them on a DICOMweb server with batched "
             "STOW-RS requests.",
             (add_input_arguments, add_dicomweb_arguments, add_dimse_arguments("destination"), add_stow_arguments,
-             add_dry_run_argument("stored"),
+             add_dry_run_argument("stored", "storing"),
              add_report_arguments("./dicom-transfer-reports/<operation id>", has_layout=False), add_logging_arguments),
             "  dicom-transfer import --input '/data/incoming/**.dcm' --dicomweb-url http://pacs:8042/dicom-web\n"
             "  DICOMWEB_TOKEN=... dicom-transfer import --input 'gs://incoming/**' \\\n"
@@ -348,11 +370,24 @@ COMMANDS = {
             "Export studies, series or instances (by identifiers, a filter file, or the whole store) from a "
             "DICOMweb server with QIDO-RS and WADO-RS, validate them, and write them to a layout.",
             (add_selection_arguments, add_output_arguments, add_dicomweb_arguments, add_dimse_arguments("source"),
-             add_dry_run_argument("written"), add_report_arguments("DEST/.dicom-transfer/<operation id>"),
+             add_dry_run_argument("written", "writing"), add_report_arguments("DEST/.dicom-transfer/<operation id>"),
              add_logging_arguments),
             "  dicom-transfer export --dicomweb-url http://pacs:8042/dicom-web --all --output /data/export\n"
             "  dicom-transfer export --dicomweb-url URL --identifier 1.2.3/4.5.6 --output gs://b/x --layout azure\n"
             "  dicom-transfer export --dicomweb-url URL --filter-file wanted.txt --output out --dry-run"),
+        Command(
+            "migrate", "move instances from one DICOMweb server to another, verified",
+            "Migrate studies, series or instances (by identifiers, a filter file, or the whole store) from a "
+            "source DICOMweb server to a destination one: per series, only what the destination does not hold "
+            "is retrieved (WADO-RS, as stored) and stored (batched STOW-RS), then the destination is checked.",
+            (add_migrate_arguments, add_dry_run_argument("stored", "storing"),
+             add_report_arguments("./dicom-transfer-reports/<operation id>", has_layout=False),
+             add_logging_arguments),
+            "  dicom-transfer migrate --source-dicomweb-url http://old-pacs:8042/dicom-web \\\n"
+            "      --dicomweb-url https://new-pacs/dicom-web --all\n"
+            "  SOURCE_DICOMWEB_PASSWORD=... DICOMWEB_TOKEN=... dicom-transfer migrate \\\n"
+            "      --source-dicomweb-url URL --source-username reader --dicomweb-url URL --identifier 1.2.3\n"
+            "  dicom-transfer migrate --source-dicomweb-url URL --dicomweb-url URL --filter-file wanted.txt --dry-run"),
         Command(
             "demo", "generate sample data (with bad files) and copy it locally",
             "Generate a small sample set (24 valid instances and 6 deliberately bad files) and copy it "

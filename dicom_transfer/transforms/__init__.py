@@ -5,6 +5,7 @@ Each returns a dict of PCollections; failed inputs leave through
 """
 
 from dicom_transfer.transforms.expand import ExpandPatterns
+from dicom_transfer.transforms.migrate import MigrateSeries
 from dicom_transfer.transforms.outcomes import Outcome
 from dicom_transfer.transforms.report import WriteReports
 from dicom_transfer.transforms.retrieve import ExpandToInstances, ResourcesToExport, RetrieveAndWrite
@@ -17,6 +18,7 @@ __all__ = [
     "ExpandPatterns",
     "ExpandToInstances",
     "FilterInstances",
+    "MigrateSeries",
     "Outcome",
     "ReadAndValidate",
     "ResourcesToExport",

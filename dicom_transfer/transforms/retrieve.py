@@ -15,7 +15,7 @@ from dicom_transfer.errors import FAILURES, ErrorRecord, redact
 from dicom_transfer.io.destination import Destination
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError, TranscodingError
 from dicom_transfer.io.files import FileRef, open_url
-from dicom_transfer.io.multipart import MultipartError, boundary_of, iter_parts_to_files, remove_quietly
+from dicom_transfer.io.multipart import MultipartError
 from dicom_transfer.layout import Layout
 from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.resources import ResourcePath, parse_filter_line, parse_identifier
@@ -30,7 +30,7 @@ PAGE_SIZE = 1000
 STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"
 
 
-def _first_value(item: dict, tag: str) -> str | None:
+def first_value(item: dict, tag: str) -> str | None:
     values = item.get(tag, {}).get("Value", [])
     return values[0] if values else None
 
@@ -85,7 +85,7 @@ class _ListStudiesFn(_ClientFn):
     def process(self, _: object) -> Iterator:
         try:
             for item in paged(self.client, "/studies", {"includefield": STUDY_UID}):
-                study = _first_value(item, STUDY_UID)
+                study = first_value(item, STUDY_UID)
                 if study:
                     yield ResourcePath(study)
         except DicomwebError as exc:
@@ -170,14 +170,14 @@ class _ExpandFn(_ClientFn):
             series_list = [resource.series]
         else:
             series_list = [
-                _first_value(item, SERIES_UID)
+                first_value(item, SERIES_UID)
                 for item in paged(self.client, f"/studies/{resource.study}/series",
                                   {"includefield": SERIES_UID})
             ]
         for series in filter(None, series_list):
             for item in paged(self.client, f"/studies/{resource.study}/series/{series}/instances",
                               {"includefield": SOP_UID}):
-                sop = _first_value(item, SOP_UID)
+                sop = first_value(item, SOP_UID)
                 if sop:
                     yield (resource.study, series), (sop, True)
 
@@ -256,22 +256,9 @@ class _RetrieveFn(_ClientFn):
         """Stream one WADO-RS answer into place. A series gets one try (what it misses is
         then fetched instance by instance); a single instance is retried."""
         attempts = self.client.retry.attempts if single else 1
-        for attempt in range(attempts):
-            try:
-                response = self.client.retrieve(path, self.transfer_syntax)
-                with response:
-                    boundary = boundary_of(response.headers.get("Content-Type", ""))
-                    for _, part_path, size in iter_parts_to_files(
-                            response.iter_content(1 << 20), boundary, self._temporary_file):
-                        try:
-                            yield from self._place(part_path, size, state, single)
-                        finally:
-                            remove_quietly(part_path)
-                return
-            except (MultipartError, requests.RequestException) as exc:
-                if attempt + 1 >= attempts:
-                    raise DicomwebError(f"retrieval of {path} kept failing: {redact(str(exc))}") from None
-                self.client.retry.sleep(attempt)
+        for part_path, size in self.client.retrieve_to_files(path, self._temporary_file, self.transfer_syntax,
+                                                             attempts):
+            yield from self._place(part_path, size, state, single)
 
     def _place(self, part_path: str, size: int, state: _SeriesState, single: str | None) -> Iterator:
         where = f"{state.study}/{state.series}" + (f"/{single}" if single else "")

@@ -3,40 +3,22 @@
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
-from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
-from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
+from dicom_transfer.errors import FAILURES, ErrorRecord
+from dicom_transfer.io.dicomweb import DicomwebClient
+from dicom_transfer.io.stow_requests import StowSender
 from dicom_transfer.progress import ProgressLog
-from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, interpret_stow
+from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, plan_requests
 from dicom_transfer.transforms.duplicates import UNIQUE, UniqueBySopUid
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.validate import ValidInstance
 
-SPLIT_STATUSES = frozenset({400, 413, 415, 422})
-PER_INSTANCE_STATUSES = frozenset({200, 202, 409})
-
-
-def plan_requests(instances: Sequence[ValidInstance], max_instances: int,
-                  max_bytes: int) -> list[list[ValidInstance]]:
-    """Split into requests of at most ``max_instances`` and ``max_bytes``; a larger
-    instance goes alone."""
-    requests: list[list[ValidInstance]] = []
-    current: list[ValidInstance] = []
-    size = 0
-    for instance in instances:
-        if current and (len(current) >= max_instances or size + instance.size > max_bytes):
-            requests.append(current)
-            current, size = [], 0
-        current.append(instance)
-        size += instance.size
-    if current:
-        requests.append(current)
-    return requests
+__all__ = ["StoreInstances", "plan_requests"]
 
 
 class _StoreFn(beam.DoFn):
@@ -54,6 +36,7 @@ class _StoreFn(beam.DoFn):
 
     def setup(self) -> None:
         self.client = DicomwebClient(**self.client_settings)  # one session per worker
+        self.sender = StowSender(self.client, self.check_existing, self.dry_run)
         self.pool = concurrent.futures.ThreadPoolExecutor(self.concurrency)
         self.progress = ProgressLog("store")
 
@@ -64,7 +47,7 @@ class _StoreFn(beam.DoFn):
     def process(self, batch: list[ValidInstance]) -> Iterator:
         groups = plan_requests(batch, self.max_instances, self.max_bytes)
         # Metrics must be updated on this thread: the pool only does the HTTP work.
-        for future in [self.pool.submit(self._store, group) for group in groups]:
+        for future in [self.pool.submit(self.sender.store, group) for group in groups]:
             for instance, kind, message in future.result():
                 target = f"{self.client.safe_url}/studies/{instance.study_uid}/series/" \
                          f"{instance.series_uid}/instances/{instance.sop_uid}"
@@ -77,46 +60,6 @@ class _StoreFn(beam.DoFn):
                     self.bytes_sent.inc(instance.size)
                 self.progress.add(1, instance.size if kind == SUCCESS else 0)
                 yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(kind, instance.size, instance.url, target))
-
-    def _store(self, group: list[ValidInstance]) -> list[tuple[ValidInstance, str, str]]:
-        results = []
-        if self.check_existing:
-            try:
-                existing = self.client.existing_instances(i.sop_uid for i in group)
-            except DicomwebError:
-                existing = set()  # the STOW answer decides instead
-            results += [(i, UNCHANGED, "already stored") for i in group if i.sop_uid in existing]
-            group = [i for i in group if i.sop_uid not in existing]
-        if group and self.dry_run:  # what the server does not hold would be sent: nothing is
-            return results + [(i, SUCCESS, "would be stored") for i in group]
-        if group:
-            results += self._send(group)
-        return results
-
-    def _send(self, group: list[ValidInstance]) -> list[tuple[ValidInstance, str, str]]:
-        try:
-            status, answer = self.client.store([(i.url, i.size) for i in group])
-        except DicomwebError as exc:
-            return [(i, FAILURE, str(exc)) for i in group]
-        except IO_ERRORS as exc:  # a source changed, vanished or could not be read while being sent
-            if len(group) > 1:
-                return self._split(group)
-            return [(group[0], FAILURE, f"cannot read while sending: {error_text(exc)}")]
-        if status in PER_INSTANCE_STATUSES:
-            outcomes = interpret_stow(status, answer, [i.sop_uid for i in group])
-            return [(i, *outcomes[i.sop_uid]) for i in group]
-        if status in SPLIT_STATUSES and len(group) > 1:
-            return self._split(group)  # find the culprit instead of failing good instances
-        reason = {401: "authentication failed", 403: "permission denied",
-                  404: "no STOW-RS endpoint at this URL", 413: "instance too large for the server"}
-        message = f"STOW-RS answered {status}"
-        if status in reason:
-            message += f" ({reason[status]})"
-        return [(i, FAILURE, message) for i in group]
-
-    def _split(self, group: list[ValidInstance]) -> list[tuple[ValidInstance, str, str]]:
-        middle = len(group) // 2
-        return self._send(group[:middle]) + self._send(group[middle:])
 
 
 class StoreInstances(beam.PTransform):

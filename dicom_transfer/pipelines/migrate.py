@@ -1,0 +1,51 @@
+"""The ``migrate`` pipeline: one DICOMweb server to another, by identifiers, filter file or all."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import apache_beam as beam
+
+from dicom_transfer.errors import FAILURES
+from dicom_transfer.io.dicomweb import DicomwebClient
+from dicom_transfer.pipelines.export_pipeline import selected_series
+from dicom_transfer.report import RunReports
+from dicom_transfer.transforms import WriteReports
+from dicom_transfer.transforms.migrate import MigrateSeries
+from dicom_transfer.transforms.outcomes import OUTCOMES
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrateConfig:
+    """Everything a migrate run needs, already checked (see ``pipelines.configs``)."""
+
+    source: DicomwebClient
+    destination: DicomwebClient
+    reports: RunReports
+    identifiers: tuple[str, ...] = ()
+    identifiers_file: str | None = None
+    filter_file: str | None = None
+    all_studies: bool = False
+    max_instances: int = 32
+    max_bytes: int = 32 << 20
+    concurrency: int = 4
+    verify_bytes: bool = False
+
+    @property
+    def dry_run(self) -> bool:
+        return self.reports.dry_run
+
+
+def build_migrate_pipeline(pipeline: beam.Pipeline, config: MigrateConfig) -> beam.PCollection:
+    """Add the migrate stages to ``pipeline``; return the PCollection of the summary URL."""
+    series, selection_failures = selected_series(pipeline, config.source, config)
+    migrated = series | "MigrateSeries" >> MigrateSeries(
+        config.source, config.destination, max_instances=config.max_instances, max_bytes=config.max_bytes,
+        concurrency=config.concurrency, verify_bytes=config.verify_bytes, dry_run=config.dry_run)
+    failures = (*selection_failures, migrated[FAILURES]) | "AllFailures" >> beam.Flatten()
+    no_patterns = pipeline | "NoPatterns" >> beam.Create([])
+    return (failures, migrated[OUTCOMES], no_patterns) | "WriteReports" >> WriteReports.for_run(
+        config.reports,
+        extra={"source": config.source.safe_url, "destination": config.destination.safe_url,
+               "verifyBytes": config.verify_bytes},
+    )

@@ -1,0 +1,360 @@
+"""Migrate series from one DICOMweb server to another: ask the destination what it holds,
+retrieve only the rest (WADO-RS, streamed to spool files), store it with batched STOW-RS,
+then verify."""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
+
+from dicom_transfer import metrics
+from dicom_transfer.errors import FAILURES, ErrorRecord
+from dicom_transfer.io.dicomweb import CHUNK, DicomwebClient, DicomwebError
+from dicom_transfer.io.files import FileRef
+from dicom_transfer.io.stow_requests import StowSender
+from dicom_transfer.migration import SeriesPlan, plan_series, still_missing
+from dicom_transfer.part10 import InvalidInstance
+from dicom_transfer.progress import ProgressLog, format_bytes
+from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, RequestBatcher
+from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
+from dicom_transfer.transforms.retrieve import SOP_UID, first_value, paged
+from dicom_transfer.transforms.validate import ValidInstance, validate_file
+
+LOG = logging.getLogger(__name__)
+VERIFY_RETRY_SECONDS = 1.0  # a store that indexes asynchronously gets one more look
+RETRIEVAL_ERRORS = (DicomwebError, OSError)
+
+
+def held_instances(client: DicomwebClient, study: str, series: str) -> set[str]:
+    """The SOP Instance UIDs ``client``'s server holds in one series (paged QIDO-RS; an
+    unknown series holds none).
+
+    Raises
+    ------
+    DicomwebError
+        When the server cannot answer.
+    """
+    try:
+        items = paged(client, f"/studies/{study}/series/{series}/instances", {"includefield": SOP_UID})
+        return {sop for item in items if (sop := first_value(item, SOP_UID))}
+    except DicomwebError as exc:
+        if exc.status == 404:
+            return set()
+        raise
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as data:
+        while chunk := data.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass
+class _Result:
+    kind: str
+    size: int = 0
+    message: str = ""
+    stage: str = ""
+
+
+class _SeriesRun:
+    """What one series' migration has spooled, decided and reported so far."""
+
+    def __init__(self, plan: SeriesPlan, spool: str) -> None:
+        self.plan = plan
+        self.spool = spool
+        self.missing = frozenset(plan.missing)
+        self.results: dict[str, _Result] = {sop: _Result(UNCHANGED) for sop in plan.present}
+        self.spooled: set[str] = set()
+        self.digests: dict[str, str] = {}
+        self.stray: list[ErrorRecord] = []  # what the source sent unasked, named by its own UIDs
+
+    def fail(self, sop: str, message: str, stage: str) -> None:
+        self.results[sop] = _Result(FAILURE, message=message, stage=stage)
+
+    def settled(self, sop: str) -> bool:
+        return sop in self.spooled or sop in self.results
+
+    def new_file(self):
+        handle, path = tempfile.mkstemp(prefix=".part-", dir=self.spool)
+        return path, os.fdopen(handle, "wb")
+
+
+class _MigrateSeriesFn(beam.DoFn):
+    """((study, series), [(sop, whole), ...]) -> outcomes and failure records, one per instance."""
+
+    def __init__(self, source: DicomwebClient, destination: DicomwebClient, max_instances: int,
+                 max_bytes: int, concurrency: int, verify_bytes: bool, dry_run: bool) -> None:
+        self.source_settings = source.settings
+        self.destination_settings = destination.settings
+        self.max_instances = max_instances
+        self.max_bytes = max_bytes
+        self.concurrency = concurrency
+        self.verify_bytes = verify_bytes
+        self.dry_run = dry_run
+        self.counters = {kind: Metrics.counter(metrics.NAMESPACE, kind) for kind in (SUCCESS, UNCHANGED)}
+        self.bytes_written = Metrics.counter(metrics.NAMESPACE, metrics.BYTES_WRITTEN)
+
+    def setup(self) -> None:
+        self.source = DicomwebClient(**self.source_settings)
+        self.destination = DicomwebClient(**self.destination_settings)
+        # Existence is decided once per series, before anything moves: no QIDO-RS per request.
+        self.sender = StowSender(self.destination, check_existing=False)
+        self.pool = concurrent.futures.ThreadPoolExecutor(self.concurrency)  # STOW-RS requests, byte checks
+        # Several series at once: one series' requests alone (a QIDO-RS, a WADO-RS answer, a few
+        # STOW-RS batches) leave both servers idle much of the time.
+        self.series_pool = concurrent.futures.ThreadPoolExecutor(self.concurrency)
+        self.progress = ProgressLog("migrate")
+
+    def teardown(self) -> None:
+        for pool in (getattr(self, "pool", None), getattr(self, "series_pool", None)):
+            if pool:
+                pool.shutdown(wait=False)
+
+    def start_bundle(self) -> None:
+        self.running: collections.deque[concurrent.futures.Future] = collections.deque()
+
+    def process(self, element: tuple[tuple[str, str], Iterable[tuple[str, bool]]]) -> Iterator:
+        series, selected = element[0], list(element[1])
+        self.progress.report("found", len({sop for sop, _ in selected}))  # the progress display's total
+        self.running.append(self.series_pool.submit(self._migrate, (series, selected)))
+        # At most ``concurrency`` series in flight (and their spools); results in order, counted
+        # on this thread (Beam's metrics are per thread).
+        while self.running and (len(self.running) > self.concurrency or self.running[0].done()):
+            yield from self._report(self.running.popleft().result())
+
+    def finish_bundle(self) -> Iterator:
+        while self.running:
+            for output in self._report(self.running.popleft().result()):
+                yield beam.pvalue.TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
+        self.progress.flush()
+
+    def _migrate(self, element: tuple[tuple[str, str], Iterable[tuple[str, bool]]]) -> _SeriesRun:
+        """One series, on a thread of ``series_pool``: compare, move what is missing, verify."""
+        (study, series), selected = element
+        try:
+            held = held_instances(self.destination, study, series)
+        except DicomwebError as exc:
+            run = _SeriesRun(plan_series(study, series, selected, ()), "")
+            for sop in run.plan.wanted:
+                run.fail(sop, f"cannot ask the destination which instances it holds: {exc}", "compare")
+            return run
+        plan = plan_series(study, series, selected, held)
+        run = _SeriesRun(plan, tempfile.mkdtemp(prefix="dicom-transfer-migrate-"))
+        try:
+            if plan.missing:
+                self._transfer(run)
+                self._verify(run)
+        finally:
+            shutil.rmtree(run.spool, ignore_errors=True)
+        if self.dry_run:
+            would = [r for r in run.results.values() if r.kind == SUCCESS]
+            LOG.info("dry run: series %s: %d of %d instances would be migrated (%s), %d already there",
+                     plan.identifier, len(would), len(plan.wanted), format_bytes(sum(r.size for r in would)),
+                     len(plan.present))
+        return run
+
+    # -- retrieve from the source, store on the destination, overlapping ------------------------
+    def _transfer(self, run: _SeriesRun) -> None:
+        """Spooled instances go out in batches while the next ones arrive; at most
+        ``concurrency`` requests in flight, so the spool stays bounded too."""
+        batcher: RequestBatcher[ValidInstance] = RequestBatcher(self.max_instances, self.max_bytes)
+        pending: collections.deque = collections.deque()
+        for instance in self._retrieve(run):
+            if full := batcher.add(instance):
+                pending.append(self._submit(full))
+            while len(pending) > self.concurrency:
+                self._collect(pending.popleft(), run)
+        if rest := batcher.flush():
+            pending.append(self._submit(rest))
+        while pending:
+            self._collect(pending.popleft(), run)
+
+    def _submit(self, group: list[ValidInstance]):
+        if self.dry_run:  # nothing is sent: the spooled instance counts what would be
+            done: concurrent.futures.Future = concurrent.futures.Future()
+            done.set_result([(i, SUCCESS, "would be stored") for i in group])
+            return done
+        return self.pool.submit(self.sender.send, group)
+
+    def _collect(self, future: concurrent.futures.Future, run: _SeriesRun) -> None:
+        for instance, kind, message in future.result():
+            run.results[instance.sop_uid] = _Result(kind, instance.size, message, "store")
+            os.unlink(instance.url)
+
+    def _retrieve(self, run: _SeriesRun) -> Iterator[ValidInstance]:
+        """The missing instances, spooled: the whole series in one answer when that pays, then
+        one by one (with retries) whatever is still missing."""
+        plan = run.plan
+        if plan.fetch_whole_series:
+            try:
+                yield from self._spool(f"/studies/{plan.study}/series/{plan.series}", run, None, attempts=1)
+            except RETRIEVAL_ERRORS as exc:
+                LOG.warning("series %s: %s; retrieving what is missing instance by instance",
+                            plan.identifier, exc)
+        for sop in plan.missing:
+            if run.settled(sop):
+                continue
+            path = f"/studies/{plan.study}/series/{plan.series}/instances/{sop}"
+            try:
+                yield from self._spool(path, run, sop, attempts=self.source.retry.attempts)
+            except RETRIEVAL_ERRORS as exc:
+                reason = "not found on the source" if getattr(exc, "status", None) == 404 else str(exc)
+                run.fail(sop, f"cannot retrieve from the source: {reason}", "retrieve")
+                continue
+            if not run.settled(sop):
+                run.fail(sop, "the source's answer did not contain this instance", "retrieve")
+
+    def _spool(self, path: str, run: _SeriesRun, single: str | None, attempts: int) -> Iterator[ValidInstance]:
+        for part, size in self.source.retrieve_to_files(path, run.new_file, "*", attempts):
+            instance = self._accept(part, size, run, single)
+            if instance is not None:
+                yield instance
+
+    def _accept(self, part: str, size: int, run: _SeriesRun, single: str | None) -> ValidInstance | None:
+        """Validate one retrieved part and keep it in the spool if it is one of the missing."""
+        plan = run.plan
+        try:
+            instance = validate_file(FileRef(part, size))
+        except InvalidInstance as exc:
+            if single is None:  # the one-by-one pass reports it, under its UID
+                LOG.warning("series %s: the source sent an invalid instance: %s", plan.identifier, exc)
+            else:
+                run.fail(single, f"the source sent an invalid instance ({exc.check}): {exc}", "validate")
+            return None
+        sop = instance.sop_uid
+        if (instance.study_uid, instance.series_uid) != (plan.study, plan.series) or (
+                single is not None and sop != single):
+            where = f"{plan.identifier}/{single}" if single else plan.identifier
+            if single is not None:
+                run.fail(single, f"the source sent {instance.study_uid}/{instance.series_uid}/{sop} instead",
+                         "validate")
+            else:
+                run.stray.append(_record(f"{instance.study_uid}/{instance.series_uid}/{sop}",
+                                         f"the source sent this instance when asked for {where}", "validate"))
+            return None
+        if sop not in run.missing or run.settled(sop):
+            return None  # present already, or spooled from an earlier interrupted answer
+        kept = os.path.join(run.spool, f"{len(run.spooled)}.dcm")
+        os.replace(part, kept)
+        run.spooled.add(sop)
+        if self.verify_bytes:
+            run.digests[sop] = sha256_of(kept)
+        return instance._replace(url=kept, attributes=())
+
+    # -- verify ----------------------------------------------------------------------------------
+    def _verify(self, run: _SeriesRun) -> None:
+        """Every instance counted stored must now be on the destination (one QIDO-RS for the
+        series, a second look after a pause if something is missing); with ``verify_bytes``,
+        what was stored is retrieved again and compared by SHA-256."""
+        stored = [sop for sop, result in run.results.items() if result.kind == SUCCESS]
+        if self.dry_run or not stored:
+            return
+        plan = run.plan
+        try:
+            missing = still_missing(stored, held_instances(self.destination, plan.study, plan.series))
+            if missing:
+                time.sleep(VERIFY_RETRY_SECONDS)
+                missing = still_missing(missing, held_instances(self.destination, plan.study, plan.series))
+        except DicomwebError as exc:
+            missing = []
+            for sop in stored:
+                run.fail(sop, f"stored, but cannot verify that the destination holds it: {exc}", "verify")
+        for sop in missing:
+            run.fail(sop, "STOW-RS reported it stored, but the destination does not hold it", "verify")
+        if self.verify_bytes:
+            self._verify_bytes(run, [sop for sop in stored if run.results[sop].kind == SUCCESS])
+
+    def _verify_bytes(self, run: _SeriesRun, sops: list[str]) -> None:
+        for sop, problem in zip(sops, self.pool.map(lambda s: self._bytes_problem(run, s), sops), strict=True):
+            if problem:
+                run.fail(sop, problem, "verify")
+
+    def _bytes_problem(self, run: _SeriesRun, sop: str) -> str | None:
+        path = f"/studies/{run.plan.study}/series/{run.plan.series}/instances/{sop}"
+        digests: set[str] = set()  # a set: a retried answer yields its parts again
+        try:
+            for part, _ in self.destination.retrieve_to_files(path, run.new_file, "*",
+                                                              self.destination.retry.attempts):
+                digests.add(sha256_of(part))
+        except RETRIEVAL_ERRORS as exc:
+            return f"stored, but cannot retrieve it again to compare its bytes: {exc}"
+        if digests != {run.digests[sop]}:
+            return (f"the destination returns other bytes than those sent (SHA-256 "
+                    f"{', '.join(sorted(digests)) or 'nothing'} instead of {run.digests[sop]})")
+        return None
+
+    # -- report ----------------------------------------------------------------------------------
+    def _report(self, run: _SeriesRun) -> Iterator:
+        plan = run.plan
+        target = f"{self.destination.safe_url}/studies/{plan.study}/series/{plan.series}/instances/"
+        for sop in plan.wanted:
+            result = run.results.get(sop) or _Result(FAILURE, message="not transferred", stage="store")
+            identifier = f"{plan.identifier}/{sop}"
+            if result.kind == FAILURE:
+                yield _failure(identifier, result.message, result.stage)
+                continue
+            self.counters[result.kind].inc()
+            if result.kind == SUCCESS and not self.dry_run:
+                self.bytes_written.inc(result.size)
+            self.progress.add(1, result.size if result.kind == SUCCESS else 0)
+            yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(result.kind, result.size, identifier, target + sop))
+        for record in run.stray:
+            yield beam.pvalue.TaggedOutput(FAILURES, record)
+
+
+def _record(identifier: str, message: str, stage: str) -> ErrorRecord:
+    return ErrorRecord.create(identifier, message, stage)
+
+
+def _failure(identifier: str, message: str, stage: str) -> beam.pvalue.TaggedOutput:
+    return beam.pvalue.TaggedOutput(FAILURES, _record(identifier, message, stage))
+
+
+class MigrateSeries(beam.PTransform):
+    """Move grouped series (as :class:`ExpandToInstances` gives them) from one DICOMweb server
+    to another, and verify.
+
+    Per series: one paged QIDO-RS on the destination says which selected instances it holds
+    (``unchanged``); only the others are retrieved from the source with WADO-RS
+    (``transfer-syntax=*``: the stored bytes), parsed as they stream into spool files (memory
+    stays bounded whatever the series), validated, and sent with batched STOW-RS requests
+    (``max_instances``/``max_bytes``, ``concurrency`` in flight, split in halves when refused
+    whole, retried with ``Retry-After``) while the next ones arrive; ``concurrency`` series are
+    in flight per worker, sharing ``concurrency`` STOW-RS requests. Then one QIDO-RS checks
+    that the destination holds every instance stored; ``verify_bytes`` also retrieves each
+    again and compares SHA-256. Every instance that does not arrive is one failure record.
+    With ``dry_run`` the missing instances are retrieved and counted, nothing is sent.
+
+    Returns a dict with ``outcomes`` and ``failures``.
+
+    Example::
+
+        series = resources | ExpandToInstances(source)
+        moved = series["instances"] | MigrateSeries(source, destination)
+    """
+
+    def __init__(self, source: DicomwebClient, destination: DicomwebClient, max_instances: int = 32,
+                 max_bytes: int = 32 << 20, concurrency: int = 4, verify_bytes: bool = False,
+                 dry_run: bool = False) -> None:
+        super().__init__()
+        self.fn = _MigrateSeriesFn(source, destination, max_instances, max_bytes, concurrency,
+                                   verify_bytes, dry_run)
+
+    def expand(self, series: beam.PCollection) -> dict[str, beam.PCollection]:
+        result = series | "RetrieveStoreVerify" >> beam.ParDo(self.fn).with_outputs(FAILURES, OUTCOMES)
+        return {OUTCOMES: result[OUTCOMES], FAILURES: result[FAILURES]}
