@@ -18,7 +18,7 @@ import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from measure import peak_rss_mb, timed  # noqa: E402
+from measure import marginal_costs, peak_rss_mb  # noqa: E402
 
 from dicom_transfer.sample import instance_bytes  # noqa: E402
 
@@ -85,17 +85,7 @@ def marginal(work: Path, label: str, count: int, pixel_bytes: int) -> dict[str, 
     make_files(one, 1, pixel_bytes)
     subprocess.run(["cat", *map(str, src.rglob("*.dcm"))], stdout=subprocess.DEVNULL)  # warm the cache
     print(f"\n{label}: {count} files of {size // count // 1024} KB ({size / 1e6:.0f} MB)")
-    results = {}
-    for name, command in commands(src, work / "dst").items():
-        shutil.rmtree(work / "dst", ignore_errors=True)
-        full = timed(command)
-        shutil.rmtree(work / "dst", ignore_errors=True)
-        startup = timed(commands(one, work / "dst")[name])
-        shutil.rmtree(work / "dst", ignore_errors=True)
-        per_file = max(full - startup, 1e-9) / max(count - 1, 1)
-        results[name] = (full, startup, per_file)
-        print(f"  {name:30s} total {full:7.2f} s  start-up {startup:5.2f} s  "
-              f"marginal {per_file * 1e6:8.1f} us/file  {1 / per_file:8.0f} files/s")
+    results = marginal_costs(commands, src, one, work / "dst", count)
     shutil.rmtree(src)
     shutil.rmtree(one)
     return results

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 
 def timed(command: list[str], accept: tuple[int, ...] = (0,), env: dict | None = None) -> float:
@@ -25,3 +28,21 @@ def peak_rss_mb(command: list[str], accept: tuple[int, ...] = (0,)) -> float:
     out = subprocess.run([sys.executable, "-c", wrapper, repr(accept), *command], capture_output=True, text=True,
                          check=True)
     return int(out.stdout.strip()) / 1024
+
+
+def marginal_costs(commands: Callable[[Path, Path], dict[str, list[str]]], src: Path, one: Path, dst: Path,
+                   count: int) -> dict[str, tuple[float, float, float]]:
+    """Run each command of ``commands(source, destination)`` on ``src`` (``count`` files) and on
+    ``one`` (a single file: its start-up); print and return ``{name: (total, start-up, per file)}``."""
+    results = {}
+    for name, command in commands(src, dst).items():
+        shutil.rmtree(dst, ignore_errors=True)
+        full = timed(command)
+        shutil.rmtree(dst, ignore_errors=True)
+        startup = timed(commands(one, dst)[name])
+        shutil.rmtree(dst, ignore_errors=True)
+        per_file = max(full - startup, 1e-9) / max(count - 1, 1)
+        results[name] = (full, startup, per_file)
+        print(f"  {name:30s} total {full:7.2f} s  start-up {startup:5.2f} s  "
+              f"marginal {per_file * 1e6:8.1f} us/file  {1 / per_file:8.0f} files/s")
+    return results

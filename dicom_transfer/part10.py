@@ -109,6 +109,37 @@ def validate_part10(
     """
     wanted = keyword_tags(keywords)
     capture = {STUDY_UID, SERIES_UID, SOP_UID, SPECIFIC_CHARACTER_SET, *wanted.values()}
+    transfer_syntax, walker = _walk_file(stream, size, capture)
+    implicit = transfer_syntax == IMPLICIT_VR_LE
+    little = transfer_syntax != EXPLICIT_VR_BE
+
+    uids = []
+    for tag, keyword in ((STUDY_UID, "StudyInstanceUID"), (SERIES_UID, "SeriesInstanceUID"),
+                         (SOP_UID, "SOPInstanceUID")):
+        if tag not in walker.captured:
+            raise InvalidInstance("uid", f"{keyword} {_tag_text(tag)} is missing")
+        value = _uid_text(walker.captured[tag].value)
+        problem = uid_problem(value)
+        if problem:
+            raise InvalidInstance(
+                "uid", f"{keyword} {_shorten(value)!r} is not a valid UID: {problem}"
+            )
+        uids.append(value)
+    attributes = {}
+    if wanted:
+        dataset = Dataset(walker.captured)
+        dataset.set_original_encoding(implicit, little, None)
+    for keyword, tag in wanted.items():
+        if tag in walker.captured:
+            try:
+                attributes[keyword] = dataset[tag].value
+            except Exception as exc:  # pydicom raises many types for bad values
+                raise InvalidInstance("parse", f"{keyword} cannot be decoded: {exc}") from exc
+    return InstanceHeader(uids[0], uids[1], uids[2], transfer_syntax, size, attributes)
+
+
+def _walk_file(stream: BinaryIO, size: int, capture: set[int]) -> tuple[str, _Walker]:
+    """Check preamble and file meta, walk the dataset; return the transfer syntax and the walker."""
     if size == 0:
         raise InvalidInstance("part10", "file is empty (0 bytes)")
     head = stream.read(PREAMBLE_LENGTH + 4)
@@ -136,31 +167,26 @@ def validate_part10(
         dataset_stream, dataset_size = _inflate(stream, size)
     walker = _Walker(dataset_stream, dataset_size, implicit=implicit, little=little, capture=capture)
     walker.walk_dataset()
+    return transfer_syntax, walker
 
-    uids = []
-    for tag, keyword in ((STUDY_UID, "StudyInstanceUID"), (SERIES_UID, "SeriesInstanceUID"),
-                         (SOP_UID, "SOPInstanceUID")):
-        if tag not in walker.captured:
-            raise InvalidInstance("uid", f"{keyword} {_tag_text(tag)} is missing")
-        value = _uid_text(walker.captured[tag].value)
-        problem = uid_problem(value)
-        if problem:
-            raise InvalidInstance(
-                "uid", f"{keyword} {_shorten(value)!r} is not a valid UID: {problem}"
-            )
-        uids.append(value)
-    attributes = {}
-    if wanted:
-        dataset = Dataset(walker.captured)
-        dataset.set_original_encoding(implicit, little, None)
-    for keyword, tag in wanted.items():
-        if tag in walker.captured:
-            try:
-                attributes[keyword] = dataset[tag].value
-            except Exception as exc:  # pydicom raises many types for bad values
-                raise InvalidInstance("parse", f"{keyword} cannot be decoded: {exc}") from exc
-    return InstanceHeader(uids[0], uids[1], uids[2], transfer_syntax, size, attributes)
 
+def map_elements(stream: BinaryIO, size: int) -> tuple[str, list[tuple[int, int, int]] | None]:
+    """The transfer syntax, and where each top-level element of the dataset is in the file.
+
+    Returns ``(transfer_syntax, [(tag, start, end), ...])``: the byte offsets of each element's
+    header and of the end of its value, in file order, so that elements can be copied as they
+    are; ``None`` when the dataset is deflated (offsets in the file then mean nothing). Reads
+    headers only.
+
+    Raises
+    ------
+    InvalidInstance
+        As :func:`validate_part10`.
+    """
+    transfer_syntax, walker = _walk_file(stream, size, set())
+    if transfer_syntax in DEFLATED:
+        return transfer_syntax, None
+    return transfer_syntax, walker.elements
 
 def _uid_text(value: bytes) -> str:
     """A UI value without its one padding byte (PS3.5 6.2: a trailing NUL to even length; a trailing
@@ -227,6 +253,7 @@ class _Walker:
         self.endian = "<" if little else ">"
         self.capture = capture
         self.captured: dict[int, RawDataElement] = {}
+        self.elements: list[tuple[int, int, int]] = []  # top-level elements: (tag, header offset, end)
         self.pos = stream.tell()
 
     # -- low level -------------------------------------------------------
@@ -321,6 +348,8 @@ class _Walker:
                     "parse", f"unexpected item or delimiter tag {_tag_text(tag)} at byte {offset}"
                 )
             self._element_value(tag, vr, length, offset, limit, top_level, depth)
+            if top_level:
+                self.elements.append((tag, offset, self.pos))
 
     def _element_value(self, tag: int, vr: bytes | None, length: int, offset: int,
                        limit: int | None, top_level: bool, depth: int = 0) -> None:

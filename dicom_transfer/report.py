@@ -153,6 +153,8 @@ def human_summary(summary: dict, summary_url: str, dry_run: bool = False) -> str
     success = counter.get("success", 0)
     parts = [f"{plural(success, 'instance')} {verb} ({format_bytes(counter.get('bytesWritten', 0))})",
              f"{counter.get('unchanged', 0):,} unchanged", f"{counter.get('failure', 0):,} failed"]
+    if counter.get("deidentified"):
+        parts.append(f"{counter['deidentified']:,} de-identified")
     if counter.get("filtered"):
         parts.append(f"{counter['filtered']:,} filtered out")
     seconds = summary.get("durationSeconds")

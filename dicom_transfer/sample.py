@@ -173,3 +173,32 @@ def write_bad_files(directory: str, seed: str = "bad") -> dict[str, str]:
             out.write(data)
         written[path] = reason
     return written
+
+
+def write_large_instance(path: str | os.PathLike, study_uid: str, series_uid: str, sop_uid: str, *,
+                         pixel_bytes: int, patient_name: str = "Sample^Patient", patient_id: str = "PAT-1") -> int:
+    """Write a multi-frame MR instance with ``pixel_bytes`` of pixel data as a sparse file.
+
+    The header is made by pydicom; the pixel data element's header is appended and the file is
+    extended to its full size without writing the (zero) pixel bytes, so a 1 GB instance costs
+    no disk and no time to make. Returns the file's size.
+    """
+    frame = PIXEL_ROW_BYTES * 256
+    frames = max(1, pixel_bytes // frame)
+    length = frames * frame
+    header = instance_bytes(study_uid, series_uid, sop_uid, pixel_bytes=2, patient_id=patient_id, frames=1)
+    pixel_offset = header.rindex(b"\xe0\x7f\x10\x00OW")  # the pixel data element pydicom wrote last
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pydicom import dcmread
+
+        ds = dcmread(io.BytesIO(header), stop_before_pixels=True)
+    ds.PatientName = patient_name
+    ds.NumberOfFrames, ds.Rows = frames, 256
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    head = buffer.getvalue() + header[pixel_offset:pixel_offset + 8] + length.to_bytes(4, "little")
+    with open(path, "wb") as out:
+        out.write(head)
+        out.truncate(len(head) + length)
+    return len(head) + length

@@ -226,6 +226,17 @@ class Destination:
         return written
 
 
+def remove_url(url: str) -> None:
+    """Remove the file or object at ``url``, if it is there."""
+    path = local_path(url)
+    if path is not None:
+        remove_local(path)
+        return
+    fs, path = split_url(url)
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm(path)
+
+
 def remove_local(url: str) -> None:
     path = local_path(url)
     if path is not None:

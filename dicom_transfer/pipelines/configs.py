@@ -16,6 +16,7 @@ from dicom_transfer.io.preflight import StoreUnavailable, check_scheme, check_wr
 from dicom_transfer.io.retry import RetryPolicy
 from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.copy import CopyConfig
+from dicom_transfer.pipelines.deid import deid_config
 from dicom_transfer.pipelines.export_pipeline import ExportConfig
 from dicom_transfer.pipelines.import_pipeline import ImportConfig
 from dicom_transfer.pipelines.migrate import MigrateConfig
@@ -171,6 +172,7 @@ def copy_config(options: argparse.Namespace) -> CopyConfig:
         overwrite=options.overwrite,
         io_threads=options.io_threads or 0,
         strict=options.strict,
+        deid=deid_config(options),
     )
 
 
@@ -230,6 +232,7 @@ def export_config(options: argparse.Namespace) -> ExportConfig:
     """Check the export options and build the run's configuration; raises UsageError."""
     check_schemes(options)
     check_selection_files(options.identifiers_file, options.filter_file, options.identifier)
+    deid = deid_config(options)  # a missing key stops the run before the server is asked anything
     client = dicomweb_client(options)
     reports, layout = output_layout("export", options)
     return ExportConfig(
@@ -237,7 +240,7 @@ def export_config(options: argparse.Namespace) -> ExportConfig:
         reports=reports,
         identifiers=tuple(options.identifier or ()), identifiers_file=options.identifiers_file,
         filter_file=options.filter_file, all_studies=options.export_all,
-        transfer_syntax=options.transfer_syntax, overwrite=options.overwrite)
+        transfer_syntax=options.transfer_syntax, overwrite=options.overwrite, deid=deid)
 
 
 def migrate_config(options: argparse.Namespace, local: bool = True) -> MigrateConfig:

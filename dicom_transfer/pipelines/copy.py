@@ -9,6 +9,7 @@ import apache_beam as beam
 from dicom_transfer.errors import FAILURES, redact
 from dicom_transfer.io.files import scheme_of
 from dicom_transfer.layout import Layout
+from dicom_transfer.pipelines.deid import DeidConfig, deidentify_stage, staging_url
 from dicom_transfer.pipelines.inputs import read_inputs
 from dicom_transfer.report import RunReports, absolute
 from dicom_transfer.transforms import RouteToLayout, WriteInstances, WriteReports
@@ -28,6 +29,7 @@ class CopyConfig:
     overwrite: bool = False
     io_threads: int = 0  # 0: decide from where the bytes are
     strict: bool = False
+    deid: DeidConfig | None = None
 
     @property
     def dry_run(self) -> bool:
@@ -45,7 +47,15 @@ def build_copy_pipeline(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCo
     """Add the copy stages to ``pipeline``; return the PCollection of the summary URL."""
     inputs = read_inputs(pipeline, config.patterns, config.filter_file, config.layout.keywords,
                          threads=config.threads, strict=config.strict, exclude=[absolute(config.destination)])
-    routed = inputs.instances | "RouteToLayout" >> RouteToLayout(config.layout)
+    instances, extra = inputs.instances, {}
+    if config.deid:
+        instances, more_failures, more_outcomes = deidentify_stage(
+            instances, config.deid, staging_url(config.destination, config.reports.operation_id),
+            config.layout.keywords, config.threads)
+        inputs.failures += more_failures
+        inputs.outcomes += more_outcomes
+        extra["deidentification"] = config.deid.summary()
+    routed = instances | "RouteToLayout" >> RouteToLayout(config.layout)
     written = routed["routed"] | "WriteInstances" >> WriteInstances(
         config.destination, overwrite=config.overwrite, dry_run=config.dry_run, threads=config.threads)
     failures = (*inputs.failures, routed[FAILURES], written[FAILURES]) | "AllFailures" >> beam.Flatten()
@@ -53,5 +63,5 @@ def build_copy_pipeline(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCo
     return (failures, outcomes, inputs.unmatched, inputs.files) | "WriteReports" >> WriteReports.for_run(
         config.reports,
         extra={"source": [redact(p) for p in config.patterns],
-               "destination": absolute(redact(config.destination))},
+               "destination": absolute(redact(config.destination)), **extra},
     )

@@ -9,8 +9,10 @@ import apache_beam as beam
 from dicom_transfer.errors import FAILURES, redact
 from dicom_transfer.io.dicomweb import DicomwebClient
 from dicom_transfer.layout import Layout
+from dicom_transfer.pipelines.deid import DeidConfig
 from dicom_transfer.report import RunReports, absolute
 from dicom_transfer.transforms import WriteReports
+from dicom_transfer.transforms.deidentify import MAPPING, WriteMapping
 from dicom_transfer.transforms.outcomes import OUTCOMES
 from dicom_transfer.transforms.retrieve import (
     INSTANCES,
@@ -35,6 +37,7 @@ class ExportConfig:
     all_studies: bool = False
     transfer_syntax: str = "*"
     overwrite: bool = False
+    deid: DeidConfig | None = None
 
     @property
     def dry_run(self) -> bool:
@@ -56,10 +59,15 @@ def build_export_pipeline(pipeline: beam.Pipeline, config: ExportConfig) -> beam
     series, selection_failures = selected_series(pipeline, config.client, config)
     exported = series | "RetrieveAndWrite" >> RetrieveAndWrite(
         config.client, config.destination, config.layout, config.transfer_syntax, config.overwrite,
-        config.dry_run)
+        config.dry_run, deid=config.deid.settings if config.deid else None)
+    extra = {}
+    if config.deid:
+        extra["deidentification"] = config.deid.summary()
+        if config.deid.mapping_url:
+            exported[MAPPING] | "WriteMapping" >> WriteMapping(config.deid.mapping_url)
     failures = (*selection_failures, exported[FAILURES]) | "AllFailures" >> beam.Flatten()
     no_patterns = pipeline | "NoPatterns" >> beam.Create([])
     return (failures, exported[OUTCOMES], no_patterns) | "WriteReports" >> WriteReports.for_run(
         config.reports,
-        extra={"source": config.client.safe_url, "destination": absolute(redact(config.destination))},
+        extra={"source": config.client.safe_url, "destination": absolute(redact(config.destination)), **extra},
     )

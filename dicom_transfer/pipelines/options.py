@@ -304,6 +304,48 @@ def add_migrate_arguments(parser: argparse.ArgumentParser) -> None:
              "SHA-256 with what was sent (one more request per instance).")
 
 
+def add_deid_arguments(parser: argparse.ArgumentParser) -> None:
+    """De-identification in flight (PS3.15 Annex E); the options are named after the standard's."""
+    group = parser.add_argument_group(
+        "de-identification (PS3.15 Annex E Basic Application Level Confidentiality Profile)")
+    group.add_argument(
+        "--deidentify", dest="deidentify", choices=["basic"], default=None,
+        help="basic: de-identify every instance on the way (Table E.1-1 actions; UIDs, Patient ID and "
+             "date offsets replaced by keyed pseudonyms, the same in every run with the same key).")
+    group.add_argument(
+        "--deid-key-env", "--deid_key_env", dest="deid_key_env", default=None, metavar="VAR",
+        help="Environment variable holding the secret key of the pseudonyms (at least 16 bytes).")
+    group.add_argument(
+        "--deid-key-file", "--deid_key_file", dest="deid_key_file", default=None, metavar="FILE",
+        help="File (or object) holding the secret key, read by each worker.")
+    group.add_argument(
+        "--deid-mapping", "--deid_mapping", dest="deid_mapping", default=None, metavar="PATH",
+        help="Write the mapping table (original -> pseudonym for the Patient ID and every UID, one row "
+             "each, CSV, mode 0600) to PATH.")
+    group.add_argument(
+        "--allow-burned-in", "--allow_burned_in", dest="allow_burned_in", action="store_true", default=False,
+        help="Pass instances that have (or may have) burned-in annotation, their pixels unchanged, "
+             "instead of failing them.")
+    group.add_argument(
+        "--retain-safe-private", "--retain_safe_private", dest="retain_safe_private", default=None,
+        metavar="FILE", help="Retain Safe Private Option: keep the private attributes listed in FILE, one "
+                             "'(gggg,xxee) PRIVATE CREATOR' per line (all others are removed).")
+    for name, standard in (
+            ("retain-uids", "Retain UIDs Option"),
+            ("retain-device-identity", "Retain Device Identity Option"),
+            ("retain-institution-identity", "Retain Institution Identity Option"),
+            ("retain-patient-characteristics", "Retain Patient Characteristics Option"),
+            ("retain-longitudinal-full-dates", "Retain Longitudinal Temporal Information with Full Dates Option"),
+            ("retain-longitudinal-modified-dates",
+             "Retain Longitudinal Temporal Information with Modified Dates Option (dates moved by a keyed "
+             "per-patient offset)"),
+            ("clean-descriptors", "Clean Descriptors Option (descriptions kept, without the instance's "
+                                  "identifying values)"),
+            ("clean-structured-content", "Clean Structured Content Option")):
+        group.add_argument(f"--{name}", f"--{name.replace('-', '_')}", dest=name.replace("-", "_"),
+                           action="store_true", default=False, help=f"{standard}.")
+
+
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("logging and progress")
     group.add_argument("-v", "--verbose", dest="verbose", action="count", default=0,
@@ -350,7 +392,7 @@ COMMANDS = {
             "Copy DICOM files matched by wildcards, validating each, to a layout built from their UIDs.",
             (add_input_arguments, add_output_arguments, add_io_threads_argument,
              add_dry_run_argument("written", "writing"), add_report_arguments("DEST/.dicom-transfer/<operation id>"),
-             add_logging_arguments),
+             add_logging_arguments, add_deid_arguments),
             "  dicom-transfer copy --input '/data/incoming/**.dcm' --output /data/by-uid\n"
             "  dicom-transfer copy --input 'gs://incoming/2024-*/**' --output gs://archive/by-uid --layout azure\n"
             "  dicom-transfer copy --input-list patterns.txt --filter-file wanted.txt --output out --dry-run"),
@@ -371,7 +413,7 @@ COMMANDS = {
             "DICOMweb server with QIDO-RS and WADO-RS, validate them, and write them to a layout.",
             (add_selection_arguments, add_output_arguments, add_dicomweb_arguments, add_dimse_arguments("source"),
              add_dry_run_argument("written", "writing"), add_report_arguments("DEST/.dicom-transfer/<operation id>"),
-             add_logging_arguments),
+             add_logging_arguments, add_deid_arguments),
             "  dicom-transfer export --dicomweb-url http://pacs:8042/dicom-web --all --output /data/export\n"
             "  dicom-transfer export --dicomweb-url URL --identifier 1.2.3/4.5.6 --output gs://b/x --layout azure\n"
             "  dicom-transfer export --dicomweb-url URL --filter-file wanted.txt --output out --dry-run"),

@@ -4,6 +4,7 @@ Each returns a dict of PCollections; failed inputs leave through
 ``failures`` as :class:`dicom_transfer.errors.ErrorRecord` values.
 """
 
+from dicom_transfer.transforms.deidentify import Deidentify, DeidSettings, WriteMapping
 from dicom_transfer.transforms.expand import ExpandPatterns
 from dicom_transfer.transforms.migrate import MigrateSeries
 from dicom_transfer.transforms.outcomes import Outcome
@@ -15,6 +16,8 @@ from dicom_transfer.transforms.validate import ReadAndValidate, ValidInstance
 from dicom_transfer.transforms.write import WriteInstances
 
 __all__ = [
+    "DeidSettings",
+    "Deidentify",
     "ExpandPatterns",
     "ExpandToInstances",
     "FilterInstances",
@@ -27,5 +30,6 @@ __all__ = [
     "StoreInstances",
     "ValidInstance",
     "WriteInstances",
+    "WriteMapping",
     "WriteReports",
 ]

@@ -9,7 +9,7 @@ from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
-from dicom_transfer.io.destination import same_content
+from dicom_transfer.io.destination import remove_url, same_content
 from dicom_transfer.io.files import open_url
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.validate import ValidInstance
@@ -25,24 +25,32 @@ def same_file_content(first_url: str, second_url: str) -> bool:
 def keep_one(target: str, group: Iterable[ValidInstance], stage: str, unchanged) -> Iterator:
     """Decide among the instances that claim ``target``: yield the outcomes and failures
     of the others (tagged), then ``(target, winner)``. ``unchanged`` is the Metrics counter."""
-    winner, *others = sorted(group, key=lambda instance: instance.url)
+    winner, *others = sorted(group, key=lambda instance: instance.source)
     for other in others:
         try:
-            identical = other.size == winner.size and same_file_content(other.url, winner.url)
-        except IO_ERRORS as exc:
-            yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
-                other.url, f"cannot compare with {winner.url}: {error_text(exc)}", stage))
-            continue
-        if identical:
-            unchanged.inc()
-            yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(metrics.UNCHANGED, other.size, other.url, target))
-        else:
-            yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
-                other.url,
-                f"conflicting duplicate: {other.url} and {winner.url} both map to {target} "
-                f"(SOP Instance UID {other.sop_uid}) but their bytes differ; {winner.url} was kept",
-                stage))
+            yield from _decide(target, other, winner, stage, unchanged)
+        finally:
+            if other.origin is not None:  # a staged copy (de-identified) that will not be written
+                remove_url(other.url)
     yield target, winner
+
+
+def _decide(target: str, other: ValidInstance, winner: ValidInstance, stage: str, unchanged) -> Iterator:
+    try:
+        identical = other.size == winner.size and same_file_content(other.url, winner.url)
+    except IO_ERRORS as exc:
+        yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
+            other.source, f"cannot compare with {winner.source}: {error_text(exc)}", stage))
+        return
+    if identical:
+        unchanged.inc()
+        yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(metrics.UNCHANGED, other.size, other.source, target))
+    else:
+        yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
+            other.source,
+            f"conflicting duplicate: {other.source} and {winner.source} both map to {target} "
+            f"(SOP Instance UID {other.sop_uid}) but their bytes differ; {winner.source} was kept",
+            stage))
 
 
 class _ResolveFn(beam.DoFn):

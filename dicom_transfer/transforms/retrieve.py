@@ -3,6 +3,7 @@ retrieve them series by series (WADO-RS), validate, and write them to a layout."
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -10,16 +11,20 @@ from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 import requests
+from apache_beam.metrics import Metrics
 
+from dicom_transfer import metrics
+from dicom_transfer.deid.rewrite import DeidentificationError
 from dicom_transfer.errors import FAILURES, ErrorRecord, redact
-from dicom_transfer.io.destination import Destination
+from dicom_transfer.io.destination import Destination, remove_local
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError, TranscodingError
 from dicom_transfer.io.files import FileRef, open_url
 from dicom_transfer.io.multipart import MultipartError
 from dicom_transfer.layout import Layout
 from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.resources import ResourcePath, parse_filter_line, parse_identifier
-from dicom_transfer.transforms.outcomes import OUTCOMES
+from dicom_transfer.transforms.deidentify import DEIDENTIFIED, MAPPING, DeidSettings, deidentify_file
+from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.place import Placements, place_instance
 from dicom_transfer.transforms.validate import validate_file
 
@@ -207,8 +212,11 @@ class ExpandToInstances(beam.PTransform):
 
 class _RetrieveFn(_ClientFn):
     def __init__(self, client: DicomwebClient, destination_url: str, layout: Layout,
-                 transfer_syntax: str, overwrite: bool, dry_run: bool = False) -> None:
+                 transfer_syntax: str, overwrite: bool, dry_run: bool = False,
+                 deid: DeidSettings | None = None) -> None:
         super().__init__(client)
+        self.deid = deid
+        self.deidentified = Metrics.counter(metrics.NAMESPACE, DEIDENTIFIED)
         self.dry_run = dry_run
         self.destination_url = destination_url
         self.layout = layout
@@ -220,6 +228,7 @@ class _RetrieveFn(_ClientFn):
         super().setup()
         self.destination = Destination(self.destination_url)
         self.placements.start("export")
+        self.deidentifier = self.deid.deidentifier() if self.deid else None
 
     def process(self, element: tuple[tuple[str, str], Iterable[tuple[str, bool]]]) -> Iterator:
         (study, series), items = element
@@ -283,9 +292,29 @@ class _RetrieveFn(_ClientFn):
                                 "validate")
             return
         state.done.add(instance.sop_uid)
-        yield self.placements.output(place_instance(
-            self.destination, self.layout, instance.values(), part_path, size, overwrite=self.overwrite,
-            dry_run=self.dry_run))
+        if self.deidentifier is None:
+            yield self.placements.output(place_instance(
+                self.destination, self.layout, instance.values(), part_path, size, overwrite=self.overwrite,
+                dry_run=self.dry_run))
+            return
+        try:
+            staged, rows = deidentify_file(self.deidentifier, instance, self.destination.staging_directory(),
+                                           self.layout.keywords)
+        except (DeidentificationError, InvalidInstance) as exc:
+            yield self._failure(identifier, f"cannot de-identify: {exc}", "deidentify")
+            return
+        self.deidentified.inc()
+        yield from (beam.pvalue.TaggedOutput(MAPPING, row) for row in rows)
+        yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(DEIDENTIFIED, staged.size, identifier, ""))
+        try:
+            result = place_instance(self.destination, self.layout, staged.values(), staged.url, staged.size,
+                                    overwrite=self.overwrite, dry_run=self.dry_run)
+        finally:
+            remove_local(staged.url)
+        # reports name the instance by its source identifier
+        result = (dataclasses.replace(result, identifier=identifier) if isinstance(result, ErrorRecord)
+                  else result._replace(source=identifier))
+        yield self.placements.output(result)
 
     def _temporary_file(self):
         handle, path = tempfile.mkstemp(prefix=".part-", suffix=".partial",
@@ -315,16 +344,18 @@ class RetrieveAndWrite(beam.PTransform):
     single instances (and whatever an interrupted series stream did not deliver)
     are fetched one by one. Every part goes to a temporary file as it arrives, is
     validated like any input, must carry the UIDs asked for, and is placed
-    atomically (``unchanged`` if already there).
+    atomically (``unchanged`` if already there). With ``deid``, each instance is de-identified
+    (:func:`~dicom_transfer.transforms.deidentify.deidentify_file`) and placed by its new UIDs.
 
-    Returns a dict with ``outcomes`` and ``failures``.
+    Returns a dict with ``outcomes``, ``failures`` and ``mapping`` (empty without ``deid``).
     """
 
     def __init__(self, client: DicomwebClient, destination_url: str, layout: Layout,
-                 transfer_syntax: str = "*", overwrite: bool = False, dry_run: bool = False) -> None:
+                 transfer_syntax: str = "*", overwrite: bool = False, dry_run: bool = False,
+                 deid: DeidSettings | None = None) -> None:
         super().__init__()
-        self.fn = _RetrieveFn(client, destination_url, layout, transfer_syntax, overwrite, dry_run)
+        self.fn = _RetrieveFn(client, destination_url, layout, transfer_syntax, overwrite, dry_run, deid)
 
     def expand(self, series: beam.PCollection) -> dict[str, beam.PCollection]:
-        result = series | "WadoRs" >> beam.ParDo(self.fn).with_outputs(FAILURES, OUTCOMES)
-        return {OUTCOMES: result[OUTCOMES], FAILURES: result[FAILURES]}
+        result = series | "WadoRs" >> beam.ParDo(self.fn).with_outputs(FAILURES, OUTCOMES, MAPPING)
+        return {OUTCOMES: result[OUTCOMES], FAILURES: result[FAILURES], MAPPING: result[MAPPING]}

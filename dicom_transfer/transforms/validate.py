@@ -32,6 +32,14 @@ class ValidInstance(NamedTuple):
     transfer_syntax: str
     attributes: tuple[tuple[str, object], ...] = ()
     md5: str | None = None  # as the source store reported it, if it keeps one
+    # Set when ``url`` is a staged file this run made from the input at ``origin`` (a
+    # de-identified copy): it is moved into place, then removed, and reports name ``origin``.
+    origin: str | None = None
+
+    @property
+    def source(self) -> str:
+        """The input this instance came from, as reports name it."""
+        return self.origin or self.url
 
     def values(self) -> dict[str, object]:
         """Attribute values for layouts, UIDs included."""
@@ -43,7 +51,7 @@ class ValidInstance(NamedTuple):
         }
 
 
-def _plain(value: object) -> object:
+def plain_value(value: object) -> object:
     """pydicom values as plain strings (or tuples of strings for multi-values)."""
     if isinstance(value, (str, int, float)):
         return str(value)
@@ -73,7 +81,7 @@ def validate_file(ref: FileRef, keywords: Iterable[str] = ()) -> ValidInstance:
     return ValidInstance(
         ref.url, ref.size, header.study_uid, header.series_uid, header.sop_uid,
         header.transfer_syntax,
-        tuple(sorted((k, _plain(v)) for k, v in header.attributes.items())),
+        tuple(sorted((k, plain_value(v)) for k, v in header.attributes.items())),
         ref.md5,
     )
 

@@ -11,7 +11,14 @@ from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
-from dicom_transfer.io.destination import ABSENT, PLACED, Destination, Existing, ExistsWithOtherContent
+from dicom_transfer.io.destination import (
+    ABSENT,
+    PLACED,
+    Destination,
+    Existing,
+    ExistsWithOtherContent,
+    remove_url,
+)
 from dicom_transfer.io.files import scheme_of
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
@@ -41,15 +48,20 @@ class _WriteFn(BatchedIoFn):
         relative, instance = element[:2]
         existing = element[2] if len(element) > 2 else None
         target = self.destination.url_of(relative)
+        staged = instance.origin is not None  # a file this run made: moved into place, never left behind
         try:
             kind, _ = self.destination.place(relative, instance.url, instance.size, overwrite=self.overwrite,
-                                             dry_run=self.dry_run, source_md5=instance.md5, existing=existing)
+                                             dry_run=self.dry_run, source_md5=instance.md5, existing=existing,
+                                             move=staged)
         except ExistsWithOtherContent:
-            return [self._failure(instance.url, f"{target} exists with different content "
+            return [self._failure(instance.source, f"{target} exists with different content "
                                   "(use --overwrite to replace it)")]
         except IO_ERRORS as exc:
-            return [self._failure(instance.url, f"cannot write {target}: {error_text(exc)}")]
-        return [beam.pvalue.TaggedOutput(OUTCOMES, Outcome(kind, instance.size, instance.url, target))]
+            return [self._failure(instance.source, f"cannot write {target}: {error_text(exc)}")]
+        finally:
+            if staged:
+                remove_url(instance.url)
+        return [beam.pvalue.TaggedOutput(OUTCOMES, Outcome(kind, instance.size, instance.source, target))]
 
     def account(self, output: beam.pvalue.TaggedOutput) -> None:
         if output.tag != OUTCOMES:

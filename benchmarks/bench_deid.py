@@ -1,0 +1,121 @@
+"""Benchmark `dicom-transfer copy --deidentify basic` against a plain pydicom loop, in one run.
+
+The loop reads each file whole with pydicom, applies the same Table E.1-1 actions (the
+project's own table, with keyed 2.25 UIDs) with ``Dataset.walk``, removes private tags and
+saves it under its new UIDs. Each command runs on the full set and on a single file; the
+single-file time (start-up) is subtracted, so the ratio compares marginal throughput. Then the
+peak RSS of de-identifying one sparse 1 GB multi-frame instance.
+
+    python benchmarks/bench_deid.py [--count 1000] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_copy import make_files  # noqa: E402
+from measure import marginal_costs, peak_rss_mb  # noqa: E402
+
+from dicom_transfer.sample import uid_for, write_large_instance  # noqa: E402
+
+PYTHON = sys.executable
+CLI = [PYTHON, "-m", "dicom_transfer.pipelines.cli"]
+KEY = "benchmark-key-0123456789abcdef"
+DEID = ["--deidentify", "basic", "--deid-key-env", "DEID_KEY", "--progress", "none"]
+TWO_PROCESSES = ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]
+
+PYDICOM_LOOP = textwrap.dedent("""
+    import hashlib, hmac, os, sys
+    import pydicom
+    from pydicom.dataelem import DataElement
+    from dicom_transfer.deid.profile import Profile, ProfileOptions
+
+    KEY = os.environ["DEID_KEY"].encode()
+    profile = Profile(ProfileOptions())
+    DUMMY = {"DA": "19000101", "TM": "000000", "DT": "19000101000000", "DS": "0", "IS": "0"}
+
+    def uid(value):
+        digest = hmac.new(KEY, b"uid\\x00" + str(value).encode(), hashlib.sha256).digest()
+        return "2.25." + str(int.from_bytes(digest[:16], "big"))
+
+    def act(ds, elem):
+        action = profile.action(int(elem.tag))
+        if action == "X":
+            del ds[elem.tag]
+        elif action == "Z":
+            ds[elem.tag] = DataElement(elem.tag, elem.VR, [] if elem.VR == "SQ" else None)
+        elif action == "D" and elem.VR not in ("SQ", "UI"):
+            elem.value = DUMMY.get(elem.VR, "ANONYMIZED")
+        elif action in ("U", "D") and elem.VR == "UI":
+            elem.value = uid(elem.value)
+
+    src, dst = sys.argv[1], sys.argv[2]
+    for folder, _, names in os.walk(src):
+        for name in names:
+            ds = pydicom.dcmread(os.path.join(folder, name))
+            ds.remove_private_tags()
+            ds.walk(act)
+            ds.PatientID = ds.PatientName = "DT" + uid(ds.PatientID)[5:25]
+            ds.PatientIdentityRemoved = "YES"
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            target = os.path.join(dst, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID + ".dcm")
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            ds.save_as(target)
+""")
+
+
+def commands(src: Path, dst: Path) -> dict[str, list[str]]:
+    return {
+        "pydicom loop": [PYTHON, "-c", PYDICOM_LOOP, str(src), str(dst)],
+        "dicom-transfer (in-process)": [*CLI, "copy", "--input", str(src), "--output", str(dst), *DEID],
+        "dicom-transfer (2 processes)": [*CLI, "copy", "--input", str(src), "--output", str(dst), *DEID,
+                                         *TWO_PROCESSES],
+    }
+
+
+def marginal(work: Path, count: int, pixel_bytes: int) -> dict[str, float]:
+    src, one = work / "src", work / "one"
+    size = make_files(src, count, pixel_bytes)
+    make_files(one, 1, pixel_bytes)
+    subprocess.run(["cat", *map(str, src.rglob("*.dcm"))], stdout=subprocess.DEVNULL)  # warm the cache
+    print(f"{count} files of {size // count // 1024} KB ({size / 1e6:.0f} MB)")
+    return {name: costs[2] for name, costs in marginal_costs(commands, src, one, work / "dst", count).items()}
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--huge", type=int, default=1 << 30, help="bytes of pixel data of the large instance")
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args()
+    os.environ["DEID_KEY"] = KEY
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="dt-bench-deid-"))
+    per_file = marginal(work, args.count, 512 * 1024 - 2048)
+
+    huge_dir, tiny_dir = work / "huge", work / "tiny"
+    huge_dir.mkdir()
+    write_large_instance(huge_dir / "huge.dcm", uid_for("bench", 1), uid_for("bench", 2), uid_for("bench", 3),
+                         pixel_bytes=args.huge)
+    make_files(tiny_dir, 1, 1024)
+    baseline = peak_rss_mb([*CLI, "copy", "--input", str(tiny_dir), "--output", str(work / "rss-tiny"), *DEID])
+    peak = peak_rss_mb([*CLI, "copy", "--input", str(huge_dir), "--output", str(work / "rss-huge"), *DEID])
+    written = next((work / "rss-huge").rglob("*.dcm")).stat().st_size
+    shutil.rmtree(work)
+
+    loop = per_file["pydicom loop"]
+    print("\nSummary")
+    for name in ("dicom-transfer (in-process)", "dicom-transfer (2 processes)"):
+        print(f"  {name}: {loop / per_file[name]:.2f} x the pydicom loop's marginal throughput")
+    print(f"  one {written / 2**30:.2f} GB multi-frame instance: peak RSS {peak:.0f} MB vs {baseline:.0f} MB "
+          f"for one small file: growth {peak - baseline:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,507 @@
+"""Rewrite one DICOM Part 10 file under the profile, with pixel data copied as bytes.
+
+The project's own walker (:func:`dicom_transfer.part10.map_elements`) says where each
+top-level element is. Only the elements the profile may change are parsed, by pydicom, and
+written anew; every other element, the pixel data included, is copied from the source as the
+bytes it is (pixel data in 1 MiB chunks), so the pixel data is never loaded and memory stays
+bounded whatever the instance's size. The transfer syntax is unchanged. Deflated datasets
+(where offsets in the file mean nothing) go through pydicom whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import io
+import re
+import struct
+from typing import BinaryIO
+
+from pydicom import dcmread
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomFileLike
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import dcmwrite, write_data_element, write_dataset, write_file_meta_info
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.uid import UID_dictionary
+
+from dicom_transfer.deid.profile import CLEAN, DUMMY, KEEP, REMOVE, UID, UIDS_INSIDE, ZERO, Profile
+from dicom_transfer.deid.pseudonyms import Pseudonyms
+from dicom_transfer.part10 import DEFLATED, EXPLICIT_VR_BE, IMPLICIT_VR_LE, PIXEL_TAGS, map_elements
+
+CHUNK = 1 << 20
+DEFER_SIZE = 1 << 20  # header values larger than this stay in the file until written
+IMPLEMENTATION_CLASS_UID = "2.25.192873565209813385226396016101391402337"  # dicom-transfer's own
+IMPLEMENTATION_VERSION_NAME = "DICOM_TRANSFER"
+DUMMY_TEXT = "ANONYMIZED"
+FREE_TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+DUMMIES = {"DA": "19000101", "TM": "000000", "DT": "19000101000000", "AS": "000D", "DS": "0", "IS": "0",
+           "UR": "", "US": 0, "SS": 0, "UL": 0, "SL": 0, "FL": 0.0, "FD": 0.0, "SV": 0, "UV": 0, "AT": 0}
+BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
+# UI attributes that name a definition (a class, a syntax, a coding scheme...), not an instance:
+# their values are kept even when they are not in pydicom's list of well-known UIDs.
+DEFINITION_UID_SUFFIXES = ("ClassUID", "SyntaxUID", "SchemeUID", "ResourceUID", "CreatorUID",
+                           "OrganizationUID", "ContextUID", "VersionUID")
+
+PATIENT_ID, PATIENT_NAME, BURNED_IN = 0x00100020, 0x00100010, 0x00280301
+MAX_HEADER_BYTES = 64 << 20  # beyond this (without pixel data), pydicom reads the header lazily
+RAW, PARSE, DROP = "raw", "parse", "drop"
+# Parsed whatever their action: what the checks read, and what the rewrite itself writes.
+WANTED_TAGS = frozenset({PATIENT_ID, PATIENT_NAME, BURNED_IN, 0x00080005, 0x00080016, 0x00080018, 0x00080060,
+                         0x0020000D, 0x0020000E, 0x00120062, 0x00120063, 0x00120064, 0x00280303})
+# Instances that carry identifying text in their pixels (or are documents) unless they say otherwise.
+BURNED_IN_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture",
+    "1.2.840.10008.5.1.4.1.1.7.1": "Multi-frame Single Bit Secondary Capture",
+    "1.2.840.10008.5.1.4.1.1.7.2": "Multi-frame Grayscale Byte Secondary Capture",
+    "1.2.840.10008.5.1.4.1.1.7.3": "Multi-frame Grayscale Word Secondary Capture",
+    "1.2.840.10008.5.1.4.1.1.7.4": "Multi-frame True Color Secondary Capture",
+    "1.2.840.10008.5.1.4.1.1.6.1": "Ultrasound",
+    "1.2.840.10008.5.1.4.1.1.6.2": "Enhanced US Volume",
+    "1.2.840.10008.5.1.4.1.1.3.1": "Ultrasound Multi-frame",
+    "1.2.840.10008.5.1.4.1.1.104.1": "Encapsulated PDF",
+    "1.2.840.10008.5.1.4.1.1.104.2": "Encapsulated CDA",
+}
+BURNED_IN_MODALITIES = frozenset({"US", "OT", "DOC"})
+
+
+class DeidentificationError(ValueError):
+    """The instance cannot be de-identified. The message names tags, never values."""
+
+
+@dataclasses.dataclass
+class Rewritten:
+    """What the rewrite produced: the new identity, the layout attributes and the mapping."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    transfer_syntax: str
+    size: int
+    attributes: dict[str, object]
+    mapping: dict[tuple[str, str], tuple[str, str]]  # (kind, original) -> (pseudonym, keyword)
+
+
+class Deidentifier:
+    """Applies ``profile`` with the replacements of ``pseudonyms`` to Part 10 files.
+
+    Example::
+
+        deidentifier = Deidentifier(Profile(ProfileOptions()), Pseudonyms(key))
+        with open("in.dcm", "rb") as source, open("out.dcm", "wb") as out:
+            result = deidentifier.rewrite(source, os.path.getsize("in.dcm"), out)
+    """
+
+    def __init__(self, profile: Profile, pseudonyms: Pseudonyms, allow_burned_in: bool = False) -> None:
+        self.profile = profile
+        self.pseudonyms = pseudonyms
+        self.allow_burned_in = allow_burned_in
+        options = profile.options
+        self.cleans_text = (options.clean_descriptors or options.clean_structured_content
+                            or options.retain_device_identity or options.retain_patient_characteristics)
+        self.marks = _marks(profile)
+
+    def rewrite(self, source: BinaryIO, size: int, out: BinaryIO, keywords: tuple[str, ...] = ()) -> Rewritten:
+        """De-identify the file in ``source`` (``size`` bytes, seekable) into ``out``.
+
+        ``keywords``: attributes to return (as de-identified) for an output layout.
+
+        Raises
+        ------
+        dicom_transfer.part10.InvalidInstance
+            The file is not a well-formed instance.
+        DeidentificationError
+            Burned-in annotation (unless allowed), or a header pydicom cannot decode.
+        """
+        transfer_syntax, elements = map_elements(source, size)
+        wanted = {*WANTED_TAGS, *(tag_for_keyword(k) for k in keywords)}
+        try:
+            if elements is None or sum(e - s for t, s, e in elements if t not in PIXEL_TAGS) > MAX_HEADER_BYTES:
+                header, instance = self._rewrite_with_pydicom(source, size, out, transfer_syntax, elements)
+            else:
+                header, instance = self._splice(source, out, transfer_syntax, elements, wanted)
+            attributes = {k: header[k].value for k in keywords if k in header}
+            return Rewritten(str(header.StudyInstanceUID), str(header.SeriesInstanceUID),
+                             str(header.SOPInstanceUID), transfer_syntax, out.tell(), attributes, instance.mapping)
+        except (InvalidDicomError, ValueError, KeyError, TypeError, EOFError, AttributeError, OverflowError,
+                struct.error) as exc:
+            if isinstance(exc, DeidentificationError):
+                raise
+            current = getattr(exc, "deid_tag", None)
+            where = f" at {_tag_text(current)}" if current is not None else ""
+            raise DeidentificationError(f"cannot de-identify the header{where} ({type(exc).__name__})") from None
+
+    def _splice(self, source: BinaryIO, out: BinaryIO, transfer_syntax: str, elements: list[tuple[int, int, int]],
+                wanted: set[int]) -> tuple[Dataset, _Instance]:
+        """Parse only the elements the profile may change; copy the others, pixel data included, as bytes."""
+        implicit, little = transfer_syntax == IMPLICIT_VR_LE, transfer_syntax != EXPLICIT_VR_BE
+        kept: list[tuple[int, int, int, bytes | None]] = []  # (tag, start, end, bytes; None: copy from source)
+        to_parse = []
+        for tag, start, end in elements:
+            if tag in PIXEL_TAGS:
+                kept.append((tag, start, end, None))
+                continue
+            source.seek(start)
+            data = source.read(end - start)
+            how = self._plan(tag, data, implicit, wanted)
+            if how == RAW:
+                kept.append((tag, start, end, data))
+            elif how == PARSE:
+                to_parse.append(data)
+        buffer = b"".join(to_parse)
+        header = read_dataset(io.BytesIO(buffer), implicit, little, bytelength=len(buffer))
+        self._check_burned_in(header)
+        instance = _Instance(self, header)
+        instance.apply(header, top_level=True)
+        instance.mark(header)
+        out.write(bytes(128) + b"DICM")
+        stream = DicomFileLike(out)
+        stream.is_little_endian, stream.is_implicit_VR = True, False
+        write_file_meta_info(stream, self._file_meta(header, transfer_syntax), enforce_standard=True)
+        stream.is_little_endian, stream.is_implicit_VR = little, implicit
+        encoding = header.get("SpecificCharacterSet", "iso8859")
+        parsed = [(int(tag), 0, 0, b"") for tag in header.keys()]  # noqa: SIM118 - tags
+        for tag, start, end, data in sorted(kept + parsed, key=lambda e: e[0]):
+            if data is None:
+                _copy_range(source, out, start, end)
+            elif data:
+                out.write(data)
+            else:
+                write_data_element(stream, header.get_item(tag), encoding)
+        return header, instance
+
+    def _plan(self, tag: int, data: bytes, implicit: bool, wanted: set[int]) -> str:
+        """Whether an element is copied as it is, parsed (it may change), or dropped."""
+        group, element = tag >> 16, tag & 0xFFFF
+        if group & 1:
+            return PARSE if self.profile.options.retain_safe_private else DROP
+        if element == 0 or group == 0x0002:
+            return DROP
+        action = self.profile.action(tag)
+        if tag in wanted:
+            return PARSE
+        if action == REMOVE:
+            return PARSE if self.cleans_text else DROP  # cleaning looks for removed values in kept text
+        if action not in (None, KEEP):
+            return PARSE
+        vr = _vr_of(None if implicit else data[4:6].decode("ascii", "replace"), tag)
+        return PARSE if vr in ("SQ", "UI", "UN") else RAW
+
+    def _rewrite_with_pydicom(self, source: BinaryIO, size: int, out: BinaryIO, transfer_syntax: str,
+                              elements: list[tuple[int, int, int]] | None) -> tuple[Dataset, _Instance]:
+        """Deflated datasets (and headers too large to hold): pydicom reads and writes the header,
+        large values stay in the file until written, pixel data is still copied as bytes."""
+        pixels = [(s, e) for t, s, e in elements or () if t in PIXEL_TAGS]
+        span = (pixels[0][0], pixels[-1][1]) if pixels else None
+        source.seek(0)
+        header = dcmread(source, stop_before_pixels=span is not None, defer_size=DEFER_SIZE)
+        tail = self._read_tail(source, size, span, transfer_syntax)
+        self._check_burned_in(header)
+        instance = _Instance(self, header)
+        instance.apply(header, top_level=True)
+        if tail is not None:
+            instance.apply(tail, top_level=False)
+        instance.mark(header)
+        _write_header(out, self._file_meta(header, transfer_syntax), header, transfer_syntax)
+        if span is not None:
+            _copy_range(source, out, *span)
+        if tail is not None and len(tail):
+            _write_tail(out, tail, transfer_syntax)
+        return header, instance
+
+    @staticmethod
+    def _read_tail(source: BinaryIO, size: int, span: tuple[int, int] | None,
+                   transfer_syntax: str) -> Dataset | None:
+        """The elements after the pixel data (padding, signatures; usually none)."""
+        if span is None or span[1] >= size:
+            return None
+        source.seek(span[1])
+        return read_dataset(source, transfer_syntax == IMPLICIT_VR_LE, transfer_syntax != EXPLICIT_VR_BE,
+                            bytelength=size - span[1], defer_size=DEFER_SIZE)
+
+    def _check_burned_in(self, header: Dataset) -> None:
+        if self.allow_burned_in:
+            return
+        flag = str(header.get("BurnedInAnnotation", "") or "").strip().upper()
+        if flag == "YES":
+            raise DeidentificationError("BurnedInAnnotation is YES: the pixel data carries identifying text "
+                                        "(use --allow-burned-in to pass it through unchanged)")
+        if flag == "NO":
+            return
+        sop_class = str(header.get("SOPClassUID", "") or "")
+        modality = str(header.get("Modality", "") or "").strip().upper()
+        kind = BURNED_IN_SOP_CLASSES.get(sop_class) or (f"modality {modality}" if modality in BURNED_IN_MODALITIES
+                                                         else None)
+        if kind:
+            raise DeidentificationError(f"{kind} instance without BurnedInAnnotation NO: its pixel data may carry "
+                                        "identifying text (use --allow-burned-in to pass it through unchanged)")
+
+    @staticmethod
+    def _file_meta(header: Dataset, transfer_syntax: str) -> FileMetaDataset:
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = header.SOPClassUID
+        meta.MediaStorageSOPInstanceUID = header.SOPInstanceUID  # already replaced
+        meta.TransferSyntaxUID = transfer_syntax
+        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+        meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+        return meta
+
+
+class _Instance:
+    """The rewrite of one instance: its original patient, the mapping it produced."""
+
+    def __init__(self, deidentifier: Deidentifier, header: Dataset) -> None:
+        self.profile = deidentifier.profile
+        self.pseudonyms = deidentifier.pseudonyms
+        self.options = self.profile.options
+        self.mapping: dict[tuple[str, str], tuple[str, str]] = {}
+        self.patient_id = str(header.get("PatientID", "") or "").strip()
+        self.offset: _dt.timedelta | None = None
+        if self.options.retain_longitudinal_modified_dates:
+            self.offset = _dt.timedelta(days=self.pseudonyms.date_offset_days(self.patient_id))
+        self.terms = _identifying_terms(header, self.profile) if deidentifier.cleans_text else None
+        self.marks = deidentifier.marks
+
+    # -- replacements ----------------------------------------------------------------------------
+    def uid(self, original: str, keyword: str) -> str:
+        new = self.pseudonyms.uid(original)
+        self.mapping.setdefault(("UID", original), (new, keyword))
+        return new
+
+    def pseudonymous_patient_id(self, original: str) -> str:
+        new = self.pseudonyms.patient_id(original)
+        self.mapping.setdefault(("PatientID", original), (new, "PatientID"))
+        return new
+
+    # -- the walk --------------------------------------------------------------------------------
+    def apply(self, dataset: Dataset, top_level: bool, dummy_text: bool = False) -> None:
+        """Apply the profile to every element of ``dataset`` and of its sequences."""
+        private = [int(tag) for tag in dataset.keys() if (tag >> 16) & 1]  # noqa: SIM118 - tags, not elements
+        for tag in [int(tag) for tag in dataset.keys()]:  # noqa: SIM118
+            if (tag >> 16) & 1:
+                continue
+            if tag & 0xFFFF == 0 or tag >> 16 == 0x0002:  # group lengths would be wrong after the rewrite
+                del dataset[tag]
+                continue
+            self._element(dataset, tag, top_level, dummy_text)
+        self._private(dataset, private)
+
+    def _element(self, dataset: Dataset, tag: int, top_level: bool, dummy_text: bool) -> None:
+        try:
+            self._apply_action(dataset, tag, top_level, dummy_text)
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+            if not hasattr(exc, "deid_tag"):
+                exc.deid_tag = tag
+            raise
+
+    def _apply_action(self, dataset: Dataset, tag: int, top_level: bool, dummy_text: bool) -> None:
+        raw = dataset.get_item(tag)
+        vr = _vr_of(raw.VR, tag)
+        if tag == PATIENT_ID:
+            self._set(dataset, tag, vr, self.pseudonymous_patient_id(str(dataset[tag].value or "").strip()))
+            return
+        if tag == PATIENT_NAME and top_level:
+            self._set(dataset, tag, vr, self.pseudonymous_patient_id(self.patient_id))
+            return
+        action = self.profile.action(tag)
+        if action is None:
+            action = self._unlisted(dataset, tag, vr, dummy_text)
+        if action == REMOVE:
+            del dataset[tag]
+        elif action == ZERO:
+            self._set(dataset, tag, vr, Sequence([]) if vr == "SQ" else None)
+        elif action == DUMMY:
+            if vr == "SQ":  # dummy content: the items' text replaced, everything else as the profile says
+                self._items(dataset, tag, dummy_text=True)
+            elif vr == "UI":
+                self._replace_uids(dataset, tag)
+            else:
+                self._set(dataset, tag, vr, _dummy(vr))
+        elif action == UID:
+            self._replace_uids(dataset, tag)
+        elif action == CLEAN:
+            self._clean(dataset, tag, vr, dummy_text)
+        elif action in (KEEP, UIDS_INSIDE) and vr == "SQ":
+            self._items(dataset, tag, dummy_text)
+
+    def _unlisted(self, dataset: Dataset, tag: int, vr: str, dummy_text: bool) -> str | None:
+        """Attributes the table does not list are kept, except instance UIDs it does not name
+        (all are replaced, so that no original UID survives) and, in dummy content, text."""
+        if vr == "SQ":
+            return KEEP
+        if vr == "UI" and not self.options.retain_uids:
+            keyword = keyword_for_tag(tag) or ""
+            if not keyword.endswith(DEFINITION_UID_SUFFIXES):
+                values = _values(dataset[tag].value)
+                if any(str(v) not in UID_dictionary for v in values if v):
+                    return UID
+        if dummy_text and vr in FREE_TEXT_VRS | {"DA", "DT", "TM"}:
+            return DUMMY
+        return None
+
+    def _items(self, dataset: Dataset, tag: int, dummy_text: bool) -> None:
+        for item in dataset[tag].value:
+            self.apply(item, top_level=False, dummy_text=dummy_text)
+
+    def _replace_uids(self, dataset: Dataset, tag: int) -> None:
+        element = dataset[tag]
+        keyword = keyword_for_tag(tag) or _tag_text(tag)
+        values = [self.uid(str(v), keyword) if v else v for v in _values(element.value)]
+        element.value = values if len(values) > 1 else (values[0] if values else "")
+
+    def _clean(self, dataset: Dataset, tag: int, vr: str, dummy_text: bool) -> None:
+        """C: dates move by the patient's offset; text loses the instance's identifying values;
+        sequences are kept with the profile applied inside; times and numbers are kept."""
+        if vr == "SQ":
+            self._items(dataset, tag, dummy_text)
+            return
+        element = dataset[tag]
+        if vr in ("DA", "DT") and self.offset is not None:
+            element.value = [_shift(str(v), self.offset) for v in _values(element.value)] if element.VM > 1 \
+                else _shift(str(element.value or ""), self.offset)
+        elif vr in FREE_TEXT_VRS | {"AE", "CS"} and self.terms:
+            if element.VM > 1:
+                element.value = [self.terms.sub("*", str(v)) for v in element.value]
+            elif element.value:
+                element.value = self.terms.sub("*", str(element.value))
+
+    def _private(self, dataset: Dataset, tags: list[int]) -> None:
+        """Private attributes are removed, except those of the safe-private list (and their creators)."""
+        safe = self.options.retain_safe_private
+        kept_blocks = set()
+        for tag in tags:
+            group, element = tag >> 16, tag & 0xFFFF
+            if 0x0010 <= element <= 0x00FF:
+                continue
+            creator_tag = (group << 16) | (element >> 8)
+            creator = str(dataset[creator_tag].value).strip() if element >= 0x1000 and creator_tag in dataset else None
+            if safe and creator is not None and (group, creator, element & 0xFF) in safe:
+                kept_blocks.add(creator_tag)
+                if _vr_of(dataset.get_item(tag).VR, tag) == "SQ":
+                    self._items(dataset, tag, dummy_text=False)
+            else:
+                del dataset[tag]
+        for tag in tags:
+            if 0x0010 <= tag & 0xFFFF <= 0x00FF and tag not in kept_blocks:
+                del dataset[tag]
+
+    @staticmethod
+    def _set(dataset: Dataset, tag: int, vr: str, value: object) -> None:
+        dataset[tag] = DataElement(tag, vr, value)
+
+    def mark(self, header: Dataset) -> None:
+        """PS3.15 E.1.1: say that the identity was removed, how, and what became of the dates."""
+        for element in self.marks:
+            header[element.tag] = element
+
+
+def _marks(profile: Profile) -> list[DataElement]:
+    """PS3.15 E.1.1: that the identity was removed, how, and what became of the dates (made once,
+    written into every instance)."""
+    options = profile.options
+    codes = []
+    for value, meaning in profile.method_codes():
+        code = Dataset()
+        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = value, "DCM", meaning
+        codes.append(code)
+    method = f"DICOM PS3.15 {profile.edition} Basic Profile{' with options' if options.enabled() else ''}"
+    dates = ("MODIFIED" if options.retain_longitudinal_modified_dates
+             else "UNMODIFIED" if options.retain_longitudinal_full_dates else "REMOVED")
+    return [DataElement(0x00120062, "CS", "YES"), DataElement(0x00120063, "LO", method),
+            DataElement(0x00120064, "SQ", Sequence(codes)), DataElement(0x00280303, "CS", dates)]
+
+
+def _identifying_terms(header: Dataset, profile: Profile) -> re.Pattern | None:
+    """What "clean" removes from kept text: the values of this instance's attributes that the
+    profile removes or replaces (names also word by word), matched without regard to case."""
+    terms = set()
+    for tag in [int(t) for t in header.keys()]:  # noqa: SIM118
+        if (tag >> 16) & 1 or profile.action(tag) not in (REMOVE, ZERO, DUMMY, UID) and tag != PATIENT_ID:
+            continue
+        raw = header.get_item(tag)
+        vr = _vr_of(raw.VR, tag)
+        if vr not in FREE_TEXT_VRS | {"DA", "DT"}:
+            continue
+        for value in _values(header[tag].value):
+            text = str(value).strip()
+            terms.add(text)
+            if vr == "PN":
+                terms.update(re.split(r"[\^= ]+", text))
+    words = sorted((t for t in terms if len(t) >= 3), key=len, reverse=True)
+    return re.compile("|".join(re.escape(t) for t in words), re.IGNORECASE) if words else None
+
+
+def _vr_of(vr: str | None, tag: int) -> str:
+    if vr and vr != "UN":
+        return vr
+    try:
+        known = dictionary_VR(tag)
+    except KeyError:
+        return vr or "UN"
+    return known.split(" or ")[0]
+
+
+def _values(value: object) -> list:
+    if value is None or value == "":
+        return []
+    if isinstance(value, (MultiValue, list, tuple)):
+        return list(value)
+    return [value]
+
+
+def _dummy(vr: str) -> object:
+    if vr in BINARY_VRS:
+        return bytes(8)
+    return DUMMIES.get(vr, DUMMY_TEXT)
+
+
+def _shift(value: str, offset: _dt.timedelta) -> str:
+    """A DA or DT value moved by ``offset`` days (time and zone kept); unreadable dates become empty."""
+    text = value.strip()
+    if not text:
+        return text
+    try:
+        day = _dt.datetime.strptime(text[:8], "%Y%m%d").date()
+    except ValueError:
+        return ""
+    return (day + offset).strftime("%Y%m%d") + text[8:]
+
+
+def _copy_range(source: BinaryIO, out: BinaryIO, start: int, end: int) -> None:
+    source.seek(start)
+    remaining = end - start
+    while remaining:
+        chunk = source.read(min(CHUNK, remaining))
+        if not chunk:
+            raise EOFError
+        out.write(chunk)
+        remaining -= len(chunk)
+
+
+def _write_header(out: BinaryIO, meta: FileMetaDataset, header: Dataset, transfer_syntax: str) -> None:
+    """Preamble, file meta and dataset (what ``dcmwrite`` does, without its deep copy of the
+    file meta; a deflated dataset goes through ``dcmwrite``, which deflates it)."""
+    if transfer_syntax in DEFLATED:
+        header.file_meta = meta
+        dcmwrite(out, header, enforce_file_format=True)
+        return
+    out.write(bytes(128) + b"DICM")
+    stream = DicomFileLike(out)
+    stream.is_little_endian, stream.is_implicit_VR = True, False
+    write_file_meta_info(stream, meta, enforce_standard=True)
+    _write_tail(out, header, transfer_syntax)
+
+
+def _write_tail(out: BinaryIO, tail: Dataset, transfer_syntax: str) -> None:
+    stream = DicomFileLike(out)
+    stream.is_little_endian = transfer_syntax != EXPLICIT_VR_BE
+    stream.is_implicit_VR = transfer_syntax == IMPLICIT_VR_LE
+    write_dataset(stream, tail)
+
+
+def _tag_text(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
