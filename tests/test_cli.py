@@ -307,3 +307,14 @@ def test_a_dead_emulator_is_reported_at_once_not_after_the_sdk_retries(tmp_path)
     assert "source bucket gs://bucket cannot be reached" in result.stderr
     assert "(from STORAGE_EMULATOR_HOST) does not accept connections" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_de_identification_is_refused_where_it_is_not_wired_rather_than_ignored(capsys, tmp_path):
+    """Never accept --deidentify and write identifiable data."""
+    status, _, err = run_main(capsys, "export", "--dimse-source", "dimse://PACS@127.0.0.1:9", "--all",
+                              "--output", str(tmp_path / "o"), "--deidentify", "basic")
+    assert status == 2 and "not available with --dimse-source" in err
+    status, _, err = run_main(capsys, "migrate", "--source-dicomweb-url", "http://127.0.0.1:9/a", "--dicomweb-url",
+                              "http://127.0.0.1:9/b", "--all", "--deidentify", "basic")
+    assert status == 2 and "migrate does not take --deidentify" in err
+    assert not (tmp_path / "o").exists()
