@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
@@ -114,7 +115,7 @@ def write_text(url: str, text: str) -> None:
     """
     fs, path = split_url(url)
     if is_local(fs):
-        with _suppress_missing():
+        with contextlib.suppress(FileNotFoundError):
             if not stat.S_ISREG(os.stat(path).st_mode):
                 with open(path, "w", encoding="utf-8") as out:
                     out.write(text)
@@ -128,14 +129,6 @@ def write_text(url: str, text: str) -> None:
         return
     with fs.open(path, "w") as out:
         out.write(text)
-
-
-class _suppress_missing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, value, traceback) -> bool:
-        return kind is not None and issubclass(kind, FileNotFoundError)
 
 
 def read_json(url: str) -> dict:
