@@ -134,12 +134,6 @@ def run_import(args: argparse.Namespace, beam_argv: list[str]) -> int:
 
 def run_export(args: argparse.Namespace, beam_argv: list[str]) -> int:
     if args.dimse_source:
-        from dicom_transfer.pipelines.deid import DEID_ONLY
-
-        deid = [f"--{name.replace('_', '-')}" for name in ("deidentify", *DEID_ONLY) if getattr(args, name, None)]
-        if deid:  # never accept it and write identifiable data: not wired into the DIMSE source yet
-            raise UsageError(f"{', '.join(deid)}: de-identification is not available with --dimse-source yet "
-                             "(export to a folder, then copy it with --deidentify basic)")
         return run_dimse_export(args, beam_argv)
     if not args.dicomweb_url:
         raise UsageError("give --dicomweb-url URL or --dimse-source dimse://AE@HOST:PORT")

@@ -35,6 +35,7 @@ from dicom_transfer.pipelines.configs import (
     require_report_locations,
     run_reports,
 )
+from dicom_transfer.pipelines.deid import DEID_ONLY
 from dicom_transfer.pipelines.inputs import read_inputs
 from dicom_transfer.pipelines.options import UsageError
 from dicom_transfer.pipelines.receiver import MoveReceiver, journal_of
@@ -133,6 +134,10 @@ def dimse_export_config(options: argparse.Namespace) -> DimseExportConfig:
     """Check the options of an export from a PACS; raises UsageError."""
     if options.dicomweb_url:
         raise UsageError("give --dicomweb-url or --dimse-source, not both")
+    deid = [f"--{name.replace('_', '-')}" for name in ("deidentify", *DEID_ONLY) if getattr(options, name, None)]
+    if deid:  # never accept it and write identifiable data: not wired into the DIMSE source yet
+        raise UsageError(f"{', '.join(deid)}: de-identification is not available with --dimse-source yet "
+                         "(export to a folder, then copy it with --deidentify basic)")
     chunks = None
     if options.study_date:
         if not options.export_all:
