@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from conftest import REPO, tree
 from dicom_transfer.pipelines.cli import parse_command
 from dicom_transfer.pipelines.configs import copy_config
 from dicom_transfer.pipelines.copy import build_copy_pipeline
-from dicom_transfer.pipelines.flex_template import template_argv
+from dicom_transfer.pipelines.flex_template import launch, template_argv
 from dicom_transfer.pipelines.options import build_parser, command_parser
 from dicom_transfer.sample import write_sample_set
 
@@ -160,14 +161,26 @@ def test_template_metadata_matches_the_cli_options(name):
     assert required[name] <= declared
 
 
-@pytest.mark.parametrize("name", PIPELINES)
-def test_dockerfile_uses_the_python_launcher_base_and_names_the_launcher(name):
-    dockerfile = (TEMPLATES / name / "Dockerfile").read_text()
-    assert re.search(r"^FROM gcr\.io/dataflow-templates-base/python3\d+-template-launcher-base", dockerfile, re.M)
+def test_one_dockerfile_serves_every_template_and_its_workers():
+    """One image: Beam's SDK image of the pinned version, with the Flex Template launcher copied in."""
+    dockerfile = (TEMPLATES / "Dockerfile").read_text()
+    beam_pin = re.search(r"^apache-beam==(\S+)$", (REPO / "constraints.txt").read_text(), re.M).group(1)
+    assert re.search(rf"^ARG BEAM_VERSION={re.escape(beam_pin)}$", dockerfile, re.M), "BEAM_VERSION != constraints.txt"
+    assert re.search(r"^FROM apache/beam_python\$\{PYTHON_VERSION\}_sdk:\$\{BEAM_VERSION\}$", dockerfile, re.M)
+    assert re.search(r"^FROM gcr\.io/dataflow-templates-base/python3\d+-template-launcher-base AS template_launcher",
+                     dockerfile, re.M)
+    assert "COPY --from=template_launcher /opt/google/dataflow/python_template_launcher" in dockerfile
+    assert '-c constraints.txt ".[dataflow,google]"' in dockerfile
     assert "ENV FLEX_TEMPLATE_PYTHON_PY_FILE=${WORKDIR}/launcher.py" in dockerfile
-    assert "ENV FLEX_TEMPLATE_PYTHON_SETUP_FILE=${WORKDIR}/setup.py" in dockerfile
-    assert f"COPY templates/{name}/launcher.py ./launcher.py" in dockerfile
-    assert (TEMPLATES / name / "launcher.py").exists()
+    assert "ENV DICOM_TRANSFER_PIPELINE=${PIPELINE}" in dockerfile
+    assert 'ENTRYPOINT ["/opt/apache/beam/boot"]' in dockerfile
+    assert (TEMPLATES / "launcher.py").exists()
+    # The Python of the launcher base and of the SDK image agree.
+    launcher_python = re.search(r"python3(\d+)-template-launcher-base", dockerfile).group(1)
+    sdk_python = re.search(r"^ARG PYTHON_VERSION=3\.(\d+)$", dockerfile, re.M).group(1)
+    assert launcher_python == sdk_python
+    # No per-pipeline copies left to drift apart.
+    assert not list(TEMPLATES.glob("*/Dockerfile")) and not list(TEMPLATES.glob("*/launcher.py"))
 
 
 def test_template_booleans_become_flags():
@@ -175,19 +188,42 @@ def test_template_booleans_become_flags():
         "--overwrite", "--output=/o", "--no-check-existing"]
 
 
+def launcher(pipeline: str, args: list[str], image: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "DICOM_TRANSFER_PIPELINE": pipeline, "DICOM_TRANSFER_IMAGE": image}
+    return subprocess.run([sys.executable, str(TEMPLATES / "launcher.py"), *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=300, env=env)
+
+
 def test_copy_launcher_runs_the_pipeline_with_template_parameters(tmp_path):
     """Parameters given the Flex Template way (--name=value), on the DirectRunner."""
     sample = write_sample_set(str(tmp_path / "in"), studies=2, series_per_study=1, instances_per_series=3)
     out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, str(TEMPLATES / "copy" / "launcher.py"), f"--input={tmp_path}/in/**",
-         f"--output={out}", "--layout=azure", "--operation_id=tmpl", "--overwrite=false",
-         f"--summary={tmp_path}/summary.json"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    result = launcher("copy", [f"--input={tmp_path}/in/**", f"--output={out}", "--layout=azure", "--operation_id=tmpl",
+                               "--overwrite=false", f"--summary={tmp_path}/summary.json"])
     assert result.returncode == 0, result.stderr
     assert "submitted" in result.stdout
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["counter"]["success"] == len(sample.valid) == 6
     assert len(tree(out / "tmpl" / "results")) == 6
+
+
+def test_launcher_without_a_pipeline_says_how_to_build_the_image():
+    result = launcher("", ["--input=/nowhere/**", "--output=/tmp/x"])
+    assert result.returncode != 0
+    assert "DICOM_TRANSFER_PIPELINE is not set" in result.stderr
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ([], "--sdk_container_image=registry/dt:1"),
+    (["--sdk_container_image=other/img:2"], "--sdk_container_image=other/img:2"),
+])
+def test_workers_run_the_template_image_unless_told_otherwise(monkeypatch, given, expected):
+    seen = []
+    monkeypatch.setattr("dicom_transfer.pipelines.cli.main", lambda argv: seen.append(argv) or 0)
+    assert launch("copy", ["--input=/a/**", "--output=/b", *given], image="registry/dt:1") == 0
+    images = [a for a in seen[0] if a.startswith("--sdk_container_image")]
+    assert images == [expected]
+    assert seen[0][0] == "copy" and "--detach" in seen[0]
 
 
 def scheduled_parameters() -> list[tuple[str, dict]]:

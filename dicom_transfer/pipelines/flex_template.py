@@ -1,4 +1,4 @@
-"""Entry point of the Dataflow Flex Templates (``templates/<pipeline>/launcher.py``).
+"""Entry point of the Dataflow Flex Templates (``templates/launcher.py``).
 
 A Flex Template passes each parameter as ``--name=value``. This turns the
 template form into the CLI form and calls the same ``main()`` as the command
@@ -14,6 +14,7 @@ import sys
 BOOLEAN_PARAMETERS = {"overwrite": "--overwrite", "all": "--all", "no_check_existing": "--no-check-existing",
                       "detach": "--detach", "verify_bytes": "--verify-bytes"}
 TRUE = {"true", "1", "yes"}
+SDK_IMAGE_OPTIONS = {"--sdk_container_image", "--worker_harness_container_image"}
 
 
 def template_argv(argv: list[str]) -> list[str]:
@@ -29,13 +30,19 @@ def template_argv(argv: list[str]) -> list[str]:
     return result
 
 
-def launch(command: str, argv: list[str]) -> int:
-    """Run ``dicom-transfer COMMAND`` with template parameters, detached."""
+def launch(command: str, argv: list[str], image: str | None = None) -> int:
+    """Run ``dicom-transfer COMMAND`` with template parameters, detached.
+
+    ``image``: the template's own image, used for the workers too (``--sdk_container_image``) unless
+    the launch names another one, so that workers run exactly the packages the launcher has.
+    """
     from dicom_transfer.pipelines.cli import main
 
     args = template_argv(argv)
     if "--detach" not in args:
         args.append("--detach")
+    if image and not any(a.split("=")[0] in SDK_IMAGE_OPTIONS for a in args):
+        args.append(f"--sdk_container_image={image}")
     return main([command, *args])
 
 

@@ -1,8 +1,0 @@
-"""Dataflow Flex Template launcher for `dicom-transfer export` (named by FLEX_TEMPLATE_PYTHON_PY_FILE)."""
-
-import sys
-
-from dicom_transfer.pipelines.flex_template import launch
-
-if __name__ == "__main__":
-    sys.exit(launch("export", sys.argv[1:]))
