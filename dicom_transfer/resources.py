@@ -98,6 +98,19 @@ def parse_identifier(text: str, where: str = "identifier") -> ResourcePath:
     return _checked(parts[0], parts[1], parts[2], where)
 
 
+def list_lines(lines: Iterable[str], name: str) -> Iterator[tuple[str, str]]:
+    """``(text, where)`` for each line of a list file (input list, identifiers, filter file) that is
+    neither blank nor a ``#`` comment; ``where`` names the file and the line number for error records.
+
+    >>> list(list_lines(["# studies", "1.2", "", "  3.4  "], "ids.txt"))
+    [('1.2', 'ids.txt line 2'), ('3.4', 'ids.txt line 4')]
+    """
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if text and not text.startswith("#"):
+            yield text, f"{name} line {number}"
+
+
 def iter_filter_file_lines(lines: Iterable[str], name: str) -> Iterator[ResourcePath]:
     """Parse a filter file's lines; blank lines and ``#`` comments are skipped.
 
@@ -106,11 +119,8 @@ def iter_filter_file_lines(lines: Iterable[str], name: str) -> Iterator[Resource
     ValueError
         On the first malformed line, naming ``name`` and its line number.
     """
-    for number, line in enumerate(lines, start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        yield parse_filter_line(stripped, where=f"{name} line {number}")
+    for text, where in list_lines(lines, name):
+        yield parse_filter_line(text, where=where)
 
 
 class ResourceFilter:

@@ -4,6 +4,7 @@ from dicom_transfer.resources import (
     ResourceFilter,
     ResourcePath,
     iter_filter_file_lines,
+    list_lines,
     parse_filter_line,
     parse_identifier,
 )
@@ -66,3 +67,13 @@ def test_azure_identifier_examples(text, expected):
 def test_bad_identifiers_are_refused(text):
     with pytest.raises(ValueError):
         parse_identifier(text)
+
+
+@pytest.mark.parametrize(("lines", "expected"), [
+    (["1.2", "3.4"], [("1.2", "f line 1"), ("3.4", "f line 2")]),
+    (["# a comment", "", "   ", "1.2\n"], [("1.2", "f line 4")]),
+    (["  /studies/1.2  \r\n"], [("/studies/1.2", "f line 1")]),
+    (["#only comments", "# here"], []),
+])
+def test_list_files_skip_blank_and_comment_lines_and_name_each_line(lines, expected):
+    assert list(list_lines(lines, "f")) == expected

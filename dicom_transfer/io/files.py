@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import io
+import sys
+from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple
 
 import fsspec
 from fsspec.caching import ReadAheadCache
 from fsspec.implementations.local import LocalFileSystem
+
+from dicom_transfer.resources import list_lines
 
 
 class FileRef(NamedTuple):
@@ -65,6 +69,26 @@ def open_url(url: str, block_size: int = 256 * 1024, size: int | None = None) ->
     if size is not None:
         return RangedObject(fs, path, size, block_size)
     return fs.open(path, "rb", block_size=block_size, cache_type="readahead")
+
+
+def read_list_file(url: str, errors: str = "strict", stdin: bool = False) -> Iterator[tuple[str, str]]:
+    """``(text, where)`` for each entry of a list file (``--input-list``, ``--identifiers-file``,
+    ``--filter-file``): blank lines and ``#`` comments skipped.
+
+    ``stdin``: ``-`` is standard input, as ``gsutil -I`` (only for what the launcher reads itself:
+    workers have no such input). ``errors``: how bytes that are not UTF-8 are decoded (the checks
+    before a run refuse them; a worker reading the same file later replaces them, and the line is
+    then refused as malformed).
+
+    Raises
+    ------
+    OSError, UnicodeDecodeError
+    """
+    if stdin and url == "-":
+        yield from list_lines(sys.stdin, "standard input")
+        return
+    with open_url(url) as raw:
+        yield from list_lines((line.decode("utf-8", errors) for line in raw), url)
 
 
 class RangedObject(io.RawIOBase):

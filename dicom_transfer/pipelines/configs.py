@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from urllib.parse import urlsplit
 
 from dicom_transfer.errors import redact, redact_url, utc_now_iso
 from dicom_transfer.io.auth import AuthConfig, AuthError
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
-from dicom_transfer.io.files import open_url, scheme_of
+from dicom_transfer.io.files import read_list_file, scheme_of
 from dicom_transfer.io.objectstore import check_bucket
 from dicom_transfer.io.preflight import StoreUnavailable, check_scheme, check_writable_file, check_writable_folder
 from dicom_transfer.io.retry import RetryPolicy
@@ -23,7 +22,6 @@ from dicom_transfer.pipelines.migrate import MigrateConfig
 from dicom_transfer.pipelines.options import UsageError
 from dicom_transfer.report import RunReports, default_report_dir, new_operation_id
 from dicom_transfer.resources import parse_filter_line, parse_identifier
-from dicom_transfer.transforms.retrieve import read_request_lines
 from dicom_transfer.wildcards import parse_pattern
 
 IMPORT_REPORTS = "dicom-transfer-reports"  # import has no destination folder: reports go here
@@ -32,22 +30,14 @@ IMPORT_REPORTS = "dicom-transfer-reports"  # import has no destination folder: r
 __all__ = ["UsageError", "check_stores", "copy_config", "export_config", "import_config", "migrate_config"]
 
 
-def _read_lines(url: str) -> list[str]:
-    if url == "-":  # standard input, as gsutil -I
-        return [line.strip() for line in sys.stdin]
-    with open_url(url) as raw:
-        return [line.decode("utf-8").strip() for line in raw]
-
-
 def collect_patterns(inputs: list[str] | None, input_list: str | None) -> list[str]:
     """Patterns from ``--input`` and ``--input-list``, each checked; raises UsageError."""
     patterns = list(inputs or [])
     if input_list:
         try:
-            lines = _read_lines(input_list)
+            patterns += [text for text, _ in read_list_file(input_list, stdin=True)]
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read --input-list {input_list}: {exc}") from exc
-        patterns += [line for line in lines if line and not line.startswith("#")]
     if not patterns:
         raise UsageError("no input: give --input PATTERN or --input-list FILE")
     for pattern in patterns:
@@ -113,7 +103,7 @@ def check_selection_files(identifiers_file: str | None, filter_file: str | None,
             continue
         problems, count = [], 0
         try:
-            for text, where in read_request_lines(url):
+            for text, where in read_list_file(url):
                 try:
                     parse(text, where)
                     count += 1

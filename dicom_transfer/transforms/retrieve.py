@@ -18,7 +18,7 @@ from dicom_transfer.deid.rewrite import DeidentificationError
 from dicom_transfer.errors import FAILURES, ErrorRecord, redact
 from dicom_transfer.io.destination import Destination, remove_local
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError, TranscodingError
-from dicom_transfer.io.files import FileRef, open_url
+from dicom_transfer.io.files import FileRef, read_list_file
 from dicom_transfer.io.multipart import MultipartError
 from dicom_transfer.layout import Layout
 from dicom_transfer.part10 import InvalidInstance
@@ -52,12 +52,8 @@ def paged(client: DicomwebClient, path: str, params: dict | None = None) -> Iter
 
 
 def read_request_lines(url: str) -> Iterator[tuple[str, str]]:
-    """``(line, where)`` for each non-blank, non-comment line of a file."""
-    with open_url(url) as raw:
-        for number, line in enumerate(raw, start=1):
-            text = line.decode("utf-8", "replace").strip()
-            if text and not text.startswith("#"):
-                yield text, f"{url} line {number}"
+    """``(line, where)`` for each entry of an identifiers or filter file (read on a worker)."""
+    return read_list_file(url, errors="replace")
 
 
 class _ParseFn(beam.DoFn):
