@@ -17,8 +17,9 @@ import sys
 import uuid
 from collections.abc import Callable
 
+from dicom_transfer.io.files import CHUNK
+
 AT_FDCWD, AT_SYMLINK_FOLLOW, AT_EMPTY_PATH, RENAME_NOREPLACE = -100, 0x400, 0x1000, 1
-CHUNK = 1024 * 1024
 
 
 def _libc_function(name: str, argtypes: list) -> Callable | None:

@@ -16,10 +16,8 @@ from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple
 
 from dicom_transfer.io.atomic import DestinationExists, check_size, commit, copy_contents, write_file
-from dicom_transfer.io.files import file_url, is_local, local_path, open_url, scheme_of, split_url
+from dicom_transfer.io.files import CHUNK, file_url, is_local, local_path, open_url, scheme_of, split_url
 from dicom_transfer.io.objectstore import copy_into, info_of, iter_objects, md5_hex, same_by_checksum, stream
-
-CHUNK = 1024 * 1024
 
 
 class ExistsWithOtherContent(Exception):

@@ -18,13 +18,12 @@ from urllib3.util.retry import Retry
 
 from dicom_transfer.errors import redact, redact_url
 from dicom_transfer.io.auth import AuthConfig, AuthError
-from dicom_transfer.io.files import open_url
+from dicom_transfer.io.files import CHUNK, open_url
 from dicom_transfer.io.multipart import MultipartError, boundary_of, iter_parts_to_files, remove_quietly
 from dicom_transfer.io.retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 
 LOG = logging.getLogger(__name__)
 DICOM_JSON = "application/dicom+json"
-CHUNK = 1024 * 1024
 
 
 class DicomwebError(Exception):

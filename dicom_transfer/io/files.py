@@ -13,6 +13,8 @@ from fsspec.implementations.local import LocalFileSystem
 
 from dicom_transfer.resources import list_lines
 
+CHUNK = 1 << 20  # bytes per read when streaming a file or an answer through the worker
+
 
 class FileRef(NamedTuple):
     """A file found by expansion: its URL (or local path), size in bytes, and the

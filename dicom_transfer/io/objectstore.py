@@ -21,7 +21,7 @@ import fsspec
 from fsspec.asyn import sync
 
 from dicom_transfer.errors import redact
-from dicom_transfer.io.files import open_url, scheme_of, split_url
+from dicom_transfer.io.files import CHUNK, open_url, scheme_of, split_url
 from dicom_transfer.io.preflight import (
     StoreUnavailable,
     check_endpoint_answers,
@@ -29,7 +29,6 @@ from dicom_transfer.io.preflight import (
     within_deadline,
 )
 
-CHUNK = 1024 * 1024
 S3_SINGLE_COPY_LIMIT = 5 << 30  # larger objects need a multipart copy (fsspec's)
 GCS, S3, AZURE = ("gs", "gcs"), ("s3", "s3a"), ("az", "abfs", "abfss")  # fsspec protocol names
 
