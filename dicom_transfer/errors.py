@@ -88,6 +88,12 @@ PROGRAMMING_ERRORS = (AttributeError, TypeError, NameError, AssertionError, Inde
 _REPORTED_BUGS: set[tuple[str, str]] = set()
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-blank line of an exception's message (SDK messages run to many lines of
+    request dumps), at most ``limit`` characters; the exception's type name when it says nothing."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
+
+
 def error_text(exc: BaseException) -> str:
     """One line saying what went wrong, for an error record (a bug's traceback is logged once)."""
     if isinstance(exc, PROGRAMMING_ERRORS):
@@ -99,7 +105,7 @@ def error_text(exc: BaseException) -> str:
             _REPORTED_BUGS.add((type(exc).__name__, place))
             logging.getLogger("dicom_transfer").error(
                 "internal error (a bug: please report it with this traceback)", exc_info=exc)
-        return f"internal error: {type(exc).__name__}: {redact((str(exc).splitlines() or [''])[0])}"
+        return f"internal error: {type(exc).__name__}: {redact(first_line(exc, 1000))}"
     text = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [""])[0]
     if isinstance(exc, OSError):
         return text or type(exc).__name__

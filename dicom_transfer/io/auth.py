@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 import requests
 
+from dicom_transfer.errors import first_line
+
 GOOGLE_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 AZURE_DICOM_SCOPE = "https://dicom.healthcareapis.azure.com/.default"
 TOKEN_ENV_DEFAULT = "DICOMWEB_TOKEN"
@@ -179,7 +181,7 @@ class GoogleToken(_CloudToken):
                 try:
                     self._credentials.refresh(google.auth.transport.requests.Request())
                 except google.auth.exceptions.GoogleAuthError as exc:
-                    raise AuthError(f"Google credentials could not be refreshed: {_first_line(exc)}") from None
+                    raise AuthError(f"Google credentials could not be refreshed: {first_line(exc)}") from None
             return self._credentials.token
 
 
@@ -199,7 +201,7 @@ class AzureToken(_CloudToken):
                 try:
                     self._token = self._credentials.get_token(AZURE_DICOM_SCOPE)
                 except ClientAuthenticationError as exc:
-                    raise AuthError(f"no Azure AD token: {_first_line(exc)}") from None
+                    raise AuthError(f"no Azure AD token: {first_line(exc)}") from None
             return self._token.token
 
 
@@ -228,10 +230,6 @@ class TokenAuth(requests.auth.AuthBase):
         retry._dicom_transfer_retried = True
         retry.headers["Authorization"] = f"Bearer {self.source.get(force_refresh=True)}"
         return response.connection.send(retry, **kwargs)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def _rewindable(body) -> bool:

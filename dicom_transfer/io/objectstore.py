@@ -20,7 +20,7 @@ from typing import BinaryIO
 import fsspec
 from fsspec.asyn import sync
 
-from dicom_transfer.errors import redact
+from dicom_transfer.errors import first_line, redact
 from dicom_transfer.io.files import CHUNK, open_url, scheme_of, split_url
 from dicom_transfer.io.preflight import (
     StoreUnavailable,
@@ -285,14 +285,14 @@ def check_bucket(url: str, role: str) -> None:
     except PermissionError:
         raise StoreUnavailable(f"{where}: permission denied") from None
     except Exception as exc:  # noqa: BLE001 - each SDK raises its own types for a dead endpoint
-        first_line = (str(exc).strip().splitlines() or [""])[0]
+        message = first_line(exc)
         advice = credential_problem(exc)
         if advice:
             raise StoreUnavailable(f"{where}: {advice}") from None
         if getattr(exc, "status_code", None) in (401, 403):
-            raise StoreUnavailable(f"{where}: access denied ({redact(first_line)[:200]})") from None
+            raise StoreUnavailable(f"{where}: access denied ({redact(message)[:200]})") from None
         raise StoreUnavailable(f"{where} cannot be reached: {type(exc).__name__}: "
-                               f"{redact(first_line)[:300]}") from None
+                               f"{redact(message)}") from None
 
 
 def _info(url: str) -> None:
