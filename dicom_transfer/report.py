@@ -13,6 +13,7 @@ import uuid
 from dicom_transfer.errors import redact, redact_url, utc_now_iso
 from dicom_transfer.io.files import is_local, split_url
 from dicom_transfer.progress import format_bytes, plural
+from dicom_transfer.wildcards import split_scheme
 
 COMPLETED = "completed"
 COMPLETED_WITH_ERRORS = "completedWithErrors"
@@ -96,7 +97,7 @@ def build_summary(
 
 def absolute(url: str) -> str:
     """``url`` unchanged, or a local path made absolute (a summary is read from elsewhere)."""
-    return url if "://" in url else os.path.abspath(url)
+    return url if split_scheme(url)[0] else os.path.abspath(url)
 
 
 def _seconds_between(start: str, end: str) -> float:

@@ -88,7 +88,10 @@ def component_matches(component: str, name: str) -> bool:
 
 
 def split_scheme(url: str) -> tuple[str, str]:
-    """Split ``gs://bucket/a`` into (``gs://``, ``bucket/a``); local paths get ``""``."""
+    """Split ``gs://bucket/a`` into (``gs://``, ``bucket/a``); local paths get ``""``.
+
+    The one place that decides what is a URL (``io.files.scheme_of`` builds on it).
+    """
     match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]+://)(.*)$", url)
     if match:
         return match.group(1), match.group(2)

@@ -12,6 +12,7 @@ from fsspec.caching import ReadAheadCache
 from fsspec.implementations.local import LocalFileSystem
 
 from dicom_transfer.resources import list_lines
+from dicom_transfer.wildcards import split_scheme
 
 CHUNK = 1 << 20  # bytes per read when streaming a file or an answer through the worker
 
@@ -36,11 +37,9 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
 
 
 def scheme_of(url: str) -> str | None:
-    """``"az://"`` for ``az://c/x``; ``None`` for a local path."""
-    head, sep, _ = url.partition("://")
-    if not sep or "/" in head or len(head) < 2:
-        return None
-    return None if head == "file" else head + sep
+    """``"az://"`` for ``az://c/x``; ``None`` for a local path (``file://`` URLs included)."""
+    scheme, _ = split_scheme(url)
+    return None if scheme in ("", "file://") else scheme
 
 
 def file_url(fs: fsspec.AbstractFileSystem, path: str, scheme: str | None = None) -> str:
