@@ -19,6 +19,7 @@ import string
 from collections.abc import Mapping
 
 from pydicom.datadict import tag_for_keyword
+from pydicom.multival import MultiValue
 
 UID_TEMPLATE = "{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm"
 MAX_PART_BYTES = 255
@@ -97,11 +98,8 @@ def _value_text(keyword: str, values: Mapping[str, object]) -> str:
     if keyword not in values or values[keyword] is None:
         raise LayoutError(f"attribute {keyword} is missing, so the layout cannot place the instance")
     value = values[keyword]
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        text = "_".join(str(v) for v in value)
-    else:
-        text = str(value)
-    text = text.strip()
+    text = ("_".join(str(v) for v in value) if isinstance(value, (list, tuple, MultiValue))
+            else str(value)).strip()
     if not text:
         raise LayoutError(f"attribute {keyword} is empty, so the layout cannot place the instance")
     return sanitise_part(text)

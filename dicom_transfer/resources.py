@@ -76,8 +76,8 @@ def parse_filter_line(line: str, where: str = "filter line") -> ResourcePath:
             f"{where}: {text[:120]!r} is not of the form "
             "/studies/STUDY_UID[/series/SERIES_UID[/instances/INSTANCE_UID]]"
         )
-    uids = parts[2::2] + [None] * (3 - len(parts[2::2]))
-    return _checked(uids[0], uids[1], uids[2], where)
+    uids: list[str | None] = [*parts[2::2], None, None]
+    return _checked(parts[2], uids[1], uids[2], where)
 
 
 def parse_identifier(text: str, where: str = "identifier") -> ResourcePath:
@@ -94,8 +94,8 @@ def parse_identifier(text: str, where: str = "identifier") -> ResourcePath:
             f"{where}: {text[:120]!r} is not of the form "
             "StudyInstanceUID[/SeriesInstanceUID[/SOPInstanceUID]]"
         )
-    parts += [None] * (3 - len(parts))
-    return _checked(parts[0], parts[1], parts[2], where)
+    more: list[str | None] = [*parts[1:], None, None]
+    return _checked(parts[0], more[0], more[1], where)
 
 
 def list_lines(lines: Iterable[str], name: str) -> Iterator[tuple[str, str]]:
@@ -138,7 +138,7 @@ class ResourceFilter:
         self._series: set[tuple[str, str]] = set()
         self._instances: set[tuple[str, str, str]] = set()
         for path in paths:
-            if path.instance is not None:
+            if path.instance is not None and path.series is not None:
                 self._instances.add((path.study, path.series, path.instance))
             elif path.series is not None:
                 self._series.add((path.study, path.series))

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pydicom import config
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    UID,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     MRImageStorage,
@@ -64,7 +65,7 @@ def _instance_bytes(study_uid: str, series_uid: str, sop_uid: str, pixel_bytes: 
     rows = max(1, -(-pixel_bytes // (PIXEL_ROW_BYTES * frames)))
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta

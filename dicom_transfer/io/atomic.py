@@ -115,6 +115,8 @@ def _write_unnamed(directory: str, path: str, fill: Callable[[int], int], expect
 
 def _link(fd: int, path: str) -> bool:
     """Give the unnamed file at ``fd`` its name; False if linking unnamed files is not allowed."""
+    if _LINKAT is None:
+        return False
     target = os.fsencode(path)
     attempts = ((fd, b"", AT_EMPTY_PATH),  # needs CAP_DAC_READ_SEARCH
                 (AT_FDCWD, f"/proc/self/fd/{fd}".encode(), AT_SYMLINK_FOLLOW))

@@ -14,6 +14,7 @@ import shlex
 import subprocess
 import threading
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -127,7 +128,7 @@ class CommandToken:
         return {"command": self.command, "lifetime": self.lifetime}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["command"], state["lifetime"])
+        CommandToken.__init__(self, state["command"], state["lifetime"])
 
     def get(self, force_refresh: bool = False) -> str:
         with self._lock:
@@ -150,15 +151,15 @@ class _CloudToken:
     """A token from a cloud SDK, fetched lazily per process (never pickled)."""
 
     def __init__(self) -> None:
-        self._credentials = None
-        self._token = None
+        self._credentials: Any = None  # the SDK's credentials object, made on first use
+        self._token: Any = None
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
         return {}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__()
+        _CloudToken.__init__(self)
 
 
 class GoogleToken(_CloudToken):
@@ -227,7 +228,7 @@ class TokenAuth(requests.auth.AuthBase):
             return response
         response.content  # noqa: B018 - release the connection
         retry = request.copy()
-        retry._dicom_transfer_retried = True
+        retry._dicom_transfer_retried = True  # type: ignore[attr-defined]  # our mark on the request
         retry.headers["Authorization"] = f"Bearer {self.source.get(force_refresh=True)}"
         return response.connection.send(retry, **kwargs)
 

@@ -60,7 +60,7 @@ class Destination:
         return {"url": self.url}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["url"])
+        Destination.__init__(self, state["url"])
 
     def path_of(self, relative: str) -> str:
         return f"{self.root}/{relative}"

@@ -155,7 +155,7 @@ class DicomwebClient:
         return self.settings
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(**state)
+        DicomwebClient.__init__(self, **state)
 
     @property
     def safe_url(self) -> str:

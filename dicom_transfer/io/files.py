@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import sys
 from collections.abc import Iterator
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, cast
 
 import fsspec
 from fsspec.caching import ReadAheadCache
@@ -68,7 +68,7 @@ def open_url(url: str, block_size: int = 256 * 1024, size: int | None = None) ->
         return open(path, "rb")  # noqa: SIM115 - the caller closes it
     fs, path = split_url(url)
     if size is not None:
-        return RangedObject(fs, path, size, block_size)
+        return cast(BinaryIO, RangedObject(fs, path, size, block_size))  # read/seek/tell/close of a file
     return fs.open(path, "rb", block_size=block_size, cache_type="readahead")
 
 

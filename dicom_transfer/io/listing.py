@@ -29,6 +29,7 @@ def list_pattern(pattern: Pattern) -> Iterator[FileRef | NotAFile]:
     """
     fs, root = split_url(pattern.root or ".")
     scheme = scheme_of(pattern.text)
+    found: Iterator[tuple[str, int, str | None] | NotAFile]
     if pattern.literal:
         found = _literal(fs, root, pattern)
     elif pattern.is_recursive:

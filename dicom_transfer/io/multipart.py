@@ -88,6 +88,7 @@ def iter_parts_to_files(chunks: Iterable[bytes], boundary: str,
             if len(buffer) > 64 * 1024:
                 raise MultipartError("part headers longer than 64 KiB")
         elif state == "body":
+            assert out is not None  # opened when the part's headers ended
             index = buffer.find(delimiter)
             if index >= 0:
                 out.write(buffer[:index])

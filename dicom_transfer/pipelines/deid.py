@@ -50,7 +50,7 @@ def deid_config(options: argparse.Namespace) -> DeidConfig | None:
         if given:
             raise UsageError(f"{', '.join(given)} need(s) --deidentify basic")
         return None
-    safe = frozenset()
+    safe: frozenset[tuple[int, str, int]] = frozenset()
     if options.retain_safe_private:
         try:
             with open_url(options.retain_safe_private) as handle:

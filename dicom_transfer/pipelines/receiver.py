@@ -82,7 +82,8 @@ class MoveReceiver:
         named = result.source if isinstance(result, Outcome) else result.identifier
         parts = named.split("/")
         if len(parts) == 3:
-            write_journal_entry(self.journal, *parts, result)
+            study, series, sop = parts
+            write_journal_entry(self.journal, study, series, sop, result)
         if isinstance(result, ErrorRecord):
             LOG.warning("received %s: %s", named, result.error)
             return 0xA700 if result.stage == "write" else 0xC000

@@ -27,8 +27,9 @@ class BatchedIoFn(beam.DoFn):
         self.pool = concurrent.futures.ThreadPoolExecutor(self.threads) if self.threads > 1 else None
 
     def teardown(self) -> None:
-        if getattr(self, "pool", None) is not None:
-            self.pool.shutdown(wait=True)
+        pool = getattr(self, "pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def process(self, batch: list) -> Iterator:
         results = self.pool.map(self.work, batch) if self.pool else map(self.work, batch)

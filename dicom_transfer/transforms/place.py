@@ -32,8 +32,8 @@ def place_instance(destination: Destination, layout: Layout, values: Mapping[str
     Returns an :class:`Outcome` (``success`` or ``unchanged``), or the :class:`ErrorRecord`
     saying why it could not be placed (stage ``route`` or ``write``).
     """
-    identifier = instance_identifier(values["StudyInstanceUID"], values["SeriesInstanceUID"],
-                                     values["SOPInstanceUID"])
+    identifier = instance_identifier(str(values["StudyInstanceUID"]), str(values["SeriesInstanceUID"]),
+                                     str(values["SOPInstanceUID"]))
     try:
         relative = layout.relative_path(values)
     except LayoutError as exc:
@@ -81,6 +81,7 @@ def journal_url(journal: str, study: str, series: str, sop: str) -> str:
 
 def write_journal_entry(journal: str, study: str, series: str, sop: str, result: Outcome | ErrorRecord) -> None:
     """Record what became of one received instance (the receiver, before it answers the C-STORE)."""
+    entry: dict[str, object]
     if isinstance(result, ErrorRecord):
         entry = {"kind": "failure", "error": result.error, "stage": result.stage}
     else:

@@ -167,6 +167,7 @@ class _ExpandFn(_ClientFn):
         if resource.instance is not None:
             yield (resource.study, resource.series), (resource.instance, False)
             return
+        series_list: list[str | None]
         if resource.series is not None:
             series_list = [resource.series]
         else:

@@ -57,10 +57,9 @@ def plain_value(value: object) -> object:
         return str(value)
     if isinstance(value, (bytes, bytearray)):
         return value.decode("ascii", "replace")
-    try:
-        return tuple(str(v) for v in value)  # MultiValue
-    except TypeError:
-        return str(value)
+    if isinstance(value, Iterable):  # MultiValue
+        return tuple(str(v) for v in value)
+    return str(value)
 
 
 def validate_file(ref: FileRef, keywords: Iterable[str] = ()) -> ValidInstance:
