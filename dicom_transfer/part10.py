@@ -271,7 +271,7 @@ class _Walker:
         self.pos += count
         self.stream.seek(self.pos)
 
-    def _header(self, limit: int | None) -> tuple[int, bytes | None, int, int]:
+    def _header(self, limit: int | None) -> tuple[int, bytes | None, int, int]:  # noqa: ARG002
         """Read one element header: (tag, VR or None, length, offset)."""
         offset = self.pos
         head = self._read(8, "an element header")

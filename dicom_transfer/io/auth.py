@@ -107,7 +107,7 @@ class EnvironmentToken:
     def __init__(self, variable: str) -> None:
         self.variable = variable
 
-    def get(self, force_refresh: bool = False) -> str:
+    def get(self, force_refresh: bool = False) -> str:  # noqa: ARG002 - the token sources' interface
         token = os.environ.get(self.variable)
         if not token:
             raise AuthError(f"${self.variable} is empty")

@@ -43,7 +43,7 @@ def list_pattern(pattern: Pattern) -> Iterator[FileRef | NotAFile]:
             yield FileRef(file_url(fs, item[0], scheme), item[1], item[2])
 
 
-def _entry_path(fs: fsspec.AbstractFileSystem, entry: dict) -> str:
+def _entry_path(entry: dict) -> str:
     return entry["name"].rstrip("/")
 
 
@@ -83,7 +83,7 @@ def _by_components(fs: fsspec.AbstractFileSystem, root: str,
             except (FileNotFoundError, NotADirectoryError):
                 continue
             for entry in sorted(entries, key=lambda e: e["name"]):
-                path = _entry_path(fs, entry)
+                path = _entry_path(entry)
                 name = path.rsplit("/", 1)[-1]
                 if not component_matches(component, name):
                     continue

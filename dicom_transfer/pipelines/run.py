@@ -100,7 +100,7 @@ def _interruptible() -> Iterator[None]:
         yield
         return
 
-    def stop(signum, frame) -> None:
+    def stop(signum, frame) -> None:  # noqa: ARG001 - a signal handler's signature
         silence_libraries()
         raise KeyboardInterrupt
 
