@@ -15,6 +15,8 @@ import logging
 import re
 from urllib.parse import urlsplit, urlunsplit
 
+from dicom_transfer.vocabulary import Stage
+
 FAILURES = "failures"
 """Tag of the dead-letter output of every transform in this package."""
 
@@ -37,21 +39,23 @@ class ErrorRecord:
     error:
         Why, in one sentence a user can act on.
     stage:
-        Which stage failed: ``expand``, ``read``, ``validate``, ``filter``,
-        ``route`` or ``write``.
+        Which stage failed (:class:`~dicom_transfer.vocabulary.Stage`).
     timestamp:
         When, ISO-8601 UTC.
     """
 
     identifier: str
     error: str
-    stage: str
+    stage: Stage
     timestamp: str = dataclasses.field(default_factory=utc_now_iso)
 
     @classmethod
-    def create(cls, identifier: str, error: str, stage: str) -> ErrorRecord:
-        """Build a record with credentials scrubbed from identifier and message."""
-        return cls(redact(identifier), redact(error), stage)
+    def create(cls, identifier: str, error: str, stage: Stage | str) -> ErrorRecord:
+        """Build a record with credentials scrubbed from identifier and message.
+
+        Raises ValueError for a stage that is not a :class:`Stage` (a bug, not an input's fault).
+        """
+        return cls(redact(identifier), redact(error), Stage(stage))
 
 
 def to_errors_log_line(record: ErrorRecord) -> str:
@@ -61,7 +65,7 @@ def to_errors_log_line(record: ErrorRecord) -> str:
             "Timestamp": record.timestamp,
             "Identifier": record.identifier,
             "Error": record.error,
-            "Stage": record.stage,
+            "Stage": str(record.stage),
         },
         ensure_ascii=False,
     )

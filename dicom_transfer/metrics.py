@@ -4,11 +4,11 @@
 operation counters; the others add detail.
 """
 
+from dicom_transfer.vocabulary import Kind
+
 NAMESPACE = "dicom_transfer"
-SUCCESS = "success"
-FAILURE = "failure"
-UNCHANGED = "unchanged"
-FILTERED = "filtered"
+# Plain strings (Beam's counter names, the summary's keys), spelled once in vocabulary.Kind.
+SUCCESS, FAILURE, UNCHANGED, FILTERED = (k.value for k in (Kind.SUCCESS, Kind.FAILURE, Kind.UNCHANGED, Kind.FILTERED))
 BYTES_WRITTEN = "bytes_written"
 FILES_MATCHED = "files_matched"
 INSTANCES_VALID = "instances_valid"

@@ -12,6 +12,7 @@ import uuid
 
 from dicom_transfer.errors import redact, redact_url, utc_now_iso
 from dicom_transfer.io.files import is_local, split_url
+from dicom_transfer.metrics import FAILURE, FILTERED, SUCCESS, UNCHANGED
 from dicom_transfer.progress import format_bytes, plural
 from dicom_transfer.wildcards import split_scheme
 
@@ -75,10 +76,10 @@ def build_summary(
     errors.log was written (a run that stopped before its end).
     """
     if status is None:
-        status = COMPLETED_WITH_ERRORS if counter.get("failure", 0) else COMPLETED
+        status = COMPLETED_WITH_ERRORS if counter.get(FAILURE, 0) else COMPLETED
     updated = utc_now_iso()
     seconds = max(_seconds_between(created_time, updated), 1e-3)
-    handled = sum(counter.get(kind, 0) for kind in ("success", "unchanged", "failure"))
+    handled = sum(counter.get(kind, 0) for kind in (SUCCESS, UNCHANGED, FAILURE))
     links = {"errorHref": absolute(redact_url(error_href))} if error_href else {}
     return {
         "operationId": operation_id,
@@ -144,12 +145,12 @@ def human_summary(summary: dict, summary_url: str, dry_run: bool = False) -> str
     verb = {"import": "stored", "export": "exported", "migrate": "migrated"}.get(summary["type"], "written")
     if dry_run:
         verb = f"would be {verb}"
-    success = counter.get("success", 0)
+    success = counter.get(SUCCESS, 0)
     parts = [f"{plural(success, 'instance')} {verb} ({format_bytes(counter.get('bytesWritten', 0))})",
              f"{counter.get('unchanged', 0):,} unchanged", f"{counter.get('failure', 0):,} failed"]
     if counter.get("deidentified"):
         parts.append(f"{counter['deidentified']:,} de-identified")
-    if counter.get("filtered"):
+    if counter.get(FILTERED):
         parts.append(f"{counter['filtered']:,} filtered out")
     seconds = summary.get("durationSeconds")
     lines = [f"{summary['type']} {summary['operationId']}: {summary['status']}"
@@ -159,7 +160,7 @@ def human_summary(summary: dict, summary_url: str, dry_run: bool = False) -> str
         for value in values:
             what, verb = UNMATCHED_KINDS.get(kind, (kind, "matched nothing"))
             lines.append(f"  warning: {what} {redact(value)!r} {verb}")
-    if counter.get("failure", 0) and summary["results"].get("errorHref"):
+    if counter.get(FAILURE, 0) and summary["results"].get("errorHref"):
         lines.append(f"  errors:  {summary['results']['errorHref']}")
     lines.append(f"  summary: {absolute(redact_url(summary_url))}")
     return "\n".join(lines)

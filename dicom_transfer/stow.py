@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Generic, Protocol, TypeVar
 
+from dicom_transfer import metrics
+
 FAILED_SOP_SEQUENCE = "00081198"
 REFERENCED_SOP_SEQUENCE = "00081199"
 REFERENCED_SOP_INSTANCE_UID = "00081155"
@@ -25,7 +27,7 @@ REASON_TEXT = {
     45071: "instance is being created by another process",
 }
 
-SUCCESS, UNCHANGED, FAILURE = "success", "unchanged", "failure"
+SUCCESS, UNCHANGED, FAILURE = metrics.SUCCESS, metrics.UNCHANGED, metrics.FAILURE
 
 
 def _uid(item: dict) -> str | None:

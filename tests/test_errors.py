@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
 
-from dicom_transfer.errors import error_text, redact
+from dicom_transfer.errors import ErrorRecord, error_text, redact, to_errors_log_line
 
 
 def test_a_bug_is_a_record_with_its_traceback_logged_once(caplog):
@@ -42,3 +43,15 @@ def test_error_text_is_one_line(exc, text):
 ])
 def test_redact_removes_every_secret_form(raw, clean):
     assert redact(raw) == clean
+
+
+def test_stages_are_one_vocabulary_written_as_plain_words():
+    from dicom_transfer.vocabulary import Kind, Stage
+
+    record = ErrorRecord.create("gs://b/x.dcm", "truncated", Stage.VALIDATE)
+    assert json.loads(to_errors_log_line(record))["Stage"] == "validate"
+    assert ErrorRecord.create("x", "y", "write").stage is Stage.WRITE
+    with pytest.raises(ValueError):
+        ErrorRecord.create("x", "y", "writing")  # a misspelt stage is a bug, found at once
+    assert f"{Kind.SUCCESS}" == str(Kind.SUCCESS) == "success" == Kind.SUCCESS
+    assert json.dumps({Kind.FAILURE: 1}) == '{"failure": 1}'

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple
 
+from dicom_transfer import metrics
 from dicom_transfer.io.atomic import DestinationExists, check_size, commit, copy_contents, write_file
 from dicom_transfer.io.files import CHUNK, file_url, is_local, local_path, open_url, scheme_of, split_url
 from dicom_transfer.io.objectstore import copy_into, info_of, iter_objects, md5_hex, same_by_checksum, stream
@@ -24,7 +25,7 @@ class ExistsWithOtherContent(Exception):
     """The target exists with different bytes and overwriting was not asked for."""
 
 
-PLACED, UNCHANGED = "success", "unchanged"
+PLACED, UNCHANGED = metrics.SUCCESS, metrics.UNCHANGED  # what Destination.place did
 
 
 class Existing(NamedTuple):

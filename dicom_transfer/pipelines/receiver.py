@@ -31,6 +31,7 @@ from dicom_transfer.layout import Layout
 from dicom_transfer.transforms.dimse_source import receive_file
 from dicom_transfer.transforms.outcomes import Outcome
 from dicom_transfer.transforms.place import write_journal_entry
+from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class MoveReceiver:
             write_journal_entry(self.journal, study, series, sop, result)
         if isinstance(result, ErrorRecord):
             LOG.warning("received %s: %s", named, result.error)
-            return 0xA700 if result.stage == "write" else 0xC000
+            return 0xA700 if result.stage == Stage.WRITE else 0xC000
         with self.lock:
             self.received += 1
         return 0x0000

@@ -27,6 +27,7 @@ from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.validate import INSTANCES, ValidInstance, plain_value
+from dicom_transfer.vocabulary import Stage
 
 MAPPING = "mapping"
 DEIDENTIFIED = "deidentified"  # outcome kind, counted into the summary
@@ -158,7 +159,7 @@ class _DeidentifyFn(BatchedIoFn):
 
 
 def _failure(identifier: str, message: str) -> beam.pvalue.TaggedOutput:
-    return beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(identifier, message, "deidentify"))
+    return beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(identifier, message, Stage.DEIDENTIFY))
 
 
 class Deidentify(beam.PTransform):

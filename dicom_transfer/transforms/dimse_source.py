@@ -50,6 +50,7 @@ from dicom_transfer.transforms.place import (
 )
 from dicom_transfer.transforms.retrieve import RESOURCES, ResourcesToExport
 from dicom_transfer.transforms.validate import validate_file
+from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)
 INSTANCES = "instances"
@@ -85,7 +86,7 @@ class _ListStudiesFn(PeerDoFn):
             what = f"the studies of {dates}" if dates else "the studies"
             yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
                 f"StudyDate={dates}" if dates else str(self.settings.peer), f"cannot list {what}: {exc}",
-                "expand"))
+                Stage.EXPAND))
             return
         for identifier in found:
             study = str(identifier.get("StudyInstanceUID", "") or "")
@@ -131,12 +132,12 @@ class _ExpandFn(PeerDoFn):
             found = list(self._instances(resource))
         except DimseError as exc:
             yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
-                resource.identifier, f"cannot resolve {resource.level}: {exc}", "expand"))
+                resource.identifier, f"cannot resolve {resource.level}: {exc}", Stage.EXPAND))
             return
         if not found:
             yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
                 resource.identifier, f"{resource.level} not found on the PACS (C-FIND matches no instance)",
-                "expand"))
+                Stage.EXPAND))
             return
         yield from found
 
@@ -249,7 +250,7 @@ class _RetrieveFn(PeerDoFn):
         for sop in state.missing():
             reason = failures.get(sop, "the PACS did not send it")
             yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
-                instance_identifier(study, series, sop), f"cannot retrieve: {reason}", "retrieve"))
+                instance_identifier(study, series, sop), f"cannot retrieve: {reason}", Stage.RETRIEVE))
 
     @staticmethod
     def _context_groups(wanted: dict[str, str]) -> list[list[tuple[str, str]]]:
@@ -303,7 +304,7 @@ class _RetrieveFn(PeerDoFn):
         with state.lock:
             state.results.append(result)
             state.received.add(_sop_of(event) or _named(result).rsplit("/", 1)[-1])
-        return 0x0000 if isinstance(result, Outcome) else 0xA700 if result.stage == "write" else 0xC000
+        return 0x0000 if isinstance(result, Outcome) else 0xA700 if result.stage == Stage.WRITE else 0xC000
 
     def _reconcile(self, state: _Series) -> None:
         """C-MOVE: what the receiver recorded in its journal for the instances still missing."""
@@ -314,7 +315,7 @@ class _RetrieveFn(PeerDoFn):
                 result = read_journal_entry(self.journal, state.study, state.series, sop)
             except IO_ERRORS as exc:
                 result = ErrorRecord.create(instance_identifier(state.study, state.series, sop),
-                                            f"cannot read the receiver's journal: {error_text(exc)}", "retrieve")
+                                            f"cannot read the receiver's journal: {error_text(exc)}", Stage.RETRIEVE)
             if result is not None:
                 with state.lock:
                     state.results.append(result)
@@ -342,14 +343,14 @@ def receive_file(path: str, destination: Destination, layout: Layout, expected: 
         instance = validate_file(FileRef(path, os.path.getsize(path)), layout.keywords)
     except InvalidInstance as exc:
         where = "/".join([*(expected or ("an instance",)), *([sop] if sop else [])])
-        return ErrorRecord.create(where, f"the PACS sent an invalid instance ({exc.check}): {exc}", "validate")
+        return ErrorRecord.create(where, f"the PACS sent an invalid instance ({exc.check}): {exc}", Stage.VALIDATE)
     except OSError as exc:
-        return ErrorRecord.create(path, f"cannot read what was received: {error_text(exc)}", "read")
+        return ErrorRecord.create(path, f"cannot read what was received: {error_text(exc)}", Stage.READ)
     identifier = instance_identifier(instance.study_uid, instance.series_uid, instance.sop_uid)
     if expected is not None and ((instance.study_uid, instance.series_uid) != expected
                                  or (wanted is not None and instance.sop_uid not in wanted)):
         return ErrorRecord.create(identifier, f"the PACS sent this instance when asked for {'/'.join(expected)}",
-                                  "validate")
+                                  Stage.VALIDATE)
     return place_instance(destination, layout, instance.values(), path, instance.size,
                           overwrite=overwrite, dry_run=dry_run)
 

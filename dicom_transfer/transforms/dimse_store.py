@@ -24,6 +24,7 @@ from dicom_transfer.transforms.dimse_source import WARNINGS, PeerDoFn
 from dicom_transfer.transforms.duplicates import UNIQUE, UniqueBySopUid
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.validate import ValidInstance
+from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)
 ATTEMPTS = 3  # per instance, when the association breaks or is refused
@@ -168,7 +169,7 @@ class _StoreFn(PeerDoFn):
     @staticmethod
     def _failure(instance: ValidInstance, message: str) -> beam.pvalue.TaggedOutput:
         identifier = f"{instance.url} ({instance.study_uid}/{instance.series_uid}/{instance.sop_uid})"
-        return beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(identifier, message, "store"))
+        return beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(identifier, message, Stage.STORE))
 
 
 def _local_copy(url: str, size: int) -> tuple[str, bool]:
@@ -214,7 +215,7 @@ class DimseStoreInstances(beam.PTransform):
         self.fn = _StoreFn(settings, check_existing, dry_run)
 
     def expand(self, instances: beam.PCollection) -> dict[str, beam.PCollection]:
-        resolved = instances | "UniqueBySopUid" >> UniqueBySopUid(stage="store")
+        resolved = instances | "UniqueBySopUid" >> UniqueBySopUid(stage=Stage.STORE)
         stored = (
             resolved[UNIQUE]
             | "KeyBySeries" >> beam.Map(_by_series)

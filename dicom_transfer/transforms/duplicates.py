@@ -13,6 +13,7 @@ from dicom_transfer.io.destination import remove_url, same_content
 from dicom_transfer.io.files import open_url
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.validate import ValidInstance
+from dicom_transfer.vocabulary import Stage
 
 UNIQUE = "unique"
 
@@ -22,7 +23,7 @@ def same_file_content(first_url: str, second_url: str) -> bool:
         return same_content(first, second)
 
 
-def keep_one(target: str, group: Iterable[ValidInstance], stage: str, unchanged) -> Iterator:
+def keep_one(target: str, group: Iterable[ValidInstance], stage: Stage, unchanged) -> Iterator:
     """Decide among the instances that claim ``target``: yield the outcomes and failures
     of the others (tagged), then ``(target, winner)``. ``unchanged`` is the Metrics counter."""
     winner, *others = sorted(group, key=lambda instance: instance.source)
@@ -35,7 +36,7 @@ def keep_one(target: str, group: Iterable[ValidInstance], stage: str, unchanged)
     yield target, winner
 
 
-def _decide(target: str, other: ValidInstance, winner: ValidInstance, stage: str, unchanged) -> Iterator:
+def _decide(target: str, other: ValidInstance, winner: ValidInstance, stage: Stage, unchanged) -> Iterator:
     try:
         identical = other.size == winner.size and same_file_content(other.url, winner.url)
     except IO_ERRORS as exc:
@@ -54,7 +55,7 @@ def _decide(target: str, other: ValidInstance, winner: ValidInstance, stage: str
 
 
 class _ResolveFn(beam.DoFn):
-    def __init__(self, stage: str) -> None:
+    def __init__(self, stage: Stage) -> None:
         self.stage = stage
         self.unchanged = Metrics.counter(metrics.NAMESPACE, metrics.UNCHANGED)
 
@@ -76,7 +77,7 @@ class ResolveDuplicates(beam.PTransform):
         unique = routed | ResolveDuplicates()
     """
 
-    def __init__(self, stage: str = "write") -> None:
+    def __init__(self, stage: Stage = Stage.WRITE) -> None:
         super().__init__()
         self.stage = stage
 
@@ -100,10 +101,10 @@ class UniqueBySopUid(beam.PTransform):
 
     Example::
 
-        unique = instances | UniqueBySopUid(stage="store")
+        unique = instances | UniqueBySopUid(stage=Stage.STORE)
     """
 
-    def __init__(self, stage: str = "store") -> None:
+    def __init__(self, stage: Stage = Stage.STORE) -> None:
         super().__init__()
         self.stage = stage
 

@@ -13,6 +13,7 @@ from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.files import FileRef
 from dicom_transfer.io.listing import NotAFile, list_pattern
 from dicom_transfer.progress import ProgressLog
+from dicom_transfer.vocabulary import Stage
 from dicom_transfer.wildcards import parse_pattern
 
 LOG = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class _ExpandPatternFn(beam.DoFn):
         try:
             pattern = parse_pattern(text)
         except ValueError as exc:
-            yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(text, str(exc), "expand"))
+            yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(text, str(exc), Stage.EXPAND))
             return
         count = excluded = 0
         try:
@@ -51,7 +52,7 @@ class _ExpandPatternFn(beam.DoFn):
                         found.args[0],
                         f"is a directory, not a file (matched by {text!r}; "
                         f"use '{found.args[0]}/**' to take the files below it)",
-                        "expand"))
+                        Stage.EXPAND))
                     continue
                 if self.exclude and found.url.startswith(self.exclude):
                     excluded += 1
@@ -62,7 +63,7 @@ class _ExpandPatternFn(beam.DoFn):
                 yield found
         except IO_ERRORS as exc:
             yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
-                text, f"cannot list files for this pattern: {error_text(exc)}", "expand"))
+                text, f"cannot list files for this pattern: {error_text(exc)}", Stage.EXPAND))
             return
         if excluded:
             LOG.warning("%d file(s) matched by %r are below the destination and were not read "
@@ -71,7 +72,8 @@ class _ExpandPatternFn(beam.DoFn):
         if count == 0:
             self.unmatched.inc()
             if self.strict:
-                yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(text, "pattern matched no file", "expand"))
+                record = ErrorRecord.create(text, "pattern matched no file", Stage.EXPAND)
+                yield beam.pvalue.TaggedOutput(FAILURES, record)
             else:
                 LOG.warning("input pattern %r matched no file", text)
                 yield beam.pvalue.TaggedOutput(UNMATCHED, ("patterns", text))

@@ -31,6 +31,7 @@ from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, RequestBatcher
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.retrieve import SOP_UID, first_value, paged
 from dicom_transfer.transforms.validate import ValidInstance, validate_file
+from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)
 VERIFY_RETRY_SECONDS = 1.0  # a store that indexes asynchronously gets one more look
@@ -68,7 +69,7 @@ class _Result:
     kind: str
     size: int = 0
     message: str = ""
-    stage: str = ""
+    stage: Stage = Stage.STORE
 
 
 class _SeriesRun:
@@ -83,7 +84,7 @@ class _SeriesRun:
         self.digests: dict[str, str] = {}
         self.stray: list[ErrorRecord] = []  # what the source sent unasked, named by its own UIDs
 
-    def fail(self, sop: str, message: str, stage: str) -> None:
+    def fail(self, sop: str, message: str, stage: Stage) -> None:
         self.results[sop] = _Result(FAILURE, message=message, stage=stage)
 
     def settled(self, sop: str) -> bool:
@@ -151,7 +152,7 @@ class _MigrateSeriesFn(beam.DoFn):
         except DicomwebError as exc:
             run = _SeriesRun(plan_series(study, series, selected, ()), "")
             for sop in run.plan.wanted:
-                run.fail(sop, f"cannot ask the destination which instances it holds: {exc}", "compare")
+                run.fail(sop, f"cannot ask the destination which instances it holds: {exc}", Stage.COMPARE)
             return run
         plan = plan_series(study, series, selected, held)
         run = _SeriesRun(plan, tempfile.mkdtemp(prefix="dicom-transfer-migrate-"))
@@ -193,7 +194,7 @@ class _MigrateSeriesFn(beam.DoFn):
 
     def _collect(self, future: concurrent.futures.Future, run: _SeriesRun) -> None:
         for instance, kind, message in future.result():
-            run.results[instance.sop_uid] = _Result(kind, instance.size, message, "store")
+            run.results[instance.sop_uid] = _Result(kind, instance.size, message, Stage.STORE)
             os.unlink(instance.url)
 
     def _retrieve(self, run: _SeriesRun) -> Iterator[ValidInstance]:
@@ -214,10 +215,10 @@ class _MigrateSeriesFn(beam.DoFn):
                 yield from self._spool(path, run, sop, attempts=self.source.retry.attempts)
             except RETRIEVAL_ERRORS as exc:
                 reason = "not found on the source" if getattr(exc, "status", None) == 404 else str(exc)
-                run.fail(sop, f"cannot retrieve from the source: {reason}", "retrieve")
+                run.fail(sop, f"cannot retrieve from the source: {reason}", Stage.RETRIEVE)
                 continue
             if not run.settled(sop):
-                run.fail(sop, "the source's answer did not contain this instance", "retrieve")
+                run.fail(sop, "the source's answer did not contain this instance", Stage.RETRIEVE)
 
     def _spool(self, path: str, run: _SeriesRun, single: str | None, attempts: int) -> Iterator[ValidInstance]:
         for part, size in self.source.retrieve_to_files(path, run.new_file, "*", attempts):
@@ -234,7 +235,7 @@ class _MigrateSeriesFn(beam.DoFn):
             if single is None:  # the one-by-one pass reports it, under its UID
                 LOG.warning("series %s: the source sent an invalid instance: %s", plan.identifier, exc)
             else:
-                run.fail(single, f"the source sent an invalid instance ({exc.check}): {exc}", "validate")
+                run.fail(single, f"the source sent an invalid instance ({exc.check}): {exc}", Stage.VALIDATE)
             return None
         sop = instance.sop_uid
         if (instance.study_uid, instance.series_uid) != (plan.study, plan.series) or (
@@ -242,10 +243,10 @@ class _MigrateSeriesFn(beam.DoFn):
             where = f"{plan.identifier}/{single}" if single else plan.identifier
             if single is not None:
                 run.fail(single, f"the source sent {instance.study_uid}/{instance.series_uid}/{sop} instead",
-                         "validate")
+                         Stage.VALIDATE)
             else:
                 run.stray.append(_record(f"{instance.study_uid}/{instance.series_uid}/{sop}",
-                                         f"the source sent this instance when asked for {where}", "validate"))
+                                         f"the source sent this instance when asked for {where}", Stage.VALIDATE))
             return None
         if sop not in run.missing or run.settled(sop):
             return None  # present already, or spooled from an earlier interrupted answer
@@ -273,16 +274,16 @@ class _MigrateSeriesFn(beam.DoFn):
         except DicomwebError as exc:
             missing = []
             for sop in stored:
-                run.fail(sop, f"stored, but cannot verify that the destination holds it: {exc}", "verify")
+                run.fail(sop, f"stored, but cannot verify that the destination holds it: {exc}", Stage.VERIFY)
         for sop in missing:
-            run.fail(sop, "STOW-RS reported it stored, but the destination does not hold it", "verify")
+            run.fail(sop, "STOW-RS reported it stored, but the destination does not hold it", Stage.VERIFY)
         if self.verify_bytes:
             self._verify_bytes(run, [sop for sop in stored if run.results[sop].kind == SUCCESS])
 
     def _verify_bytes(self, run: _SeriesRun, sops: list[str]) -> None:
         for sop, problem in zip(sops, self.pool.map(lambda s: self._bytes_problem(run, s), sops), strict=True):
             if problem:
-                run.fail(sop, problem, "verify")
+                run.fail(sop, problem, Stage.VERIFY)
 
     def _bytes_problem(self, run: _SeriesRun, sop: str) -> str | None:
         path = f"/studies/{run.plan.study}/series/{run.plan.series}/instances/{sop}"
@@ -303,7 +304,7 @@ class _MigrateSeriesFn(beam.DoFn):
         plan = run.plan
         target = f"{self.destination.safe_url}/studies/{plan.study}/series/{plan.series}/instances/"
         for sop in plan.wanted:
-            result = run.results.get(sop) or _Result(FAILURE, message="not transferred", stage="store")
+            result = run.results.get(sop) or _Result(FAILURE, message="not transferred", stage=Stage.STORE)
             identifier = f"{plan.identifier}/{sop}"
             if result.kind == FAILURE:
                 yield _failure(identifier, result.message, result.stage)
@@ -317,11 +318,11 @@ class _MigrateSeriesFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FAILURES, record)
 
 
-def _record(identifier: str, message: str, stage: str) -> ErrorRecord:
+def _record(identifier: str, message: str, stage: Stage) -> ErrorRecord:
     return ErrorRecord.create(identifier, message, stage)
 
 
-def _failure(identifier: str, message: str, stage: str) -> beam.pvalue.TaggedOutput:
+def _failure(identifier: str, message: str, stage: Stage) -> beam.pvalue.TaggedOutput:
     return beam.pvalue.TaggedOutput(FAILURES, _record(identifier, message, stage))
 
 

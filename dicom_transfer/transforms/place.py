@@ -18,6 +18,7 @@ from dicom_transfer.layout import Layout, LayoutError
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.report import write_text
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
+from dicom_transfer.vocabulary import Stage
 
 
 def instance_identifier(study: str, series: str, sop: str) -> str:
@@ -37,15 +38,15 @@ def place_instance(destination: Destination, layout: Layout, values: Mapping[str
     try:
         relative = layout.relative_path(values)
     except LayoutError as exc:
-        return ErrorRecord.create(identifier, str(exc), "route")
+        return ErrorRecord.create(identifier, str(exc), Stage.ROUTE)
     target = destination.url_of(relative)
     try:
         kind, _ = destination.place(relative, path, size, overwrite=overwrite, dry_run=dry_run, move=True)
     except ExistsWithOtherContent:
         return ErrorRecord.create(identifier, f"{target} exists with different content "
-                                  "(use --overwrite to replace it)", "write")
+                                  "(use --overwrite to replace it)", Stage.WRITE)
     except IO_ERRORS as exc:
-        return ErrorRecord.create(identifier, f"cannot write {target}: {error_text(exc)}", "write")
+        return ErrorRecord.create(identifier, f"cannot write {target}: {error_text(exc)}", Stage.WRITE)
     return Outcome(kind, size, identifier, target)
 
 

@@ -27,6 +27,7 @@ from dicom_transfer.transforms.deidentify import DEIDENTIFIED, MAPPING, DeidSett
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.place import Placements, place_instance
 from dicom_transfer.transforms.validate import validate_file
+from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)
 RESOURCES = "resources"
@@ -68,7 +69,7 @@ class _ParseFn(beam.DoFn):
             else:
                 yield parse_identifier(text, where)
         except ValueError as exc:
-            yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(text, str(exc), "expand"))
+            yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(text, str(exc), Stage.EXPAND))
 
 
 class _ClientFn(beam.DoFn):
@@ -91,7 +92,7 @@ class _ListStudiesFn(_ClientFn):
                     yield ResourcePath(study)
         except DicomwebError as exc:
             yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
-                self.client.safe_url, f"cannot list the studies of the store: {exc}", "expand"))
+                self.client.safe_url, f"cannot list the studies of the store: {exc}", Stage.EXPAND))
 
 
 class ResourcesToExport(beam.PTransform):
@@ -154,12 +155,12 @@ class _ExpandFn(_ClientFn):
                 found = []
             else:
                 yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
-                    resource.identifier, f"cannot resolve {resource.level}: {exc}", "expand"))
+                    resource.identifier, f"cannot resolve {resource.level}: {exc}", Stage.EXPAND))
                 return
         if not found:
             yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
                 resource.identifier, f"{resource.level} not found on the server (it matches no instance)",
-                "expand"))
+                Stage.EXPAND))
             return
         yield from found
 
@@ -238,7 +239,7 @@ class _RetrieveFn(_ClientFn):
                 yield from self._retrieve(f"/studies/{study}/series/{series}", state, single=None)
             except TranscodingError as exc:  # the same for each instance: one record each, no more requests
                 for sop in sorted(set(wanted) - state.done):
-                    yield self._failure(f"{study}/{series}/{sop}", f"cannot retrieve: {exc}", "retrieve")
+                    yield self._failure(f"{study}/{series}/{sop}", f"cannot retrieve: {exc}", Stage.RETRIEVE)
                 return
             except (DicomwebError, MultipartError, requests.RequestException, OSError) as exc:
                 LOG.warning("series %s/%s: %s; fetching what is missing instance by instance",
@@ -252,11 +253,11 @@ class _RetrieveFn(_ClientFn):
                 message = str(exc)
                 if isinstance(exc, DicomwebError) and exc.status == 404:
                     message = "instance not found on the server"
-                yield self._failure(identifier, f"cannot retrieve: {message}", "retrieve")
+                yield self._failure(identifier, f"cannot retrieve: {message}", Stage.RETRIEVE)
                 continue
             if sop not in state.done and sop not in state.reported:
                 yield self._failure(identifier, "the server's answer did not contain this instance",
-                                    "retrieve")
+                                    Stage.RETRIEVE)
 
     def _retrieve(self, path: str, state: _SeriesState, single: str | None) -> Iterator:
         """Stream one WADO-RS answer into place. A series gets one try (what it misses is
@@ -276,7 +277,7 @@ class _RetrieveFn(_ClientFn):
                 return
             state.reported.add(single)
             yield self._failure(where, f"the server sent an invalid instance ({exc.check}): {exc}",
-                                "validate")
+                                Stage.VALIDATE)
             return
         identifier = f"{instance.study_uid}/{instance.series_uid}/{instance.sop_uid}"
         if instance.sop_uid in state.done:
@@ -286,7 +287,7 @@ class _RetrieveFn(_ClientFn):
             if single is not None:
                 state.reported.add(single)
             yield self._failure(identifier, f"the server sent this instance when asked for {where}",
-                                "validate")
+                                Stage.VALIDATE)
             return
         state.done.add(instance.sop_uid)
         if self.deidentifier is None:
@@ -298,7 +299,7 @@ class _RetrieveFn(_ClientFn):
             staged, rows = deidentify_file(self.deidentifier, instance, self.destination.staging_directory(),
                                            self.layout.keywords)
         except (DeidentificationError, InvalidInstance) as exc:
-            yield self._failure(identifier, f"cannot de-identify: {exc}", "deidentify")
+            yield self._failure(identifier, f"cannot de-identify: {exc}", Stage.DEIDENTIFY)
             return
         self.deidentified.inc()
         yield from (beam.pvalue.TaggedOutput(MAPPING, row) for row in rows)
@@ -319,7 +320,7 @@ class _RetrieveFn(_ClientFn):
         return path, os.fdopen(handle, "wb")
 
     @staticmethod
-    def _failure(identifier: str, message: str, stage: str) -> beam.pvalue.TaggedOutput:
+    def _failure(identifier: str, message: str, stage: Stage) -> beam.pvalue.TaggedOutput:
         return beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(identifier, message, stage))
 
 

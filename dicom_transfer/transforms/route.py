@@ -13,6 +13,7 @@ from dicom_transfer.io.files import open_url
 from dicom_transfer.layout import Layout, LayoutError
 from dicom_transfer.resources import ResourceFilter, iter_filter_file_lines
 from dicom_transfer.transforms.validate import INSTANCES, ValidInstance
+from dicom_transfer.vocabulary import Stage
 
 ROUTED = "routed"
 UNMATCHED = "unmatched"
@@ -63,7 +64,7 @@ class _UnmatchedLinesFn(beam.DoFn):
                 continue
             if self.strict:
                 yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
-                    path.filter_line, f"filter-file line selects no instance of the input ({self.url})", "filter"))
+                    path.filter_line, f"filter-file line selects no instance of the input ({self.url})", Stage.FILTER))
             else:
                 yield ("filterLines", path.filter_line)
 
@@ -113,7 +114,7 @@ class _RouteFn(beam.DoFn):
         try:
             yield self.layout.relative_path(instance.values()), instance
         except LayoutError as exc:
-            yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(instance.url, str(exc), "route"))
+            yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(instance.url, str(exc), Stage.ROUTE))
 
 
 class RouteToLayout(beam.PTransform):

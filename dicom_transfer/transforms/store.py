@@ -17,6 +17,7 @@ from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, plan_requests
 from dicom_transfer.transforms.duplicates import UNIQUE, UniqueBySopUid
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.validate import ValidInstance
+from dicom_transfer.vocabulary import Stage
 
 __all__ = ["StoreInstances", "plan_requests"]
 
@@ -53,7 +54,7 @@ class _StoreFn(beam.DoFn):
                          f"{instance.series_uid}/instances/{instance.sop_uid}"
                 if kind == FAILURE:
                     yield beam.pvalue.TaggedOutput(
-                        FAILURES, ErrorRecord.create(instance.url, message, "store"))
+                        FAILURES, ErrorRecord.create(instance.url, message, Stage.STORE))
                     continue
                 self.counters[kind].inc()
                 if kind == SUCCESS and not self.dry_run:
@@ -93,7 +94,7 @@ class StoreInstances(beam.PTransform):
         self.check_existing = check_existing
 
     def expand(self, instances: beam.PCollection) -> dict[str, beam.PCollection]:
-        resolved = instances | "UniqueBySopUid" >> UniqueBySopUid(stage="store")
+        resolved = instances | "UniqueBySopUid" >> UniqueBySopUid(stage=Stage.STORE)
         stored = (
             resolved[UNIQUE]
             | "Batch" >> beam.BatchElements(min_batch_size=self.max_instances * self.concurrency,

@@ -14,6 +14,7 @@ from dicom_transfer.io.files import FileRef, local_path, open_url
 from dicom_transfer.part10 import InvalidInstance, open_for_validation, validate_part10
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
+from dicom_transfer.vocabulary import Stage
 
 INSTANCES = "instances"
 LOCAL_IN_MEMORY = 1 << 20  # local files up to this size are read in one call
@@ -100,10 +101,10 @@ class _ValidateFn(BatchedIoFn):
             return [validate_file(ref, self.keywords)]
         except InvalidInstance as exc:
             return [beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
-                ref.url, f"invalid DICOM ({exc.check}): {exc}", "validate"))]
+                ref.url, f"invalid DICOM ({exc.check}): {exc}", Stage.VALIDATE))]
         except IO_ERRORS as exc:
             return [beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
-                ref.url, f"cannot read file: {error_text(exc)}", "read"))]
+                ref.url, f"cannot read file: {error_text(exc)}", Stage.READ))]
 
     def account(self, output) -> None:
         if isinstance(output, ValidInstance):

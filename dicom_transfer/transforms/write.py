@@ -25,6 +25,7 @@ from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, 
 from dicom_transfer.transforms.duplicates import UNIQUE, ResolveDuplicates, keep_one
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.validate import ValidInstance
+from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class _WriteFn(BatchedIoFn):
 
     @staticmethod
     def _failure(identifier: str, message: str) -> beam.pvalue.TaggedOutput:
-        return beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(identifier, message, "write"))
+        return beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(identifier, message, Stage.WRITE))
 
 
 def _by_directory(element: tuple[str, ValidInstance]) -> tuple[str, tuple[str, ValidInstance]]:
@@ -110,7 +111,7 @@ class _ResolveInDirectoryFn(beam.DoFn):
                         self.destination.url_of(directory), error_text(exc))
             listed = None
         for relative in sorted(claims):
-            for output in keep_one(relative, claims[relative], "write", self.unchanged):
+            for output in keep_one(relative, claims[relative], Stage.WRITE, self.unchanged):
                 if isinstance(output, beam.pvalue.TaggedOutput):
                     yield output
                 else:
@@ -145,7 +146,7 @@ class WriteInstances(beam.PTransform):
 
     def expand(self, routed: beam.PCollection) -> dict[str, beam.PCollection]:
         if scheme_of(self.destination_url) is None:  # local disk: a stat per file costs nothing
-            resolved = routed | "ResolveDuplicates" >> ResolveDuplicates(stage="write")
+            resolved = routed | "ResolveDuplicates" >> ResolveDuplicates(stage=Stage.WRITE)
             unique = resolved[UNIQUE]
         else:  # an object store: one listing per output directory instead of a request per instance
             resolved = (
