@@ -186,6 +186,23 @@ SERVER_FIXTURES = {"orthanc", "stores", "bucket", "loaded", "server", "servers",
                    "source", "destination"}  # the last two: test_migrate_cli's two Orthanc servers
 
 
+@pytest.fixture(autouse=True)
+def _logging_restored():
+    """A CLI run in-process configures logging for a terminal (its own handlers, no propagation,
+    root handlers replaced); put it back after each test, so that no test sees another's set-up."""
+    import logging
+
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
+    saved = [(lg, list(lg.handlers), lg.level, lg.propagate, lg.disabled) for lg in loggers
+             if isinstance(lg, logging.Logger)]
+    yield
+    for logger, handlers, level, propagate, disabled in saved:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
+        logger.disabled = disabled
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "servers: starts Orthanc, an object-store emulator or another real server")
     config.addinivalue_line("markers", "subprocess: runs the CLI (or a build) in new processes")
