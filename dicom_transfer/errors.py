@@ -90,6 +90,7 @@ element, so that one failure becomes one record instead of stopping the run."""
 PROGRAMMING_ERRORS = (AttributeError, TypeError, NameError, AssertionError, IndexError, KeyError,
                       ZeroDivisionError, RecursionError, NotImplementedError)
 _REPORTED_BUGS: set[tuple[str, str]] = set()
+INTERNAL_ERROR = "internal error: "  # how the record of a bug begins; such a run's status is "failed"
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
@@ -109,7 +110,7 @@ def error_text(exc: BaseException) -> str:
             _REPORTED_BUGS.add((type(exc).__name__, place))
             logging.getLogger("dicom_transfer").error(
                 "internal error (a bug: please report it with this traceback)", exc_info=exc)
-        return f"internal error: {type(exc).__name__}: {redact(first_line(exc, 1000))}"
+        return f"{INTERNAL_ERROR}{type(exc).__name__}: {redact(first_line(exc, 1000))}"
     text = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [""])[0]
     if isinstance(exc, OSError):
         return text or type(exc).__name__

@@ -55,3 +55,29 @@ def test_stages_are_one_vocabulary_written_as_plain_words():
         ErrorRecord.create("x", "y", "writing")  # a misspelt stage is a bug, found at once
     assert f"{Kind.SUCCESS}" == str(Kind.SUCCESS) == "success" == Kind.SUCCESS
     assert json.dumps({Kind.FAILURE: 1}) == '{"failure": 1}'
+
+
+def test_a_run_hit_by_a_bug_is_failed_not_completed_with_errors(copy_cli, tmp_path, monkeypatch):
+    """A bug in a stage (here: validation breaks for one file) leaves a record per element, as bad
+    input would, but the run's status is "failed" with the count, and the exit status 1."""
+    from dicom_transfer.sample import write_sample_set
+    from dicom_transfer.transforms import validate
+
+    sample = write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=1, instances_per_series=4)
+    broken = sample.valid[0]
+    real = validate.validate_part10
+
+    def validate_with_a_bug(stream, size, keywords):
+        header = real(stream, size, keywords)
+        if header.sop_uid == broken.sop_uid:
+            return header.no_such_attribute  # the bug: an AttributeError inside the stage
+        return header
+
+    monkeypatch.setattr(validate, "validate_part10", validate_with_a_bug)
+    run = copy_cli("--input", f"{tmp_path}/in/**", "--output", str(tmp_path / "out"))
+    assert run.status == 1
+    assert run.summary["status"] == "failed"
+    assert run.summary["internalErrors"] == 1
+    assert run.counter["success"] == 3 and run.counter["failure"] == 1 + len(sample.bad)
+    record = run.error_for(broken.path.rsplit("/", 1)[-1])
+    assert "internal error: AttributeError" in record["Error"]

@@ -10,10 +10,10 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
-from dicom_transfer.errors import ErrorRecord, to_errors_log_line
+from dicom_transfer.errors import INTERNAL_ERROR, ErrorRecord, to_errors_log_line
 from dicom_transfer.io.files import is_local, split_url
 from dicom_transfer.progress import ProgressLog
-from dicom_transfer.report import RunReports, build_summary, write_text
+from dicom_transfer.report import FAILED, RunReports, build_summary, write_text
 
 
 class CountOutcomes(beam.CombineFn):
@@ -63,7 +63,8 @@ class _CountProgressFn(beam.DoFn):
 
 
 class _WriteErrorsLogFn(beam.DoFn):
-    """Writes every error line into one errors.log and counts ``failure``."""
+    """Writes every error line into one errors.log and counts ``failure``; yields
+    ``(failures, internal errors)`` — the records of bugs in this product, which fail the run."""
 
     def __init__(self) -> None:
         self.failure = Metrics.counter(metrics.NAMESPACE, metrics.FAILURE)
@@ -72,29 +73,37 @@ class _WriteErrorsLogFn(beam.DoFn):
         fs, path = split_url(url)
         if is_local(fs):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-        count = 0
+        count = internal = 0
         with fs.open(path, "w", encoding="utf-8") as out:
             for line in lines:
                 out.write(line + "\n")
                 count += 1
+                if INTERNAL_ERROR in line and INTERNAL_ERROR in json.loads(line)["Error"]:
+                    internal += 1
         self.failure.inc(count)
-        yield count
+        yield count, internal
 
 
-def _write_summary(failures: int, counts: dict[str, int], unmatched: list[tuple[str, str]],
+def _write_summary(errors: tuple[int, int], counts: dict[str, int], unmatched: list[tuple[str, str]],
                    settings: dict, matched: int | None = None) -> str:
+    failures, internal = errors
     counter = {"success": 0, "failure": failures, "unchanged": 0, "filtered": 0, "bytesWritten": 0}
     counter.update(counts)
     counter["failure"] = failures
     if matched is not None:
         counter["filesMatched"] = matched
+    problems = {}
+    if internal:  # a bug, not bad input: the run is not to be trusted as "completed with errors"
+        problems = {"internalErrors": internal, "error": f"{internal} failure(s) came from a bug in dicom-transfer "
+                    "(errors.log: 'internal error'; the traceback is in the worker's log): please report it"}
     summary = build_summary(
         operation_id=settings["operation_id"],
         operation_type=settings["operation_type"],
         created_time=settings["created_time"],
         counter=counter,
         error_href=settings["errors_url"],
-        extra={**settings.get("extra", {}), "unmatched": _by_kind(unmatched),
+        status=FAILED if internal else None,
+        extra={**settings.get("extra", {}), **problems, "unmatched": _by_kind(unmatched),
                "unmatchedPatterns": sorted(value for kind, value in unmatched if kind == "patterns")},
         results=_results(settings, counter),
     )
