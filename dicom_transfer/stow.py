@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Generic, Protocol, TypeVar
 
 from dicom_transfer import metrics
+from dicom_transfer.dicom_json import first_value, values
 
 FAILED_SOP_SEQUENCE = "00081198"
 REFERENCED_SOP_SEQUENCE = "00081199"
@@ -31,8 +32,7 @@ SUCCESS, UNCHANGED, FAILURE = metrics.SUCCESS, metrics.UNCHANGED, metrics.FAILUR
 
 
 def _uid(item: dict) -> str | None:
-    values = item.get(REFERENCED_SOP_INSTANCE_UID, {}).get("Value", [])
-    return values[0] if values else None
+    return first_value(item, REFERENCED_SOP_INSTANCE_UID)
 
 
 def reason_text(code: int) -> str:
@@ -46,12 +46,12 @@ def interpret_stow(status: int, answer: dict, sop_uids: Sequence[str]) -> dict[s
     Only for the statuses that carry per-instance results: 200, 202 and 409.
     """
     failed: dict[str, int] = {}
-    for item in answer.get(FAILED_SOP_SEQUENCE, {}).get("Value", []) or []:
+    for item in values(answer, FAILED_SOP_SEQUENCE):
         uid = _uid(item)
         if uid is not None:
-            codes = item.get(FAILURE_REASON, {}).get("Value", [])
+            codes = values(item, FAILURE_REASON)
             failed[uid] = int(codes[0]) if codes else -1
-    referenced = {_uid(item) for item in answer.get(REFERENCED_SOP_SEQUENCE, {}).get("Value", []) or []}
+    referenced = {_uid(item) for item in values(answer, REFERENCED_SOP_SEQUENCE)}
     outcomes = {}
     for uid in sop_uids:
         if uid in failed:

@@ -96,9 +96,9 @@ def test_export_by_each_identifier_form(loaded, export_cli, tmp_path):
 
 
 def test_export_all_with_paging_then_rerun_is_unchanged(loaded, export_cli, tmp_path, monkeypatch):
-    import dicom_transfer.transforms.retrieve as retrieve
+    import dicom_transfer.io.dicomweb as dicomweb
 
-    monkeypatch.setattr(retrieve, "PAGE_SIZE", 2)  # force several QIDO-RS pages
+    monkeypatch.setattr(dicomweb, "PAGE_SIZE", 2)  # force several QIDO-RS pages
     server, store = loaded
     out = tmp_path / "out"
     run = export_cli("--dicomweb-url", server.dicomweb, "--output", str(out), "--all")

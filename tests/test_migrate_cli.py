@@ -107,9 +107,9 @@ def test_each_selection_form_moves_exactly_the_selected_instances(source, destin
 
 def test_all_then_rerun_moves_nothing_and_deleted_instances_come_back(source, destination, migrate_cli,
                                                                        monkeypatch):
-    import dicom_transfer.transforms.retrieve as retrieve
+    import dicom_transfer.io.dicomweb as dicomweb
 
-    monkeypatch.setattr(retrieve, "PAGE_SIZE", 2)  # several QIDO-RS pages on both servers
+    monkeypatch.setattr(dicomweb, "PAGE_SIZE", 2)  # several QIDO-RS pages on both servers
     urls = ("--source-dicomweb-url", source.server.dicomweb, "--dicomweb-url", destination.dicomweb)
     total = len(source.instances)
     first = migrate_cli(*urls, "--all", "--max-instances-per-request", "2")

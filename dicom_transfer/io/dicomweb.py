@@ -16,6 +16,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from dicom_transfer.dicom_json import SOP_UID, values
 from dicom_transfer.errors import redact, redact_url
 from dicom_transfer.io.auth import AuthConfig, AuthError
 from dicom_transfer.io.files import CHUNK, open_url
@@ -24,6 +25,7 @@ from dicom_transfer.io.retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_a
 
 LOG = logging.getLogger(__name__)
 DICOM_JSON = "application/dicom+json"
+PAGE_SIZE = 1000  # QIDO-RS results per request: a study of 100,000 instances is never one answer
 
 
 class DicomwebError(Exception):
@@ -211,14 +213,24 @@ class DicomwebClient:
             return response
         raise AssertionError("unreachable: the last attempt returns or raises")
 
+    def paged(self, path: str, params: dict | None = None) -> Iterator[dict]:
+        """Every QIDO-RS result of ``path``, fetched ``PAGE_SIZE`` at a time (never unbounded)."""
+        offset = 0
+        while True:
+            page = self.get_json(path, {**(params or {}), "limit": PAGE_SIZE, "offset": offset})
+            yield from page
+            if len(page) < PAGE_SIZE:
+                return
+            offset += len(page)
+
     def existing_instances(self, sop_uids: Iterable[str]) -> set[str]:
         """Which of ``sop_uids`` the server already holds (one QIDO-RS request)."""
         uids = sorted(set(sop_uids))
         if not uids:
             return set()
         found = self.get_json("/instances", {"SOPInstanceUID": ",".join(uids),
-                                             "includefield": "00080018", "limit": len(uids)})
-        return {uid for item in found for uid in item.get("00080018", {}).get("Value", [])} & set(uids)
+                                             "includefield": SOP_UID, "limit": len(uids)})
+        return {uid for item in found for uid in values(item, SOP_UID)} & set(uids)
 
     def check(self) -> None:
         """Fail fast if the server cannot be reached or refuses our credentials."""
@@ -333,3 +345,8 @@ def _json_or_empty(response: requests.Response) -> dict:
 def _short(exc: BaseException) -> str:
     text = redact(str(exc))
     return text if len(text) < 300 else text[:300] + "..."
+
+
+def paged(client: DicomwebClient, path: str, params: dict | None = None) -> Iterator[dict]:
+    """Every QIDO-RS result of ``path`` on ``client``, a page at a time (see ``DicomwebClient.paged``)."""
+    return client.paged(path, params)

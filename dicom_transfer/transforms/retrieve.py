@@ -15,9 +15,10 @@ from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
 from dicom_transfer.deid.rewrite import DeidentificationError
+from dicom_transfer.dicom_json import SERIES_UID, SOP_UID, STUDY_UID, first_value
 from dicom_transfer.errors import FAILURES, ErrorRecord, redact
 from dicom_transfer.io.destination import Destination, remove_local
-from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError, TranscodingError
+from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError, TranscodingError, paged
 from dicom_transfer.io.files import FileRef, read_list_file
 from dicom_transfer.io.multipart import MultipartError
 from dicom_transfer.layout import Layout
@@ -32,24 +33,7 @@ from dicom_transfer.vocabulary import Stage
 LOG = logging.getLogger(__name__)
 RESOURCES = "resources"
 INSTANCES = "instances"
-PAGE_SIZE = 1000
-STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"
-
-
-def first_value(item: dict, tag: str) -> str | None:
-    values = item.get(tag, {}).get("Value", [])
-    return values[0] if values else None
-
-
-def paged(client: DicomwebClient, path: str, params: dict | None = None) -> Iterator[dict]:
-    """Every QIDO-RS result of ``path``, fetched ``PAGE_SIZE`` at a time (never unbounded)."""
-    offset = 0
-    while True:
-        page = client.get_json(path, {**(params or {}), "limit": PAGE_SIZE, "offset": offset})
-        yield from page
-        if len(page) < PAGE_SIZE:
-            return
-        offset += len(page)
+__all__ = ["SOP_UID", "first_value", "paged"]  # where migrate found them first
 
 
 def read_request_lines(url: str) -> Iterator[tuple[str, str]]:
