@@ -27,7 +27,7 @@ from dicom_transfer.resources import ResourcePath, parse_filter_line, parse_iden
 from dicom_transfer.transforms.deidentify import DEIDENTIFIED, MAPPING, DeidSettings, deidentify_file
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.place import Placements, place_instance
-from dicom_transfer.transforms.validate import validate_file
+from dicom_transfer.transforms.validate import ValidInstance, validate_file
 from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)
@@ -278,7 +278,12 @@ class _RetrieveFn(_ClientFn):
             yield self.placements.output(place_instance(
                 self.destination, self.layout, instance.values(), part_path, size, overwrite=self.overwrite,
                 dry_run=self.dry_run))
-            return
+        else:
+            yield from self._place_deidentified(instance, identifier)
+
+    def _place_deidentified(self, instance: ValidInstance, identifier: str) -> Iterator:
+        """De-identify the retrieved instance into a staged file, and place that (reports name the
+        instance by its source identifier; the mapping rows go to their own output)."""
         try:
             staged, rows = deidentify_file(self.deidentifier, instance, self.destination.staging_directory(),
                                            self.layout.keywords)
@@ -293,7 +298,6 @@ class _RetrieveFn(_ClientFn):
                                     overwrite=self.overwrite, dry_run=self.dry_run)
         finally:
             remove_local(staged.url)
-        # reports name the instance by its source identifier
         result = (dataclasses.replace(result, identifier=identifier) if isinstance(result, ErrorRecord)
                   else result._replace(source=identifier))
         yield self.placements.output(result)
