@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli_subprocess, sha256, tree, write_instance
+from conftest import run_cli_in_process, run_cli_subprocess, sha256, tree, write_instance
 
 from dicom_transfer.sample import write_sample_set
 
@@ -70,8 +70,8 @@ def test_folder_means_everything_below_and_overlapping_patterns_copy_once(copy_c
     assert run.counter["success"] == 7 and run.counter["unchanged"] == 0
 
 
-def test_bad_pattern_is_refused_before_the_pipeline_starts(tmp_path):
-    result = run_cli_subprocess("copy", "--input", f"{tmp_path}/a/**/b.dcm", "--output", str(tmp_path / "o"))
+def test_bad_pattern_is_refused_before_the_pipeline_starts(tmp_path, capsys):
+    result = run_cli_in_process(capsys, "copy", "--input", f"{tmp_path}/a/**/b.dcm", "--output", str(tmp_path / "o"))
     assert result.returncode == 2
     assert "bad input pattern" in result.stderr and "'**'" in result.stderr
     assert not (tmp_path / "o").exists()
@@ -214,8 +214,8 @@ def test_template_layout_and_missing_attribute(copy_cli, tmp_path):
     ("../{SOPInstanceUID}.dcm", "'..' path part"),
     ("{NotAKeyword}.dcm", "not a DICOM keyword"),
 ])
-def test_dangerous_or_unknown_templates_exit_2(tmp_path, template, words):
-    result = run_cli_subprocess("copy", "--input", str(tmp_path), "--output", str(tmp_path / "o"),
+def test_dangerous_or_unknown_templates_exit_2(tmp_path, capsys, template, words):
+    result = run_cli_in_process(capsys, "copy", "--input", str(tmp_path), "--output", str(tmp_path / "o"),
                                 "--layout", template)
     assert result.returncode == 2 and words in result.stderr
 
@@ -238,10 +238,10 @@ def test_filter_file_selects_and_counts_the_rest_as_filtered(copy_cli, tmp_path)
     assert run.counter["success"] == 5 and run.counter["filtered"] == 7 and run.counter["failure"] == 0
 
 
-def test_malformed_filter_file_line_exits_2_naming_the_line(tmp_path):
+def test_malformed_filter_file_line_exits_2_naming_the_line(tmp_path, capsys):
     filter_file = tmp_path / "filter.txt"
     filter_file.write_text("/studies/1.2\n\n/studies/1.2/serie/3\n")
-    result = run_cli_subprocess("copy", "--input", str(tmp_path), "--output", str(tmp_path / "o"),
+    result = run_cli_in_process(capsys, "copy", "--input", str(tmp_path), "--output", str(tmp_path / "o"),
                                 "--filter-file", str(filter_file))
     assert result.returncode == 2
     assert "line 3" in result.stderr and "/studies/1.2/serie/3" in result.stderr
@@ -278,12 +278,13 @@ def test_dry_run_writes_no_instance_but_reports_what_would_be_written(copy_cli, 
     assert "would be written" in run.out
 
 
-def test_invalid_invocations_exit_2(tmp_path):
-    no_output = run_cli_subprocess("copy", "--input", str(tmp_path))
+def test_invalid_invocations_exit_2(tmp_path, capsys):
+    no_output = run_cli_in_process(capsys, "copy", "--input", str(tmp_path))
     assert no_output.returncode == 2 and "--output" in no_output.stderr
-    typo = run_cli_subprocess("copy", "--input", str(tmp_path), "--output", str(tmp_path / "o"), "--ovewrite")
+    typo = run_cli_in_process(capsys, "copy", "--input", str(tmp_path), "--output", str(tmp_path / "o"),
+                              "--ovewrite")
     assert typo.returncode == 2 and "--ovewrite" in typo.stderr
-    nothing = run_cli_subprocess("copy", "--output", str(tmp_path / "o"))
+    nothing = run_cli_in_process(capsys, "copy", "--output", str(tmp_path / "o"))
     assert nothing.returncode == 2 and "no input" in nothing.stderr
 
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import run_cli_subprocess
+from conftest import run_cli_in_process, run_cli_subprocess
 from servers import FaultProxy, random_faults
 
 from dicom_transfer.sample import instance_bytes, uid_for, write_bad_files, write_sample_set
@@ -86,11 +86,11 @@ def test_conflicting_duplicate_sop_uids_store_one_and_report_the_other(orthanc, 
     assert digest(orthanc.instances_in(uids[0])[uids[2]]) == digest(first)
 
 
-def test_server_down_is_a_clear_error_and_exit_2(tmp_path):
+def test_server_down_is_a_clear_error_and_exit_2(tmp_path, capsys):
     from servers import free_port
 
     write_bad_files(str(tmp_path))
-    result = run_cli_subprocess("import", "--input", str(tmp_path),
+    result = run_cli_in_process(capsys, "import", "--input", str(tmp_path),
                                 "--dicomweb-url", f"http://127.0.0.1:{free_port()}/dicom-web",
                                 "--max-attempts", "2")
     assert result.returncode == 2

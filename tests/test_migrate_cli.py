@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import CLI, REPO, run_cli_subprocess
+from conftest import CLI, REPO, run_cli_in_process, run_cli_subprocess
 from servers import FaultProxy, Orthanc, random_faults
 
 from dicom_transfer.sample import instance_bytes, uid_for
@@ -284,11 +284,11 @@ def test_verify_bytes_reports_an_instance_the_destination_returns_altered(source
     assert run.counter["success"] == len(source.sops_of(series)) - 1
 
 
-def test_invalid_invocations_exit_2(source, destination):
-    same = run_cli_subprocess("migrate", "--source-dicomweb-url", destination.dicomweb,
+def test_invalid_invocations_exit_2(source, destination, capsys):
+    same = run_cli_in_process(capsys, "migrate", "--source-dicomweb-url", destination.dicomweb,
                               "--dicomweb-url", destination.dicomweb, "--all")
     assert same.returncode == 2 and "same server" in same.stderr
-    wrong = run_cli_subprocess("migrate", "--source-dicomweb-url", source.server.dicomweb,
+    wrong = run_cli_in_process(capsys, "migrate", "--source-dicomweb-url", source.server.dicomweb,
                                "--dicomweb-url", destination.dicomweb, "--all", "--transfer-syntax", "*")
     assert wrong.returncode == 2 and "--transfer-syntax" in wrong.stderr
 
