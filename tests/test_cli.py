@@ -318,3 +318,32 @@ def test_de_identification_is_refused_where_it_is_not_wired_rather_than_ignored(
                               "http://127.0.0.1:9/b", "--all", "--deidentify", "basic")
     assert status == 2 and "migrate does not take --deidentify" in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("beam_argv", "needed"), [
+    ([], False),
+    (["--runner", "DirectRunner", "--direct_num_workers", "2"], False),
+    (["--runner=DataflowRunner", "--project", "p"], True),
+    (["--runner", "apache_beam.runners.dask.dask_runner.DaskRunner"], True),
+    (["--temp_location", "gs://bucket/tmp"], True),
+    (["--temp_location=/tmp/beam"], False),
+])
+def test_beam_filesystems_are_kept_where_beam_may_use_them(beam_argv, needed):
+    from dicom_transfer.pipelines.cli import LOCAL_RUNNERS
+    from dicom_transfer.pipelines.startup import needs_beam_filesystems
+
+    assert needs_beam_filesystems(beam_argv, LOCAL_RUNNERS) is needed
+
+
+def test_a_local_run_does_not_import_beams_cloud_filesystems(tmp_path):
+    """They cost ~0.8 s of start-up with the cloud SDKs installed, for nothing on a local run."""
+    write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=1, instances_per_series=2, bad_files=False)
+    code = ("import sys\nfrom dicom_transfer.pipelines.cli import main\n"
+            f"status = main(['copy', '--input', {str(tmp_path / 'in')!r}, '--output', {str(tmp_path / 'out')!r}])\n"
+            "print(sorted(m for m in sys.modules if m.endswith(('gcsfilesystem', 's3filesystem', "
+            "'blobstoragefilesystem'))))\nsys.exit(status)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert "Failed to import" not in result.stderr
+    assert len(tree(tmp_path / "out")) == 2

@@ -27,6 +27,7 @@ from dicom_transfer import __version__
 from dicom_transfer.errors import redact
 from dicom_transfer.pipelines.logs import setup_logging
 from dicom_transfer.pipelines.options import COMMANDS, UsageError, build_parser, option_owners
+from dicom_transfer.pipelines.startup import skip_unused_beam_filesystems
 
 LOG = logging.getLogger("dicom_transfer")
 EXIT_OK, EXIT_FAILURES, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -237,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         return done.code if isinstance(done.code, int) else EXIT_INVALID
     setup_logging(verbose=args.verbose, quiet=args.quiet, level=args.log_level, log_file=args.log_file,
                   log_format=args.log_format)
+    skip_unused_beam_filesystems(rest, LOCAL_RUNNERS)
     try:
         return RUNNERS[args.command](args, beam_arguments(args.command, rest, parser))
     except UsageError as exc:
