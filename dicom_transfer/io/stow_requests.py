@@ -9,7 +9,7 @@ errors are retried by :meth:`DicomwebClient.store` (Retry-After honoured).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 from dicom_transfer.errors import IO_ERRORS, error_text
@@ -48,17 +48,21 @@ class StowSender:
         for instance, kind, message in sender.store(group): ...
     """
 
-    def __init__(self, client: DicomwebClient, check_existing: bool = True, dry_run: bool = False) -> None:
+    def __init__(self, client: DicomwebClient, check_existing: bool = True, dry_run: bool = False,
+                 existing: Callable[[Sequence[T]], set[str]] | None = None) -> None:
+        """``existing``: which SOP UIDs of a group the server holds (default: one QIDO-RS query
+        for the group's UIDs); raises DicomwebError when it cannot tell."""
         self.client = client
         self.check_existing = check_existing
         self.dry_run = dry_run
+        self.existing = existing or (lambda group: client.existing_instances(i.sop_uid for i in group))
 
     def store(self, group: Sequence[T]) -> list[Result]:
         """One outcome per instance of ``group`` (sent in one request, split if refused whole)."""
         results: list[Result] = []
         if self.check_existing:
             try:
-                existing = self.client.existing_instances(i.sop_uid for i in group)
+                existing = self.existing(group)
             except DicomwebError:
                 existing = set()  # the STOW answer decides instead
             results += [(i, UNCHANGED, "already stored") for i in group if i.sop_uid in existing]

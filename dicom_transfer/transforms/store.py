@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 
 from dicom_transfer import metrics
 from dicom_transfer.errors import FAILURES, ErrorRecord
-from dicom_transfer.io.dicomweb import DicomwebClient
+from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
 from dicom_transfer.io.stow_requests import StowSender
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, plan_requests
@@ -20,6 +23,48 @@ from dicom_transfer.transforms.validate import ValidInstance
 from dicom_transfer.vocabulary import Stage
 
 __all__ = ["StoreInstances", "plan_requests"]
+
+
+class HeldBySeries:
+    """What the server holds, asked once per series and worker (one paged QIDO-RS), instead of
+    once per STOW-RS request: on a first load that is one small empty answer per series rather
+    than a round trip before every request. The last ``keep`` series are remembered; one
+    thread asks, the others wait for its answer. Within a run the answer stays right: instances
+    are unique by SOP UID across workers, so nobody else stores this worker's instances.
+    """
+
+    def __init__(self, client: DicomwebClient, keep: int = 256) -> None:
+        self.client = client
+        self.keep = keep
+        self.lock = threading.Lock()
+        self.known: collections.OrderedDict[tuple[str, str], concurrent.futures.Future] = collections.OrderedDict()
+
+    def of(self, group: Sequence[ValidInstance]) -> set[str]:
+        """The SOP UIDs of ``group`` the server holds; raises DicomwebError if it cannot tell."""
+        held: set[str] = set()
+        for study, series in sorted({(i.study_uid, i.series_uid) for i in group}):
+            held |= self._series(study, series)
+        return held & {i.sop_uid for i in group}
+
+    def _series(self, study: str, series: str) -> set[str]:
+        key = (study, series)
+        with self.lock:
+            future = self.known.get(key)
+            asking = future is None
+            if asking:
+                future = self.known[key] = concurrent.futures.Future()
+                while len(self.known) > self.keep:
+                    self.known.popitem(last=False)
+            else:
+                self.known.move_to_end(key)
+        if asking:
+            try:
+                future.set_result(self.client.series_instances(study, series))
+            except DicomwebError as exc:
+                with self.lock:
+                    self.known.pop(key, None)  # ask again for the next request
+                future.set_exception(exc)
+        return future.result()
 
 
 class _StoreFn(beam.DoFn):
@@ -37,8 +82,10 @@ class _StoreFn(beam.DoFn):
 
     def setup(self) -> None:
         self.client = DicomwebClient(**self.client_settings)  # one session per worker
-        self.sender = StowSender(self.client, self.check_existing, self.dry_run)
+        self.sender = StowSender(self.client, self.check_existing, self.dry_run,
+                                 existing=HeldBySeries(self.client).of)
         self.pool = concurrent.futures.ThreadPoolExecutor(self.concurrency)
+        self.pending: collections.deque[concurrent.futures.Future] = collections.deque()
         self.progress = ProgressLog("store")
 
     def teardown(self) -> None:
@@ -46,21 +93,33 @@ class _StoreFn(beam.DoFn):
             self.pool.shutdown(wait=False)
 
     def process(self, batch: list[ValidInstance]) -> Iterator:
-        groups = plan_requests(batch, self.max_instances, self.max_bytes)
-        # Metrics must be updated on this thread: the pool only does the HTTP work.
-        for future in [self.pool.submit(self.sender.store, group) for group in groups]:
-            for instance, kind, message in future.result():
-                target = f"{self.client.safe_url}/studies/{instance.study_uid}/series/" \
-                         f"{instance.series_uid}/instances/{instance.sop_uid}"
-                if kind == FAILURE:
-                    yield beam.pvalue.TaggedOutput(
-                        FAILURES, ErrorRecord.create(instance.url, message, Stage.STORE))
-                    continue
-                self.counters[kind].inc()
-                if kind == SUCCESS and not self.dry_run:
-                    self.bytes_sent.inc(instance.size)
-                self.progress.add(1, instance.size if kind == SUCCESS else 0)
-                yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(kind, instance.size, instance.url, target))
+        # Requests stay in flight across batches: the next batch's requests are queued while this
+        # one's are answered, so the server never waits for a batch to drain. At most two
+        # requests per thread are queued; results leave in order, counted on this thread (the
+        # pool only does the HTTP work; Beam's metrics belong to the DoFn's thread).
+        for group in plan_requests(batch, self.max_instances, self.max_bytes):
+            self.pending.append(self.pool.submit(self.sender.store, group))
+        while self.pending and (len(self.pending) > 2 * self.concurrency or self.pending[0].done()):
+            yield from self._outputs(self.pending.popleft().result())
+
+    def finish_bundle(self) -> Iterator:
+        while self.pending:
+            for output in self._outputs(self.pending.popleft().result()):
+                yield beam.pvalue.TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
+        self.progress.flush()
+
+    def _outputs(self, results) -> Iterator[beam.pvalue.TaggedOutput]:
+        for instance, kind, message in results:
+            if kind == FAILURE:
+                yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(instance.url, message, Stage.STORE))
+                continue
+            target = f"{self.client.safe_url}/studies/{instance.study_uid}/series/" \
+                     f"{instance.series_uid}/instances/{instance.sop_uid}"
+            self.counters[kind].inc()
+            if kind == SUCCESS and not self.dry_run:
+                self.bytes_sent.inc(instance.size)
+            self.progress.add(1, instance.size if kind == SUCCESS else 0)
+            yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(kind, instance.size, instance.url, target))
 
 
 class StoreInstances(beam.PTransform):
@@ -69,10 +128,10 @@ class StoreInstances(beam.PTransform):
     Instances are made unique by SOP Instance UID first (:class:`UniqueBySopUid`),
     then sent several per request (at most ``max_instances`` and ``max_bytes``; an
     instance larger than ``max_bytes`` goes alone, streamed), with ``concurrency``
-    requests in flight per worker. Instances the server already holds are counted
-    ``unchanged`` (one QIDO-RS query per request when ``check_existing``, and from
-    409/duplicate answers). A request refused as a whole (400, 413, ...) is split
-    to find the culprit; transient errors are retried with backoff. With
+    requests in flight per worker, kept in flight across batches. Instances the server
+    already holds are counted ``unchanged`` (one paged QIDO-RS query per series and
+    worker when ``check_existing``, and from 409/duplicate answers). A request refused
+    as a whole (400, 413, ...) is split to find the culprit; transient errors are retried with backoff. With
     ``dry_run`` nothing is sent: the instances the server does not hold are
     counted as what would be stored.
 
