@@ -105,6 +105,11 @@ class Deidentifier:
                             or options.retain_device_identity or options.retain_patient_characteristics)
         self.marks = _marks(profile)
 
+    def new_uid(self, original: str) -> str:
+        """The UID a rewrite gives the study, series or instance UID ``original`` (computed from the
+        key alone: what a destination holds can be compared with a source without a mapping table)."""
+        return original if self.profile.options.retain_uids else self.pseudonyms.uid(original)
+
     def rewrite(self, source: BinaryIO, size: int, out: BinaryIO, keywords: tuple[str, ...] = ()) -> Rewritten:
         """De-identify the file in ``source`` (``size`` bytes, seekable) into ``out``.
 

@@ -20,12 +20,14 @@ from dicom_transfer.deid.profile import Profile, ProfileOptions
 from dicom_transfer.deid.pseudonyms import DeidKeyError, Pseudonyms, check_key
 from dicom_transfer.deid.rewrite import DeidentificationError, Deidentifier
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
-from dicom_transfer.io.destination import remove_local
+from dicom_transfer.io.destination import Destination, remove_local
 from dicom_transfer.io.files import local_path, open_url, split_url
+from dicom_transfer.layout import Layout
 from dicom_transfer.part10 import InvalidInstance, validate_part10
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
+from dicom_transfer.transforms.place import place_instance
 from dicom_transfer.transforms.validate import INSTANCES, ValidInstance, plain_value
 from dicom_transfer.vocabulary import Stage
 
@@ -127,6 +129,32 @@ def deidentify_file(deidentifier: Deidentifier, instance: ValidInstance, staging
     rows = [MappingRow(kind, original, pseudonym, keyword)
             for (kind, original), (pseudonym, keyword) in result.mapping.items()]
     return staged, rows
+
+
+def deidentify_and_place(deidentifier: Deidentifier, instance: ValidInstance, identifier: str,
+                         destination: Destination, layout: Layout, *, overwrite: bool = False,
+                         dry_run: bool = False) -> tuple[Outcome | ErrorRecord, list[beam.pvalue.TaggedOutput]]:
+    """De-identify a retrieved instance (a local file) and place it by its new UIDs.
+
+    Returns the placement's result, named by ``identifier`` (the source's UIDs), and the
+    outputs that go with it: the mapping rows and the ``deidentified`` outcome (none when
+    de-identification failed: the result is then its failure record).
+    """
+    try:
+        staged, rows = deidentify_file(deidentifier, instance, destination.staging_directory(), layout.keywords)
+    except (DeidentificationError, InvalidInstance) as exc:
+        return ErrorRecord.create(identifier, f"cannot de-identify: {exc}", Stage.DEIDENTIFY), []
+    except IO_ERRORS as exc:
+        return ErrorRecord.create(identifier, f"cannot de-identify: {error_text(exc)}", Stage.DEIDENTIFY), []
+    try:
+        result = place_instance(destination, layout, staged.values(), staged.url, staged.size,
+                                overwrite=overwrite, dry_run=dry_run)
+    finally:
+        remove_local(staged.url)
+    result = (dataclasses.replace(result, identifier=identifier) if isinstance(result, ErrorRecord)
+              else result._replace(source=identifier))
+    return result, [*(beam.pvalue.TaggedOutput(MAPPING, row) for row in rows),
+                    beam.pvalue.TaggedOutput(OUTCOMES, Outcome(DEIDENTIFIED, staged.size, identifier, ""))]
 
 
 class _DeidentifyFn(BatchedIoFn):
@@ -231,10 +259,38 @@ def _csv_line(element: tuple[tuple[str, str], tuple[str, frozenset[str]]]) -> st
 
 
 class _WriteMappingFn(beam.DoFn):
+    def __init__(self, merge_existing: bool = False) -> None:
+        self.merge_existing = merge_existing
+
     def process(self, url: str, lines: list[str]) -> Iterator[int]:
+        if self.merge_existing:
+            lines = merge_mapping_lines(read_mapping_lines(url), lines)
         header = ",".join(MAPPING_HEADER) + "\n"
         write_private_text(url, header + "".join(sorted(lines)))
         yield len(lines)
+
+
+def read_mapping_lines(url: str) -> list[str]:
+    """The rows of an existing mapping table (none if there is no file yet)."""
+    try:
+        with open_url(url) as raw:
+            text = raw.read().decode("utf-8")
+    except FileNotFoundError:
+        return []
+    return text.splitlines(keepends=True)[1:]
+
+
+def merge_mapping_lines(earlier: list[str], lines: list[str]) -> list[str]:
+    """One row per original: the rows of this run, and those of ``earlier`` runs it does not
+    repeat (``seen_as`` joined when both give the same pseudonym; this run's row wins otherwise)."""
+    rows: dict[tuple[str, str], tuple[str, set[str]]] = {}
+    for text in (*earlier, *lines):
+        for kind, original, pseudonym, seen in csv.reader(io.StringIO(text)):
+            before = rows.get((kind, original))
+            keywords = set(seen.split(";")) | (before[1] if before and before[0] == pseudonym else set())
+            rows[(kind, original)] = (pseudonym, keywords)
+    return [_csv_line(((kind, original), (pseudonym, frozenset(seen - {""}))))
+            for (kind, original), (pseudonym, seen) in rows.items()]
 
 
 def write_private_text(url: str, text: str) -> None:
@@ -260,15 +316,18 @@ def write_private_text(url: str, text: str) -> None:
 class WriteMapping(beam.PTransform):
     """Write the mapping table once per run: CSV ``identifier,original,pseudonym,seen_as``, one row
     per original Patient ID or UID (``seen_as``: the attributes it appeared in), sorted, mode 0600.
+    With ``merge_existing``, the rows of a table already at ``url`` are kept (for pipelines whose
+    re-runs skip what an earlier run moved).
 
     Example::
 
         deid["mapping"] | WriteMapping("secure/mapping.csv")
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, merge_existing: bool = False) -> None:
         super().__init__()
         self.url = url
+        self.merge_existing = merge_existing
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
         lines = (
@@ -280,5 +339,5 @@ class WriteMapping(beam.PTransform):
         return (
             rows.pipeline
             | "MappingUrl" >> beam.Create([self.url])
-            | "WriteMapping" >> beam.ParDo(_WriteMappingFn(), beam.pvalue.AsList(lines))
+            | "WriteMapping" >> beam.ParDo(_WriteMappingFn(self.merge_existing), beam.pvalue.AsList(lines))
         )
