@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import io
+import os
 import re
 import struct
 from typing import BinaryIO
@@ -22,13 +23,14 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filebase import DicomFileLike
+from pydicom.filebase import DicomBytesIO, DicomFileLike
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import dcmwrite, write_data_element, write_dataset, write_file_meta_info
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import UID_dictionary
 
+from dicom_transfer.deid.encoding import encode_simple
 from dicom_transfer.deid.profile import CLEAN, DUMMY, KEEP, REMOVE, UID, UIDS_INSIDE, ZERO, Profile
 from dicom_transfer.deid.pseudonyms import Pseudonyms
 from dicom_transfer.part10 import DEFLATED, EXPLICIT_VR_BE, IMPLICIT_VR_LE, PIXEL_TAGS, map_elements
@@ -104,6 +106,7 @@ class Deidentifier:
         self.cleans_text = (options.clean_descriptors or options.clean_structured_content
                             or options.retain_device_identity or options.retain_patient_characteristics)
         self.marks = _marks(profile)
+        self._encoded_marks: dict[tuple[bool, bool], list[tuple[int, int, int, bytes]]] = {}
 
     def new_uid(self, original: str) -> str:
         """The UID a rewrite gives the study, series or instance UID ``original`` (computed from the
@@ -146,38 +149,63 @@ class Deidentifier:
         implicit, little = transfer_syntax == IMPLICIT_VR_LE, transfer_syntax != EXPLICIT_VR_BE
         kept: list[tuple[int, int, int, bytes | None]] = []  # (tag, start, end, bytes; None: copy from source)
         to_parse = []
+        original: dict[int, bytes] = {}  # the parsed elements' bytes, written again if they do not change
+        read = _HeaderReader(source, elements)
         for tag, start, end in elements:
             if tag in PIXEL_TAGS:
                 kept.append((tag, start, end, None))
                 continue
-            source.seek(start)
-            data = source.read(end - start)
+            data = read(start, end)
             how = self._plan(tag, data, implicit, wanted)
             if how == RAW:
                 kept.append((tag, start, end, data))
             elif how == PARSE:
                 to_parse.append(data)
+                original[tag] = data
         buffer = b"".join(to_parse)
         header = read_dataset(io.BytesIO(buffer), implicit, little, bytelength=len(buffer))
         self._check_burned_in(header)
         instance = _Instance(self, header)
         instance.apply(header, top_level=True)
-        instance.mark(header)
-        out.write(bytes(128) + b"DICM")
+        marks = self._marks_encoded(implicit, little)  # the same in every instance: encoded once
+        for tag, *_ in marks:
+            if tag in header:
+                del header[tag]
+        out.write(_file_meta_bytes(header.SOPClassUID, header.SOPInstanceUID, transfer_syntax))
         stream = DicomFileLike(out)
-        stream.is_little_endian, stream.is_implicit_VR = True, False
-        write_file_meta_info(stream, self._file_meta(header, transfer_syntax), enforce_standard=True)
         stream.is_little_endian, stream.is_implicit_VR = little, implicit
         encoding = header.get("SpecificCharacterSet", "iso8859")
         parsed = [(int(tag), 0, 0, b"") for tag in header.keys()]  # noqa: SIM118 - tags
-        for tag, start, end, data in sorted(kept + parsed, key=lambda e: e[0]):
+        for tag, start, end, data in sorted(kept + parsed + marks, key=lambda e: e[0]):
             if data is None:
                 _copy_range(source, out, start, end)
             elif data:
                 out.write(data)
             else:
-                write_data_element(stream, header.get_item(tag), encoding)
+                element = header.get_item(tag)
+                if element.is_raw and element.length != 0xFFFFFFFF and tag in original:
+                    out.write(original[tag])  # what pydicom writes for an element it did not convert
+                    continue
+                encoded = encode_simple(element, implicit, little)
+                if encoded is None:
+                    write_data_element(stream, element, encoding)
+                else:
+                    out.write(encoded)
+        instance.mark(header)
         return header, instance
+
+    def _marks_encoded(self, implicit: bool, little: bool) -> list[tuple[int, int, int, bytes]]:
+        """The marks (:func:`_marks`) as written in a dataset of this encoding."""
+        found = self._encoded_marks.get((implicit, little))
+        if found is None:
+            found = []
+            for element in self.marks:
+                buffer = DicomBytesIO()
+                buffer.is_little_endian, buffer.is_implicit_VR = little, implicit
+                write_data_element(buffer, element)
+                found.append((int(element.tag), 0, 0, buffer.getvalue()))
+            self._encoded_marks[(implicit, little)] = found
+        return found
 
     def _plan(self, tag: int, data: bytes, implicit: bool, wanted: set[int]) -> str:
         """Whether an element is copied as it is, parsed (it may change), or dropped."""
@@ -404,6 +432,55 @@ class _Instance:
             header[element.tag] = element
 
 
+class _HeaderReader:
+    """The bytes of the elements before the pixel data, read at once; those after it (rare) one by one."""
+
+    def __init__(self, source: BinaryIO, elements: list[tuple[int, int, int]]) -> None:
+        self.source = source
+        pixels = [start for tag, start, _ in elements if tag in PIXEL_TAGS]
+        self.start = elements[0][1] if elements else 0
+        self.end = pixels[0] if pixels else (elements[-1][2] if elements else 0)
+        source.seek(self.start)
+        self.head = source.read(self.end - self.start)
+        if len(self.head) != self.end - self.start:
+            raise EOFError
+
+    def __call__(self, start: int, end: int) -> bytes:
+        if self.start <= start and end <= self.end:
+            return self.head[start - self.start:end - self.start]
+        self.source.seek(start)
+        data = self.source.read(end - start)
+        if len(data) != end - start:
+            raise EOFError
+        return data
+
+
+def _file_meta_bytes(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
+    """Preamble, prefix and file meta group (explicit VR little endian), as pydicom's
+    ``write_file_meta_info`` writes them, without its per-file validation."""
+    elements = b"".join([
+        _meta_element(0x0001, b"OB", b"\x00\x01"),
+        _meta_element(0x0002, b"UI", _padded(sop_class, b"\0")),
+        _meta_element(0x0003, b"UI", _padded(sop_instance, b"\0")),
+        _meta_element(0x0010, b"UI", _padded(transfer_syntax, b"\0")),
+        _meta_element(0x0012, b"UI", _padded(IMPLEMENTATION_CLASS_UID, b"\0")),
+        _meta_element(0x0013, b"SH", _padded(IMPLEMENTATION_VERSION_NAME, b" ")),
+    ])
+    return bytes(128) + b"DICM" + _meta_element(0x0000, b"UL", struct.pack("<L", len(elements))) + elements
+
+
+def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
+    if vr == b"OB":
+        return struct.pack("<HH2s2xL", 0x0002, element, vr, len(value)) + value
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+
+
+def _padded(value: object, padding: bytes) -> bytes:
+    text = value if isinstance(value, str) else "\\".join(str(v) for v in value)  # type: ignore[union-attr]
+    data = text.encode("latin-1")
+    return data + padding if len(data) % 2 else data
+
+
 def _marks(profile: Profile) -> list[DataElement]:
     """PS3.15 E.1.1: that the identity was removed, how, and what became of the dates (made once,
     written into every instance)."""
@@ -477,14 +554,38 @@ def _shift(value: str, offset: _dt.timedelta) -> str:
 
 
 def _copy_range(source: BinaryIO, out: BinaryIO, start: int, end: int) -> None:
-    source.seek(start)
-    remaining = end - start
+    """Copy bytes ``start:end`` of ``source`` to ``out``: in the kernel between local files
+    (``copy_file_range``), else in chunks."""
+    done = _copy_file_range(source, out, start, end)
+    source.seek(start + done)
+    remaining = end - start - done
     while remaining:
         chunk = source.read(min(CHUNK, remaining))
         if not chunk:
             raise EOFError
         out.write(chunk)
         remaining -= len(chunk)
+
+
+def _copy_file_range(source: BinaryIO, out: BinaryIO, start: int, end: int) -> int:
+    """How many bytes ``copy_file_range`` copied (0 where the files are not both local ones)."""
+    try:
+        source_fd, out_fd = source.fileno(), out.fileno()
+    except (AttributeError, OSError, ValueError):
+        return 0
+    out.flush()
+    position = out.tell()
+    done = 0
+    try:
+        while done < end - start:
+            copied = os.copy_file_range(source_fd, out_fd, end - start - done, start + done, position + done)
+            if not copied:
+                break
+            done += copied
+    except OSError:  # not supported between these files: the rest is copied in chunks
+        pass
+    out.seek(position + done)
+    return done
 
 
 def _write_header(out: BinaryIO, meta: FileMetaDataset, header: Dataset, transfer_syntax: str) -> None:
