@@ -16,9 +16,11 @@ import io
 import os
 import re
 import struct
+from functools import lru_cache
 from typing import BinaryIO
 
 from pydicom import dcmread
+from pydicom.config import IGNORE
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -49,7 +51,7 @@ BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
 DEFINITION_UID_SUFFIXES = ("ClassUID", "SyntaxUID", "SchemeUID", "ResourceUID", "CreatorUID",
                            "OrganizationUID", "ContextUID", "VersionUID")
 
-PATIENT_ID, PATIENT_NAME, BURNED_IN = 0x00100020, 0x00100010, 0x00280301
+PATIENT_ID, PATIENT_NAME, BURNED_IN, SOP_CLASS, MODALITY = 0x00100020, 0x00100010, 0x00280301, 0x00080016, 0x00080060
 MAX_HEADER_BYTES = 64 << 20  # beyond this (without pixel data), pydicom reads the header lazily
 RAW, PARSE, DROP = "raw", "parse", "drop"
 # Parsed whatever their action: what the checks read, and what the rewrite itself writes.
@@ -259,14 +261,14 @@ class Deidentifier:
     def _check_burned_in(self, header: Dataset) -> None:
         if self.allow_burned_in:
             return
-        flag = str(header.get("BurnedInAnnotation", "") or "").strip().upper()
+        flag = _text(header, BURNED_IN).strip().upper()
         if flag == "YES":
             raise DeidentificationError("BurnedInAnnotation is YES: the pixel data carries identifying text "
                                         "(use --allow-burned-in to pass it through unchanged)")
         if flag == "NO":
             return
-        sop_class = str(header.get("SOPClassUID", "") or "")
-        modality = str(header.get("Modality", "") or "").strip().upper()
+        sop_class = _text(header, SOP_CLASS).rstrip("\0 ")
+        modality = _text(header, MODALITY).strip().upper()
         kind = BURNED_IN_SOP_CLASSES.get(sop_class) or (f"modality {modality}" if modality in BURNED_IN_MODALITIES
                                                          else None)
         if kind:
@@ -381,8 +383,17 @@ class _Instance:
             self.apply(item, top_level=False, dummy_text=dummy_text)
 
     def _replace_uids(self, dataset: Dataset, tag: int) -> None:
+        keyword = _keyword(tag)
+        element = dataset.get_item(tag)
+        if element.is_raw and element.VR == "UI" and isinstance(element.value, bytes):
+            # what pydicom's conversion would give, without it: text without trailing NULs and spaces
+            text = element.value.decode("latin-1").rstrip("\0 ")
+            originals = text.split("\\") if "\\" in text else [text] if text else []
+            values = [self.uid(v, keyword) if v else v for v in originals]
+            value = values if len(values) > 1 else (values[0] if values else "")
+            dataset[tag] = DataElement(tag, "UI", value, validation_mode=IGNORE)  # pseudonyms are valid UIDs
+            return
         element = dataset[tag]
-        keyword = keyword_for_tag(tag) or _tag_text(tag)
         values = [self.uid(str(v), keyword) if v else v for v in _values(element.value)]
         element.value = values if len(values) > 1 else (values[0] if values else "")
 
@@ -424,7 +435,7 @@ class _Instance:
 
     @staticmethod
     def _set(dataset: Dataset, tag: int, vr: str, value: object) -> None:
-        dataset[tag] = DataElement(tag, vr, value)
+        dataset[tag] = DataElement(tag, vr, value, validation_mode=IGNORE)  # dummies and pseudonyms: valid
 
     def mark(self, header: Dataset) -> None:
         """PS3.15 E.1.1: say that the identity was removed, how, and what became of the dates."""
@@ -515,6 +526,24 @@ def _identifying_terms(header: Dataset, profile: Profile) -> re.Pattern | None:
                 terms.update(re.split(r"[\^= ]+", text))
     words = sorted((t for t in terms if len(t) >= 3), key=len, reverse=True)
     return re.compile("|".join(re.escape(t) for t in words), re.IGNORECASE) if words else None
+
+
+def _text(dataset: Dataset, tag: int) -> str:
+    """A single-valued ASCII attribute (CS, UI) as ``str(dataset.get(tag) or "")`` gives it,
+    read from the raw bytes when pydicom has not converted it yet."""
+    element = dataset.get_item(tag)
+    if element is None:
+        return ""
+    if element.is_raw and isinstance(element.value, bytes):
+        text = element.value.decode("latin-1")
+        if "\\" not in text:
+            return text.rstrip("\0 ") if element.VR == "UI" else text
+    return str(dataset[tag].value or "")
+
+
+@lru_cache(maxsize=4096)
+def _keyword(tag: int) -> str:
+    return keyword_for_tag(tag) or _tag_text(tag)
 
 
 def _vr_of(vr: str | None, tag: int) -> str:

@@ -157,18 +157,38 @@ def deidentify_and_place(deidentifier: Deidentifier, instance: ValidInstance, id
                     beam.pvalue.TaggedOutput(OUTCOMES, Outcome(DEIDENTIFIED, staged.size, identifier, ""))]
 
 
+SEEN_ROWS = 100_000  # mapping rows remembered per bundle, to send each (original, keyword) once
+
+
 class _DeidentifyFn(BatchedIoFn):
-    def __init__(self, settings: DeidSettings, staging: str, keywords: tuple[str, ...], threads: int) -> None:
+    def __init__(self, settings: DeidSettings, staging: str, keywords: tuple[str, ...], threads: int,
+                 mapping: bool = True) -> None:
         super().__init__(threads)
         self.settings = settings
         self.staging = staging
         self.keywords = keywords
+        self.mapping = mapping
         self.deidentified = Metrics.counter(metrics.NAMESPACE, DEIDENTIFIED)
 
     def setup(self) -> None:
         super().setup()
         self.deidentifier = self.settings.deidentifier()
         self.progress = ProgressLog("deidentify")
+
+    def start_bundle(self) -> None:
+        self.seen: set[MappingRow] = set()
+
+    def process(self, batch: list) -> Iterator:
+        # The study, series and patient of most instances were seen in the bundle already: each
+        # row goes out once per bundle (the mapping table merges what the bundles send).
+        for output in super().process(batch):
+            if isinstance(output, beam.pvalue.TaggedOutput) and output.tag == MAPPING:
+                if output.value in self.seen:
+                    continue
+                if len(self.seen) >= SEEN_ROWS:
+                    self.seen.clear()
+                self.seen.add(output.value)
+            yield output
 
     def work(self, instance: ValidInstance) -> list:
         try:
@@ -177,7 +197,8 @@ class _DeidentifyFn(BatchedIoFn):
             return [_failure(instance.source, f"cannot de-identify: {exc}")]
         except IO_ERRORS as exc:
             return [_failure(instance.source, f"cannot de-identify: {error_text(exc)}")]
-        return [staged, *(beam.pvalue.TaggedOutput(MAPPING, row) for row in rows),
+        mapped = [beam.pvalue.TaggedOutput(MAPPING, row) for row in rows] if self.mapping else []
+        return [staged, *mapped,
                 beam.pvalue.TaggedOutput(OUTCOMES, Outcome(DEIDENTIFIED, staged.size, instance.source, ""))]
 
     def account(self, output) -> None:
@@ -199,8 +220,9 @@ class Deidentify(beam.PTransform):
     prefix the writing workers can read; :class:`WriteInstances` moves them into place).
 
     Returns a dict with ``instances`` (staged :class:`ValidInstance`, new UIDs),
-    ``mapping`` (:class:`MappingRow`), ``outcomes`` (one ``deidentified`` per instance) and
-    ``failures`` (identified by the input's URL only).
+    ``mapping`` (:class:`MappingRow`, each at least once; none with ``mapping=False``),
+    ``outcomes`` (one ``deidentified`` per instance) and ``failures`` (identified by the
+    input's URL only).
 
     Example::
 
@@ -210,18 +232,20 @@ class Deidentify(beam.PTransform):
     """
 
     def __init__(self, settings: DeidSettings, staging: str, keywords: Iterable[str] = (),
-                 threads: int = DEFAULT_THREADS) -> None:
+                 threads: int = DEFAULT_THREADS, mapping: bool = True) -> None:
         super().__init__()
         self.settings = settings
         self.staging = staging
         self.keywords = tuple(keywords)
         self.threads = threads
+        self.mapping = mapping
 
     def expand(self, instances: beam.PCollection) -> dict[str, beam.PCollection]:
         result = (
             instances
             | "Batch" >> batched(self.threads)
-            | "Deidentify" >> beam.ParDo(_DeidentifyFn(self.settings, self.staging, self.keywords, self.threads))
+            | "Deidentify" >> beam.ParDo(_DeidentifyFn(self.settings, self.staging, self.keywords, self.threads,
+                                                   self.mapping))
             .with_outputs(FAILURES, MAPPING, OUTCOMES, main=INSTANCES)
         )
         return {INSTANCES: result[INSTANCES], MAPPING: result[MAPPING], OUTCOMES: result[OUTCOMES],
