@@ -288,31 +288,31 @@ class _WriteMappingFn(beam.DoFn):
 
     def process(self, url: str, lines: list[str]) -> Iterator[int]:
         if self.merge_existing:
-            lines = merge_mapping_lines(read_mapping_lines(url), lines)
+            lines = merge_mapping_lines(read_mapping_text(url), lines)
         header = ",".join(MAPPING_HEADER) + "\n"
         write_private_text(url, header + "".join(sorted(lines)))
         yield len(lines)
 
 
-def read_mapping_lines(url: str) -> list[str]:
-    """The rows of an existing mapping table (none if there is no file yet)."""
+def read_mapping_text(url: str) -> str:
+    """An existing mapping table ("" if there is no file yet)."""
     try:
         with open_url(url) as raw:
-            text = raw.read().decode("utf-8")
+            return raw.read().decode("utf-8")
     except FileNotFoundError:
-        return []
-    return text.splitlines(keepends=True)[1:]
+        return ""
 
 
-def merge_mapping_lines(earlier: list[str], lines: list[str]) -> list[str]:
-    """One row per original: the rows of this run, and those of ``earlier`` runs it does not
-    repeat (``seen_as`` joined when both give the same pseudonym; this run's row wins otherwise)."""
+def merge_mapping_lines(earlier: str, lines: list[str]) -> list[str]:
+    """One row per original: the rows of this run (CSV ``lines``), and those of the ``earlier``
+    table it does not repeat (``seen_as`` joined when both give the same pseudonym; this run's row
+    wins otherwise)."""
     rows: dict[tuple[str, str], tuple[str, set[str]]] = {}
-    for text in (*earlier, *lines):
-        for kind, original, pseudonym, seen in csv.reader(io.StringIO(text)):
-            before = rows.get((kind, original))
-            keywords = set(seen.split(";")) | (before[1] if before and before[0] == pseudonym else set())
-            rows[(kind, original)] = (pseudonym, keywords)
+    earlier_rows = list(csv.reader(io.StringIO(earlier)))[1:]  # after the header
+    for kind, original, pseudonym, seen in (*earlier_rows, *csv.reader(io.StringIO("".join(lines)))):
+        before = rows.get((kind, original))
+        keywords = set(seen.split(";")) | (before[1] if before and before[0] == pseudonym else set())
+        rows[(kind, original)] = (pseudonym, keywords)
     return [_csv_line(((kind, original), (pseudonym, frozenset(seen - {""}))))
             for (kind, original), (pseudonym, seen) in rows.items()]
 
