@@ -35,7 +35,7 @@ def element_header(tag: int, vr: str, length: int, implicit: bool, little: bool)
 
 def encode_simple(element: DataElement | RawDataElement, implicit: bool, little: bool) -> bytes | None:
     """The element as pydicom writes it when its value is empty or plain ASCII text; else ``None``."""
-    if element.is_raw:
+    if not isinstance(element, DataElement):
         return None
     vr = element.VR
     if vr is None or len(vr) != 2:

@@ -22,7 +22,7 @@ from typing import BinaryIO
 from pydicom import dcmread
 from pydicom.config import IGNORE
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO, DicomFileLike
@@ -178,14 +178,14 @@ class Deidentifier:
         stream.is_little_endian, stream.is_implicit_VR = little, implicit
         encoding = header.get("SpecificCharacterSet", "iso8859")
         parsed = [(int(tag), 0, 0, b"") for tag in header.keys()]  # noqa: SIM118 - tags
-        for tag, start, end, data in sorted(kept + parsed + marks, key=lambda e: e[0]):
+        for tag, start, end, data in sorted([*kept, *parsed, *marks], key=lambda e: e[0]):
             if data is None:
                 _copy_range(source, out, start, end)
             elif data:
                 out.write(data)
             else:
                 element = header.get_item(tag)
-                if element.is_raw and element.length != 0xFFFFFFFF and tag in original:
+                if isinstance(element, RawDataElement) and element.length != 0xFFFFFFFF and tag in original:
                     out.write(original[tag])  # what pydicom writes for an element it did not convert
                     continue
                 encoded = encode_simple(element, implicit, little)
@@ -486,8 +486,8 @@ def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
     return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
 
 
-def _padded(value: object, padding: bytes) -> bytes:
-    text = value if isinstance(value, str) else "\\".join(str(v) for v in value)  # type: ignore[union-attr]
+def _padded(value: str | list[str], padding: bytes) -> bytes:
+    text = value if isinstance(value, str) else "\\".join(str(v) for v in value)
     data = text.encode("latin-1")
     return data + padding if len(data) % 2 else data
 

@@ -310,17 +310,19 @@ class _RetrieveFn(PeerDoFn):
         """A C-STORE sub-operation of a C-GET (on the association's thread): validate and place
         the data set as received; the answer tells the PACS whether it was taken."""
         path = str(event.dataset_path)
-        result = check_received(path, self.layout, (state.study, state.series), set(state.wanted), _sop_of(event))
-        deidentified = []
-        if isinstance(result, ValidInstance):
-            if self.deidentifier is None:
-                result = place_instance(self.destination, self.layout, result.values(), path, result.size,
-                                        overwrite=self.overwrite, dry_run=self.dry_run)
-            else:
-                result, deidentified = deidentify_and_place(
-                    self.deidentifier, result, instance_identifier(result.study_uid, result.series_uid,
-                                                                   result.sop_uid),
-                    self.destination, self.layout, overwrite=self.overwrite, dry_run=self.dry_run)
+        checked = check_received(path, self.layout, (state.study, state.series), set(state.wanted), _sop_of(event))
+        deidentified: list[beam.pvalue.TaggedOutput] = []
+        result: Outcome | ErrorRecord
+        if isinstance(checked, ErrorRecord):
+            result = checked
+        elif self.deidentifier is None:
+            result = place_instance(self.destination, self.layout, checked.values(), path, checked.size,
+                                    overwrite=self.overwrite, dry_run=self.dry_run)
+        else:
+            result, deidentified = deidentify_and_place(
+                self.deidentifier, checked, instance_identifier(checked.study_uid, checked.series_uid,
+                                                                checked.sop_uid),
+                self.destination, self.layout, overwrite=self.overwrite, dry_run=self.dry_run)
         with contextlib.suppress(OSError):
             os.unlink(path)  # still there if it was not moved into place (or was de-identified)
         with state.lock:

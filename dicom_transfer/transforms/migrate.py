@@ -20,7 +20,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from dicom_transfer import metrics
-from dicom_transfer.deid.rewrite import DeidentificationError
+from dicom_transfer.deid.rewrite import DeidentificationError, Deidentifier
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.dicomweb import CHUNK, DicomwebClient, DicomwebError
 from dicom_transfer.io.files import FileRef
@@ -272,19 +272,20 @@ class _MigrateSeriesFn(beam.DoFn):
         run.spooled.add(sop)
         instance = instance._replace(url=kept, attributes=())
         if self.deidentifier:
-            instance = self._deidentify(instance, run)
-            if instance is None:
+            deidentified = self._deidentify(self.deidentifier, instance, run)
+            if deidentified is None:
                 return None
+            instance = deidentified
         if self.verify_bytes:
             run.digests[sop] = sha256_of(instance.url)
         return instance
 
-    def _deidentify(self, instance: ValidInstance, run: _SeriesRun) -> ValidInstance | None:
+    def _deidentify(self, deidentifier: Deidentifier, instance: ValidInstance, run: _SeriesRun) -> ValidInstance | None:
         """The spooled instance de-identified (in the spool, named by its new UIDs), or ``None``
         and a failure record."""
         sop = instance.sop_uid
         try:
-            staged, rows = deidentify_file(self.deidentifier, instance, run.spool)
+            staged, rows = deidentify_file(deidentifier, instance, run.spool)
         except (DeidentificationError, InvalidInstance) as exc:
             run.fail(sop, f"cannot de-identify: {exc}", Stage.DEIDENTIFY)
             return None
