@@ -11,7 +11,7 @@ import stat
 import pydicom
 import pytest
 from conftest import Run
-from dimse_servers import CALLING_AE, OrthancPacs
+from dimse_servers import CALLING_AE, Dcmqrscp, OrthancPacs
 from servers import Orthanc, free_port
 from test_deid_cli import DEID, FRAME_OF_REFERENCE, KEY, PHI, SERIES, SOPS, STUDY, referencing_instance
 
@@ -120,9 +120,27 @@ def test_migrate_deidentifies_and_a_rerun_finds_everything_unchanged(source, des
         assert text not in logs, text
 
 
-def test_export_from_a_pacs_deidentifies_what_c_get_brings(source, tmp_path, capsys, key_env):
+@pytest.fixture(params=["orthanc", "dcmqrscp"])
+def pacs(request, source, tmp_path):
+    """The source Orthanc's DICOM port, or dcmtk's dcmqrscp holding the same two series."""
+    if request.param == "orthanc":
+        yield source
+        return
+    files = []
+    for name in SERIES:
+        for n in range(3):
+            files.append(tmp_path / "pacs" / f"{name}{n}.dcm")
+            files[-1].parent.mkdir(exist_ok=True)
+            files[-1].write_bytes(referencing_instance(name, n))
+    server = Dcmqrscp(tmp_path / "pacs", free_port())
+    server.load(files)
+    yield server.start()
+    server.stop()
+
+
+def test_export_from_a_pacs_deidentifies_what_c_get_brings(pacs, tmp_path, capsys, key_env):
     out, mapping = tmp_path / "out", tmp_path / "mapping.csv"
-    args = ["export", "--dimse-source", source.address, "--calling-ae", CALLING_AE, "--identifier", STUDY,
+    args = ["export", "--dimse-source", pacs.address, "--calling-ae", CALLING_AE, "--identifier", STUDY,
             "--output", str(out), *DEID, "--deid-mapping", str(mapping)]
     run = run_cli(tmp_path, capsys, *args, op="e1")
     assert run.status == 0, run.err
