@@ -3,9 +3,10 @@
 The project's own walker (:func:`dicom_transfer.part10.map_elements`) says where each
 top-level element is. Only the elements the profile may change are parsed, by pydicom, and
 written anew; every other element, the pixel data included, is copied from the source as the
-bytes it is (pixel data in 1 MiB chunks), so the pixel data is never loaded and memory stays
-bounded whatever the instance's size. The transfer syntax is unchanged. Deflated datasets
-(where offsets in the file mean nothing) go through pydicom whole.
+bytes it is (:mod:`dicom_transfer.deid.encoding`: in the kernel between local files), so the
+pixel data is never loaded and memory stays bounded whatever the instance's size. The transfer
+syntax is unchanged. Deflated datasets (where offsets in the file mean nothing) go through
+pydicom whole.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import io
-import os
 import re
 import struct
 from functools import lru_cache
@@ -32,15 +32,19 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import UID_dictionary
 
-from dicom_transfer.deid.encoding import encode_simple
+from dicom_transfer.deid.encoding import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    HeaderReader,
+    copy_range,
+    encode_simple,
+    file_meta_bytes,
+)
 from dicom_transfer.deid.profile import CLEAN, DUMMY, KEEP, REMOVE, UID, UIDS_INSIDE, ZERO, Profile
 from dicom_transfer.deid.pseudonyms import Pseudonyms
 from dicom_transfer.part10 import DEFLATED, EXPLICIT_VR_BE, IMPLICIT_VR_LE, PIXEL_TAGS, map_elements
 
-CHUNK = 1 << 20
 DEFER_SIZE = 1 << 20  # header values larger than this stay in the file until written
-IMPLEMENTATION_CLASS_UID = "2.25.192873565209813385226396016101391402337"  # dicom-transfer's own
-IMPLEMENTATION_VERSION_NAME = "DICOM_TRANSFER"
 DUMMY_TEXT = "ANONYMIZED"
 FREE_TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 DUMMIES = {"DA": "19000101", "TM": "000000", "DT": "19000101000000", "AS": "000D", "DS": "0", "IS": "0",
@@ -152,7 +156,7 @@ class Deidentifier:
         kept: list[tuple[int, int, int, bytes | None]] = []  # (tag, start, end, bytes; None: copy from source)
         to_parse = []
         original: dict[int, bytes] = {}  # the parsed elements' bytes, written again if they do not change
-        read = _HeaderReader(source, elements)
+        read = HeaderReader(source, elements)
         for tag, start, end in elements:
             if tag in PIXEL_TAGS:
                 kept.append((tag, start, end, None))
@@ -173,14 +177,14 @@ class Deidentifier:
         for tag, *_ in marks:
             if tag in header:
                 del header[tag]
-        out.write(_file_meta_bytes(header.SOPClassUID, header.SOPInstanceUID, transfer_syntax))
+        out.write(file_meta_bytes(header.SOPClassUID, header.SOPInstanceUID, transfer_syntax))
         stream = DicomFileLike(out)
         stream.is_little_endian, stream.is_implicit_VR = little, implicit
         encoding = header.get("SpecificCharacterSet", "iso8859")
         parsed = [(int(tag), 0, 0, b"") for tag in header.keys()]  # noqa: SIM118 - tags
         for tag, start, end, data in sorted([*kept, *parsed, *marks], key=lambda e: e[0]):
             if data is None:
-                _copy_range(source, out, start, end)
+                copy_range(source, out, start, end)
             elif data:
                 out.write(data)
             else:
@@ -243,7 +247,7 @@ class Deidentifier:
         instance.mark(header)
         _write_header(out, self._file_meta(header, transfer_syntax), header, transfer_syntax)
         if span is not None:
-            _copy_range(source, out, *span)
+            copy_range(source, out, *span)
         if tail is not None and len(tail):
             _write_tail(out, tail, transfer_syntax)
         return header, instance
@@ -443,55 +447,6 @@ class _Instance:
             header[element.tag] = element
 
 
-class _HeaderReader:
-    """The bytes of the elements before the pixel data, read at once; those after it (rare) one by one."""
-
-    def __init__(self, source: BinaryIO, elements: list[tuple[int, int, int]]) -> None:
-        self.source = source
-        pixels = [start for tag, start, _ in elements if tag in PIXEL_TAGS]
-        self.start = elements[0][1] if elements else 0
-        self.end = pixels[0] if pixels else (elements[-1][2] if elements else 0)
-        source.seek(self.start)
-        self.head = source.read(self.end - self.start)
-        if len(self.head) != self.end - self.start:
-            raise EOFError
-
-    def __call__(self, start: int, end: int) -> bytes:
-        if self.start <= start and end <= self.end:
-            return self.head[start - self.start:end - self.start]
-        self.source.seek(start)
-        data = self.source.read(end - start)
-        if len(data) != end - start:
-            raise EOFError
-        return data
-
-
-def _file_meta_bytes(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
-    """Preamble, prefix and file meta group (explicit VR little endian), as pydicom's
-    ``write_file_meta_info`` writes them, without its per-file validation."""
-    elements = b"".join([
-        _meta_element(0x0001, b"OB", b"\x00\x01"),
-        _meta_element(0x0002, b"UI", _padded(sop_class, b"\0")),
-        _meta_element(0x0003, b"UI", _padded(sop_instance, b"\0")),
-        _meta_element(0x0010, b"UI", _padded(transfer_syntax, b"\0")),
-        _meta_element(0x0012, b"UI", _padded(IMPLEMENTATION_CLASS_UID, b"\0")),
-        _meta_element(0x0013, b"SH", _padded(IMPLEMENTATION_VERSION_NAME, b" ")),
-    ])
-    return bytes(128) + b"DICM" + _meta_element(0x0000, b"UL", struct.pack("<L", len(elements))) + elements
-
-
-def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
-    if vr == b"OB":
-        return struct.pack("<HH2s2xL", 0x0002, element, vr, len(value)) + value
-    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
-
-
-def _padded(value: str | list[str], padding: bytes) -> bytes:
-    text = value if isinstance(value, str) else "\\".join(str(v) for v in value)
-    data = text.encode("latin-1")
-    return data + padding if len(data) % 2 else data
-
-
 def _marks(profile: Profile) -> list[DataElement]:
     """PS3.15 E.1.1: that the identity was removed, how, and what became of the dates (made once,
     written into every instance)."""
@@ -580,41 +535,6 @@ def _shift(value: str, offset: _dt.timedelta) -> str:
     except ValueError:
         return ""
     return (day + offset).strftime("%Y%m%d") + text[8:]
-
-
-def _copy_range(source: BinaryIO, out: BinaryIO, start: int, end: int) -> None:
-    """Copy bytes ``start:end`` of ``source`` to ``out``: in the kernel between local files
-    (``copy_file_range``), else in chunks."""
-    done = _copy_file_range(source, out, start, end)
-    source.seek(start + done)
-    remaining = end - start - done
-    while remaining:
-        chunk = source.read(min(CHUNK, remaining))
-        if not chunk:
-            raise EOFError
-        out.write(chunk)
-        remaining -= len(chunk)
-
-
-def _copy_file_range(source: BinaryIO, out: BinaryIO, start: int, end: int) -> int:
-    """How many bytes ``copy_file_range`` copied (0 where the files are not both local ones)."""
-    try:
-        source_fd, out_fd = source.fileno(), out.fileno()
-    except (AttributeError, OSError, ValueError):
-        return 0
-    out.flush()
-    position = out.tell()
-    done = 0
-    try:
-        while done < end - start:
-            copied = os.copy_file_range(source_fd, out_fd, end - start - done, start + done, position + done)
-            if not copied:
-                break
-            done += copied
-    except OSError:  # not supported between these files: the rest is copied in chunks
-        pass
-    out.seek(position + done)
-    return done
 
 
 def _write_header(out: BinaryIO, meta: FileMetaDataset, header: Dataset, transfer_syntax: str) -> None:
