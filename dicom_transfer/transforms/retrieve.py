@@ -13,6 +13,7 @@ import requests
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
+from dicom_transfer.deid.rewrite import Deidentifier
 from dicom_transfer.dicom_json import SERIES_UID, SOP_UID, STUDY_UID, first_value
 from dicom_transfer.errors import FAILURES, ErrorRecord, redact
 from dicom_transfer.io.destination import Destination
@@ -277,13 +278,13 @@ class _RetrieveFn(_ClientFn):
                 self.destination, self.layout, instance.values(), part_path, size, overwrite=self.overwrite,
                 dry_run=self.dry_run))
         else:
-            yield from self._place_deidentified(instance, identifier)
+            yield from self._place_deidentified(self.deidentifier, instance, identifier)
 
-    def _place_deidentified(self, instance: ValidInstance, identifier: str) -> Iterator:
+    def _place_deidentified(self, deidentifier: Deidentifier, instance: ValidInstance, identifier: str) -> Iterator:
         """De-identify the retrieved instance into a staged file, and place that (reports name the
         instance by its source identifier; the mapping rows go to their own output)."""
         result, deidentified = deidentify_and_place(
-            self.deidentifier, instance, identifier, self.destination, self.layout, overwrite=self.overwrite,
+            deidentifier, instance, identifier, self.destination, self.layout, overwrite=self.overwrite,
             dry_run=self.dry_run)
         if deidentified:
             self.deidentified.inc()
