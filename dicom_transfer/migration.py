@@ -8,7 +8,12 @@ moves only the others, then asks again to verify.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+
+
+def same(uid: str) -> str:
+    """UIDs as the destination holds them when nothing renames them."""
+    return uid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,16 +56,22 @@ class SeriesPlan:
 
 
 def plan_series(study: str, series: str, selected: Iterable[tuple[str, bool]],
-                held: Iterable[str]) -> SeriesPlan:
+                held: Iterable[str], rename: Callable[[str], str] = same) -> SeriesPlan:
     """The plan for one series from its selected ``(sop, whole_series)`` pairs (as
-    ``ExpandToInstances`` groups them) and the SOP Instance UIDs the destination holds."""
+    ``ExpandToInstances`` groups them) and the SOP Instance UIDs the destination holds.
+
+    ``rename`` gives the UID the destination holds for a source UID (the keyed pseudonym when
+    instances are de-identified on the way): a source instance is present when its new UID is.
+    """
     wanted: dict[str, bool] = {}
     for sop, whole in selected:
         wanted[sop] = wanted.get(sop, False) or whole
-    return SeriesPlan(study, series, tuple(sorted(wanted)), frozenset(held) & frozenset(wanted),
+    held = frozenset(held)
+    return SeriesPlan(study, series, tuple(sorted(wanted)), frozenset(sop for sop in wanted if rename(sop) in held),
                       any(wanted.values()))
 
 
-def still_missing(expected: Iterable[str], held: Iterable[str]) -> list[str]:
-    """The ``expected`` SOP Instance UIDs the destination does not hold, sorted."""
-    return sorted(set(expected) - set(held))
+def still_missing(expected: Iterable[str], held: Iterable[str], rename: Callable[[str], str] = same) -> list[str]:
+    """The ``expected`` (source) SOP Instance UIDs whose new UID the destination does not hold, sorted."""
+    held = frozenset(held)
+    return sorted(sop for sop in set(expected) if rename(sop) not in held)

@@ -309,14 +309,17 @@ def test_a_dead_emulator_is_reported_at_once_not_after_the_sdk_retries(tmp_path)
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-def test_de_identification_is_refused_where_it_is_not_wired_rather_than_ignored(capsys, tmp_path):
-    """Never accept --deidentify and write identifiable data."""
+def test_de_identification_is_refused_where_it_is_not_wired_rather_than_ignored(capsys, tmp_path, monkeypatch):
+    """Never accept --deidentify and write identifiable data: C-MOVE places instances outside the
+    pipeline; and migrate, like every pipeline, refuses to start without a key."""
+    monkeypatch.setenv("DEID_KEY", "k3y-for-tests-only-5f0c1e2a9b7d4e6f")
     status, _, err = run_main(capsys, "export", "--dimse-source", "dimse://PACS@127.0.0.1:9", "--all",
-                              "--output", str(tmp_path / "o"), "--deidentify", "basic")
-    assert status == 2 and "not available with --dimse-source" in err
+                              "--output", str(tmp_path / "o"), "--deidentify", "basic", "--deid-key-env", "DEID_KEY",
+                              "--move-destination", "RECEIVER", "--move-listen", "127.0.0.1:9")
+    assert status == 2 and "retrieves by C-GET" in err
     status, _, err = run_main(capsys, "migrate", "--source-dicomweb-url", "http://127.0.0.1:9/a", "--dicomweb-url",
                               "http://127.0.0.1:9/b", "--all", "--deidentify", "basic")
-    assert status == 2 and "migrate does not take --deidentify" in err
+    assert status == 2 and "de-identification needs a key" in err
     assert not (tmp_path / "o").exists()
 
 

@@ -299,3 +299,19 @@ def test_memory_stays_bounded_for_a_large_instance(tmp_path):
     assert result.size > 200 << 20 and peak < 8 << 20, peak
     with open(tmp_path / "out.dcm", "rb") as written:
         validate_part10(written, result.size)
+
+
+def test_a_mapping_table_merged_with_an_earlier_one_keeps_one_row_per_original():
+    from dicom_transfer.transforms.deidentify import MAPPING_HEADER, _csv_line, merge_mapping_lines
+
+    earlier = ",".join(MAPPING_HEADER) + "\n" + "".join(_csv_line(row) for row in [
+        (("UID", "1.2.3"), ("2.25.1", frozenset({"StudyInstanceUID"}))),
+        (("PatientID", 'MRN,"42"\nB'), ("DT01", frozenset({"PatientID"})))])
+    now = [_csv_line((("UID", "1.2.3"), ("2.25.1", frozenset({"ReferencedStudyInstanceUID"})))),
+           _csv_line((("UID", "1.2.4"), ("2.25.2", frozenset({"SeriesInstanceUID"}))))]
+    merged = sorted(merge_mapping_lines(earlier, now))
+    assert merged == sorted([
+        _csv_line((("UID", "1.2.3"), ("2.25.1", frozenset({"StudyInstanceUID", "ReferencedStudyInstanceUID"})))),
+        _csv_line((("PatientID", 'MRN,"42"\nB'), ("DT01", frozenset({"PatientID"})))),
+        _csv_line((("UID", "1.2.4"), ("2.25.2", frozenset({"SeriesInstanceUID"}))))])
+    assert merge_mapping_lines("", now) == now

@@ -82,6 +82,13 @@ COMMANDS = {
     "migrate": (_migrate, ["migrate", "--source-dicomweb-url", "{url}", "--source-auth",
                            "bearer", "--dicomweb-url", "{url_by_name}", "--auth", "bearer", "--all",
                            "--errors", "{d}/errors.log", "--summary", "{d}/summary.json"]),
+    "migrate-deidentify": (_migrate, ["migrate", "--source-dicomweb-url", "{url}", "--dicomweb-url", "{url_by_name}",
+                                      "--all", "--errors", "{d}/errors.log", "--summary", "{d}/summary.json",
+                                      "--deidentify", "basic", "--deid-key-env", "DEID_KEY_FOR_TEST",
+                                      "--deid-mapping", "{d}/map.csv"]),
+    "export-dimse-deidentify": (_dimse_export, ["export", "--dimse-source", "dimse://PACS@127.0.0.1:{dimse_port}",
+                                                "--all", "--output", "{d}/out", "--deidentify", "basic",
+                                                "--deid-key-env", "DEID_KEY_FOR_TEST"]),
     "export-dimse": (_dimse_export, ["export", "--dimse-source", "dimse://PACS@127.0.0.1:{dimse_port}", "--all",
                                      "--study-date", "20240101-20240131", "--output", "{d}/out"]),
     "import-dimse": (_dimse_import, ["import", "--input", "{d}/in/**", "--dimse-destination",
@@ -151,7 +158,7 @@ def test_every_dofn_pickles_like_on_a_worker(environment, name):
         label = f"{name}: {type(dofn).__qualname__}"
         data = pickler.dumps(dofn)
         raw = bz2.decompress(base64.b64decode(data))  # what Beam stores with the job, uncompressed
-        for secret in SECRETS.values():
+        for secret in (*SECRETS.values(), DEID_KEY):
             assert secret.encode() not in raw, f"{label} carries a secret from the environment"
         restored = pickler.loads(data)
         assert type(restored) is type(dofn), label

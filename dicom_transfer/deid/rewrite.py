@@ -3,9 +3,10 @@
 The project's own walker (:func:`dicom_transfer.part10.map_elements`) says where each
 top-level element is. Only the elements the profile may change are parsed, by pydicom, and
 written anew; every other element, the pixel data included, is copied from the source as the
-bytes it is (pixel data in 1 MiB chunks), so the pixel data is never loaded and memory stays
-bounded whatever the instance's size. The transfer syntax is unchanged. Deflated datasets
-(where offsets in the file mean nothing) go through pydicom whole.
+bytes it is (:mod:`dicom_transfer.deid.encoding`: in the kernel between local files), so the
+pixel data is never loaded and memory stays bounded whatever the instance's size. The transfer
+syntax is unchanged. Deflated datasets (where offsets in the file mean nothing) go through
+pydicom whole.
 """
 
 from __future__ import annotations
@@ -15,28 +16,35 @@ import datetime as _dt
 import io
 import re
 import struct
+from functools import lru_cache
 from typing import BinaryIO
 
 from pydicom import dcmread
+from pydicom.config import IGNORE
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filebase import DicomFileLike
+from pydicom.filebase import DicomBytesIO, DicomFileLike
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import dcmwrite, write_data_element, write_dataset, write_file_meta_info
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import UID_dictionary
 
+from dicom_transfer.deid.encoding import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    HeaderReader,
+    copy_range,
+    encode_simple,
+    file_meta_bytes,
+)
 from dicom_transfer.deid.profile import CLEAN, DUMMY, KEEP, REMOVE, UID, UIDS_INSIDE, ZERO, Profile
 from dicom_transfer.deid.pseudonyms import Pseudonyms
 from dicom_transfer.part10 import DEFLATED, EXPLICIT_VR_BE, IMPLICIT_VR_LE, PIXEL_TAGS, map_elements
 
-CHUNK = 1 << 20
 DEFER_SIZE = 1 << 20  # header values larger than this stay in the file until written
-IMPLEMENTATION_CLASS_UID = "2.25.192873565209813385226396016101391402337"  # dicom-transfer's own
-IMPLEMENTATION_VERSION_NAME = "DICOM_TRANSFER"
 DUMMY_TEXT = "ANONYMIZED"
 FREE_TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 DUMMIES = {"DA": "19000101", "TM": "000000", "DT": "19000101000000", "AS": "000D", "DS": "0", "IS": "0",
@@ -47,7 +55,7 @@ BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
 DEFINITION_UID_SUFFIXES = ("ClassUID", "SyntaxUID", "SchemeUID", "ResourceUID", "CreatorUID",
                            "OrganizationUID", "ContextUID", "VersionUID")
 
-PATIENT_ID, PATIENT_NAME, BURNED_IN = 0x00100020, 0x00100010, 0x00280301
+PATIENT_ID, PATIENT_NAME, BURNED_IN, SOP_CLASS, MODALITY = 0x00100020, 0x00100010, 0x00280301, 0x00080016, 0x00080060
 MAX_HEADER_BYTES = 64 << 20  # beyond this (without pixel data), pydicom reads the header lazily
 RAW, PARSE, DROP = "raw", "parse", "drop"
 # Parsed whatever their action: what the checks read, and what the rewrite itself writes.
@@ -104,6 +112,12 @@ class Deidentifier:
         self.cleans_text = (options.clean_descriptors or options.clean_structured_content
                             or options.retain_device_identity or options.retain_patient_characteristics)
         self.marks = _marks(profile)
+        self._encoded_marks: dict[tuple[bool, bool], list[tuple[int, int, int, bytes]]] = {}
+
+    def new_uid(self, original: str) -> str:
+        """The UID a rewrite gives the study, series or instance UID ``original`` (computed from the
+        key alone: what a destination holds can be compared with a source without a mapping table)."""
+        return original if self.profile.options.retain_uids else self.pseudonyms.uid(original)
 
     def rewrite(self, source: BinaryIO, size: int, out: BinaryIO, keywords: tuple[str, ...] = ()) -> Rewritten:
         """De-identify the file in ``source`` (``size`` bytes, seekable) into ``out``.
@@ -141,38 +155,63 @@ class Deidentifier:
         implicit, little = transfer_syntax == IMPLICIT_VR_LE, transfer_syntax != EXPLICIT_VR_BE
         kept: list[tuple[int, int, int, bytes | None]] = []  # (tag, start, end, bytes; None: copy from source)
         to_parse = []
+        original: dict[int, bytes] = {}  # the parsed elements' bytes, written again if they do not change
+        read = HeaderReader(source, elements)
         for tag, start, end in elements:
             if tag in PIXEL_TAGS:
                 kept.append((tag, start, end, None))
                 continue
-            source.seek(start)
-            data = source.read(end - start)
+            data = read(start, end)
             how = self._plan(tag, data, implicit, wanted)
             if how == RAW:
                 kept.append((tag, start, end, data))
             elif how == PARSE:
                 to_parse.append(data)
+                original[tag] = data
         buffer = b"".join(to_parse)
         header = read_dataset(io.BytesIO(buffer), implicit, little, bytelength=len(buffer))
         self._check_burned_in(header)
         instance = _Instance(self, header)
         instance.apply(header, top_level=True)
-        instance.mark(header)
-        out.write(bytes(128) + b"DICM")
+        marks = self._marks_encoded(implicit, little)  # the same in every instance: encoded once
+        for tag, *_ in marks:
+            if tag in header:
+                del header[tag]
+        out.write(file_meta_bytes(header.SOPClassUID, header.SOPInstanceUID, transfer_syntax))
         stream = DicomFileLike(out)
-        stream.is_little_endian, stream.is_implicit_VR = True, False
-        write_file_meta_info(stream, self._file_meta(header, transfer_syntax), enforce_standard=True)
         stream.is_little_endian, stream.is_implicit_VR = little, implicit
         encoding = header.get("SpecificCharacterSet", "iso8859")
         parsed = [(int(tag), 0, 0, b"") for tag in header.keys()]  # noqa: SIM118 - tags
-        for tag, start, end, data in sorted(kept + parsed, key=lambda e: e[0]):
+        for tag, start, end, data in sorted([*kept, *parsed, *marks], key=lambda e: e[0]):
             if data is None:
-                _copy_range(source, out, start, end)
+                copy_range(source, out, start, end)
             elif data:
                 out.write(data)
             else:
-                write_data_element(stream, header.get_item(tag), encoding)
+                element = header.get_item(tag)
+                if isinstance(element, RawDataElement) and element.length != 0xFFFFFFFF and tag in original:
+                    out.write(original[tag])  # what pydicom writes for an element it did not convert
+                    continue
+                encoded = encode_simple(element, implicit, little)
+                if encoded is None:
+                    write_data_element(stream, element, encoding)
+                else:
+                    out.write(encoded)
+        instance.mark(header)
         return header, instance
+
+    def _marks_encoded(self, implicit: bool, little: bool) -> list[tuple[int, int, int, bytes]]:
+        """The marks (:func:`_marks`) as written in a dataset of this encoding."""
+        found = self._encoded_marks.get((implicit, little))
+        if found is None:
+            found = []
+            for element in self.marks:
+                buffer = DicomBytesIO()
+                buffer.is_little_endian, buffer.is_implicit_VR = little, implicit
+                write_data_element(buffer, element)
+                found.append((int(element.tag), 0, 0, buffer.getvalue()))
+            self._encoded_marks[(implicit, little)] = found
+        return found
 
     def _plan(self, tag: int, data: bytes, implicit: bool, wanted: set[int]) -> str:
         """Whether an element is copied as it is, parsed (it may change), or dropped."""
@@ -208,7 +247,7 @@ class Deidentifier:
         instance.mark(header)
         _write_header(out, self._file_meta(header, transfer_syntax), header, transfer_syntax)
         if span is not None:
-            _copy_range(source, out, *span)
+            copy_range(source, out, *span)
         if tail is not None and len(tail):
             _write_tail(out, tail, transfer_syntax)
         return header, instance
@@ -226,14 +265,14 @@ class Deidentifier:
     def _check_burned_in(self, header: Dataset) -> None:
         if self.allow_burned_in:
             return
-        flag = str(header.get("BurnedInAnnotation", "") or "").strip().upper()
+        flag = _text(header, BURNED_IN).strip().upper()
         if flag == "YES":
             raise DeidentificationError("BurnedInAnnotation is YES: the pixel data carries identifying text "
                                         "(use --allow-burned-in to pass it through unchanged)")
         if flag == "NO":
             return
-        sop_class = str(header.get("SOPClassUID", "") or "")
-        modality = str(header.get("Modality", "") or "").strip().upper()
+        sop_class = _text(header, SOP_CLASS).rstrip("\0 ")
+        modality = _text(header, MODALITY).strip().upper()
         kind = BURNED_IN_SOP_CLASSES.get(sop_class) or (f"modality {modality}" if modality in BURNED_IN_MODALITIES
                                                          else None)
         if kind:
@@ -348,8 +387,17 @@ class _Instance:
             self.apply(item, top_level=False, dummy_text=dummy_text)
 
     def _replace_uids(self, dataset: Dataset, tag: int) -> None:
+        keyword = _keyword(tag)
+        element = dataset.get_item(tag)
+        if element.is_raw and element.VR == "UI" and isinstance(element.value, bytes):
+            # what pydicom's conversion would give, without it: text without trailing NULs and spaces
+            text = element.value.decode("latin-1").rstrip("\0 ")
+            originals = text.split("\\") if "\\" in text else [text] if text else []
+            values = [self.uid(v, keyword) if v else v for v in originals]
+            value = values if len(values) > 1 else (values[0] if values else "")
+            dataset[tag] = DataElement(tag, "UI", value, validation_mode=IGNORE)  # pseudonyms are valid UIDs
+            return
         element = dataset[tag]
-        keyword = keyword_for_tag(tag) or _tag_text(tag)
         values = [self.uid(str(v), keyword) if v else v for v in _values(element.value)]
         element.value = values if len(values) > 1 else (values[0] if values else "")
 
@@ -391,7 +439,7 @@ class _Instance:
 
     @staticmethod
     def _set(dataset: Dataset, tag: int, vr: str, value: object) -> None:
-        dataset[tag] = DataElement(tag, vr, value)
+        dataset[tag] = DataElement(tag, vr, value, validation_mode=IGNORE)  # dummies and pseudonyms: valid
 
     def mark(self, header: Dataset) -> None:
         """PS3.15 E.1.1: say that the identity was removed, how, and what became of the dates."""
@@ -435,6 +483,24 @@ def _identifying_terms(header: Dataset, profile: Profile) -> re.Pattern | None:
     return re.compile("|".join(re.escape(t) for t in words), re.IGNORECASE) if words else None
 
 
+def _text(dataset: Dataset, tag: int) -> str:
+    """A single-valued ASCII attribute (CS, UI) as ``str(dataset.get(tag) or "")`` gives it,
+    read from the raw bytes when pydicom has not converted it yet."""
+    element = dataset.get_item(tag)
+    if element is None:
+        return ""
+    if element.is_raw and isinstance(element.value, bytes):
+        text = element.value.decode("latin-1")
+        if "\\" not in text:
+            return text.rstrip("\0 ") if element.VR == "UI" else text
+    return str(dataset[tag].value or "")
+
+
+@lru_cache(maxsize=4096)
+def _keyword(tag: int) -> str:
+    return keyword_for_tag(tag) or _tag_text(tag)
+
+
 def _vr_of(vr: str | None, tag: int) -> str:
     if vr and vr != "UN":
         return vr
@@ -469,17 +535,6 @@ def _shift(value: str, offset: _dt.timedelta) -> str:
     except ValueError:
         return ""
     return (day + offset).strftime("%Y%m%d") + text[8:]
-
-
-def _copy_range(source: BinaryIO, out: BinaryIO, start: int, end: int) -> None:
-    source.seek(start)
-    remaining = end - start
-    while remaining:
-        chunk = source.read(min(CHUNK, remaining))
-        if not chunk:
-            raise EOFError
-        out.write(chunk)
-        remaining -= len(chunk)
 
 
 def _write_header(out: BinaryIO, meta: FileMetaDataset, header: Dataset, transfer_syntax: str) -> None:

@@ -238,6 +238,7 @@ def migrate_config(options: argparse.Namespace, local: bool = True) -> MigrateCo
     reports = _reports_without_destination("migrate", options, local)
     check_schemes(options)
     check_selection_files(options.identifiers_file, options.filter_file, options.identifier)
+    deid = deid_config(options)  # a missing key stops the run before the servers are asked anything
     source = dicomweb_client(options, prefix="source_")
     destination = dicomweb_client(options)
     if source.url == destination.url:
@@ -247,4 +248,4 @@ def migrate_config(options: argparse.Namespace, local: bool = True) -> MigrateCo
         identifiers=tuple(options.identifier or ()), identifiers_file=options.identifiers_file,
         filter_file=options.filter_file, all_studies=options.export_all,
         max_instances=options.max_instances_per_request, max_bytes=options.max_request_bytes,
-        concurrency=options.concurrency, verify_bytes=options.verify_bytes)
+        concurrency=options.concurrency, verify_bytes=options.verify_bytes, deid=deid)

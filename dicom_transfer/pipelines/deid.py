@@ -88,7 +88,8 @@ def deidentify_stage(instances: beam.PCollection, config: DeidConfig, staging: s
                      threads: int) -> tuple[beam.PCollection, list[beam.PCollection], list[beam.PCollection]]:
     """Add :class:`Deidentify` (and the mapping table) after ``instances``: return the de-identified
     instances, and the failures and outcomes to report."""
-    deid = instances | "Deidentify" >> Deidentify(config.settings, staging, keywords, threads=threads)
+    deid = instances | "Deidentify" >> Deidentify(config.settings, staging, keywords, threads=threads,
+                                                  mapping=bool(config.mapping_url))
     if config.mapping_url:
         deid[MAPPING] | "WriteMapping" >> WriteMapping(config.mapping_url)
     return deid[INSTANCES], [deid[FAILURES]], [deid[OUTCOMES]]

@@ -35,12 +35,13 @@ from dicom_transfer.pipelines.configs import (
     require_report_locations,
     run_reports,
 )
-from dicom_transfer.pipelines.deid import DEID_ONLY
+from dicom_transfer.pipelines.deid import DeidConfig, deid_config
 from dicom_transfer.pipelines.inputs import read_inputs
 from dicom_transfer.pipelines.options import UsageError
 from dicom_transfer.pipelines.receiver import MoveReceiver, journal_of
 from dicom_transfer.report import RunReports
 from dicom_transfer.transforms import WriteReports
+from dicom_transfer.transforms.deidentify import MAPPING, WriteMapping
 from dicom_transfer.transforms.dimse_source import (
     INSTANCES,
     DimseExpandToInstances,
@@ -76,6 +77,7 @@ class DimseExportConfig:
     date_chunks: tuple[str, ...] | None = None  # study-level C-FIND per chunk; ("",) = every study
     move: MoveSettings | None = None
     overwrite: bool = False
+    deid: DeidConfig | None = None
 
     @property
     def dry_run(self) -> bool:
@@ -134,10 +136,10 @@ def dimse_export_config(options: argparse.Namespace) -> DimseExportConfig:
     """Check the options of an export from a PACS; raises UsageError."""
     if options.dicomweb_url:
         raise UsageError("give --dicomweb-url or --dimse-source, not both")
-    deid = [f"--{name.replace('_', '-')}" for name in ("deidentify", *DEID_ONLY) if getattr(options, name, None)]
-    if deid:  # never accept it and write identifiable data: not wired into the DIMSE source yet
-        raise UsageError(f"{', '.join(deid)}: de-identification is not available with --dimse-source yet "
-                         "(export to a folder, then copy it with --deidentify basic)")
+    deid = deid_config(options)  # a missing key stops the run before the PACS is asked anything
+    if deid and options.move_destination:  # the receiver, outside the pipeline, would write identifiable data
+        raise UsageError("--deidentify with --dimse-source retrieves by C-GET: drop --move-destination "
+                         "(or export by C-MOVE to a folder, then copy it with --deidentify basic)")
     chunks = None
     if options.study_date:
         if not options.export_all:
@@ -157,7 +159,7 @@ def dimse_export_config(options: argparse.Namespace) -> DimseExportConfig:
     return DimseExportConfig(
         settings=settings, destination=destination, layout=layout, reports=reports,
         identifiers=tuple(options.identifier or ()), identifiers_file=options.identifiers_file,
-        filter_file=options.filter_file, date_chunks=chunks, move=move, overwrite=options.overwrite)
+        filter_file=options.filter_file, date_chunks=chunks, move=move, overwrite=options.overwrite, deid=deid)
 
 
 def dimse_import_config(options: argparse.Namespace, local: bool = True) -> DimseImportConfig:
@@ -202,12 +204,18 @@ def build_dimse_export_pipeline(pipeline: beam.Pipeline, config: DimseExportConf
     move = config.move
     exported = series[INSTANCES] | "RetrieveAndWrite" >> DimseRetrieveAndWrite(
         settings, config.destination, config.layout, config.overwrite, config.dry_run,
-        move.ae_title if move else None, move.journal if move else None)
+        move.ae_title if move else None, move.journal if move else None,
+        deid=config.deid.settings if config.deid else None)
+    extra = {}
+    if config.deid:
+        extra["deidentification"] = config.deid.summary()
+        if config.deid.mapping_url:
+            exported[MAPPING] | "WriteMapping" >> WriteMapping(config.deid.mapping_url)
     failures = (resources[FAILURES], series[FAILURES], exported[FAILURES]) | "AllFailures" >> beam.Flatten()
     no_patterns = pipeline | "NoPatterns" >> beam.Create([])
     return (failures, exported[OUTCOMES], no_patterns) | "WriteReports" >> WriteReports.for_run(
         config.reports, extra={"source": str(settings.peer), "destination": redact(config.destination),
-                               "retrieval": f"C-MOVE to {move.ae_title}" if move else "C-GET"})
+                               "retrieval": f"C-MOVE to {move.ae_title}" if move else "C-GET", **extra})
 
 
 def build_dimse_import_pipeline(pipeline: beam.Pipeline, config: DimseImportConfig) -> beam.PCollection:

@@ -8,9 +8,11 @@ import apache_beam as beam
 
 from dicom_transfer.errors import FAILURES
 from dicom_transfer.io.dicomweb import DicomwebClient
+from dicom_transfer.pipelines.deid import DeidConfig
 from dicom_transfer.pipelines.export_pipeline import selected_series
 from dicom_transfer.report import RunReports
 from dicom_transfer.transforms import WriteReports
+from dicom_transfer.transforms.deidentify import MAPPING, WriteMapping
 from dicom_transfer.transforms.migrate import MigrateSeries
 from dicom_transfer.transforms.outcomes import OUTCOMES
 
@@ -30,6 +32,7 @@ class MigrateConfig:
     max_bytes: int = 32 << 20
     concurrency: int = 4
     verify_bytes: bool = False
+    deid: DeidConfig | None = None
 
     @property
     def dry_run(self) -> bool:
@@ -41,11 +44,17 @@ def build_migrate_pipeline(pipeline: beam.Pipeline, config: MigrateConfig) -> be
     series, selection_failures = selected_series(pipeline, config.source, config)
     migrated = series | "MigrateSeries" >> MigrateSeries(
         config.source, config.destination, max_instances=config.max_instances, max_bytes=config.max_bytes,
-        concurrency=config.concurrency, verify_bytes=config.verify_bytes, dry_run=config.dry_run)
+        concurrency=config.concurrency, verify_bytes=config.verify_bytes, dry_run=config.dry_run,
+        deid=config.deid.settings if config.deid else None)
+    extra = {}
+    if config.deid:
+        extra["deidentification"] = config.deid.summary()
+        if config.deid.mapping_url:  # a re-run moves only what is missing: earlier rows are kept
+            migrated[MAPPING] | "WriteMapping" >> WriteMapping(config.deid.mapping_url, merge_existing=True)
     failures = (*selection_failures, migrated[FAILURES]) | "AllFailures" >> beam.Flatten()
     no_patterns = pipeline | "NoPatterns" >> beam.Create([])
     return (failures, migrated[OUTCOMES], no_patterns) | "WriteReports" >> WriteReports.for_run(
         config.reports,
         extra={"source": config.source.safe_url, "destination": config.destination.safe_url,
-               "verifyBytes": config.verify_bytes},
+               "verifyBytes": config.verify_bytes, **extra},
     )

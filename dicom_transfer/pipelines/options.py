@@ -424,7 +424,7 @@ COMMANDS = {
             "is retrieved (WADO-RS, as stored) and stored (batched STOW-RS), then the destination is checked.",
             (add_migrate_arguments, add_dry_run_argument("stored", "storing"),
              add_report_arguments("./dicom-transfer-reports/<operation id>", has_layout=False),
-             add_logging_arguments),
+             add_logging_arguments, add_deid_arguments),
             "  dicom-transfer migrate --source-dicomweb-url http://old-pacs:8042/dicom-web \\\n"
             "      --dicomweb-url https://new-pacs/dicom-web --all\n"
             "  SOURCE_DICOMWEB_PASSWORD=... DICOMWEB_TOKEN=... dicom-transfer migrate \\\n"

@@ -20,12 +20,14 @@ from dicom_transfer.deid.profile import Profile, ProfileOptions
 from dicom_transfer.deid.pseudonyms import DeidKeyError, Pseudonyms, check_key
 from dicom_transfer.deid.rewrite import DeidentificationError, Deidentifier
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
-from dicom_transfer.io.destination import remove_local
+from dicom_transfer.io.destination import Destination, remove_local
 from dicom_transfer.io.files import local_path, open_url, split_url
+from dicom_transfer.layout import Layout
 from dicom_transfer.part10 import InvalidInstance, validate_part10
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
+from dicom_transfer.transforms.place import place_instance
 from dicom_transfer.transforms.validate import INSTANCES, ValidInstance, plain_value
 from dicom_transfer.vocabulary import Stage
 
@@ -129,18 +131,64 @@ def deidentify_file(deidentifier: Deidentifier, instance: ValidInstance, staging
     return staged, rows
 
 
+def deidentify_and_place(deidentifier: Deidentifier, instance: ValidInstance, identifier: str,
+                         destination: Destination, layout: Layout, *, overwrite: bool = False,
+                         dry_run: bool = False) -> tuple[Outcome | ErrorRecord, list[beam.pvalue.TaggedOutput]]:
+    """De-identify a retrieved instance (a local file) and place it by its new UIDs.
+
+    Returns the placement's result, named by ``identifier`` (the source's UIDs), and the
+    outputs that go with it: the mapping rows and the ``deidentified`` outcome (none when
+    de-identification failed: the result is then its failure record).
+    """
+    try:
+        staged, rows = deidentify_file(deidentifier, instance, destination.staging_directory(), layout.keywords)
+    except (DeidentificationError, InvalidInstance) as exc:
+        return ErrorRecord.create(identifier, f"cannot de-identify: {exc}", Stage.DEIDENTIFY), []
+    except IO_ERRORS as exc:
+        return ErrorRecord.create(identifier, f"cannot de-identify: {error_text(exc)}", Stage.DEIDENTIFY), []
+    try:
+        result = place_instance(destination, layout, staged.values(), staged.url, staged.size,
+                                overwrite=overwrite, dry_run=dry_run)
+    finally:
+        remove_local(staged.url)
+    result = (dataclasses.replace(result, identifier=identifier) if isinstance(result, ErrorRecord)
+              else result._replace(source=identifier))
+    return result, [*(beam.pvalue.TaggedOutput(MAPPING, row) for row in rows),
+                    beam.pvalue.TaggedOutput(OUTCOMES, Outcome(DEIDENTIFIED, staged.size, identifier, ""))]
+
+
+SEEN_ROWS = 100_000  # mapping rows remembered per bundle, to send each (original, keyword) once
+
+
 class _DeidentifyFn(BatchedIoFn):
-    def __init__(self, settings: DeidSettings, staging: str, keywords: tuple[str, ...], threads: int) -> None:
+    def __init__(self, settings: DeidSettings, staging: str, keywords: tuple[str, ...], threads: int,
+                 mapping: bool = True) -> None:
         super().__init__(threads)
         self.settings = settings
         self.staging = staging
         self.keywords = keywords
+        self.mapping = mapping
         self.deidentified = Metrics.counter(metrics.NAMESPACE, DEIDENTIFIED)
 
     def setup(self) -> None:
         super().setup()
         self.deidentifier = self.settings.deidentifier()
         self.progress = ProgressLog("deidentify")
+
+    def start_bundle(self) -> None:
+        self.seen: set[MappingRow] = set()
+
+    def process(self, batch: list) -> Iterator:
+        # The study, series and patient of most instances were seen in the bundle already: each
+        # row goes out once per bundle (the mapping table merges what the bundles send).
+        for output in super().process(batch):
+            if isinstance(output, beam.pvalue.TaggedOutput) and output.tag == MAPPING:
+                if output.value in self.seen:
+                    continue
+                if len(self.seen) >= SEEN_ROWS:
+                    self.seen.clear()
+                self.seen.add(output.value)
+            yield output
 
     def work(self, instance: ValidInstance) -> list:
         try:
@@ -149,7 +197,8 @@ class _DeidentifyFn(BatchedIoFn):
             return [_failure(instance.source, f"cannot de-identify: {exc}")]
         except IO_ERRORS as exc:
             return [_failure(instance.source, f"cannot de-identify: {error_text(exc)}")]
-        return [staged, *(beam.pvalue.TaggedOutput(MAPPING, row) for row in rows),
+        mapped = [beam.pvalue.TaggedOutput(MAPPING, row) for row in rows] if self.mapping else []
+        return [staged, *mapped,
                 beam.pvalue.TaggedOutput(OUTCOMES, Outcome(DEIDENTIFIED, staged.size, instance.source, ""))]
 
     def account(self, output) -> None:
@@ -171,8 +220,9 @@ class Deidentify(beam.PTransform):
     prefix the writing workers can read; :class:`WriteInstances` moves them into place).
 
     Returns a dict with ``instances`` (staged :class:`ValidInstance`, new UIDs),
-    ``mapping`` (:class:`MappingRow`), ``outcomes`` (one ``deidentified`` per instance) and
-    ``failures`` (identified by the input's URL only).
+    ``mapping`` (:class:`MappingRow`, each at least once; none with ``mapping=False``),
+    ``outcomes`` (one ``deidentified`` per instance) and ``failures`` (identified by the
+    input's URL only).
 
     Example::
 
@@ -182,18 +232,20 @@ class Deidentify(beam.PTransform):
     """
 
     def __init__(self, settings: DeidSettings, staging: str, keywords: Iterable[str] = (),
-                 threads: int = DEFAULT_THREADS) -> None:
+                 threads: int = DEFAULT_THREADS, mapping: bool = True) -> None:
         super().__init__()
         self.settings = settings
         self.staging = staging
         self.keywords = tuple(keywords)
         self.threads = threads
+        self.mapping = mapping
 
     def expand(self, instances: beam.PCollection) -> dict[str, beam.PCollection]:
         result = (
             instances
             | "Batch" >> batched(self.threads)
-            | "Deidentify" >> beam.ParDo(_DeidentifyFn(self.settings, self.staging, self.keywords, self.threads))
+            | "Deidentify" >> beam.ParDo(_DeidentifyFn(self.settings, self.staging, self.keywords, self.threads,
+                                                   self.mapping))
             .with_outputs(FAILURES, MAPPING, OUTCOMES, main=INSTANCES)
         )
         return {INSTANCES: result[INSTANCES], MAPPING: result[MAPPING], OUTCOMES: result[OUTCOMES],
@@ -231,10 +283,38 @@ def _csv_line(element: tuple[tuple[str, str], tuple[str, frozenset[str]]]) -> st
 
 
 class _WriteMappingFn(beam.DoFn):
+    def __init__(self, merge_existing: bool = False) -> None:
+        self.merge_existing = merge_existing
+
     def process(self, url: str, lines: list[str]) -> Iterator[int]:
+        if self.merge_existing:
+            lines = merge_mapping_lines(read_mapping_text(url), lines)
         header = ",".join(MAPPING_HEADER) + "\n"
         write_private_text(url, header + "".join(sorted(lines)))
         yield len(lines)
+
+
+def read_mapping_text(url: str) -> str:
+    """An existing mapping table ("" if there is no file yet)."""
+    try:
+        with open_url(url) as raw:
+            return raw.read().decode("utf-8")
+    except FileNotFoundError:
+        return ""
+
+
+def merge_mapping_lines(earlier: str, lines: list[str]) -> list[str]:
+    """One row per original: the rows of this run (CSV ``lines``), and those of the ``earlier``
+    table it does not repeat (``seen_as`` joined when both give the same pseudonym; this run's row
+    wins otherwise)."""
+    rows: dict[tuple[str, str], tuple[str, set[str]]] = {}
+    earlier_rows = list(csv.reader(io.StringIO(earlier)))[1:]  # after the header
+    for kind, original, pseudonym, seen in (*earlier_rows, *csv.reader(io.StringIO("".join(lines)))):
+        before = rows.get((kind, original))
+        keywords = set(seen.split(";")) | (before[1] if before and before[0] == pseudonym else set())
+        rows[(kind, original)] = (pseudonym, keywords)
+    return [_csv_line(((kind, original), (pseudonym, frozenset(seen - {""}))))
+            for (kind, original), (pseudonym, seen) in rows.items()]
 
 
 def write_private_text(url: str, text: str) -> None:
@@ -260,15 +340,18 @@ def write_private_text(url: str, text: str) -> None:
 class WriteMapping(beam.PTransform):
     """Write the mapping table once per run: CSV ``identifier,original,pseudonym,seen_as``, one row
     per original Patient ID or UID (``seen_as``: the attributes it appeared in), sorted, mode 0600.
+    With ``merge_existing``, the rows of a table already at ``url`` are kept (for pipelines whose
+    re-runs skip what an earlier run moved).
 
     Example::
 
         deid["mapping"] | WriteMapping("secure/mapping.csv")
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, merge_existing: bool = False) -> None:
         super().__init__()
         self.url = url
+        self.merge_existing = merge_existing
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
         lines = (
@@ -280,5 +363,5 @@ class WriteMapping(beam.PTransform):
         return (
             rows.pipeline
             | "MappingUrl" >> beam.Create([self.url])
-            | "WriteMapping" >> beam.ParDo(_WriteMappingFn(), beam.pvalue.AsList(lines))
+            | "WriteMapping" >> beam.ParDo(_WriteMappingFn(self.merge_existing), beam.pvalue.AsList(lines))
         )

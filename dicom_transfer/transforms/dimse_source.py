@@ -40,6 +40,7 @@ from dicom_transfer.io.files import FileRef
 from dicom_transfer.layout import Layout
 from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.resources import ResourcePath
+from dicom_transfer.transforms.deidentify import DEIDENTIFIED, MAPPING, DeidSettings, deidentify_and_place
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.place import (
     Placements,
@@ -49,7 +50,7 @@ from dicom_transfer.transforms.place import (
     read_journal_entry,
 )
 from dicom_transfer.transforms.retrieve import RESOURCES, ResourcesToExport
-from dicom_transfer.transforms.validate import validate_file
+from dicom_transfer.transforms.validate import ValidInstance, validate_file
 from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)
@@ -192,6 +193,7 @@ class _Series:
         self.series = series
         self.wanted = wanted  # sop -> sop class
         self.results: list[Outcome | ErrorRecord] = []
+        self.deidentified: list[beam.pvalue.TaggedOutput] = []  # mapping rows, deidentified outcomes
         self.received: set[str] = set()
         self.lock = threading.Lock()
 
@@ -202,8 +204,11 @@ class _Series:
 
 class _RetrieveFn(PeerDoFn):
     def __init__(self, settings: DimseSettings, destination_url: str, layout: Layout, overwrite: bool,
-                 dry_run: bool, move_destination: str | None, journal: str | None) -> None:
+                 dry_run: bool, move_destination: str | None, journal: str | None,
+                 deid: DeidSettings | None = None) -> None:
         super().__init__(settings)
+        self.deid = deid
+        self.deidentified = Metrics.counter(metrics.NAMESPACE, DEIDENTIFIED)
         self.destination_url = destination_url
         self.layout = layout
         self.overwrite = overwrite
@@ -217,6 +222,7 @@ class _RetrieveFn(PeerDoFn):
         super().setup()
         self.destination = Destination(self.destination_url)
         self.placements.start("export")
+        self.deidentifier = self.deid.deidentifier() if self.deid else None
 
     def process(self, element: tuple[tuple[str, str], Iterable[tuple[str, str, bool]]]) -> Iterator:
         (study, series), items = element
@@ -245,12 +251,20 @@ class _RetrieveFn(PeerDoFn):
                     failures[sop] = failure
                 if sop in state.received:
                     break
-        for result in state.results:
-            yield self.placements.output(result)
+        yield from self._received(state)
         for sop in state.missing():
             reason = failures.get(sop, "the PACS did not send it")
             yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
                 instance_identifier(study, series, sop), f"cannot retrieve: {reason}", Stage.RETRIEVE))
+
+    def _received(self, state: _Series) -> Iterator:
+        """What the C-STORE handler delivered, counted on the bundle's thread."""
+        for output in state.deidentified:
+            if output.tag == OUTCOMES:
+                self.deidentified.inc()
+            yield output
+        for result in state.results:
+            yield self.placements.output(result)
 
     @staticmethod
     def _context_groups(wanted: dict[str, str]) -> list[list[tuple[str, str]]]:
@@ -296,12 +310,23 @@ class _RetrieveFn(PeerDoFn):
         """A C-STORE sub-operation of a C-GET (on the association's thread): validate and place
         the data set as received; the answer tells the PACS whether it was taken."""
         path = str(event.dataset_path)
-        result = receive_file(path, self.destination, self.layout, (state.study, state.series),
-                              set(state.wanted), overwrite=self.overwrite, dry_run=self.dry_run,
-                              sop=_sop_of(event))
+        checked = check_received(path, self.layout, (state.study, state.series), set(state.wanted), _sop_of(event))
+        deidentified: list[beam.pvalue.TaggedOutput] = []
+        result: Outcome | ErrorRecord
+        if isinstance(checked, ErrorRecord):
+            result = checked
+        elif self.deidentifier is None:
+            result = place_instance(self.destination, self.layout, checked.values(), path, checked.size,
+                                    overwrite=self.overwrite, dry_run=self.dry_run)
+        else:
+            result, deidentified = deidentify_and_place(
+                self.deidentifier, checked, instance_identifier(checked.study_uid, checked.series_uid,
+                                                                checked.sop_uid),
+                self.destination, self.layout, overwrite=self.overwrite, dry_run=self.dry_run)
         with contextlib.suppress(OSError):
-            os.unlink(path)  # still there if it was not moved into place
+            os.unlink(path)  # still there if it was not moved into place (or was de-identified)
         with state.lock:
+            state.deidentified += deidentified
             state.results.append(result)
             state.received.add(_sop_of(event) or _named(result).rsplit("/", 1)[-1])
         return 0x0000 if isinstance(result, Outcome) else 0xA700 if result.stage == Stage.WRITE else 0xC000
@@ -339,6 +364,16 @@ def receive_file(path: str, destination: Destination, layout: Layout, expected: 
     """Validate a received Part-10 file like any input, check it is an instance that was asked
     for (``expected`` study and series, SOP in ``wanted``; ``None``: anything), and place it.
     ``sop``: the SOP Instance UID the C-STORE announced, to name an instance that is not valid."""
+    instance = check_received(path, layout, expected, wanted, sop)
+    if isinstance(instance, ErrorRecord):
+        return instance
+    return place_instance(destination, layout, instance.values(), path, instance.size,
+                          overwrite=overwrite, dry_run=dry_run)
+
+
+def check_received(path: str, layout: Layout, expected: tuple[str, str] | None, wanted: set[str] | None,
+                   sop: str = "") -> ValidInstance | ErrorRecord:
+    """The received file validated and checked as :func:`receive_file` does, or why not."""
     try:
         instance = validate_file(FileRef(path, os.path.getsize(path)), layout.keywords)
     except InvalidInstance as exc:
@@ -351,8 +386,7 @@ def receive_file(path: str, destination: Destination, layout: Layout, expected: 
                                  or (wanted is not None and instance.sop_uid not in wanted)):
         return ErrorRecord.create(identifier, f"the PACS sent this instance when asked for {'/'.join(expected)}",
                                   Stage.VALIDATE)
-    return place_instance(destination, layout, instance.values(), path, instance.size,
-                          overwrite=overwrite, dry_run=dry_run)
+    return instance
 
 
 class DimseRetrieveAndWrite(beam.PTransform):
@@ -366,16 +400,22 @@ class DimseRetrieveAndWrite(beam.PTransform):
     receive``, or the one ``export`` starts), which validates and places them and
     records each in its ``journal``; the worker reconciles from that journal once
     the C-MOVE answers. What a series retrieval did not deliver is retrieved
-    instance by instance; what still fails is one record per instance.
+    instance by instance; what still fails is one record per instance. With ``deid`` (C-GET
+    only), each instance is de-identified as it arrives and placed by its new UIDs.
 
-    Returns a dict with ``outcomes`` and ``failures``.
+    Returns a dict with ``outcomes``, ``failures`` and ``mapping`` (empty without ``deid``).
     """
 
     def __init__(self, settings: DimseSettings, destination_url: str, layout: Layout, overwrite: bool = False,
-                 dry_run: bool = False, move_destination: str | None = None, journal: str | None = None) -> None:
+                 dry_run: bool = False, move_destination: str | None = None, journal: str | None = None,
+                 deid: DeidSettings | None = None) -> None:
         super().__init__()
-        self.fn = _RetrieveFn(settings, destination_url, layout, overwrite, dry_run, move_destination, journal)
+        if deid is not None and move_destination:
+            raise ValueError("de-identification needs C-GET: with C-MOVE a receiver outside the pipeline "
+                             "places the instances")
+        self.fn = _RetrieveFn(settings, destination_url, layout, overwrite, dry_run, move_destination, journal,
+                              deid)
 
     def expand(self, series: beam.PCollection) -> dict[str, beam.PCollection]:
-        result = series | "Retrieve" >> beam.ParDo(self.fn).with_outputs(FAILURES, OUTCOMES)
-        return {OUTCOMES: result[OUTCOMES], FAILURES: result[FAILURES]}
+        result = series | "Retrieve" >> beam.ParDo(self.fn).with_outputs(FAILURES, OUTCOMES, MAPPING)
+        return {OUTCOMES: result[OUTCOMES], FAILURES: result[FAILURES], MAPPING: result[MAPPING]}

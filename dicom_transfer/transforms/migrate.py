@@ -20,14 +20,16 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from dicom_transfer import metrics
-from dicom_transfer.errors import FAILURES, ErrorRecord
+from dicom_transfer.deid.rewrite import DeidentificationError, Deidentifier
+from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.dicomweb import CHUNK, DicomwebClient, DicomwebError
 from dicom_transfer.io.files import FileRef
 from dicom_transfer.io.stow_requests import StowSender
-from dicom_transfer.migration import SeriesPlan, plan_series, still_missing
+from dicom_transfer.migration import SeriesPlan, plan_series, same, still_missing
 from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.progress import ProgressLog, format_bytes
 from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, RequestBatcher
+from dicom_transfer.transforms.deidentify import DEIDENTIFIED, MAPPING, DeidSettings, MappingRow, deidentify_file
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.retrieve import SOP_UID, first_value, paged
 from dicom_transfer.transforms.validate import ValidInstance, validate_file
@@ -75,10 +77,14 @@ class _Result:
 class _SeriesRun:
     """What one series' migration has spooled, decided and reported so far."""
 
-    def __init__(self, plan: SeriesPlan, spool: str) -> None:
+    def __init__(self, plan: SeriesPlan, spool: str, target: tuple[str, str] | None = None) -> None:
         self.plan = plan
         self.spool = spool
+        self.target = target or (plan.study, plan.series)  # the series' UIDs on the destination
         self.missing = frozenset(plan.missing)
+        self.source_of: dict[str, str] = {}  # de-identified SOP Instance UID -> the source's
+        self.mapping: list[MappingRow] = []
+        self.deidentified: dict[str, int] = {}  # source SOP Instance UID -> de-identified size
         self.results: dict[str, _Result] = {sop: _Result(UNCHANGED) for sop in plan.present}
         self.spooled: set[str] = set()
         self.digests: dict[str, str] = {}
@@ -99,7 +105,8 @@ class _MigrateSeriesFn(beam.DoFn):
     """((study, series), [(sop, whole), ...]) -> outcomes and failure records, one per instance."""
 
     def __init__(self, source: DicomwebClient, destination: DicomwebClient, max_instances: int,
-                 max_bytes: int, concurrency: int, verify_bytes: bool, dry_run: bool) -> None:
+                 max_bytes: int, concurrency: int, verify_bytes: bool, dry_run: bool,
+                 deid: DeidSettings | None = None) -> None:
         self.source_settings = source.settings
         self.destination_settings = destination.settings
         self.max_instances = max_instances
@@ -107,7 +114,8 @@ class _MigrateSeriesFn(beam.DoFn):
         self.concurrency = concurrency
         self.verify_bytes = verify_bytes
         self.dry_run = dry_run
-        self.counters = {kind: Metrics.counter(metrics.NAMESPACE, kind) for kind in (SUCCESS, UNCHANGED)}
+        self.deid = deid
+        self.counters = {kind: Metrics.counter(metrics.NAMESPACE, kind) for kind in (SUCCESS, UNCHANGED, DEIDENTIFIED)}
         self.bytes_written = Metrics.counter(metrics.NAMESPACE, metrics.BYTES_WRITTEN)
 
     def setup(self) -> None:
@@ -120,6 +128,9 @@ class _MigrateSeriesFn(beam.DoFn):
         # STOW-RS batches) leave both servers idle much of the time.
         self.series_pool = concurrent.futures.ThreadPoolExecutor(self.concurrency)
         self.progress = ProgressLog("migrate")
+        self.deidentifier = self.deid.deidentifier() if self.deid else None
+        # The UID the destination holds for a source study, series or instance UID.
+        self.rename = self.deidentifier.new_uid if self.deidentifier else same
 
     def teardown(self) -> None:
         for pool in (getattr(self, "pool", None), getattr(self, "series_pool", None)):
@@ -147,15 +158,20 @@ class _MigrateSeriesFn(beam.DoFn):
     def _migrate(self, element: tuple[tuple[str, str], Iterable[tuple[str, bool]]]) -> _SeriesRun:
         """One series, on a thread of ``series_pool``: compare, move what is missing, verify."""
         (study, series), selected = element
+        target = (self.rename(study), self.rename(series))
         try:
-            held = held_instances(self.destination, study, series)
+            held = held_instances(self.destination, *target)
         except DicomwebError as exc:
-            run = _SeriesRun(plan_series(study, series, selected, ()), "")
+            run = _SeriesRun(plan_series(study, series, selected, ()), "", target)
             for sop in run.plan.wanted:
                 run.fail(sop, f"cannot ask the destination which instances it holds: {exc}", Stage.COMPARE)
             return run
-        plan = plan_series(study, series, selected, held)
-        run = _SeriesRun(plan, tempfile.mkdtemp(prefix="dicom-transfer-migrate-"))
+        plan = plan_series(study, series, selected, held, self.rename)
+        run = _SeriesRun(plan, tempfile.mkdtemp(prefix="dicom-transfer-migrate-"), target)
+        if self.deidentifier and plan.present:  # what the destination holds already is in the mapping table too
+            run.mapping += [MappingRow("UID", study, target[0], "StudyInstanceUID"),
+                            MappingRow("UID", series, target[1], "SeriesInstanceUID"),
+                            *(MappingRow("UID", sop, self.rename(sop), "SOPInstanceUID") for sop in plan.present)]
         try:
             if plan.missing:
                 self._transfer(run)
@@ -194,7 +210,8 @@ class _MigrateSeriesFn(beam.DoFn):
 
     def _collect(self, future: concurrent.futures.Future, run: _SeriesRun) -> None:
         for instance, kind, message in future.result():
-            run.results[instance.sop_uid] = _Result(kind, instance.size, message, Stage.STORE)
+            sop = run.source_of.get(instance.sop_uid, instance.sop_uid)
+            run.results[sop] = _Result(kind, instance.size, message, Stage.STORE)
             os.unlink(instance.url)
 
     def _retrieve(self, run: _SeriesRun) -> Iterator[ValidInstance]:
@@ -253,9 +270,39 @@ class _MigrateSeriesFn(beam.DoFn):
         kept = os.path.join(run.spool, f"{len(run.spooled)}.dcm")
         os.replace(part, kept)
         run.spooled.add(sop)
+        instance = instance._replace(url=kept, attributes=())
+        if self.deidentifier:
+            deidentified = self._deidentify(self.deidentifier, instance, run)
+            if deidentified is None:
+                return None
+            instance = deidentified
         if self.verify_bytes:
-            run.digests[sop] = sha256_of(kept)
-        return instance._replace(url=kept, attributes=())
+            run.digests[sop] = sha256_of(instance.url)
+        return instance
+
+    def _deidentify(self, deidentifier: Deidentifier, instance: ValidInstance, run: _SeriesRun) -> ValidInstance | None:
+        """The spooled instance de-identified (in the spool, named by its new UIDs), or ``None``
+        and a failure record."""
+        sop = instance.sop_uid
+        try:
+            staged, rows = deidentify_file(deidentifier, instance, run.spool)
+        except (DeidentificationError, InvalidInstance) as exc:
+            run.fail(sop, f"cannot de-identify: {exc}", Stage.DEIDENTIFY)
+            return None
+        except IO_ERRORS as exc:
+            run.fail(sop, f"cannot de-identify: {error_text(exc)}", Stage.DEIDENTIFY)
+            return None
+        finally:
+            os.unlink(instance.url)
+        if (staged.study_uid, staged.series_uid, staged.sop_uid) != (*run.target, self.rename(sop)):
+            os.unlink(staged.url)  # the comparison with the destination would never find it
+            run.fail(sop, "the de-identified instance's UIDs are not the keyed pseudonyms of its "
+                     "study, series and instance UIDs", Stage.DEIDENTIFY)
+            return None
+        run.source_of[staged.sop_uid] = sop
+        run.mapping += rows
+        run.deidentified[sop] = staged.size
+        return staged._replace(attributes=())
 
     # -- verify ----------------------------------------------------------------------------------
     def _verify(self, run: _SeriesRun) -> None:
@@ -265,12 +312,11 @@ class _MigrateSeriesFn(beam.DoFn):
         stored = [sop for sop, result in run.results.items() if result.kind == SUCCESS]
         if self.dry_run or not stored:
             return
-        plan = run.plan
         try:
-            missing = still_missing(stored, held_instances(self.destination, plan.study, plan.series))
+            missing = still_missing(stored, held_instances(self.destination, *run.target), self.rename)
             if missing:
                 time.sleep(VERIFY_RETRY_SECONDS)
-                missing = still_missing(missing, held_instances(self.destination, plan.study, plan.series))
+                missing = still_missing(missing, held_instances(self.destination, *run.target), self.rename)
         except DicomwebError as exc:
             missing = []
             for sop in stored:
@@ -286,7 +332,7 @@ class _MigrateSeriesFn(beam.DoFn):
                 run.fail(sop, problem, Stage.VERIFY)
 
     def _bytes_problem(self, run: _SeriesRun, sop: str) -> str | None:
-        path = f"/studies/{run.plan.study}/series/{run.plan.series}/instances/{sop}"
+        path = "/studies/{}/series/{}/instances/{}".format(*run.target, self.rename(sop))
         digests: set[str] = set()  # a set: a retried answer yields its parts again
         try:
             for part, _ in self.destination.retrieve_to_files(path, run.new_file, "*",
@@ -302,10 +348,15 @@ class _MigrateSeriesFn(beam.DoFn):
     # -- report ----------------------------------------------------------------------------------
     def _report(self, run: _SeriesRun) -> Iterator:
         plan = run.plan
-        target = f"{self.destination.safe_url}/studies/{plan.study}/series/{plan.series}/instances/"
+        target = "{}/studies/{}/series/{}/instances/".format(self.destination.safe_url, *run.target)
+        for row in run.mapping:
+            yield beam.pvalue.TaggedOutput(MAPPING, row)
         for sop in plan.wanted:
             result = run.results.get(sop) or _Result(FAILURE, message="not transferred", stage=Stage.STORE)
             identifier = f"{plan.identifier}/{sop}"
+            if sop in run.deidentified:  # counted whatever became of it next, as in the other pipelines
+                self.counters[DEIDENTIFIED].inc()
+                yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(DEIDENTIFIED, run.deidentified[sop], identifier, ""))
             if result.kind == FAILURE:
                 yield _failure(identifier, result.message, result.stage)
                 continue
@@ -313,7 +364,8 @@ class _MigrateSeriesFn(beam.DoFn):
             if result.kind == SUCCESS and not self.dry_run:
                 self.bytes_written.inc(result.size)
             self.progress.add(1, result.size if result.kind == SUCCESS else 0)
-            yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(result.kind, result.size, identifier, target + sop))
+            yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(result.kind, result.size, identifier,
+                                                             target + self.rename(sop)))
         for record in run.stray:
             yield beam.pvalue.TaggedOutput(FAILURES, record)
 
@@ -341,7 +393,12 @@ class MigrateSeries(beam.PTransform):
     again and compares SHA-256. Every instance that does not arrive is one failure record.
     With ``dry_run`` the missing instances are retrieved and counted, nothing is sent.
 
-    Returns a dict with ``outcomes`` and ``failures``.
+    With ``deid``, each retrieved instance is de-identified before it is sent; the comparison
+    and the verification look for the keyed pseudonyms of the source's UIDs (computed from the
+    key alone), so that a re-run finds what an earlier run stored. Reports name instances by
+    the source's UIDs.
+
+    Returns a dict with ``outcomes``, ``failures`` and ``mapping`` (empty without ``deid``).
 
     Example::
 
@@ -351,11 +408,11 @@ class MigrateSeries(beam.PTransform):
 
     def __init__(self, source: DicomwebClient, destination: DicomwebClient, max_instances: int = 32,
                  max_bytes: int = 32 << 20, concurrency: int = 4, verify_bytes: bool = False,
-                 dry_run: bool = False) -> None:
+                 dry_run: bool = False, deid: DeidSettings | None = None) -> None:
         super().__init__()
         self.fn = _MigrateSeriesFn(source, destination, max_instances, max_bytes, concurrency,
-                                   verify_bytes, dry_run)
+                                   verify_bytes, dry_run, deid)
 
     def expand(self, series: beam.PCollection) -> dict[str, beam.PCollection]:
-        result = series | "RetrieveStoreVerify" >> beam.ParDo(self.fn).with_outputs(FAILURES, OUTCOMES)
-        return {OUTCOMES: result[OUTCOMES], FAILURES: result[FAILURES]}
+        result = series | "RetrieveStoreVerify" >> beam.ParDo(self.fn).with_outputs(FAILURES, OUTCOMES, MAPPING)
+        return {OUTCOMES: result[OUTCOMES], FAILURES: result[FAILURES], MAPPING: result[MAPPING]}

@@ -3,7 +3,6 @@ retrieve them series by series (WADO-RS), validate, and write them to a layout."
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import tempfile
@@ -14,18 +13,18 @@ import requests
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
-from dicom_transfer.deid.rewrite import DeidentificationError
+from dicom_transfer.deid.rewrite import Deidentifier
 from dicom_transfer.dicom_json import SERIES_UID, SOP_UID, STUDY_UID, first_value
 from dicom_transfer.errors import FAILURES, ErrorRecord, redact
-from dicom_transfer.io.destination import Destination, remove_local
+from dicom_transfer.io.destination import Destination
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError, TranscodingError, paged
 from dicom_transfer.io.files import FileRef, read_list_file
 from dicom_transfer.io.multipart import MultipartError
 from dicom_transfer.layout import Layout
 from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.resources import ResourcePath, parse_filter_line, parse_identifier
-from dicom_transfer.transforms.deidentify import DEIDENTIFIED, MAPPING, DeidSettings, deidentify_file
-from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
+from dicom_transfer.transforms.deidentify import DEIDENTIFIED, MAPPING, DeidSettings, deidentify_and_place
+from dicom_transfer.transforms.outcomes import OUTCOMES
 from dicom_transfer.transforms.place import Placements, place_instance
 from dicom_transfer.transforms.validate import ValidInstance, validate_file
 from dicom_transfer.vocabulary import Stage
@@ -279,27 +278,17 @@ class _RetrieveFn(_ClientFn):
                 self.destination, self.layout, instance.values(), part_path, size, overwrite=self.overwrite,
                 dry_run=self.dry_run))
         else:
-            yield from self._place_deidentified(instance, identifier)
+            yield from self._place_deidentified(self.deidentifier, instance, identifier)
 
-    def _place_deidentified(self, instance: ValidInstance, identifier: str) -> Iterator:
+    def _place_deidentified(self, deidentifier: Deidentifier, instance: ValidInstance, identifier: str) -> Iterator:
         """De-identify the retrieved instance into a staged file, and place that (reports name the
         instance by its source identifier; the mapping rows go to their own output)."""
-        try:
-            staged, rows = deidentify_file(self.deidentifier, instance, self.destination.staging_directory(),
-                                           self.layout.keywords)
-        except (DeidentificationError, InvalidInstance) as exc:
-            yield self._failure(identifier, f"cannot de-identify: {exc}", Stage.DEIDENTIFY)
-            return
-        self.deidentified.inc()
-        yield from (beam.pvalue.TaggedOutput(MAPPING, row) for row in rows)
-        yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(DEIDENTIFIED, staged.size, identifier, ""))
-        try:
-            result = place_instance(self.destination, self.layout, staged.values(), staged.url, staged.size,
-                                    overwrite=self.overwrite, dry_run=self.dry_run)
-        finally:
-            remove_local(staged.url)
-        result = (dataclasses.replace(result, identifier=identifier) if isinstance(result, ErrorRecord)
-                  else result._replace(source=identifier))
+        result, deidentified = deidentify_and_place(
+            deidentifier, instance, identifier, self.destination, self.layout, overwrite=self.overwrite,
+            dry_run=self.dry_run)
+        if deidentified:
+            self.deidentified.inc()
+        yield from deidentified
         yield self.placements.output(result)
 
     def _temporary_file(self):
