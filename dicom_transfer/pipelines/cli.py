@@ -172,6 +172,10 @@ def run_dimse_import(args: argparse.Namespace, beam_argv: list[str]) -> int:
 
 
 def run_migrate(args: argparse.Namespace, beam_argv: list[str]) -> int:
+    if args.dimse_source:
+        return run_dimse_migrate(args, beam_argv)
+    if not args.source_dicomweb_url:
+        raise UsageError("give --source-dicomweb-url URL or --dimse-source dimse://AE@HOST:PORT")
     from dicom_transfer.pipelines.configs import check_stores, migrate_config
     from dicom_transfer.pipelines.migrate import build_migrate_pipeline
 
@@ -180,6 +184,17 @@ def run_migrate(args: argparse.Namespace, beam_argv: list[str]) -> int:
     check_stores([], None, config.reports)
     return execute(args, options, local, config, build_migrate_pipeline,
                    f"{config.source.safe_url} -> {config.destination.safe_url}")
+
+
+def run_dimse_migrate(args: argparse.Namespace, beam_argv: list[str]) -> int:
+    from dicom_transfer.pipelines.configs import check_stores
+    from dicom_transfer.pipelines.dimse_migrate import build_dimse_migrate_pipeline, dimse_migrate_config
+
+    options, local = pipeline_options(beam_argv)
+    config = dimse_migrate_config(args, local)
+    check_stores([], None, config.reports)
+    return execute(args, options, local, config, build_dimse_migrate_pipeline,
+                   f"{config.settings.peer} -> {config.destination.safe_url}")
 
 
 def execute(args: argparse.Namespace, options, local: bool, config, build: Callable, description: str,

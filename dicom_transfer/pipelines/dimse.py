@@ -132,6 +132,19 @@ def _move_settings(options: argparse.Namespace, destination: str) -> MoveSetting
     return MoveSettings(title, listen, options.move_journal or journal_of(destination))
 
 
+def study_date_chunks(options: argparse.Namespace) -> tuple[str, ...] | None:
+    """The study-level C-FIND date chunks of ``--all [--study-date]`` (``("",)``: every study;
+    ``None``: not ``--all``); raises UsageError."""
+    if options.study_date:
+        if not options.export_all:
+            raise UsageError("--study-date selects studies by date: use it with --all")
+        try:
+            return tuple(date_chunks(*parse_date_range(options.study_date), options.date_chunk_days))
+        except ValueError as exc:
+            raise UsageError(f"--study-date: {exc}") from exc
+    return ("",) if options.export_all else None  # one study-level C-FIND for the whole archive
+
+
 def dimse_export_config(options: argparse.Namespace) -> DimseExportConfig:
     """Check the options of an export from a PACS; raises UsageError."""
     if options.dicomweb_url:
@@ -140,16 +153,7 @@ def dimse_export_config(options: argparse.Namespace) -> DimseExportConfig:
     if deid and options.move_destination:  # the receiver, outside the pipeline, would write identifiable data
         raise UsageError("--deidentify with --dimse-source retrieves by C-GET: drop --move-destination "
                          "(or export by C-MOVE to a folder, then copy it with --deidentify basic)")
-    chunks = None
-    if options.study_date:
-        if not options.export_all:
-            raise UsageError("--study-date selects studies by date: use it with --all")
-        try:
-            chunks = tuple(date_chunks(*parse_date_range(options.study_date), options.date_chunk_days))
-        except ValueError as exc:
-            raise UsageError(f"--study-date: {exc}") from exc
-    elif options.export_all:
-        chunks = ("",)  # one study-level C-FIND for the whole archive
+    chunks = study_date_chunks(options)
     check_schemes(options)
     check_selection_files(options.identifiers_file, options.filter_file, options.identifier)
     destination = options.output.rstrip("/") or options.output

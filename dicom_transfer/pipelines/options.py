@@ -192,19 +192,23 @@ def _flags(prefix: str, name: str) -> tuple[list[str], str]:
     return list(dict.fromkeys([dashed, underscored])), underscored[2:]
 
 
-def add_dimse_arguments(role: str) -> Callable[[argparse.ArgumentParser], None]:
-    """A PACS over DIMSE as the ``source`` (export) or ``destination`` (import), instead of
-    --dicomweb-url (which becomes optional: pipelines.dimse checks that exactly one is given)."""
+def add_dimse_arguments(role: str, replaces: str = "dicomweb_url",
+                        move: bool = True) -> Callable[[argparse.ArgumentParser], None]:
+    """A PACS over DIMSE as the ``source`` (export, migrate) or ``destination`` (import), instead
+    of the DICOMweb server option ``replaces`` (which becomes optional: pipelines.dimse checks
+    that exactly one is given). ``move``: the C-MOVE options too."""
     def add(parser: argparse.ArgumentParser) -> None:
         for action in parser._actions:
-            if action.dest == "dicomweb_url":
+            if action.dest == replaces:
                 action.required = False
-        group = parser.add_argument_group("PACS over DIMSE (instead of --dicomweb-url; pip install "
+        flag = "--" + replaces.replace("_", "-")
+        group = parser.add_argument_group(f"PACS over DIMSE (instead of {flag}; pip install "
                                           "'dicom-transfer[dimse]')")
         group.add_argument(
             f"--dimse-{role}", f"--dimse_{role}", dest=f"dimse_{role}", default=None,
-            metavar="dimse://AE@HOST:PORT", help=f"The PACS to {'export from' if role == 'source' else 'store into'}: "
-            "its called AE title, host and port. Checked with a C-ECHO before the run.")
+            metavar="dimse://AE@HOST:PORT",
+            help=f"The PACS to {'retrieve from' if role == 'source' else 'store into'}: "
+                 "its called AE title, host and port. Checked with a C-ECHO before the run.")
         group.add_argument(
             "--calling-ae", "--calling_ae", dest="calling_ae", default="DICOM-TRANSFER", metavar="AE",
             help="This side's AE title, as the PACS knows it (default DICOM-TRANSFER).")
@@ -222,6 +226,8 @@ def add_dimse_arguments(role: str) -> Callable[[argparse.ArgumentParser], None]:
         group.add_argument(
             "--date-chunk-days", "--date_chunk_days", dest="date_chunk_days", type=positive_int, default=1,
             metavar="N", help="Days of --study-date per C-FIND (default 1).")
+        if not move:
+            return
         group.add_argument(
             "--move-destination", "--move_destination", dest="move_destination", default=None, metavar="AE",
             help="Retrieve by C-MOVE to this AE title (default: C-GET, which needs no inbound port).")
@@ -418,18 +424,22 @@ COMMANDS = {
             "  dicom-transfer export --dicomweb-url URL --identifier 1.2.3/4.5.6 --output gs://b/x --layout azure\n"
             "  dicom-transfer export --dicomweb-url URL --filter-file wanted.txt --output out --dry-run"),
         Command(
-            "migrate", "move instances from one DICOMweb server to another, verified",
+            "migrate", "move instances from a DICOMweb server or a PACS to a DICOMweb server, verified",
             "Migrate studies, series or instances (by identifiers, a filter file, or the whole store) from a "
             "source DICOMweb server to a destination one: per series, only what the destination does not hold "
-            "is retrieved (WADO-RS, as stored) and stored (batched STOW-RS), then the destination is checked.",
-            (add_migrate_arguments, add_dry_run_argument("stored", "storing"),
+            "is retrieved (WADO-RS, as stored) and stored (batched STOW-RS), then the destination is checked. "
+            "With --dimse-source the source is a PACS (C-FIND, C-GET).",
+            (add_migrate_arguments, add_dimse_arguments("source", replaces="source_dicomweb_url", move=False),
+             add_dry_run_argument("stored", "storing"),
              add_report_arguments("./dicom-transfer-reports/<operation id>", has_layout=False),
              add_logging_arguments, add_deid_arguments),
             "  dicom-transfer migrate --source-dicomweb-url http://old-pacs:8042/dicom-web \\\n"
             "      --dicomweb-url https://new-pacs/dicom-web --all\n"
             "  SOURCE_DICOMWEB_PASSWORD=... DICOMWEB_TOKEN=... dicom-transfer migrate \\\n"
             "      --source-dicomweb-url URL --source-username reader --dicomweb-url URL --identifier 1.2.3\n"
-            "  dicom-transfer migrate --source-dicomweb-url URL --dicomweb-url URL --filter-file wanted.txt --dry-run"),
+            "  dicom-transfer migrate --source-dicomweb-url URL --dicomweb-url URL --filter-file wanted.txt --dry-run\n"
+            "  dicom-transfer migrate --dimse-source dimse://PACS@10.0.0.5:104 --dicomweb-url URL \\\n"
+            "      --all --study-date 20240101-20240131"),
         Command(
             "demo", "generate sample data (with bad files) and copy it locally",
             "Generate a small sample set (24 valid instances and 6 deliberately bad files) and copy it "

@@ -202,6 +202,28 @@ class _Series:
             return sorted(set(self.wanted) - self.received)
 
 
+def context_groups(wanted: dict[str, str]) -> list[list[tuple[str, str]]]:
+    """Storage contexts for C-GET of instances ``{sop: sop class}``: their SOP classes, one
+    context per syntax so that the PACS can send each instance as stored; the common classes
+    when C-FIND did not say (``""``). Groups that each fit in one association."""
+    classes = sorted({c for c in wanted.values() if c})
+    pairs = [(c, syntax) for c in classes for syntax in RETRIEVE_SYNTAXES]
+    if not all(wanted.values()):
+        pairs += [(c, syntax) for c in COMMON_STORAGE_CLASSES if c not in classes for syntax in COMMON_SYNTAXES]
+    return group_contexts(pairs, reserved=2)
+
+
+def retrieval_contexts(group: list[tuple[str, str]], move_destination: str | None
+                       ) -> tuple[list[tuple[str, tuple[str, ...]]], list[str]]:
+    """The presentation contexts and SCP roles of a C-GET (the storage ``group`` comes back
+    on the association) or of a C-MOVE (``move_destination``: only the model)."""
+    contexts = [(MOVE_MODEL if move_destination else GET_MODEL, EXPLICIT_AND_IMPLICIT)]
+    if move_destination:
+        return contexts, []
+    contexts += [(sop_class, (syntax,)) for sop_class, syntax in group]
+    return contexts, sorted({sop_class for sop_class, _ in group})
+
+
 class _RetrieveFn(PeerDoFn):
     def __init__(self, settings: DimseSettings, destination_url: str, layout: Layout, overwrite: bool,
                  dry_run: bool, move_destination: str | None, journal: str | None,
@@ -232,7 +254,7 @@ class _RetrieveFn(PeerDoFn):
             wanted[sop] = sop_class or wanted.get(sop, "")
             whole = whole or whole_series
         state = _Series(study, series, wanted)
-        groups = self._context_groups(wanted)
+        groups = context_groups(wanted)
         failures: dict[str, str] = {}
         if whole and len(groups) == 1:
             failure = self._retrieve(state, query("SERIES", StudyInstanceUID=study, SeriesInstanceUID=series),
@@ -266,24 +288,9 @@ class _RetrieveFn(PeerDoFn):
         for result in state.results:
             yield self.placements.output(result)
 
-    @staticmethod
-    def _context_groups(wanted: dict[str, str]) -> list[list[tuple[str, str]]]:
-        """Storage contexts for C-GET: the series' SOP classes, one context per syntax so that
-        the PACS can send each instance as stored; the common classes when C-FIND did not say."""
-        classes = sorted({c for c in wanted.values() if c})
-        pairs = [(c, syntax) for c in classes for syntax in RETRIEVE_SYNTAXES]
-        if not all(wanted.values()):
-            pairs += [(c, syntax) for c in COMMON_STORAGE_CLASSES if c not in classes for syntax in COMMON_SYNTAXES]
-        return group_contexts(pairs, reserved=2)
-
     def _retrieve(self, state: _Series, identifier, group: list[tuple[str, str]]) -> str | None:
         """One C-GET or C-MOVE; returns why it failed (``None`` if the PACS said success)."""
-        model = MOVE_MODEL if self.move_destination else GET_MODEL
-        contexts = [(model, EXPLICIT_AND_IMPLICIT)]
-        roles: list[str] = []
-        if not self.move_destination:  # C-GET: the instances come back on this association
-            contexts += [(sop_class, (syntax,)) for sop_class, syntax in group]
-            roles = sorted({sop_class for sop_class, _ in group})
+        contexts, roles = retrieval_contexts(group, self.move_destination)
         try:
             if self.move_destination and self.journal:
                 clear_journal_entries(self.journal, state.study, state.series, state.missing())

@@ -104,10 +104,11 @@ class _SeriesRun:
 class _MigrateSeriesFn(beam.DoFn):
     """((study, series), [(sop, whole), ...]) -> outcomes and failure records, one per instance."""
 
-    def __init__(self, source: DicomwebClient, destination: DicomwebClient, max_instances: int,
+    def __init__(self, source: DicomwebClient | None, destination: DicomwebClient, max_instances: int,
                  max_bytes: int, concurrency: int, verify_bytes: bool, dry_run: bool,
                  deid: DeidSettings | None = None) -> None:
-        self.source_settings = source.settings
+        # None: a subclass retrieves from another kind of source (transforms.dimse_migrate)
+        self.source_settings = source.settings if source is not None else None
         self.destination_settings = destination.settings
         self.max_instances = max_instances
         self.max_bytes = max_bytes
@@ -119,7 +120,7 @@ class _MigrateSeriesFn(beam.DoFn):
         self.bytes_written = Metrics.counter(metrics.NAMESPACE, metrics.BYTES_WRITTEN)
 
     def setup(self) -> None:
-        self.source = DicomwebClient(**self.source_settings)
+        self.source = DicomwebClient(**self.source_settings) if self.source_settings is not None else None
         self.destination = DicomwebClient(**self.destination_settings)
         # Existence is decided once per series, before anything moves: no QIDO-RS per request.
         self.sender = StowSender(self.destination, check_existing=False)
