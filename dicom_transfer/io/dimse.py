@@ -64,6 +64,8 @@ COMMON_STORAGE_CLASSES = (  # when C-FIND does not report SOP Class UIDs (dcmqrs
 )
 COMMON_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.4.50")
 OPEN_ATTEMPTS = 3
+BUSY_POLL = 0.0002  # seconds between the DUL's polls of a borrowed association (pynetdicom: 0.001)
+IDLE_POLL = 0.005  # idle in the pool: it only has to notice a release, an abort or the timeout
 MAX_PDU = 1 << 20  # what this side accepts per PDU (fewer, larger PDUs for large instances)
 
 
@@ -113,11 +115,46 @@ def _quiet_pynetdicom() -> None:
 
 
 def use_raw_datasets() -> None:
-    """Send and receive data sets as raw bytes (process-wide pynetdicom settings)."""
+    """Send and receive data sets as raw bytes (process-wide pynetdicom settings), without
+    pynetdicom's standard event handlers, which format a description of every PDU and DIMSE
+    message whether or not it is logged (kept when its logger is at debug level: ``-v``)."""
     _config.STORE_SEND_CHUNKED_DATASET = True
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.LOG_REQUEST_IDENTIFIERS = False
+    debug = logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)
+    _config.LOG_HANDLER_LEVEL = "standard" if debug else "none"
+
+
+class _Checkpoint(threading.Event):
+    """Where pynetdicom's association reactor pauses. Every ``send_c_*()`` clears it, waits until
+    the reactor (which polls every millisecond) has paused, and sets it once answered; the
+    reactor only looks for requests from the peer, which a requestor does not serve outside of
+    a C-GET (served by ``send_c_get`` itself). While an association is borrowed the reactor stays
+    paused (``set()`` is deferred), so consecutive requests do not wait up to 1 ms each for it;
+    a peer's abort still ends a wait at once (pynetdicom's state machine answers it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = False
+        self.blocked = False  # the reactor waits here, and will until set()
+        super().set()
+
+    def set(self) -> None:
+        if not self.held:
+            super().set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        # Event.wait, noting when the reactor is really stopped: pynetdicom's own ``_is_paused``
+        # is already True while the reactor is still passing a checkpoint that was set
+        with self._cond:
+            if self._flag:
+                return True
+            self.blocked = True
+            try:
+                return self._cond.wait_for(lambda: self._flag, timeout)
+            finally:
+                self.blocked = False
 
 
 class Link:
@@ -155,6 +192,25 @@ class Link:
             raise AssociationFailed(self._why_not())
         self.accepted = {(cx.abstract_syntax, cx.transfer_syntax[0])
                          for cx in self.association.accepted_contexts}
+        self.checkpoint = _Checkpoint()
+        self.association._reactor_checkpoint = self.checkpoint
+
+    def engage(self) -> None:
+        """Borrowed: the reactor paused (see :class:`_Checkpoint`), the DUL polling faster."""
+        association = self.association
+        self.checkpoint.held = True
+        self.checkpoint.clear()
+        deadline = time.monotonic() + 1.0  # the reactor stops within ~1 ms, unless it has ended
+        while not self.checkpoint.blocked and association.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.0001)
+        association.dul._run_loop_delay = BUSY_POLL
+
+    def disengage(self) -> None:
+        """Idle in the pool: the reactor running (it notices a release or abort by the peer and
+        the network timeout), the DUL polling at pynetdicom's pace."""
+        self.association.dul._run_loop_delay = IDLE_POLL
+        self.checkpoint.held = False
+        self.checkpoint.set()
 
     def _connection_open(self, event) -> None:
         self.connected = True
@@ -194,11 +250,13 @@ class Link:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # best effort: the peer may be gone already
+            self.disengage()
             if self.association.is_established:
                 self.association.release()
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
+            self.disengage()
             self.association.abort()
 
     # -- services ------------------------------------------------------------------------------
@@ -323,6 +381,7 @@ class AssociationPool:
         if link is None:
             link = self._open(contexts, roles)
         try:
+            link.engage()
             yield link
         except DimseError:
             link.abort()
@@ -332,6 +391,7 @@ class AssociationPool:
             self._close(link)
             raise
         link.on_store = None
+        link.disengage()
         if link.alive:
             with self.lock:
                 self.idle.append(link)

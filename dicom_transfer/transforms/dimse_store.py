@@ -17,10 +17,10 @@ from dicom_transfer import metrics
 from dicom_transfer.dimse import DUPLICATE_SOP_INSTANCE, group_contexts, status_category, status_text
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.destination import Destination
-from dicom_transfer.io.dimse import DimseError, DimseSettings, NoContext, query
+from dicom_transfer.io.dimse import FIND_MODEL, DimseError, DimseSettings, NoContext, query
 from dicom_transfer.io.files import local_path
 from dicom_transfer.progress import ProgressLog
-from dicom_transfer.transforms.dimse_source import WARNINGS, PeerDoFn
+from dicom_transfer.transforms.dimse_source import EXPLICIT_AND_IMPLICIT, WARNINGS, PeerDoFn
 from dicom_transfer.transforms.duplicates import UNIQUE, UniqueBySopUid
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.validate import ValidInstance
@@ -99,8 +99,9 @@ class _StoreFn(PeerDoFn):
                 yield self._failure(instance, f"cannot read it: {error_text(exc)}")
         try:
             pairs = [(sop_class, instance.transfer_syntax) for instance, _, sop_class, _ in files]
-            for group in group_contexts(pairs):
-                contexts = [(sop_class, (syntax,)) for sop_class, syntax in group]
+            for group in group_contexts(pairs, reserved=1):
+                # C-FIND too: the next series' question goes on one of these associations
+                contexts = [(FIND_MODEL, EXPLICIT_AND_IMPLICIT), *((c, (syntax,)) for c, syntax in group)]
                 chosen = [f for f in files if (f[2], f[0].transfer_syntax) in set(group)]
                 # several associations at once: a PACS stores one while it receives the next
                 lanes = max(1, min(self.settings.max_associations, len(chosen) // PER_LANE))
