@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from dimse_servers import CALLING_AE, FaultyQrScp, dataset_bytes
+from dimse_servers import CALLING_AE, RECEIVER_AE, FaultyQrScp, dataset_bytes
 from servers import Orthanc
 from test_dimse import (
     RANGE,
@@ -55,10 +55,14 @@ def per_series(keys) -> dict[tuple[str, str], int]:
     return counts
 
 
-def test_pacs_to_dicomweb_in_one_run_then_rerun_moves_nothing(pacs, destination, migrate_cli):  # noqa: F811
-    server, _, made = pacs
+@pytest.mark.parametrize("retrieval", ["c-get", "c-move"])
+def test_pacs_to_dicomweb_in_one_run_then_rerun_moves_nothing(pacs, retrieval, destination,  # noqa: F811
+                                                              migrate_cli, tmp_path):
+    server, receiver_port, made = pacs
+    move = ["--move-destination", RECEIVER_AE, "--move-listen", f"127.0.0.1:{receiver_port}",
+            "--move-staging", str(tmp_path / "staging")] if retrieval == "c-move" else []
     args = ["--dimse-source", server.address, "--calling-ae", CALLING_AE, "--dicomweb-url", destination.dicomweb,
-            "--all", "--study-date", RANGE, "--date-chunk-days", "2"]
+            "--all", "--study-date", RANGE, "--date-chunk-days", "2", *move]
     run = migrate_cli(*args)
     assert run.status == 0, (run.out, run.errors)
     expected = {tuple(path.removesuffix(".dcm").split("/")): sha for path, sha in expected_in_range(made).items()}
@@ -72,6 +76,8 @@ def test_pacs_to_dicomweb_in_one_run_then_rerun_moves_nothing(pacs, destination,
     assert again.status == 0, again.errors
     assert (again.counter["success"], again.counter["unchanged"]) == (0, len(expected))
     assert held(destination) == expected
+    if retrieval == "c-move":  # what was staged was taken: nothing is left but the journal's folders
+        assert not [p for p in (tmp_path / "staging").rglob("*") if p.is_file()]
 
 
 @pytest.mark.parametrize("fault", ["failure-status", "abort"])

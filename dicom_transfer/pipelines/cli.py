@@ -188,13 +188,18 @@ def run_migrate(args: argparse.Namespace, beam_argv: list[str]) -> int:
 
 def run_dimse_migrate(args: argparse.Namespace, beam_argv: list[str]) -> int:
     from dicom_transfer.pipelines.configs import check_stores
-    from dicom_transfer.pipelines.dimse_migrate import build_dimse_migrate_pipeline, dimse_migrate_config
+    from dicom_transfer.pipelines.dimse_migrate import (
+        build_dimse_migrate_pipeline,
+        dimse_migrate_config,
+        staging_receiver,
+    )
 
     options, local = pipeline_options(beam_argv)
     config = dimse_migrate_config(args, local)
     check_stores([], None, config.reports)
-    return execute(args, options, local, config, build_dimse_migrate_pipeline,
-                   f"{config.settings.peer} -> {config.destination.safe_url}")
+    with staging_receiver(config):
+        return execute(args, options, local, config, build_dimse_migrate_pipeline,
+                       f"{config.settings.peer} -> {config.destination.safe_url}")
 
 
 def execute(args: argparse.Namespace, options, local: bool, config, build: Callable, description: str,

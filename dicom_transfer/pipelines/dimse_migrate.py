@@ -2,20 +2,27 @@
 
 The selection is the DIMSE export's (identifiers, identifier or filter files, or
 ``--all [--study-date]`` by study-level C-FIND in date chunks, expanded with C-FIND);
-the per-series migration is ``migrate``'s, with C-GET in place of WADO-RS
+the per-series migration is ``migrate``'s, with C-GET (or C-MOVE to a receiver that stages
+what it receives) in place of WADO-RS
 (:class:`~dicom_transfer.transforms.dimse_migrate.DimseMigrateSeries`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import shutil
+import tempfile
+from collections.abc import Iterator
 
 import apache_beam as beam
 
-from dicom_transfer.errors import FAILURES
+from dicom_transfer.dimse import check_ae_title, parse_listen_address
+from dicom_transfer.errors import FAILURES, redact
 from dicom_transfer.io.dicomweb import DicomwebClient
 from dicom_transfer.io.dimse import DimseSettings
+from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.configs import (
     IMPORT_REPORTS,
     check_schemes,
@@ -26,12 +33,48 @@ from dicom_transfer.pipelines.configs import (
 )
 from dicom_transfer.pipelines.dimse import dimse_settings, study_date_chunks
 from dicom_transfer.pipelines.options import UsageError
+from dicom_transfer.pipelines.receiver import MoveReceiver, journal_of
 from dicom_transfer.report import RunReports
 from dicom_transfer.transforms import WriteReports
 from dicom_transfer.transforms.dimse_migrate import DimseMigrateSeries
 from dicom_transfer.transforms.dimse_source import INSTANCES, DimseExpandToInstances, DimseResourcesToExport
 from dicom_transfer.transforms.outcomes import OUTCOMES
 from dicom_transfer.transforms.retrieve import RESOURCES
+
+
+@dataclasses.dataclass(frozen=True)
+class StagedMove:
+    """C-MOVE for a migration: the destination AE title, where this run's receiver listens
+    (``None``: a receiver runs elsewhere), and the staging area it writes into (a temporary
+    folder of this run's when ``temporary``)."""
+
+    ae_title: str
+    listen: tuple[str, int] | None
+    staging: str
+    temporary: bool = False
+
+    @property
+    def journal(self) -> str:
+        return journal_of(self.staging)
+
+
+def staged_move(options: argparse.Namespace) -> StagedMove | None:
+    """The C-MOVE options of a migration; raises UsageError."""
+    if not options.move_destination:
+        if options.move_listen or options.move_staging:
+            raise UsageError("--move-listen and --move-staging go with --move-destination")
+        return None
+    try:
+        title = check_ae_title(options.move_destination, "--move-destination")
+        listen = parse_listen_address(options.move_listen) if options.move_listen else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if listen is None and not options.move_staging:
+        raise UsageError("--move-destination needs --move-listen HOST:PORT (a receiver for this run) or "
+                         "--move-staging URL (the staging area of a receiver that runs elsewhere)")
+    if options.move_staging:
+        return StagedMove(title, listen, options.move_staging.rstrip("/"))
+    return StagedMove(title, listen, tempfile.mkdtemp(prefix="dicom-transfer-staging-"), temporary=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +92,7 @@ class DimseMigrateConfig:
     max_bytes: int = 32 << 20
     concurrency: int = 4
     verify_bytes: bool = False
+    move: StagedMove | None = None
 
     @property
     def dry_run(self) -> bool:
@@ -63,6 +107,7 @@ def dimse_migrate_config(options: argparse.Namespace, local: bool = True) -> Dim
     require_report_locations(options, local, "migrate")
     chunks = study_date_chunks(options)
     check_schemes(options)
+    move = staged_move(options)
     check_selection_files(options.identifiers_file, options.filter_file, options.identifier)
     settings = dimse_settings(options, options.dimse_source, "--dimse-source")
     destination = dicomweb_client(options)
@@ -72,7 +117,25 @@ def dimse_migrate_config(options: argparse.Namespace, local: bool = True) -> Dim
         identifiers=tuple(options.identifier or ()), identifiers_file=options.identifiers_file,
         filter_file=options.filter_file, date_chunks=chunks,
         max_instances=options.max_instances_per_request, max_bytes=options.max_request_bytes,
-        concurrency=options.concurrency, verify_bytes=options.verify_bytes)
+        concurrency=options.concurrency, verify_bytes=options.verify_bytes, move=move)
+
+
+@contextlib.contextmanager
+def staging_receiver(config: DimseMigrateConfig) -> Iterator[MoveReceiver | None]:
+    """The run's own C-MOVE receiver (DirectRunner), staging what it receives, while the
+    pipeline runs; a temporary staging folder is removed afterwards."""
+    move = config.move
+    receiver = None
+    if move is not None and move.listen is not None:
+        receiver = MoveReceiver(move.ae_title, *move.listen, move.staging, Layout.parse("uid"), move.journal,
+                                overwrite=True).start()
+    try:
+        yield receiver
+    finally:
+        if receiver is not None:
+            receiver.stop()
+        if move is not None and move.temporary:
+            shutil.rmtree(move.staging, ignore_errors=True)
 
 
 def build_dimse_migrate_pipeline(pipeline: beam.Pipeline, config: DimseMigrateConfig) -> beam.PCollection:
@@ -83,11 +146,15 @@ def build_dimse_migrate_pipeline(pipeline: beam.Pipeline, config: DimseMigrateCo
     series = resources[RESOURCES] | "ExpandToInstances" >> DimseExpandToInstances(settings)
     migrated = series[INSTANCES] | "MigrateSeries" >> DimseMigrateSeries(
         settings, config.destination, max_instances=config.max_instances, max_bytes=config.max_bytes,
-        concurrency=config.concurrency, verify_bytes=config.verify_bytes, dry_run=config.dry_run)
+        concurrency=config.concurrency, verify_bytes=config.verify_bytes, dry_run=config.dry_run,
+        move_destination=config.move.ae_title if config.move else None,
+        journal=config.move.journal if config.move else None)
     failures = (resources[FAILURES], series[FAILURES], migrated[FAILURES]) | "AllFailures" >> beam.Flatten()
     no_patterns = pipeline | "NoPatterns" >> beam.Create([])
     return (failures, migrated[OUTCOMES], no_patterns) | "WriteReports" >> WriteReports.for_run(
         config.reports,
         extra={"source": str(settings.peer), "destination": config.destination.safe_url,
-               "retrieval": "C-GET", "verifyBytes": config.verify_bytes},
+               "retrieval": f"C-MOVE to {config.move.ae_title}" if config.move else "C-GET",
+               **({"staging": redact(config.move.staging)} if config.move and not config.move.temporary else {}),
+               "verifyBytes": config.verify_bytes},
     )

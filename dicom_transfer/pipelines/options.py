@@ -193,10 +193,11 @@ def _flags(prefix: str, name: str) -> tuple[list[str], str]:
 
 
 def add_dimse_arguments(role: str, replaces: str = "dicomweb_url",
-                        move: bool = True) -> Callable[[argparse.ArgumentParser], None]:
+                        staging: bool = False) -> Callable[[argparse.ArgumentParser], None]:
     """A PACS over DIMSE as the ``source`` (export, migrate) or ``destination`` (import), instead
     of the DICOMweb server option ``replaces`` (which becomes optional: pipelines.dimse checks
-    that exactly one is given). ``move``: the C-MOVE options too."""
+    that exactly one is given). ``staging``: the C-MOVE receiver stages what it receives for the
+    workers (migrate) instead of writing into the destination (export)."""
     def add(parser: argparse.ArgumentParser) -> None:
         for action in parser._actions:
             if action.dest == replaces:
@@ -226,8 +227,6 @@ def add_dimse_arguments(role: str, replaces: str = "dicomweb_url",
         group.add_argument(
             "--date-chunk-days", "--date_chunk_days", dest="date_chunk_days", type=positive_int, default=1,
             metavar="N", help="Days of --study-date per C-FIND (default 1).")
-        if not move:
-            return
         group.add_argument(
             "--move-destination", "--move_destination", dest="move_destination", default=None, metavar="AE",
             help="Retrieve by C-MOVE to this AE title (default: C-GET, which needs no inbound port).")
@@ -235,6 +234,12 @@ def add_dimse_arguments(role: str, replaces: str = "dicomweb_url",
             "--move-listen", "--move_listen", dest="move_listen", default=None, metavar="HOST:PORT",
             help="Run the C-MOVE receiver for this run here (the PACS must know the move destination "
                  "at this address).")
+        if staging:
+            group.add_argument(
+                "--move-staging", "--move_staging", dest="move_staging", default=None, metavar="URL",
+                help="Where the C-MOVE receiver stages what it receives (its --output) and journals it, "
+                     "for the workers to read (default with --move-listen: a temporary folder).")
+            return
         group.add_argument(
             "--move-journal", "--move_journal", dest="move_journal", default=None, metavar="URL",
             help="The journal of a receiver that runs elsewhere (default DEST/.dicom-transfer/received).")
@@ -428,8 +433,8 @@ COMMANDS = {
             "Migrate studies, series or instances (by identifiers, a filter file, or the whole store) from a "
             "source DICOMweb server to a destination one: per series, only what the destination does not hold "
             "is retrieved (WADO-RS, as stored) and stored (batched STOW-RS), then the destination is checked. "
-            "With --dimse-source the source is a PACS (C-FIND, C-GET).",
-            (add_migrate_arguments, add_dimse_arguments("source", replaces="source_dicomweb_url", move=False),
+            "With --dimse-source the source is a PACS (C-FIND, then C-GET or C-MOVE).",
+            (add_migrate_arguments, add_dimse_arguments("source", replaces="source_dicomweb_url", staging=True),
              add_dry_run_argument("stored", "storing"),
              add_report_arguments("./dicom-transfer-reports/<operation id>", has_layout=False),
              add_logging_arguments, add_deid_arguments),

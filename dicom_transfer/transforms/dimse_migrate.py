@@ -1,5 +1,5 @@
-"""Migrate series from a PACS (C-GET) to a DICOMweb server: the ``migrate`` stage with
-DIMSE retrieval in place of WADO-RS.
+"""Migrate series from a PACS (C-GET or C-MOVE) to a DICOMweb server: the ``migrate`` stage
+with DIMSE retrieval in place of WADO-RS.
 
 Everything but the retrieval is :class:`~dicom_transfer.transforms.migrate.MigrateSeries`'s:
 one QIDO-RS per series on the destination says what it holds already, only the rest is
@@ -7,6 +7,9 @@ retrieved, each received data set is spooled and validated like any input, sent 
 STOW-RS while the next ones arrive, and verified. The C-STORE sub-operations of a C-GET arrive
 on the thread that runs it; they are handed to the series' thread through a bounded queue, so
 that STOW-RS requests go out while the PACS is still sending and the spool stays bounded.
+With C-MOVE, a receiver outside the workers stages what the PACS sends (in a folder or bucket
+the workers can read) and journals it; once the PACS answers, the worker takes the staged
+files named in the journal into its spool.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from collections.abc import Iterable, Iterator
 import apache_beam as beam
 
 from dicom_transfer.dimse import status_category, status_text
-from dicom_transfer.errors import FAILURES
+from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.dicomweb import DicomwebClient
 from dicom_transfer.io.dimse import AssociationPool, DimseError, DimseSettings, final_counts, query
+from dicom_transfer.io.files import local_path, open_url, split_url
 from dicom_transfer.transforms.dimse_source import context_groups, retrieval_contexts
 from dicom_transfer.transforms.migrate import _MigrateSeriesFn, _SeriesRun
 from dicom_transfer.transforms.outcomes import OUTCOMES
+from dicom_transfer.transforms.place import clear_journal_entries, read_journal_entry
 from dicom_transfer.transforms.validate import ValidInstance
 
 LOG = logging.getLogger(__name__)
@@ -89,9 +94,12 @@ class _DimseMigrateSeriesFn(_MigrateSeriesFn):
     """((study, series), [(sop, sop_class, whole), ...]) -> outcomes and failure records."""
 
     def __init__(self, settings: DimseSettings, destination: DicomwebClient, max_instances: int,
-                 max_bytes: int, concurrency: int, verify_bytes: bool, dry_run: bool) -> None:
+                 max_bytes: int, concurrency: int, verify_bytes: bool, dry_run: bool,
+                 move_destination: str | None = None, journal: str | None = None) -> None:
         super().__init__(None, destination, max_instances, max_bytes, concurrency, verify_bytes, dry_run)
         self.settings = settings
+        self.move_destination = move_destination
+        self.journal = journal
 
     def setup(self) -> None:
         super().setup()
@@ -118,10 +126,12 @@ class _DimseMigrateSeriesFn(_MigrateSeriesFn):
         association can carry every SOP class, then one C-GET per instance still missing."""
         plan = run.plan
         classes = self.classes.pop((plan.study, plan.series), {})
-        groups = context_groups({sop: classes.get(sop, "") for sop in plan.missing})
+        # C-MOVE needs no storage contexts: one pass
+        groups = [[]] if self.move_destination else context_groups({s: classes.get(s, "") for s in plan.missing})
+        fetch = self._move if self.move_destination else self._get
         if plan.fetch_whole_series and len(groups) == 1:
             identifier = query("SERIES", StudyInstanceUID=plan.study, SeriesInstanceUID=plan.series)
-            failure = yield from self._get(run, identifier, groups[0], None)
+            failure = yield from fetch(run, identifier, groups[0], None)
             if failure:
                 LOG.warning("series %s: %s; retrieving what is missing instance by instance",
                             plan.identifier, failure)
@@ -130,11 +140,11 @@ class _DimseMigrateSeriesFn(_MigrateSeriesFn):
             for group in groups:  # the group of its class; every group in turn if the class is unknown
                 if run.settled(sop):
                     break
-                if classes.get(sop) and all(c != classes[sop] for c, _ in group):
+                if group and classes.get(sop) and all(c != classes[sop] for c, _ in group):
                     continue
                 identifier = query("IMAGE", StudyInstanceUID=plan.study, SeriesInstanceUID=plan.series,
                                    SOPInstanceUID=sop)
-                failure = (yield from self._get(run, identifier, group, sop)) or failure
+                failure = (yield from fetch(run, identifier, group, sop)) or failure
             if not run.settled(sop):
                 run.fail(sop, f"cannot retrieve from the PACS: {failure or 'the PACS did not send it'}", "retrieve")
 
@@ -163,19 +173,76 @@ class _DimseMigrateSeriesFn(_MigrateSeriesFn):
             return str(exc)
         finally:
             arrivals.done()
-        code = int(final.Status)
-        category = status_category(code)
-        if category == "warning":
-            LOG.warning("C-GET %s/%s answered %s %s", identifier.StudyInstanceUID, identifier.SeriesInstanceUID,
-                        status_text(code), final_counts(final))
-        return None if category in ("success", "warning") else f"C-GET answered {status_text(code)}"
+        return _failure_of(final, identifier, "C-GET")
+
+    def _move(self, run: _SeriesRun, identifier, group: list[tuple[str, str]], single: str | None
+              ) -> Iterator[ValidInstance]:
+        """One C-MOVE to the receiver, then the staged instances its journal names, validated and
+        yielded; returns why it failed (``None``: the PACS said success)."""
+        plan = run.plan
+        sops = [single] if single else [sop for sop in plan.missing if not run.settled(sop)]
+        try:  # an entry from an earlier run is never taken for this one's
+            clear_journal_entries(self.journal, plan.study, plan.series, sops)
+        except IO_ERRORS as exc:
+            return f"cannot clear the receiver's journal: {error_text(exc)}"
+        contexts, roles = retrieval_contexts(group, self.move_destination)
+        try:
+            with self.peers.borrow(contexts, roles) as link:
+                failure = _failure_of(link.retrieve(identifier, self.move_destination), identifier, "C-MOVE")
+        except DimseError as exc:
+            failure = str(exc)
+        for sop in sops:
+            try:
+                entry = read_journal_entry(self.journal, plan.study, plan.series, sop)
+                if isinstance(entry, ErrorRecord):
+                    run.fail(sop, entry.error, entry.stage)
+                elif entry is not None and not run.settled(sop):
+                    instance = self._accept(*_unstage(entry.destination, run.spool), run, single)
+                    if instance is not None:
+                        yield instance
+            except IO_ERRORS as exc:
+                run.fail(sop, f"cannot take it from the receiver's staging area: {error_text(exc)}", "retrieve")
+                continue
+            if entry is not None:  # taken: the staging area keeps nothing of it
+                try:
+                    clear_journal_entries(self.journal, plan.study, plan.series, [sop])
+                except IO_ERRORS as exc:
+                    LOG.warning("cannot remove %s/%s from the receiver's journal: %s", plan.identifier, sop,
+                                error_text(exc))
+        return failure
+
+
+def _failure_of(final, identifier, operation: str) -> str | None:
+    """Why a C-GET or C-MOVE failed, from its final response (``None``: success or warning)."""
+    code = int(final.Status)
+    category = status_category(code)
+    if category == "warning":
+        LOG.warning("%s %s/%s answered %s %s", operation, identifier.StudyInstanceUID,
+                    identifier.SeriesInstanceUID, status_text(code), final_counts(final))
+    return None if category in ("success", "warning") else f"{operation} answered {status_text(code)}"
+
+
+def _unstage(url: str, spool: str) -> tuple[str, int]:
+    """Move a file the C-MOVE receiver staged into the spool; ``(path, size)``."""
+    handle, part = tempfile.mkstemp(prefix=".move-", dir=spool)
+    os.close(handle)
+    path = local_path(url)
+    if path is not None:
+        shutil.move(path, part)
+    else:
+        with open_url(url) as staged, open(part, "wb") as spooled:
+            shutil.copyfileobj(staged, spooled, 1 << 20)
+        fs, remote = split_url(url)
+        fs.rm_file(remote)
+    return part, os.path.getsize(part)
 
 
 class DimseMigrateSeries(beam.PTransform):
     """Move grouped series (as :class:`DimseExpandToInstances` gives them) from a PACS to a
     DICOMweb server, and verify: :class:`~dicom_transfer.transforms.migrate.MigrateSeries`
     with C-GET (presentation contexts per series from the SOP classes C-FIND reported, each
-    instance received as stored) in place of WADO-RS.
+    instance received as stored) in place of WADO-RS, or C-MOVE to ``move_destination``, a
+    receiver that stages what it receives and records it in ``journal``.
 
     Returns a dict with ``outcomes`` and ``failures``.
 
@@ -187,10 +254,10 @@ class DimseMigrateSeries(beam.PTransform):
 
     def __init__(self, settings: DimseSettings, destination: DicomwebClient, max_instances: int = 32,
                  max_bytes: int = 32 << 20, concurrency: int = 4, verify_bytes: bool = False,
-                 dry_run: bool = False) -> None:
+                 dry_run: bool = False, move_destination: str | None = None, journal: str | None = None) -> None:
         super().__init__()
         self.fn = _DimseMigrateSeriesFn(settings, destination, max_instances, max_bytes, concurrency,
-                                        verify_bytes, dry_run)
+                                        verify_bytes, dry_run, move_destination, journal)
 
     def expand(self, series: beam.PCollection) -> dict[str, beam.PCollection]:
         result = series | "RetrieveStoreVerify" >> beam.ParDo(self.fn).with_outputs(FAILURES, OUTCOMES)
