@@ -379,7 +379,7 @@ class AssociationPool:
         roles = list(scp_roles)
         link = self._take(pairs, roles)
         if link is None:
-            link = self._open(contexts, roles)
+            link = self._open(contexts, roles, pairs)
         try:
             link.engage()
             yield link
@@ -398,12 +398,15 @@ class AssociationPool:
         else:
             self.slots.release()
 
-    def _open(self, contexts: list[tuple[str, tuple[str, ...]]], roles: list[str]) -> Link:
-        """A new association. When the peer refuses it, this process's idle ones are closed (a PACS
-        may take fewer associations than the cap) and it is asked again, ``OPEN_ATTEMPTS`` times
-        in all, with a short backoff."""
+    def _open(self, contexts: list[tuple[str, tuple[str, ...]]], roles: list[str],
+              pairs: list[tuple[str, str]]) -> Link:
+        """A new association (or one that became idle while waiting for a slot and covers
+        ``pairs``). When the peer refuses it, this process's idle ones are closed (a PACS may
+        take fewer associations than the cap) and it is asked again, ``OPEN_ATTEMPTS`` times in
+        all, with a short backoff."""
         for attempt in range(OPEN_ATTEMPTS):
-            self._acquire_slot()
+            if (idle := self._acquire_slot(pairs, roles)) is not None:
+                return idle
             try:
                 return Link(self.settings, contexts, roles)
             except AssociationFailed:
@@ -428,8 +431,11 @@ class AssociationPool:
                     return link
         return None
 
-    def _acquire_slot(self) -> None:
+    def _acquire_slot(self, pairs: list[tuple[str, str]], roles: list[str]) -> Link | None:
+        """A free slot (``None``), or an association covering ``pairs`` given back meanwhile."""
         while not self.slots.acquire(timeout=0.05):
+            if (link := self._take(pairs, roles)) is not None:
+                return link
             with self.lock:  # no free slot: an idle association of other contexts gives its own
                 victim = self.idle.pop(0) if self.idle else None
             if victim is not None:

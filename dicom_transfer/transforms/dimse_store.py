@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import logging
@@ -12,6 +13,7 @@ from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 
 from dicom_transfer import metrics
 from dicom_transfer.dimse import DUPLICATE_SOP_INSTANCE, group_contexts, status_category, status_text
@@ -29,6 +31,8 @@ from dicom_transfer.vocabulary import Stage
 LOG = logging.getLogger(__name__)
 ATTEMPTS = 3  # per instance, when the association breaks or is refused
 PER_LANE = 16  # instances per association at least, before another one is opened
+SERIES_IN_FLIGHT = 2  # per DoFn instance: the next series starts while the last stores of one finish
+HELD, WOULD_STORE = "held", "would store"  # answers that are no status code
 
 
 def sop_class_of(path: str) -> str:
@@ -63,13 +67,42 @@ class _StoreFn(PeerDoFn):
         super().setup()
         self.progress = ProgressLog("c-store")
         self.executor = concurrent.futures.ThreadPoolExecutor(self.settings.max_associations)
+        self.series_pool = concurrent.futures.ThreadPoolExecutor(SERIES_IN_FLIGHT)
 
     def teardown(self) -> None:
-        if getattr(self, "executor", None) is not None:
-            self.executor.shutdown(wait=True)
+        for pool in (getattr(self, "series_pool", None), getattr(self, "executor", None)):
+            if pool is not None:
+                pool.shutdown(wait=True)
         super().teardown()
 
+    def start_bundle(self) -> None:
+        self.running: collections.deque[concurrent.futures.Future] = collections.deque()
+
     def process(self, element: tuple[tuple[str, str], Iterable[ValidInstance]]) -> Iterator:
+        # The next series' C-FIND and first stores overlap the last stores of the one before;
+        # outputs and Metrics on the bundle's thread, in order
+        self.running.append(self.series_pool.submit(self._store_series, element))
+        while self.running and (len(self.running) > SERIES_IN_FLIGHT or self.running[0].done()):
+            yield from self._outputs(self.running.popleft().result())
+
+    def finish_bundle(self) -> Iterator:
+        while self.running:
+            for output in self._outputs(self.running.popleft().result()):
+                yield beam.pvalue.TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
+
+    def _outputs(self, answers: list[tuple[ValidInstance, int | str | None, str]]) -> Iterator:
+        for instance, code, message in answers:
+            if code == HELD:
+                yield self._outcome(metrics.UNCHANGED, instance)
+            elif code == WOULD_STORE:
+                yield self._outcome(metrics.SUCCESS, instance)
+            else:
+                yield self._answer(instance, code, message)
+
+    def _store_series(self, element: tuple[tuple[str, str], Iterable[ValidInstance]]
+                      ) -> list[tuple[ValidInstance, int | str | None, str]]:
+        """One series, on a thread of ``series_pool``: ``(instance, status code, HELD, WOULD_STORE
+        or None, why not)`` for each instance."""
         (study, series), instances = element
         instances = sorted(instances, key=lambda i: i.sop_uid)
         held: set[str] = set()
@@ -79,24 +112,22 @@ class _StoreFn(PeerDoFn):
                     query("IMAGE", StudyInstanceUID=study, SeriesInstanceUID=series, SOPInstanceUID=""))}
             except DimseError as exc:  # the C-STORE answers decide instead
                 LOG.warning("series %s/%s: cannot ask the PACS what it holds (%s)", study, series, exc)
-        for instance in instances:
-            if instance.sop_uid in held:
-                yield self._outcome(metrics.UNCHANGED, instance)
+        answers: list[tuple[ValidInstance, int | str | None, str]] = [
+            (instance, HELD, "") for instance in instances if instance.sop_uid in held]
         sending = [i for i in instances if i.sop_uid not in held]
         if self.dry_run:
-            for instance in sending:
-                yield self._outcome(metrics.SUCCESS, instance)
-            return
-        yield from self._send(sending)
+            return answers + [(instance, WOULD_STORE, "") for instance in sending]
+        return answers + self._send(sending)
 
-    def _send(self, instances: list[ValidInstance]) -> Iterator:
+    def _send(self, instances: list[ValidInstance]) -> list[tuple[ValidInstance, int | None, str]]:
+        answers: list[tuple[ValidInstance, int | None, str]] = []
         files: list[tuple[ValidInstance, str, str, bool]] = []  # instance, local path, SOP class, temporary
         for instance in instances:
             try:
                 path, temporary = _local_copy(instance.url, instance.size)
                 files.append((instance, path, sop_class_of(path), temporary))
             except IO_ERRORS as exc:
-                yield self._failure(instance, f"cannot read it: {error_text(exc)}")
+                answers.append((instance, None, f"cannot read it: {error_text(exc)}"))
         try:
             pairs = [(sop_class, instance.transfer_syntax) for instance, _, sop_class, _ in files]
             for group in group_contexts(pairs, reserved=1):
@@ -105,16 +136,15 @@ class _StoreFn(PeerDoFn):
                 chosen = [f for f in files if (f[2], f[0].transfer_syntax) in set(group)]
                 # several associations at once: a PACS stores one while it receives the next
                 lanes = max(1, min(self.settings.max_associations, len(chosen) // PER_LANE))
-                results = self.executor.map(self._store_lane, [chosen[lane::lanes] for lane in range(lanes)],
-                                            [contexts] * lanes)
-                for answers in results:  # Metrics and outputs on the bundle's thread
-                    for instance, code, message in answers:
-                        yield self._answer(instance, code, message)
+                for lane_answers in self.executor.map(self._store_lane, [chosen[n::lanes] for n in range(lanes)],
+                                                      [contexts] * lanes):
+                    answers += lane_answers
         finally:
             for _, path, _, temporary in files:
                 if temporary:
                     with contextlib.suppress(OSError):
                         os.unlink(path)
+        return answers
 
     def _store_lane(self, files: list, contexts: list) -> list[tuple[ValidInstance, int | None, str]]:
         """C-STORE each file on a pooled association: ``(instance, status code or None, why not)``.
