@@ -87,13 +87,46 @@ def test_context_groups_fit_an_association_and_keep_classes_together():
 
 def test_dimse_transforms_pickle():
     pytest.importorskip("pynetdicom")
+    from dicom_transfer.io.dicomweb import DicomwebClient
     from dicom_transfer.io.dimse import DimseSettings
     from dicom_transfer.layout import Layout
+    from dicom_transfer.transforms.dimse_migrate import DimseMigrateSeries
     from dicom_transfer.transforms.dimse_source import DimseExpandToInstances, DimseRetrieveAndWrite
     from dicom_transfer.transforms.dimse_store import DimseStoreInstances
 
     settings = DimseSettings(PeerAddress("127.0.0.1", 104, "PACS"))
     for transform in (DimseExpandToInstances(settings), DimseStoreInstances(settings),
                       DimseRetrieveAndWrite(settings, "/tmp/out", Layout.parse("uid"), move_destination="X",
-                                            journal="/tmp/j")):
+                                            journal="/tmp/j"),
+                      DimseMigrateSeries(settings, DicomwebClient("http://127.0.0.1:1/dicom-web"),
+                                         move_destination="X", journal="/tmp/j")):
         assert pickle.loads(pickle.dumps(transform)) is not None
+
+
+def test_a_held_checkpoint_keeps_the_reactor_stopped_and_says_when_it_is():
+    """pynetdicom's own "paused" flag is True while its reactor still passes a set checkpoint;
+    ``blocked`` is True only while a waiter is really stopped, and a held checkpoint ignores the
+    ``set()`` every ``send_c_*()`` ends with."""
+    import threading
+    import time
+
+    from dicom_transfer.io.dimse import _Checkpoint
+
+    checkpoint = _Checkpoint()
+    assert checkpoint.wait(0) and not checkpoint.blocked  # set: a waiter passes
+    checkpoint.held = True
+    checkpoint.clear()
+    passed = threading.Event()
+    reactor = threading.Thread(target=lambda: (checkpoint.wait(), passed.set()), daemon=True)
+    reactor.start()
+    deadline = time.monotonic() + 5
+    while not checkpoint.blocked and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert checkpoint.blocked
+    checkpoint.set()  # what send_c_store() does when answered: ignored while held
+    assert not passed.wait(0.05) and checkpoint.blocked
+    checkpoint.held = False
+    checkpoint.set()
+    assert passed.wait(5)
+    reactor.join(5)
+    assert not checkpoint.blocked
