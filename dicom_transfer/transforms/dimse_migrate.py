@@ -35,6 +35,7 @@ from dicom_transfer.transforms.migrate import _MigrateSeriesFn, _SeriesRun
 from dicom_transfer.transforms.outcomes import OUTCOMES
 from dicom_transfer.transforms.place import clear_journal_entries, read_journal_entry
 from dicom_transfer.transforms.validate import ValidInstance
+from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)
 _DONE = object()
@@ -146,7 +147,7 @@ class _DimseMigrateSeriesFn(_MigrateSeriesFn):
                                    SOPInstanceUID=sop)
                 failure = (yield from fetch(run, identifier, group, sop)) or failure
             if not run.settled(sop):
-                run.fail(sop, f"cannot retrieve from the PACS: {failure or 'the PACS did not send it'}", "retrieve")
+                run.fail(sop, f"cannot retrieve from the PACS: {failure or 'the PACS did not send it'}", Stage.RETRIEVE)
 
     def _get(self, run: _SeriesRun, identifier, group: list[tuple[str, str]], single: str | None
              ) -> Iterator[ValidInstance]:
@@ -201,7 +202,7 @@ class _DimseMigrateSeriesFn(_MigrateSeriesFn):
                     if instance is not None:
                         yield instance
             except IO_ERRORS as exc:
-                run.fail(sop, f"cannot take it from the receiver's staging area: {error_text(exc)}", "retrieve")
+                run.fail(sop, f"cannot take it from the receiver's staging area: {error_text(exc)}", Stage.RETRIEVE)
                 continue
             if entry is not None:  # taken: the staging area keeps nothing of it
                 try:
