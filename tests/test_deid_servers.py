@@ -152,3 +152,26 @@ def test_export_from_a_pacs_deidentifies_what_c_get_brings(pacs, tmp_path, capsy
 
     again = run_cli(tmp_path, capsys, *args, op="e2")
     assert (again.status, again.counter["success"], again.counter["unchanged"]) == (0, 0, 6)
+
+
+def test_migrate_from_a_pacs_deidentifies_what_c_get_brings(source, tmp_path, capsys, key_env):
+    """`migrate --dimse-source` de-identifies in the same per-series stage as from DICOMweb; with
+    C-MOVE it is refused (the receiver would stage identifiable data outside the pipeline)."""
+    destination = Orthanc(tmp_path / "dicomweb").start()
+    try:
+        mapping = tmp_path / "mapping.csv"
+        args = ["migrate", "--dimse-source", source.address, "--calling-ae", CALLING_AE,
+                "--dicomweb-url", destination.dicomweb, "--identifier", STUDY, *DEID, "--deid-mapping", str(mapping)]
+        run = run_cli(tmp_path, capsys, *args, op="d1")
+        assert run.status == 0, (run.out, run.err)
+        assert (run.counter["success"], run.counter["deidentified"]) == (6, 6)
+        stored = destination.stored_files()
+        check_deidentified(list(stored.values()), mapping)
+        again = run_cli(tmp_path, capsys, *args, op="d2")
+        assert (again.status, again.counter["success"], again.counter["unchanged"]) == (0, 0, 6)
+        assert destination.stored_files() == stored
+        moved = run_cli(tmp_path, capsys, *args, "--move-destination", "DT-RECEIVER", "--move-listen",
+                        f"127.0.0.1:{free_port()}", op="d3")
+        assert moved.status == 2 and "--move-destination" in moved.err
+    finally:
+        destination.stop()

@@ -31,11 +31,13 @@ from dicom_transfer.pipelines.configs import (
     require_report_locations,
     run_reports,
 )
+from dicom_transfer.pipelines.deid import DeidConfig, deid_config
 from dicom_transfer.pipelines.dimse import dimse_settings, study_date_chunks
 from dicom_transfer.pipelines.options import UsageError
 from dicom_transfer.pipelines.receiver import MoveReceiver, journal_of
 from dicom_transfer.report import RunReports
 from dicom_transfer.transforms import WriteReports
+from dicom_transfer.transforms.deidentify import MAPPING, WriteMapping
 from dicom_transfer.transforms.dimse_migrate import DimseMigrateSeries
 from dicom_transfer.transforms.dimse_source import INSTANCES, DimseExpandToInstances, DimseResourcesToExport
 from dicom_transfer.transforms.outcomes import OUTCOMES
@@ -93,6 +95,7 @@ class DimseMigrateConfig:
     concurrency: int = 4
     verify_bytes: bool = False
     move: StagedMove | None = None
+    deid: DeidConfig | None = None
 
     @property
     def dry_run(self) -> bool:
@@ -105,6 +108,9 @@ def dimse_migrate_config(options: argparse.Namespace, local: bool = True) -> Dim
     if options.source_dicomweb_url:
         raise UsageError("give --source-dicomweb-url or --dimse-source, not both")
     require_report_locations(options, local, "migrate")
+    deid = deid_config(options)  # a missing key stops the run before the PACS is asked anything
+    if deid and options.move_destination:  # the receiver, outside the pipeline, would stage identifiable data
+        raise UsageError("--deidentify with --dimse-source retrieves by C-GET: drop --move-destination")
     chunks = study_date_chunks(options)
     check_schemes(options)
     move = staged_move(options)
@@ -117,7 +123,7 @@ def dimse_migrate_config(options: argparse.Namespace, local: bool = True) -> Dim
         identifiers=tuple(options.identifier or ()), identifiers_file=options.identifiers_file,
         filter_file=options.filter_file, date_chunks=chunks,
         max_instances=options.max_instances_per_request, max_bytes=options.max_request_bytes,
-        concurrency=options.concurrency, verify_bytes=options.verify_bytes, move=move)
+        concurrency=options.concurrency, verify_bytes=options.verify_bytes, move=move, deid=deid)
 
 
 @contextlib.contextmanager
@@ -148,7 +154,13 @@ def build_dimse_migrate_pipeline(pipeline: beam.Pipeline, config: DimseMigrateCo
         settings, config.destination, max_instances=config.max_instances, max_bytes=config.max_bytes,
         concurrency=config.concurrency, verify_bytes=config.verify_bytes, dry_run=config.dry_run,
         move_destination=config.move.ae_title if config.move else None,
-        journal=config.move.journal if config.move else None)
+        journal=config.move.journal if config.move else None,
+        deid=config.deid.settings if config.deid else None)
+    extra = {}
+    if config.deid:
+        extra["deidentification"] = config.deid.summary()
+        if config.deid.mapping_url:  # a re-run moves only what is missing: earlier rows are kept
+            migrated[MAPPING] | "WriteMapping" >> WriteMapping(config.deid.mapping_url, merge_existing=True)
     failures = (resources[FAILURES], series[FAILURES], migrated[FAILURES]) | "AllFailures" >> beam.Flatten()
     no_patterns = pipeline | "NoPatterns" >> beam.Create([])
     return (failures, migrated[OUTCOMES], no_patterns) | "WriteReports" >> WriteReports.for_run(
@@ -156,5 +168,5 @@ def build_dimse_migrate_pipeline(pipeline: beam.Pipeline, config: DimseMigrateCo
         extra={"source": str(settings.peer), "destination": config.destination.safe_url,
                "retrieval": f"C-MOVE to {config.move.ae_title}" if config.move else "C-GET",
                **({"staging": redact(config.move.staging)} if config.move and not config.move.temporary else {}),
-               "verifyBytes": config.verify_bytes},
+               "verifyBytes": config.verify_bytes, **extra},
     )

@@ -30,6 +30,7 @@ from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.dicomweb import DicomwebClient
 from dicom_transfer.io.dimse import AssociationPool, DimseError, DimseSettings, final_counts, query
 from dicom_transfer.io.files import local_path, open_url, split_url
+from dicom_transfer.transforms.deidentify import MAPPING, DeidSettings
 from dicom_transfer.transforms.dimse_source import context_groups, retrieval_contexts
 from dicom_transfer.transforms.migrate import _MigrateSeriesFn, _SeriesRun
 from dicom_transfer.transforms.outcomes import OUTCOMES
@@ -96,8 +97,9 @@ class _DimseMigrateSeriesFn(_MigrateSeriesFn):
 
     def __init__(self, settings: DimseSettings, destination: DicomwebClient, max_instances: int,
                  max_bytes: int, concurrency: int, verify_bytes: bool, dry_run: bool,
-                 move_destination: str | None = None, journal: str | None = None) -> None:
-        super().__init__(None, destination, max_instances, max_bytes, concurrency, verify_bytes, dry_run)
+                 move_destination: str | None = None, journal: str | None = None,
+                 deid: DeidSettings | None = None) -> None:
+        super().__init__(None, destination, max_instances, max_bytes, concurrency, verify_bytes, dry_run, deid)
         self.settings = settings
         self.move_destination = move_destination
         self.journal = journal
@@ -243,9 +245,10 @@ class DimseMigrateSeries(beam.PTransform):
     DICOMweb server, and verify: :class:`~dicom_transfer.transforms.migrate.MigrateSeries`
     with C-GET (presentation contexts per series from the SOP classes C-FIND reported, each
     instance received as stored) in place of WADO-RS, or C-MOVE to ``move_destination``, a
-    receiver that stages what it receives and records it in ``journal``.
+    receiver that stages what it receives and records it in ``journal``. With ``deid``, each
+    retrieved instance is de-identified before it is sent, as by ``MigrateSeries``.
 
-    Returns a dict with ``outcomes`` and ``failures``.
+    Returns a dict with ``outcomes``, ``failures`` and ``mapping`` (empty without ``deid``).
 
     Example::
 
@@ -255,11 +258,12 @@ class DimseMigrateSeries(beam.PTransform):
 
     def __init__(self, settings: DimseSettings, destination: DicomwebClient, max_instances: int = 32,
                  max_bytes: int = 32 << 20, concurrency: int = 4, verify_bytes: bool = False,
-                 dry_run: bool = False, move_destination: str | None = None, journal: str | None = None) -> None:
+                 dry_run: bool = False, move_destination: str | None = None, journal: str | None = None,
+                 deid: DeidSettings | None = None) -> None:
         super().__init__()
         self.fn = _DimseMigrateSeriesFn(settings, destination, max_instances, max_bytes, concurrency,
-                                        verify_bytes, dry_run, move_destination, journal)
+                                        verify_bytes, dry_run, move_destination, journal, deid)
 
     def expand(self, series: beam.PCollection) -> dict[str, beam.PCollection]:
-        result = series | "RetrieveStoreVerify" >> beam.ParDo(self.fn).with_outputs(FAILURES, OUTCOMES)
-        return {OUTCOMES: result[OUTCOMES], FAILURES: result[FAILURES]}
+        result = series | "RetrieveStoreVerify" >> beam.ParDo(self.fn).with_outputs(FAILURES, OUTCOMES, MAPPING)
+        return {OUTCOMES: result[OUTCOMES], FAILURES: result[FAILURES], MAPPING: result[MAPPING]}
