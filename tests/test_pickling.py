@@ -67,6 +67,12 @@ def _dimse_import(args: argparse.Namespace):
     return build_dimse_import_pipeline, dimse_import_config(args, True)
 
 
+def _dimse_migrate(args: argparse.Namespace):
+    from dicom_transfer.pipelines.dimse_migrate import build_dimse_migrate_pipeline, dimse_migrate_config
+
+    return build_dimse_migrate_pipeline, dimse_migrate_config(args, True)
+
+
 # name -> (builder, command line); {d} is a scratch folder. Each command line is one a user could run.
 COMMANDS = {
     "copy": (_copy, ["copy", "--input", "{d}/in/**", "--output", "{d}/out"]),
@@ -91,6 +97,15 @@ COMMANDS = {
                                                 "--deid-key-env", "DEID_KEY_FOR_TEST"]),
     "export-dimse": (_dimse_export, ["export", "--dimse-source", "dimse://PACS@127.0.0.1:{dimse_port}", "--all",
                                      "--study-date", "20240101-20240131", "--output", "{d}/out"]),
+    "migrate-dimse": (_dimse_migrate, ["migrate", "--dimse-source", "dimse://PACS@127.0.0.1:{dimse_port}", "--all",
+                                       "--study-date", "20240101-20240131", "--dicomweb-url", "{url}",
+                                       "--move-destination", "RECEIVER", "--move-staging", "{d}/staging",
+                                       "--errors", "{d}/errors.log", "--summary", "{d}/summary.json"]),
+    "migrate-dimse-deidentify": (_dimse_migrate, ["migrate", "--dimse-source", "dimse://PACS@127.0.0.1:{dimse_port}",
+                                                  "--identifier", "1.2.3", "--dicomweb-url", "{url}",
+                                                  "--errors", "{d}/errors.log", "--summary", "{d}/summary.json",
+                                                  "--deidentify", "basic", "--deid-key-env", "DEID_KEY_FOR_TEST",
+                                                  "--deid-mapping", "{d}/map.csv"]),
     "import-dimse": (_dimse_import, ["import", "--input", "{d}/in/**", "--dimse-destination",
                                      "dimse://PACS@127.0.0.1:{dimse_port}", "--errors", "{d}/errors.log",
                                      "--summary", "{d}/summary.json"]),
