@@ -21,7 +21,7 @@ import queue
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 
 import apache_beam as beam
 
@@ -117,7 +117,8 @@ class _DimseMigrateSeriesFn(_MigrateSeriesFn):
         if getattr(self, "peers", None) is not None:
             self.peers.leave()
 
-    def process(self, element: tuple[tuple[str, str], Iterable[tuple[str, str, bool]]]) -> Iterator:
+    def process(  # type: ignore[override]  # C-FIND also says each instance's SOP class
+            self, element: tuple[tuple[str, str], Iterable[tuple[str, str, bool]]]) -> Iterator:
         series, items = element[0], list(element[1])
         classes = self.classes.setdefault(series, {})
         for sop, sop_class, _ in items:
@@ -152,7 +153,7 @@ class _DimseMigrateSeriesFn(_MigrateSeriesFn):
                 run.fail(sop, f"cannot retrieve from the PACS: {failure or 'the PACS did not send it'}", Stage.RETRIEVE)
 
     def _get(self, run: _SeriesRun, identifier, group: list[tuple[str, str]], single: str | None
-             ) -> Iterator[ValidInstance]:
+             ) -> Generator[ValidInstance, None, str | None]:
         """One C-GET on a pooled association (run on ``retrievals``), its instances validated
         and yielded as they arrive; returns why it failed (``None``: the PACS said success)."""
         arrivals = _Arrivals(run.spool, 4 * self.max_instances * self.concurrency, self.settings.timeout)
@@ -179,13 +180,14 @@ class _DimseMigrateSeriesFn(_MigrateSeriesFn):
         return _failure_of(final, identifier, "C-GET")
 
     def _move(self, run: _SeriesRun, identifier, group: list[tuple[str, str]], single: str | None
-              ) -> Iterator[ValidInstance]:
+              ) -> Generator[ValidInstance, None, str | None]:
         """One C-MOVE to the receiver, then the staged instances its journal names, validated and
         yielded; returns why it failed (``None``: the PACS said success)."""
-        plan = run.plan
+        plan, journal = run.plan, self.journal
+        assert journal is not None, "C-MOVE is configured with the receiver's journal"
         sops = [single] if single else [sop for sop in plan.missing if not run.settled(sop)]
         try:  # an entry from an earlier run is never taken for this one's
-            clear_journal_entries(self.journal, plan.study, plan.series, sops)
+            clear_journal_entries(journal, plan.study, plan.series, sops)
         except IO_ERRORS as exc:
             return f"cannot clear the receiver's journal: {error_text(exc)}"
         contexts, roles = retrieval_contexts(group, self.move_destination)
@@ -196,7 +198,7 @@ class _DimseMigrateSeriesFn(_MigrateSeriesFn):
             failure = str(exc)
         for sop in sops:
             try:
-                entry = read_journal_entry(self.journal, plan.study, plan.series, sop)
+                entry = read_journal_entry(journal, plan.study, plan.series, sop)
                 if isinstance(entry, ErrorRecord):
                     run.fail(sop, entry.error, entry.stage)
                 elif entry is not None and not run.settled(sop):
@@ -208,7 +210,7 @@ class _DimseMigrateSeriesFn(_MigrateSeriesFn):
                 continue
             if entry is not None:  # taken: the staging area keeps nothing of it
                 try:
-                    clear_journal_entries(self.journal, plan.study, plan.series, [sop])
+                    clear_journal_entries(journal, plan.study, plan.series, [sop])
                 except IO_ERRORS as exc:
                     LOG.warning("cannot remove %s/%s from the receiver's journal: %s", plan.identifier, sop,
                                 error_text(exc))

@@ -69,7 +69,7 @@ class _WriteErrorsLogFn(beam.DoFn):
     def __init__(self) -> None:
         self.failure = Metrics.counter(metrics.NAMESPACE, metrics.FAILURE)
 
-    def process(self, url: str, lines: Iterable[str]) -> Iterator[int]:
+    def process(self, url: str, lines: Iterable[str]) -> Iterator[tuple[int, int]]:
         fs, path = split_url(url)
         if is_local(fs):
             os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -49,10 +49,11 @@ class HeldBySeries:
     def _series(self, study: str, series: str) -> set[str]:
         key = (study, series)
         with self.lock:
-            future = self.known.get(key)
-            asking = future is None
+            known = self.known.get(key)
+            asking = known is None
+            future: concurrent.futures.Future = concurrent.futures.Future() if known is None else known
             if asking:
-                future = self.known[key] = concurrent.futures.Future()
+                self.known[key] = future
                 while len(self.known) > self.keep:
                     self.known.popitem(last=False)
             else:
