@@ -255,6 +255,8 @@ class _Walker:
         self.captured: dict[int, RawDataElement] = {}
         self.elements: list[tuple[int, int, int]] = []  # top-level elements: (tag, header offset, end)
         self.pos = stream.tell()
+        # A file read whole is walked from its bytes where it can be (see _plain_elements).
+        self.data = stream.getvalue() if isinstance(stream, io.BytesIO) else None
 
     # -- low level -------------------------------------------------------
     def _read(self, count: int, what: str) -> bytes:
@@ -328,6 +330,8 @@ class _Walker:
         """Walk elements until ``limit`` (defined length), an item delimiter, or EOF."""
         while True:
             end = self.size if limit is None else limit
+            if self.data is not None and not self.implicit:
+                self._plain_elements(end, top_level)
             if self.pos >= end:
                 if limit is None and not top_level:
                     raise InvalidInstance(
@@ -350,6 +354,44 @@ class _Walker:
             self._element_value(tag, vr, length, offset, limit, top_level, depth)
             if top_level:
                 self.elements.append((tag, offset, self.pos))
+
+    def _plain_elements(self, end: int, top_level: bool) -> None:
+        """Step over explicit-VR elements of defined length (sequences aside), from the bytes in memory.
+
+        Most elements of a header are such: this loop does for them what :meth:`_header`,
+        :meth:`_check_fits` and :meth:`_skip` would, without a call or a read per element.
+        It stops at the first element it cannot decide alone (another VR, an item, a value to
+        capture, one that does not fit), leaving it, and every verdict, to the general walk.
+        """
+        data, pos = self.data, self.pos
+        stop = min(end, self.size, len(data))
+        unpack_tag, unpack_short = self.tag_struct.unpack_from, self.short_struct.unpack_from
+        unpack_long = self.long_struct.unpack_from
+        capture = self.capture if top_level else ()
+        elements = self.elements
+        while pos + 8 <= stop:
+            group, element = unpack_tag(data, pos)
+            if group == 0xFFFE:
+                break
+            vr = data[pos + 4:pos + 6]
+            if vr in SHORT_VRS:
+                value_end = pos + 8 + unpack_short(data, pos + 6)[0]
+            elif vr in LONG_VRS and vr != b"SQ" and pos + 12 <= stop:
+                length = unpack_long(data, pos + 8)[0]
+                if length == UNDEFINED:
+                    break
+                value_end = pos + 12 + length
+            else:
+                break
+            tag = (group << 16) | element
+            if value_end > stop or tag in capture:
+                break
+            if top_level:
+                elements.append((tag, pos, value_end))
+            pos = value_end
+        if pos != self.pos:
+            self.pos = pos
+            self.stream.seek(pos)
 
     def _element_value(self, tag: int, vr: bytes | None, length: int, offset: int,
                        limit: int | None, top_level: bool, depth: int = 0) -> None:
