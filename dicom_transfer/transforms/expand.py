@@ -60,7 +60,7 @@ class _ExpandPatternFn(beam.DoFn):
                 count += 1
                 self.progress.add(1, found.size)
                 self.progress.report("found")
-                yield found
+                yield found.url, found  # keyed for the deduplication that follows
         except IO_ERRORS as exc:
             yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
                 text, f"cannot list files for this pattern: {error_text(exc)}", Stage.EXPAND))
@@ -116,7 +116,6 @@ class ExpandPatterns(beam.PTransform):
         )
         files = (
             expanded[FILES]
-            | "KeyByUrl" >> beam.Map(lambda ref: (ref.url, ref))
             | "DeduplicateAndReshuffle" >> beam.GroupByKey()
             | "First" >> beam.Map(_first)
         )

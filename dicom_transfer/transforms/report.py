@@ -11,7 +11,7 @@ from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
 from dicom_transfer.errors import INTERNAL_ERROR, ErrorRecord, to_errors_log_line
-from dicom_transfer.io.files import is_local, split_url
+from dicom_transfer.io.files import FileRef, is_local, split_url
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.report import FAILED, RunReports, build_summary, write_text
 
@@ -40,13 +40,20 @@ class CountOutcomes(beam.CombineFn):
         return accumulator
 
 
+FILES_MATCHED = "filesMatched"
+
+
 class _CountProgressFn(beam.DoFn):
-    """Reports each final outcome and failure to the run's progress display as it happens."""
+    """Reports each final outcome and failure to the run's progress display as it happens, and
+    makes each outcome (and each file found, when they are counted) a ``(kind, size)`` pair."""
 
     def setup(self) -> None:
         self.progress = ProgressLog("report")
 
     def process(self, element) -> Iterator:
+        if isinstance(element, FileRef):  # a file the expansion found
+            yield FILES_MATCHED, 0
+            return
         if isinstance(element, ErrorRecord):
             self.progress.report(metrics.FAILURE)
             yield to_errors_log_line(element)
@@ -85,13 +92,15 @@ class _WriteErrorsLogFn(beam.DoFn):
 
 
 def _write_summary(errors: tuple[int, int], counts: dict[str, int], unmatched: list[tuple[str, str]],
-                   settings: dict, matched: int | None = None) -> str:
+                   settings: dict) -> str:
     failures, internal = errors
+    counts = dict(counts)
+    matched = counts.pop(FILES_MATCHED, 0)
     counter = {"success": 0, "failure": failures, "unchanged": 0, "filtered": 0, "bytesWritten": 0}
     counter.update(counts)
     counter["failure"] = failures
-    if matched is not None:
-        counter["filesMatched"] = matched
+    if settings.get("count_files"):
+        counter[FILES_MATCHED] = matched
     problems = {}
     if internal:  # a bug, not bad input: the run is not to be trusted as "completed with errors"
         problems = {"internalErrors": internal, "error": f"{internal} failure(s) came from a bug in dicom-transfer "
@@ -175,19 +184,17 @@ class WriteReports(beam.PTransform):
             | "ErrorsLogUrl" >> beam.Create([self.settings["errors_url"]])
             | "WriteErrorsLog" >> beam.ParDo(_WriteErrorsLogFn(), beam.pvalue.AsIter(lines))
         )
+        if files:  # the files the expansion found: counted with the outcomes, as filesMatched
+            outcomes = (outcomes, files[0]) | "OutcomesAndFiles" >> beam.Flatten()
         counts = (
             outcomes
             | "OutcomeKinds" >> beam.ParDo(_CountProgressFn())
             | "CountOutcomes" >> beam.CombineGlobally(CountOutcomes())
         )
-        extra = {}
-        if files:  # the files the expansion found: counted once, as filesMatched
-            extra["matched"] = beam.pvalue.AsSingleton(files[0] | "CountFiles" >> beam.combiners.Count.Globally())
         return written | "WriteSummary" >> beam.Map(
             _write_summary,
             counts=beam.pvalue.AsSingleton(counts),
             unmatched=beam.pvalue.AsList(unmatched),
-            settings=self.settings,
-            **extra,
+            settings={**self.settings, "count_files": bool(files)},
         )
 

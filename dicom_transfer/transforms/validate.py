@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -73,17 +74,33 @@ def validate_file(ref: FileRef, keywords: Iterable[str] = ()) -> ValidInstance:
     OSError
         The file cannot be read.
     """
+    return read_and_validate(ref, keywords)[0]
+
+
+def read_and_validate(ref: FileRef, keywords: Iterable[str] = ()) -> tuple[ValidInstance, bytes | None]:
+    """Validate the file ``ref`` points to, and return its bytes too when it was read whole
+    (a small file: one read), so that copying it needs no second read; ``None`` otherwise.
+
+    Raises
+    ------
+    InvalidInstance
+        The file is not an acceptable instance.
+    OSError
+        The file cannot be read.
+    """
     local = local_path(ref.url) is not None
     # Remote objects are read in small ranges: the header, then seeks over the values.
     with open_url(ref.url, block_size=REMOTE_BLOCK, size=ref.size) as raw:
         stream = open_for_validation(raw, ref.size, LOCAL_IN_MEMORY if local else REMOTE_IN_MEMORY)
         header = validate_part10(stream, ref.size, keywords)
-    return ValidInstance(
+    data = stream.getvalue() if isinstance(stream, io.BytesIO) else None
+    instance = ValidInstance(
         ref.url, ref.size, header.study_uid, header.series_uid, header.sop_uid,
         header.transfer_syntax,
         tuple(sorted((k, plain_value(v)) for k, v in header.attributes.items())),
         ref.md5,
     )
+    return instance, data if data is not None and len(data) == ref.size else None
 
 
 class _ValidateFn(BatchedIoFn):
