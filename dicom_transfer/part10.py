@@ -88,7 +88,7 @@ def keyword_tags(keywords: Iterable[str]) -> dict[str, int]:
 
 
 def validate_part10(
-    stream: BinaryIO, size: int, keywords: Iterable[str] = ()
+    stream: BinaryIO, size: int, keywords: Iterable[str] = (), head: bytes | None = None
 ) -> InstanceHeader:
     """Validate a Part 10 file and return its UIDs and requested attributes.
 
@@ -101,6 +101,9 @@ def validate_part10(
     keywords:
         Top-level attributes to return in :attr:`InstanceHeader.attributes`
         (absent ones are left out).
+    head:
+        The file's first bytes, if they are in memory already (the header is then walked
+        from them; the whole file, for a ``BytesIO`` stream).
 
     Raises
     ------
@@ -109,7 +112,7 @@ def validate_part10(
     """
     wanted = keyword_tags(keywords)
     capture = {STUDY_UID, SERIES_UID, SOP_UID, SPECIFIC_CHARACTER_SET, *wanted.values()}
-    transfer_syntax, walker = _walk_file(stream, size, capture)
+    transfer_syntax, walker = _walk_file(stream, size, capture, head)
     implicit = transfer_syntax == IMPLICIT_VR_LE
     little = transfer_syntax != EXPLICIT_VR_BE
 
@@ -138,16 +141,17 @@ def validate_part10(
     return InstanceHeader(uids[0], uids[1], uids[2], transfer_syntax, size, attributes)
 
 
-def _walk_file(stream: BinaryIO, size: int, capture: set[int]) -> tuple[str, _Walker]:
+def _walk_file(stream: BinaryIO, size: int, capture: set[int],
+               head: bytes | None = None) -> tuple[str, _Walker]:
     """Check preamble and file meta, walk the dataset; return the transfer syntax and the walker."""
     if size == 0:
         raise InvalidInstance("part10", "file is empty (0 bytes)")
-    head = stream.read(PREAMBLE_LENGTH + 4)
-    if len(head) < PREAMBLE_LENGTH + 4:
+    start = stream.read(PREAMBLE_LENGTH + 4)
+    if len(start) < PREAMBLE_LENGTH + 4:
         raise InvalidInstance(
-            "part10", f"file has only {len(head)} bytes: too short for the 128-byte preamble and 'DICM'"
+            "part10", f"file has only {len(start)} bytes: too short for the 128-byte preamble and 'DICM'"
         )
-    if head[PREAMBLE_LENGTH:] != b"DICM":
+    if start[PREAMBLE_LENGTH:] != b"DICM":
         raise InvalidInstance(
             "part10", "no 'DICM' prefix after the 128-byte preamble: not a DICOM Part 10 file"
         )
@@ -164,8 +168,8 @@ def _walk_file(stream: BinaryIO, size: int, capture: set[int]) -> tuple[str, _Wa
     little = transfer_syntax != EXPLICIT_VR_BE
     dataset_stream, dataset_size = stream, size
     if transfer_syntax in DEFLATED:
-        dataset_stream, dataset_size = _inflate(stream, size)
-    walker = _Walker(dataset_stream, dataset_size, implicit=implicit, little=little, capture=capture)
+        dataset_stream, dataset_size, head = *_inflate(stream, size), None
+    walker = _Walker(dataset_stream, dataset_size, implicit=implicit, little=little, capture=capture, head=head)
     walker.walk_dataset()
     return transfer_syntax, walker
 
@@ -245,7 +249,7 @@ class _Walker:
         self.long_struct = struct.Struct(value + "L")
 
     def __init__(self, stream: BinaryIO, size: int, *, implicit: bool, little: bool,
-                 capture: set[int]) -> None:
+                 capture: set[int], head: bytes | None = None) -> None:
         self.stream = stream
         self.size = size
         self.implicit = implicit
@@ -255,8 +259,9 @@ class _Walker:
         self.captured: dict[int, RawDataElement] = {}
         self.elements: list[tuple[int, int, int]] = []  # top-level elements: (tag, header offset, end)
         self.pos = stream.tell()
-        # A file read whole is walked from its bytes where it can be (see _plain_elements).
-        self.data = stream.getvalue() if isinstance(stream, io.BytesIO) else None
+        # What is in memory (a file read whole, or its head) is walked from its bytes where it
+        # can be (see _plain_elements).
+        self.data = stream.getvalue() if isinstance(stream, io.BytesIO) else head
 
     # -- low level -------------------------------------------------------
     def _read(self, count: int, what: str) -> bytes:
@@ -490,3 +495,11 @@ def open_for_validation(stream: BinaryIO, size: int, in_memory_limit: int = 1 <<
     if size <= in_memory_limit:
         return io.BytesIO(stream.read(size + 1))
     return stream
+
+
+def read_head(stream: BinaryIO, length: int) -> bytes:
+    """The first ``length`` bytes of ``stream`` (fewer if it is shorter), the stream put back
+    at its start: to pass as ``head`` to :func:`validate_part10`."""
+    head = stream.read(length)
+    stream.seek(0)
+    return head
