@@ -132,10 +132,13 @@ def first_output_and_interruption(src: Path, dst: Path, count: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sets for a smoke run")
+    parser.add_argument("--small", type=int, default=None, help="number of ~8 KB files (default 20,000)")
+    parser.add_argument("--big", type=int, default=None, help="number of 512 KB files (default 2,000)")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dt-bench-"))
     small_count, big_count, huge = (2000, 200, 256 << 20) if args.quick else (20000, 2000, 2 << 30)
+    small_count, big_count = args.small or small_count, args.big or big_count
 
     small = marginal(work, "small", small_count, 7 * 1024,
                      then=lambda src: first_output_and_interruption(src, work / "dst", small_count))
