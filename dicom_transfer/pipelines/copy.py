@@ -15,7 +15,7 @@ from dicom_transfer.report import RunReports, absolute
 from dicom_transfer.transforms import ExpandPatterns, RouteToLayout, WriteInstances, WriteReports
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS
 from dicom_transfer.transforms.copy_files import CopyFiles
-from dicom_transfer.transforms.expand import FILES, UNMATCHED
+from dicom_transfer.transforms.expand import FILE_COUNTS, FILES, UNMATCHED
 from dicom_transfer.transforms.outcomes import OUTCOMES
 
 
@@ -76,7 +76,7 @@ def build_copy_pipeline(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCo
         run=config.run)
     failures = (*inputs.failures, routed[FAILURES], written[FAILURES]) | "AllFailures" >> beam.Flatten()
     outcomes = (written[OUTCOMES], *inputs.outcomes) | "AllOutcomes" >> beam.Flatten()
-    return (failures, outcomes, inputs.unmatched, inputs.files) | "WriteReports" >> _reports(config, extra)
+    return (failures, outcomes, inputs.unmatched, inputs.file_counts) | "WriteReports" >> _reports(config, extra)
 
 
 def _build_streaming(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCollection:
@@ -90,7 +90,7 @@ def _build_streaming(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PColle
     unmatched = expanded[UNMATCHED]
     if UNMATCHED in copied:
         unmatched = (unmatched, copied[UNMATCHED]) | "AllUnmatched" >> beam.Flatten()
-    return (failures, copied[OUTCOMES], unmatched, expanded[FILES]) | "WriteReports" >> _reports(config, {})
+    return (failures, copied[OUTCOMES], unmatched, expanded[FILE_COUNTS]) | "WriteReports" >> _reports(config, {})
 
 
 def _reports(config: CopyConfig, extra: dict) -> WriteReports:
