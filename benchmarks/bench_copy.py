@@ -2,6 +2,8 @@
 
 Marginal throughput: each command runs on the full set and on a single file; the single-file
 time is its fixed start-up, reported separately and subtracted. Ratios compare marginal costs.
+Then, on the small-file set: when the first output appears (target: within 5 s), and what
+Ctrl-C at half the run's time leaves in place (target: >= 40 % of the outputs).
 
     python benchmarks/bench_copy.py [--quick] [--workdir DIR] [--keep]
 """
@@ -9,12 +11,15 @@ time is its fixed start-up, reported separately and subtracted. Ratios compare m
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -79,27 +84,64 @@ def commands(src: Path, dst: Path) -> dict[str, list[str]]:
     }
 
 
-def marginal(work: Path, label: str, count: int, pixel_bytes: int) -> dict[str, tuple[float, float, float]]:
+def marginal(work: Path, label: str, count: int, pixel_bytes: int,
+             then=None) -> dict[str, tuple[float, float, float]]:
+    """Marginal costs on ``count`` files; ``then(src)`` runs on the same files before they go."""
     src, one = work / f"{label}-src", work / f"{label}-one"
     size = make_files(src, count, pixel_bytes)
     make_files(one, 1, pixel_bytes)
     subprocess.run(["cat", *map(str, src.rglob("*.dcm"))], stdout=subprocess.DEVNULL)  # warm the cache
     print(f"\n{label}: {count} files of {size // count // 1024} KB ({size / 1e6:.0f} MB)")
     results = marginal_costs(commands, src, one, work / "dst", count)
+    if then:
+        results.update(then(src))
     shutil.rmtree(src)
     shutil.rmtree(one)
     return results
 
 
+def count_outputs(folder: Path) -> int:
+    return sum(len(files) for top, _, files in os.walk(folder) if ".dicom-transfer" not in top)
+
+
+def first_output_and_interruption(src: Path, dst: Path, count: int) -> dict:
+    """Seconds until the first output exists, the run's total, and the share of outputs a
+    Ctrl-C at half that total leaves in place."""
+    command = [*CLI, "copy", "--input", str(src), "--output", str(dst)]
+    shutil.rmtree(dst, ignore_errors=True)
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = None
+    while process.poll() is None:
+        if first is None and count_outputs(dst):
+            first = time.perf_counter() - started
+        time.sleep(0.02 if first is None else 0.2)
+    total = time.perf_counter() - started
+    shutil.rmtree(dst)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(total / 2)
+    process.send_signal(signal.SIGINT)
+    process.wait()
+    kept = count_outputs(dst)
+    shutil.rmtree(dst)
+    print(f"  first output after {first:.2f} s of a {total:.2f} s run; Ctrl-C at {total / 2:.2f} s "
+          f"(exit {process.returncode}) left {kept} of {count} outputs ({100 * kept / count:.0f} %)")
+    return {"interruption": (first, total, kept / count)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sets for a smoke run")
+    parser.add_argument("--small", type=int, default=None, help="number of ~8 KB files (default 20,000)")
+    parser.add_argument("--big", type=int, default=None, help="number of 512 KB files (default 2,000)")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dt-bench-"))
     small_count, big_count, huge = (2000, 200, 256 << 20) if args.quick else (20000, 2000, 2 << 30)
+    small_count, big_count = args.small or small_count, args.big or big_count
 
-    small = marginal(work, "small", small_count, 7 * 1024)
+    small = marginal(work, "small", small_count, 7 * 1024,
+                     then=lambda src: first_output_and_interruption(src, work / "dst", small_count))
     big = marginal(work, "big", big_count, 512 * 1024)
 
     huge_dir = work / "huge-src"
@@ -116,7 +158,10 @@ def main() -> None:
         return (1 / results[a][2]) / (1 / results[b][2])
 
     best = "dicom-transfer (2 processes)"
+    first, total, kept = small["interruption"]
     print("\nSummary")
+    print(f"  {small_count} small files: first output after {first:.2f} s (target <= 5 s); Ctrl-C at half-time "
+          f"({total / 2:.1f} s) kept {100 * kept:.0f} % of the outputs (target >= 40 %)")
     print(f"  start-up of {best}: {small[best][1]:.2f} s (target < 3 s)")
     print(f"  small files: {best} marginal throughput = {ratio(small, best, 'naive loop'):.2f} x the "
           "naive loop (target >= 2)")

@@ -22,12 +22,20 @@ def timed(command: list[str], accept: tuple[int, ...] = (0,), env: dict | None =
 
 def peak_rss_mb(command: list[str], accept: tuple[int, ...] = (0,)) -> float:
     """Peak RSS of ``command`` and its waited-for descendants, in MB (measured by a fresh wrapper)."""
-    wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[2:], capture_output=True); "
+    return timed_with_peak_rss(command, accept)[1]
+
+
+def timed_with_peak_rss(command: list[str], accept: tuple[int, ...] = (0,)) -> tuple[float, float]:
+    """Seconds ``command`` takes, and the peak RSS of it and its waited-for descendants in MB
+    (both measured by a fresh wrapper process)."""
+    wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+               "r = subprocess.run(sys.argv[2:], capture_output=True); t = time.perf_counter() - t; "
                "assert r.returncode in eval(sys.argv[1]), r.stderr[-2000:]; "
-               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+               "print(t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
     out = subprocess.run([sys.executable, "-c", wrapper, repr(accept), *command], capture_output=True, text=True,
                          check=True)
-    return int(out.stdout.strip()) / 1024
+    seconds, kilobytes = out.stdout.split()
+    return float(seconds), int(kilobytes) / 1024
 
 
 def marginal_costs(commands: Callable[[Path, Path], dict[str, list[str]]], src: Path, one: Path, dst: Path,

@@ -88,7 +88,7 @@ def keyword_tags(keywords: Iterable[str]) -> dict[str, int]:
 
 
 def validate_part10(
-    stream: BinaryIO, size: int, keywords: Iterable[str] = ()
+    stream: BinaryIO, size: int, keywords: Iterable[str] = (), head: bytes | None = None
 ) -> InstanceHeader:
     """Validate a Part 10 file and return its UIDs and requested attributes.
 
@@ -101,6 +101,9 @@ def validate_part10(
     keywords:
         Top-level attributes to return in :attr:`InstanceHeader.attributes`
         (absent ones are left out).
+    head:
+        The file's first bytes, if they are in memory already (the header is then walked
+        from them; the whole file, for a ``BytesIO`` stream).
 
     Raises
     ------
@@ -109,7 +112,7 @@ def validate_part10(
     """
     wanted = keyword_tags(keywords)
     capture = {STUDY_UID, SERIES_UID, SOP_UID, SPECIFIC_CHARACTER_SET, *wanted.values()}
-    transfer_syntax, walker = _walk_file(stream, size, capture)
+    transfer_syntax, walker = _walk_file(stream, size, capture, head)
     implicit = transfer_syntax == IMPLICIT_VR_LE
     little = transfer_syntax != EXPLICIT_VR_BE
 
@@ -138,16 +141,17 @@ def validate_part10(
     return InstanceHeader(uids[0], uids[1], uids[2], transfer_syntax, size, attributes)
 
 
-def _walk_file(stream: BinaryIO, size: int, capture: set[int]) -> tuple[str, _Walker]:
+def _walk_file(stream: BinaryIO, size: int, capture: set[int],
+               head: bytes | None = None) -> tuple[str, _Walker]:
     """Check preamble and file meta, walk the dataset; return the transfer syntax and the walker."""
     if size == 0:
         raise InvalidInstance("part10", "file is empty (0 bytes)")
-    head = stream.read(PREAMBLE_LENGTH + 4)
-    if len(head) < PREAMBLE_LENGTH + 4:
+    start = stream.read(PREAMBLE_LENGTH + 4)
+    if len(start) < PREAMBLE_LENGTH + 4:
         raise InvalidInstance(
-            "part10", f"file has only {len(head)} bytes: too short for the 128-byte preamble and 'DICM'"
+            "part10", f"file has only {len(start)} bytes: too short for the 128-byte preamble and 'DICM'"
         )
-    if head[PREAMBLE_LENGTH:] != b"DICM":
+    if start[PREAMBLE_LENGTH:] != b"DICM":
         raise InvalidInstance(
             "part10", "no 'DICM' prefix after the 128-byte preamble: not a DICOM Part 10 file"
         )
@@ -164,8 +168,8 @@ def _walk_file(stream: BinaryIO, size: int, capture: set[int]) -> tuple[str, _Wa
     little = transfer_syntax != EXPLICIT_VR_BE
     dataset_stream, dataset_size = stream, size
     if transfer_syntax in DEFLATED:
-        dataset_stream, dataset_size = _inflate(stream, size)
-    walker = _Walker(dataset_stream, dataset_size, implicit=implicit, little=little, capture=capture)
+        dataset_stream, dataset_size, head = *_inflate(stream, size), None
+    walker = _Walker(dataset_stream, dataset_size, implicit=implicit, little=little, capture=capture, head=head)
     walker.walk_dataset()
     return transfer_syntax, walker
 
@@ -245,7 +249,7 @@ class _Walker:
         self.long_struct = struct.Struct(value + "L")
 
     def __init__(self, stream: BinaryIO, size: int, *, implicit: bool, little: bool,
-                 capture: set[int]) -> None:
+                 capture: set[int], head: bytes | None = None) -> None:
         self.stream = stream
         self.size = size
         self.implicit = implicit
@@ -255,6 +259,9 @@ class _Walker:
         self.captured: dict[int, RawDataElement] = {}
         self.elements: list[tuple[int, int, int]] = []  # top-level elements: (tag, header offset, end)
         self.pos = stream.tell()
+        # What is in memory (a file read whole, or its head) is walked from its bytes where it
+        # can be (see _plain_elements).
+        self.data = stream.getvalue() if isinstance(stream, io.BytesIO) else head
 
     # -- low level -------------------------------------------------------
     def _read(self, count: int, what: str) -> bytes:
@@ -328,6 +335,8 @@ class _Walker:
         """Walk elements until ``limit`` (defined length), an item delimiter, or EOF."""
         while True:
             end = self.size if limit is None else limit
+            if self.data is not None and not self.implicit:
+                self._plain_elements(end, top_level)
             if self.pos >= end:
                 if limit is None and not top_level:
                     raise InvalidInstance(
@@ -350,6 +359,44 @@ class _Walker:
             self._element_value(tag, vr, length, offset, limit, top_level, depth)
             if top_level:
                 self.elements.append((tag, offset, self.pos))
+
+    def _plain_elements(self, end: int, top_level: bool) -> None:
+        """Step over explicit-VR elements of defined length (sequences aside), from the bytes in memory.
+
+        Most elements of a header are such: this loop does for them what :meth:`_header`,
+        :meth:`_check_fits` and :meth:`_skip` would, without a call or a read per element.
+        It stops at the first element it cannot decide alone (another VR, an item, a value to
+        capture, one that does not fit), leaving it, and every verdict, to the general walk.
+        """
+        data, pos = self.data, self.pos
+        stop = min(end, self.size, len(data))
+        unpack_tag, unpack_short = self.tag_struct.unpack_from, self.short_struct.unpack_from
+        unpack_long = self.long_struct.unpack_from
+        capture = self.capture if top_level else ()
+        elements = self.elements
+        while pos + 8 <= stop:
+            group, element = unpack_tag(data, pos)
+            if group == 0xFFFE:
+                break
+            vr = data[pos + 4:pos + 6]
+            if vr in SHORT_VRS:
+                value_end = pos + 8 + unpack_short(data, pos + 6)[0]
+            elif vr in LONG_VRS and vr != b"SQ" and pos + 12 <= stop:
+                length = unpack_long(data, pos + 8)[0]
+                if length == UNDEFINED:
+                    break
+                value_end = pos + 12 + length
+            else:
+                break
+            tag = (group << 16) | element
+            if value_end > stop or tag in capture:
+                break
+            if top_level:
+                elements.append((tag, pos, value_end))
+            pos = value_end
+        if pos != self.pos:
+            self.pos = pos
+            self.stream.seek(pos)
 
     def _element_value(self, tag: int, vr: bytes | None, length: int, offset: int,
                        limit: int | None, top_level: bool, depth: int = 0) -> None:
@@ -448,3 +495,11 @@ def open_for_validation(stream: BinaryIO, size: int, in_memory_limit: int = 1 <<
     if size <= in_memory_limit:
         return io.BytesIO(stream.read(size + 1))
     return stream
+
+
+def read_head(stream: BinaryIO, length: int) -> bytes:
+    """The first ``length`` bytes of ``stream`` (fewer if it is shorter), the stream put back
+    at its start: to pass as ``head`` to :func:`validate_part10`."""
+    head = stream.read(length)
+    stream.seek(0)
+    return head

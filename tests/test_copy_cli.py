@@ -161,19 +161,45 @@ def test_identical_duplicates_write_once_and_count_unchanged(copy_cli, tmp_path)
     assert expected_path(out, uids).read_bytes() == data
 
 
-def test_conflicting_duplicates_keep_one_deterministic_winner_and_name_both(copy_cli, tmp_path):
+def test_conflicting_duplicates_the_first_written_stays_in_every_run_and_both_are_named(copy_cli, tmp_path):
     src = tmp_path / "in"
     uids = dict(study="1.2.3", series="1.2.3.4", sop="1.2.3.4.5")
     _, first, _ = write_instance(src / "a.dcm", "a", patient_id="A", **uids)
     _, second, _ = write_instance(src / "b.dcm", "b", patient_id="B", **uids)
     assert first != second
     out = tmp_path / "out"
+    target = out / "1.2.3/1.2.3.4/1.2.3.4.5.dcm"
     run = copy_cli("--input", str(src), "--output", str(out))
     assert run.status == 1
     assert (run.counter["success"], run.counter["failure"]) == (1, 1)
-    error = run.error_for("b.dcm")["Error"]
-    assert "conflicting duplicate" in error and str(src / "a.dcm") in error and str(src / "b.dcm") in error
-    assert (out / "1.2.3/1.2.3.4/1.2.3.4.5.dcm").read_bytes() == first
+    [record] = run.errors
+    loser = record["Identifier"]
+    winner = str(src / ("b.dcm" if loser.endswith("a.dcm") else "a.dcm"))
+    assert "conflicting duplicate" in record["Error"] and winner in record["Error"] and loser in record["Error"]
+    assert f"{winner} was written first and is kept" in record["Error"]
+    kept = target.read_bytes()
+    assert kept == (first if winner.endswith("a.dcm") else second)
+    # a re-run keeps it: the same input stays, the other one is reported again, naming both
+    run = copy_cli("--input", str(src), "--output", str(out))
+    assert run.status == 1 and (run.counter["unchanged"], run.counter["failure"]) == (1, 1)
+    again = run.error_for(loser.rsplit("/", 1)[1])["Error"]
+    assert winner in again and "exists with different content" in again
+    assert target.read_bytes() == kept
+
+
+def test_overwrite_replaces_an_earlier_run_but_never_what_this_run_wrote(copy_cli, tmp_path):
+    src = tmp_path / "in"
+    uids = dict(study="1.2.3", series="1.2.3.4", sop="1.2.3.4.5")
+    _, old, _ = write_instance(src / "a.dcm", "a", patient_id="OLD", **uids)
+    out = tmp_path / "out"
+    assert copy_cli("--input", str(src), "--output", str(out)).status == 0
+    _, first, _ = write_instance(src / "a.dcm", "a", patient_id="A", **uids)
+    _, second, _ = write_instance(src / "b.dcm", "b", patient_id="B", **uids)
+    run = copy_cli("--input", str(src), "--output", str(out), "--overwrite")
+    assert (run.counter["success"], run.counter["failure"]) == (1, 1)
+    [record] = run.errors
+    assert "conflicting duplicate" in record["Error"]
+    assert (out / "1.2.3/1.2.3.4/1.2.3.4.5.dcm").read_bytes() in (first, second)
 
 
 def test_azure_layout_and_report_locations(copy_cli, examples, tmp_path):
@@ -315,7 +341,8 @@ def test_crash_leaves_no_partial_file_under_a_final_name(copy_cli, tmp_path, mon
         os.write(fd, b"half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(destination, "copy_contents", failing_copy)
+    monkeypatch.setattr(destination, "copy_contents", failing_copy)  # from the source file
+    monkeypatch.setattr(destination, "write_bytes", lambda data: lambda fd: failing_copy(None, fd))  # from memory
     run = copy_cli("--input", str(src), "--output", str(out))
     assert run.status == 1 and "No space left on device" in run.error_for("a.dcm")["Error"]
     assert [p.name for p in out.rglob("*") if p.is_file() and ".dicom-transfer" not in p.parts] == []

@@ -66,13 +66,29 @@ def upstream_of(transforms: dict, name: str) -> set[str]:
     return seen
 
 
-def test_copy_graph_has_a_fusion_break_between_expansion_and_validation():
-    pipeline, _ = copy_job(["--input", "/in/**.dcm", "--output", "/out"])
+@pytest.mark.parametrize(("output", "validation", "writing"), [
+    ("/out", "CopyFiles/Copy/ParDo(_CopyFn)", "CopyFiles/Copy/ParDo(_CopyFn)"),
+    ("gs://bucket/out", "ReadAndValidate/Validate/ParDo(_ValidateFn)", "WriteInstances/Write/ParDo(_WriteFn)"),
+])
+def test_copy_graph_has_a_fusion_break_between_expansion_and_validation(output, validation, writing):
+    pipeline, _ = copy_job(["--input", "/in/**.dcm", "--output", output])
     transforms = transforms_of(pipeline)
     assert transforms["ExpandPatterns/DeduplicateAndReshuffle"].spec.urn == GBK
-    feeding_validation = upstream_of(transforms, "ReadAndValidate/Validate/ParDo(_ValidateFn)")
+    feeding_validation = upstream_of(transforms, validation)
     assert "ExpandPatterns/DeduplicateAndReshuffle" in feeding_validation
     assert "ExpandPatterns/List/ParDo(_ExpandPatternFn)" in feeding_validation
+    shuffles = {name for name in upstream_of(transforms, writing) if transforms[name].spec.urn == GBK}
+    if output == "/out":  # to local disk, each file is written in the step that validates it
+        assert validation == writing and shuffles == {"ExpandPatterns/DeduplicateAndReshuffle"}
+    else:  # to an object store, grouped by output directory (one listing each)
+        assert "WriteInstances/GroupByDirectory" in shuffles
+
+
+def test_local_copy_graph_is_slim():
+    """Every ParDo costs per element and, on Beam's side, at start-up: the local copy keeps few."""
+    pipeline, _ = copy_job(["--input", "/in/**.dcm", "--output", "/out"])
+    pardos = [t for t in transforms_of(pipeline).values() if t.spec.urn == "beam:transform:pardo:v1"]
+    assert len(pardos) <= 17, sorted(t.unique_name for t in pardos)
 
 
 def test_export_graph_breaks_fusion_per_series(tmp_path):

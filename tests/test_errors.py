@@ -67,8 +67,8 @@ def test_a_run_hit_by_a_bug_is_failed_not_completed_with_errors(copy_cli, tmp_pa
     broken = sample.valid[0]
     real = validate.validate_part10
 
-    def validate_with_a_bug(stream, size, keywords):
-        header = real(stream, size, keywords)
+    def validate_with_a_bug(stream, size, keywords, head=None):
+        header = real(stream, size, keywords, head)
         if header.sop_uid == broken.sop_uid:
             return header.no_such_attribute  # the bug: an AttributeError inside the stage
         return header

@@ -104,22 +104,39 @@ def test_password_in_url_and_bearer_token_never_appear(orthanc, tmp_path, mode):
     assert json.loads((tmp_path / "s.json").read_text())["counter"]["success"] == 1
 
 
-def test_sigkill_in_the_middle_of_a_copy_then_rerun_completes_byte_identical(tmp_path):
-    sample = write_sample_set(str(tmp_path / "in"), studies=4, series_per_study=5, instances_per_series=40,
-                              pixel_bytes=64 * 1024, bad_files=False)
-    out = tmp_path / "out"
-    process = subprocess.Popen([*CLI, "copy", "--input", str(tmp_path / "in"), "--output", str(out)],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
+def _outputs(folder) -> list:
+    return [p for p in folder.rglob("*.dcm") if ".dicom-transfer" not in p.parts]
+
+
+def _start_copy(source, out) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, "copy", "--input", str(source), "--output", str(out)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait_for_outputs(process: subprocess.Popen, out, count: int) -> list:
+    """The outputs once there are ``count`` of them, the copy still running (each file is
+    written as soon as it is validated, so they appear early and steadily)."""
+    deadline = time.monotonic() + 240
+    found = []
     while time.monotonic() < deadline and process.poll() is None:
-        if len(list(out.rglob("*.dcm"))) >= 50:
+        found = _outputs(out)
+        if len(found) >= count:
             break
         time.sleep(0.05)
-    assert process.poll() is None, "the copy finished before it could be interrupted"
+    assert process.poll() is None, f"the copy finished before {count} outputs were seen ({len(found)})"
+    return found
+
+
+def test_sigkill_in_the_middle_of_a_copy_then_rerun_completes_byte_identical(tmp_path):
+    sample = write_sample_set(str(tmp_path / "in"), studies=4, series_per_study=5, instances_per_series=100,
+                              pixel_bytes=16 * 1024, bad_files=False)
+    out = tmp_path / "out"
+    process = _start_copy(tmp_path / "in", out)
+    _wait_for_outputs(process, out, 50)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    done_before = {p for p in out.rglob("*.dcm")}
-    assert 0 < len(done_before) < len(sample.valid)
+    done_before = set(_outputs(out))
+    assert 50 <= len(done_before) < len(sample.valid)
     expected = {str(out / i.relative_uid_path): sha256(i.path) for i in sample.valid}
     for path in done_before:  # nothing partial under a final name
         assert sha256(path) == expected[str(path)]
@@ -131,6 +148,47 @@ def test_sigkill_in_the_middle_of_a_copy_then_rerun_completes_byte_identical(tmp
     assert summary["counter"]["success"] + summary["counter"]["unchanged"] == len(sample.valid)
     final = {str(p): sha256(p) for p in out.rglob("*.dcm")}
     assert final == expected
+
+
+def _atime_is_kept(folder) -> bool:
+    probe = folder / "atime-probe"
+    probe.write_bytes(b"x")
+    os.utime(probe, ns=(1_000_000_000, 2_000_000_000))  # read before it was last changed
+    probe.read_bytes()
+    kept = probe.stat().st_atime_ns > 2_000_000_000
+    probe.unlink()
+    return kept
+
+
+def test_outputs_appear_while_inputs_are_still_unread_and_ctrl_c_keeps_them(tmp_path):
+    """A copy writes each file as soon as it has validated it: when the first output appears, most
+    inputs have not even been read (their access time says so), and Ctrl-C keeps every output
+    written, complete; a re-run finishes the job."""
+    if not _atime_is_kept(tmp_path):
+        pytest.skip("this file system does not record access times")
+    sample = write_sample_set(str(tmp_path / "in"), studies=3, series_per_study=5, instances_per_series=200,
+                              pixel_bytes=8 * 1024, bad_files=False, seed="ctrl-c")
+    for instance in sample.valid:  # unread: accessed before last changed
+        os.utime(instance.path, ns=(1_000_000_000, 2_000_000_000))
+    out = tmp_path / "out"
+    process = _start_copy(tmp_path / "in", out)
+    _wait_for_outputs(process, out, 1)
+    read = sum(os.stat(i.path).st_atime_ns > 2_000_000_000 for i in sample.valid)
+    assert read < len(sample.valid) / 2, f"{read} of {len(sample.valid)} inputs read before the first output"
+
+    written = _wait_for_outputs(process, out, len(sample.valid) // 10)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr.decode()[-2000:]
+    kept = _outputs(out)
+    assert len(written) <= len(kept) < len(sample.valid)
+    expected = {str(out / i.relative_uid_path): sha256(i.path) for i in sample.valid}
+    assert all(sha256(path) == expected[str(path)] for path in kept)
+    result = run_cli_subprocess("copy", "--input", str(tmp_path / "in"), "--output", str(out),
+                                "--operation-id", "again")
+    assert result.returncode == 0, result.stderr
+    counter = json.loads((out / ".dicom-transfer/again/summary.json").read_text())["counter"]
+    assert counter["unchanged"] >= len(kept) and counter["success"] + counter["unchanged"] == len(sample.valid)
 
 
 def test_sigkill_in_the_middle_of_an_import_then_rerun_stores_everything_once(orthanc, tmp_path):

@@ -10,6 +10,8 @@ import subprocess
 
 import pydicom
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
@@ -221,3 +223,33 @@ def test_large_file_is_validated_without_reading_pixel_data(tmp_path):
         header_info = validate_part10(stream, path.stat().st_size)
     assert header_info.sop_uid == "1.2.3"
     assert CountingReader.bytes_read < 4096
+
+
+def _verdict(stream: io.IOBase, size: int, head: bytes | None = None):
+    try:
+        header = validate_part10(stream, size, ["PatientID"], head)
+    except InvalidInstance as exc:
+        return exc.check, str(exc)
+    return header
+
+
+REFERENCE_FILES = [open(get_testdata_file(name), "rb").read()  # noqa: SIM115 - read at once
+                   for name in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "JPEG2000.dcm", "ExplVR_BigEnd.dcm")]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(which=st.integers(0, len(REFERENCE_FILES) - 1), edits=st.lists(
+    st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=3),
+    cut=st.floats(0.0, 1.0), claimed=st.sampled_from([0, 0, 1]), head=st.integers(0, 5000))
+def test_the_in_memory_walk_gives_the_verdicts_of_the_general_walk(which, edits, cut, claimed, head):
+    """A file read whole is walked from its bytes (a fast path), and so is the head of a larger one;
+    the same bytes read as a stream take the general walk. All must say the same thing, message
+    included, whatever the corruption."""
+    data = bytearray(REFERENCE_FILES[which])
+    for where, value in edits:
+        data[int(where * len(data))] = value
+    data = bytes(data[:max(1, int(cut * len(data)))]) if cut < 0.9 else bytes(data)
+    size = len(data) - claimed  # a file that grew after it was listed
+    general = _verdict(io.BufferedReader(io.BytesIO(data)), size)
+    assert _verdict(io.BytesIO(data), size) == general
+    assert _verdict(io.BufferedReader(io.BytesIO(data)), size, data[:head]) == general

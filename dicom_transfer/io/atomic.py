@@ -5,6 +5,10 @@ linked into place once complete (``linkat``): one directory operation per file,
 as cheap as a plain create, and a crash leaves nothing behind. Elsewhere, a
 hidden ``.NAME.XXXX.partial`` file is renamed into place without replacing
 (``renameat2(RENAME_NOREPLACE)``, or a hard link).
+
+A file may carry a label (an extended attribute, set before it gets its name):
+who wrote it, from what. Where the file system keeps no extended attributes,
+files simply have none.
 """
 
 from __future__ import annotations
@@ -44,6 +48,42 @@ class _Support:
     unnamed = hasattr(os, "O_TMPFILE") and _LINKAT is not None
 
 
+LABEL_ATTRIBUTE = "user.dicom_transfer.written_from"
+_LABEL_UNSUPPORTED = (errno.ENOTSUP, errno.E2BIG, errno.ENOSPC, errno.ERANGE, errno.EPERM, errno.EACCES)
+
+
+def set_label(target: int | str, label: bytes | None) -> None:
+    """Attach ``label`` to the file at ``target`` (a descriptor or a path), where the file
+    system allows it; nothing otherwise."""
+    if label is None or not hasattr(os, "setxattr"):
+        return
+    try:
+        os.setxattr(target, LABEL_ATTRIBUTE, label)
+    except OSError as exc:
+        if exc.errno not in _LABEL_UNSUPPORTED:
+            raise
+
+
+def label_of(path: str) -> bytes | None:
+    """The label of the file at ``path`` (see :func:`set_label`), or ``None``."""
+    if not hasattr(os, "getxattr"):
+        return None
+    try:
+        return os.getxattr(path, LABEL_ATTRIBUTE)
+    except OSError:  # none set, none kept here, or the file is gone
+        return None
+
+
+def write_bytes(data: bytes) -> Callable[[int], int]:
+    """A ``fill`` for :func:`write_file` that writes ``data`` (already in memory)."""
+    def fill(fd: int) -> int:
+        view, written = memoryview(data), 0
+        while written < len(view):
+            written += os.write(fd, view[written:])
+        return written
+    return fill
+
+
 class DestinationExists(Exception):
     """The target exists (and overwriting was not asked for)."""
 
@@ -60,8 +100,10 @@ def copy_contents(source_path: str, fd: int) -> int:
             offset += sent
 
 
-def write_file(path: str, fill: Callable[[int], int], expected_size: int, overwrite: bool = False) -> int:
-    """Create ``path`` with what ``fill(fd)`` writes; return the byte count.
+def write_file(path: str, fill: Callable[[int], int], expected_size: int, overwrite: bool = False,
+               label: bytes | None = None) -> int:
+    """Create ``path`` with what ``fill(fd)`` writes, labelled ``label`` (see :func:`set_label`);
+    return the byte count.
 
     Raises
     ------
@@ -72,7 +114,7 @@ def write_file(path: str, fill: Callable[[int], int], expected_size: int, overwr
     """
     directory = os.path.dirname(path)
     if not overwrite and _Support.unnamed:
-        written = _write_unnamed(directory, path, fill, expected_size)
+        written = _write_unnamed(directory, path, fill, expected_size, label)
         if written is not None:
             return written
     temporary = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.partial")
@@ -81,6 +123,7 @@ def write_file(path: str, fill: Callable[[int], int], expected_size: int, overwr
     try:
         try:
             written = fill(fd)
+            set_label(fd, label)
         finally:
             os.close(fd)
         check_size(written, expected_size, path)
@@ -93,7 +136,8 @@ def write_file(path: str, fill: Callable[[int], int], expected_size: int, overwr
     return written
 
 
-def _write_unnamed(directory: str, path: str, fill: Callable[[int], int], expected_size: int) -> int | None:
+def _write_unnamed(directory: str, path: str, fill: Callable[[int], int], expected_size: int,
+                   label: bytes | None) -> int | None:
     """``O_TMPFILE`` + ``linkat``; ``None`` where the file system or kernel does not allow it."""
     try:
         fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o644)
@@ -105,6 +149,7 @@ def _write_unnamed(directory: str, path: str, fill: Callable[[int], int], expect
     try:
         written = fill(fd)
         check_size(written, expected_size, path)
+        set_label(fd, label)
         if _link(fd, path):
             return written
         _Support.unnamed = False

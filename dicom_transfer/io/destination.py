@@ -1,7 +1,8 @@
 """Write instances under a destination atomically and idempotently.
 
 Local disk: files are created atomically (see :mod:`dicom_transfer.io.atomic`),
-so an interrupted run never leaves a partial file under a final name. Object
+so an interrupted run never leaves a partial file under a final name, and each
+carries its :class:`Provenance` (which run wrote it, from which input). Object
 stores: a put only becomes visible once complete; copies are verified (see
 :mod:`dicom_transfer.io.objectstore`).
 """
@@ -10,19 +11,49 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple
 
 from dicom_transfer import metrics
-from dicom_transfer.io.atomic import DestinationExists, check_size, commit, copy_contents, write_file
+from dicom_transfer.io.atomic import (
+    DestinationExists,
+    check_size,
+    commit,
+    copy_contents,
+    label_of,
+    set_label,
+    write_bytes,
+    write_file,
+)
 from dicom_transfer.io.files import CHUNK, file_url, is_local, local_path, open_url, scheme_of, split_url
 from dicom_transfer.io.objectstore import copy_into, info_of, iter_objects, md5_hex, same_by_checksum, stream
 
 
+class Provenance(NamedTuple):
+    """Which run wrote an output, and from which input (a local output carries it)."""
+
+    run: str
+    source: str
+
+    def encode(self) -> bytes:
+        return f"{self.run}\n{self.source}".encode()
+
+    @classmethod
+    def decode(cls, label: bytes | None) -> Provenance | None:
+        run, newline, source = (label or b"").decode("utf-8", "replace").partition("\n")
+        return cls(run, source) if newline else None
+
+
 class ExistsWithOtherContent(Exception):
-    """The target exists with different bytes and overwriting was not asked for."""
+    """The target exists with different bytes, and is not to be replaced (overwriting was
+    not asked for, or this very run wrote it). ``written_from``: its :class:`Provenance`, if known."""
+
+    def __init__(self, target: str, written_from: Provenance | None = None) -> None:
+        super().__init__(target)
+        self.written_from = written_from
 
 
 PLACED, UNCHANGED = metrics.SUCCESS, metrics.UNCHANGED  # what Destination.place did
@@ -104,26 +135,34 @@ class Destination:
     def open_existing(self, relative: str) -> BinaryIO:
         return self.fs.open(self.path_of(relative), "rb")
 
-    def same_as(self, relative: str, source_url: str, source_md5: str | None = None) -> bool:
-        """True if the existing output holds exactly the bytes at ``source_url``.
+    def same_as(self, relative: str, source_url: str, source_md5: str | None = None,
+                data: bytes | None = None) -> bool:
+        """True if the existing output holds exactly the bytes at ``source_url`` (``data``,
+        when they are in memory already).
 
         Between object stores, sizes and the stores' MD5s decide without reading
         any data; otherwise the bytes are compared.
         """
-        if not self.local or local_path(source_url) is None:
+        if data is None and (not self.local or local_path(source_url) is None):
             decided = same_by_checksum(source_url, self.fs.info(self.path_of(relative)), source_md5)
             if decided is not None:
                 return decided
-        with self.open_existing(relative) as existing, open_url(source_url) as source:
+        with self.open_existing(relative) as existing, \
+                (io.BytesIO(data) if data is not None else open_url(source_url)) as source:
             return same_content(existing, source)
 
     def place(self, relative: str, source_url: str, size: int, *, overwrite: bool = False,
               dry_run: bool = False, move: bool = False, source_md5: str | None = None,
-              existing: Existing | None = None) -> tuple[str, int]:
+              existing: Existing | None = None, data: bytes | None = None,
+              provenance: Provenance | None = None) -> tuple[str, int]:
         """Put the file at ``source_url`` at ``relative`` unless it is already there.
 
         ``existing`` is what a listing of the destination said about ``relative``
-        (see :meth:`listing`); without it, the destination is asked.
+        (see :meth:`listing`); without it, the destination is asked. ``data``: the
+        source's bytes, when they are already in memory (they are not read again).
+        ``provenance``: who writes it, from what; recorded with a local output, and an
+        output that ``provenance.run`` wrote itself is never replaced, even with ``overwrite``
+        (two inputs of one run that claim one path: the first one written stays).
 
         Returns
         -------
@@ -143,31 +182,39 @@ class Destination:
             found = self.size_of(relative)
             existing = ABSENT if found is None else Existing(True, found)
         if existing.present:
-            if existing.size == size and self._holds(relative, existing, source_url, source_md5):
+            if existing.size == size and self._holds(relative, existing, source_url, source_md5, data):
                 return UNCHANGED, 0
-            if not overwrite:
-                raise ExistsWithOtherContent(self.url_of(relative))
+            written_from = self.provenance_of(relative)
+            if not overwrite or (provenance and written_from and written_from.run == provenance.run):
+                raise ExistsWithOtherContent(self.url_of(relative), written_from)
         if dry_run:
             return PLACED, 0
         try:
             return PLACED, self.write(relative, source_url, size, overwrite=existing.present, move=move,
-                                      source_md5=source_md5)
+                                      source_md5=source_md5, data=data, provenance=provenance)
         except (DestinationExists, FileExistsError):
             # Written by someone else since we looked: decide again, never clobber.
-            if self.same_as(relative, source_url, source_md5):
+            if self.same_as(relative, source_url, source_md5, data):
                 return UNCHANGED, 0
-            raise ExistsWithOtherContent(self.url_of(relative)) from None
+            raise ExistsWithOtherContent(self.url_of(relative), self.provenance_of(relative)) from None
 
-    def _holds(self, relative: str, existing: Existing, source_url: str, source_md5: str | None) -> bool:
+    def provenance_of(self, relative: str) -> Provenance | None:
+        """Which run wrote the output at ``relative``, from what (local outputs; else ``None``)."""
+        return Provenance.decode(label_of(self.path_of(relative))) if self.local else None
+
+    def _holds(self, relative: str, existing: Existing, source_url: str, source_md5: str | None,
+               data: bytes | None = None) -> bool:
         """True if the output (of the source's size) holds the source's bytes: by the two
         MD5s when both are known, else as :meth:`same_as` decides."""
         if existing.md5 and source_md5:
             return existing.md5 == source_md5
-        return self.same_as(relative, source_url, source_md5)
+        return self.same_as(relative, source_url, source_md5, data)
 
     def write(self, relative: str, source_url: str, expected_size: int, overwrite: bool,
-              move: bool = False, source_md5: str | None = None) -> int:
-        """Copy the file at ``source_url`` to ``relative``; return the bytes written.
+              move: bool = False, source_md5: str | None = None, data: bytes | None = None,
+              provenance: Provenance | None = None) -> int:
+        """Copy the file at ``source_url`` (or ``data``, its bytes) to ``relative``; return the
+        bytes written. A local output is labelled with its ``provenance``.
 
         Raises
         ------
@@ -180,7 +227,8 @@ class Destination:
         """
         path = self.path_of(relative)
         if self.local:
-            return self._write_local(path, source_url, expected_size, overwrite, move)
+            label = provenance.encode() if provenance else None
+            return self._write_local(path, source_url, expected_size, overwrite, move, data, label)
         written = copy_into(self.fs, path, source_url, expected_size, source_md5, if_absent=not overwrite)
         if move:
             remove_local(source_url)
@@ -201,17 +249,22 @@ class Destination:
             self._directories.add(directory)
 
     def _write_local(self, path: str, source_url: str, expected_size: int, overwrite: bool,
-                     move: bool = False) -> int:
+                     move: bool = False, data: bytes | None = None, label: bytes | None = None) -> int:
         directory = os.path.dirname(path)
         self._make_directory(directory)
         source_path = local_path(source_url)
         if move and source_path is not None and os.stat(source_path).st_dev == os.stat(directory).st_dev:
             check_size(os.stat(source_path).st_size, expected_size, path)
+            set_label(source_path, label)
             commit(source_path, path, overwrite)
             return expected_size
-        if source_path is not None:
-            return write_file(path, lambda fd: copy_contents(source_path, fd), expected_size, overwrite)
-        return write_file(path, lambda fd: self._download(source_url, fd), expected_size, overwrite)
+        if data is not None:
+            fill = write_bytes(data)
+        elif source_path is not None:
+            fill = lambda fd: copy_contents(source_path, fd)  # noqa: E731
+        else:
+            fill = lambda fd: self._download(source_url, fd)  # noqa: E731
+        return write_file(path, fill, expected_size, overwrite, label)
 
     @staticmethod
     def _download(source_url: str, fd: int) -> int:

@@ -14,6 +14,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import os
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -21,7 +22,7 @@ import fsspec
 from fsspec.asyn import sync
 
 from dicom_transfer.errors import first_line, redact
-from dicom_transfer.io.files import CHUNK, open_url, scheme_of, split_url
+from dicom_transfer.io.files import CHUNK, is_local, open_url, scheme_of, split_url
 from dicom_transfer.io.preflight import (
     StoreUnavailable,
     check_endpoint_answers,
@@ -157,11 +158,28 @@ def iter_objects(fs: fsspec.AbstractFileSystem, prefix: str) -> Iterator[tuple[s
         pages = _s3_pages(fs, bucket, key)
     elif protocol in AZURE:
         pages = _azure_pages(fs, bucket, key)
-    else:  # local disk and other file systems: fsspec's own walk
+    elif is_local(fs):
+        pages = iter([_local_files(prefix.rstrip("/") or "/")])
+    else:  # other file systems: fsspec's own walk
         found = fs.find(prefix, detail=True, withdirs=False)
         pages = iter([[(path, int(found[path]["size"]), md5_hex(found[path])) for path in sorted(found)]])
     for page in pages:
         yield from page
+
+
+def _local_files(directory: str) -> Iterator[tuple[str, int, None]]:
+    """The files below a local ``directory`` (symbolic links followed), in the order of their
+    paths, one directory in memory at a time; nothing if it does not exist."""
+    try:
+        with os.scandir(directory) as listing:
+            entries = sorted(listing, key=lambda e: e.name + "/" if e.is_dir() else e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        if entry.is_dir():
+            yield from _local_files(entry.path)
+        elif entry.is_file():
+            yield entry.path, entry.stat().st_size, None
 
 
 def _gcs_pages(fs, bucket: str, key: str) -> Iterator[list[tuple[str, int, str | None]]]:

@@ -12,8 +12,10 @@ from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.deid import DeidConfig, deidentify_stage, staging_url
 from dicom_transfer.pipelines.inputs import read_inputs
 from dicom_transfer.report import RunReports, absolute
-from dicom_transfer.transforms import RouteToLayout, WriteInstances, WriteReports
+from dicom_transfer.transforms import ExpandPatterns, RouteToLayout, WriteInstances, WriteReports
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS
+from dicom_transfer.transforms.copy_files import CopyFiles
+from dicom_transfer.transforms.expand import FILE_COUNTS, FILES, UNMATCHED
 from dicom_transfer.transforms.outcomes import OUTCOMES
 
 
@@ -43,8 +45,21 @@ class CopyConfig:
         return 1 if local else DEFAULT_THREADS
 
 
+    @property
+    def run(self) -> str:
+        """What the outputs of this run record as the run that wrote them."""
+        return f"{self.reports.operation_id}@{self.reports.created_time}"
+
+    @property
+    def streams(self) -> bool:
+        """Local destination, no de-identification: each file is copied in one step."""
+        return self.deid is None and scheme_of(self.destination) is None
+
+
 def build_copy_pipeline(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCollection:
     """Add the copy stages to ``pipeline``; return the PCollection of the summary URL."""
+    if config.streams:
+        return _build_streaming(pipeline, config)
     inputs = read_inputs(pipeline, config.patterns, config.filter_file, config.layout.keywords,
                          threads=config.threads, strict=config.strict, exclude=[absolute(config.destination)])
     instances, extra = inputs.instances, {}
@@ -57,10 +72,29 @@ def build_copy_pipeline(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCo
         extra["deidentification"] = config.deid.summary()
     routed = instances | "RouteToLayout" >> RouteToLayout(config.layout)
     written = routed["routed"] | "WriteInstances" >> WriteInstances(
-        config.destination, overwrite=config.overwrite, dry_run=config.dry_run, threads=config.threads)
+        config.destination, overwrite=config.overwrite, dry_run=config.dry_run, threads=config.threads,
+        run=config.run)
     failures = (*inputs.failures, routed[FAILURES], written[FAILURES]) | "AllFailures" >> beam.Flatten()
     outcomes = (written[OUTCOMES], *inputs.outcomes) | "AllOutcomes" >> beam.Flatten()
-    return (failures, outcomes, inputs.unmatched, inputs.files) | "WriteReports" >> WriteReports.for_run(
+    return (failures, outcomes, inputs.unmatched, inputs.file_counts) | "WriteReports" >> _reports(config, extra)
+
+
+def _build_streaming(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCollection:
+    """Expansion, then one step per file (:class:`CopyFiles`), then the reports."""
+    expanded = pipeline | "ExpandPatterns" >> ExpandPatterns(
+        config.patterns, strict=config.strict, exclude=[absolute(config.destination)])
+    copied = expanded[FILES] | "CopyFiles" >> CopyFiles(
+        config.destination, config.layout, run=config.run, filter_file=config.filter_file, strict=config.strict,
+        overwrite=config.overwrite, dry_run=config.dry_run, threads=config.threads)
+    failures = (expanded[FAILURES], copied[FAILURES]) | "AllFailures" >> beam.Flatten()
+    unmatched = expanded[UNMATCHED]
+    if UNMATCHED in copied:
+        unmatched = (unmatched, copied[UNMATCHED]) | "AllUnmatched" >> beam.Flatten()
+    return (failures, copied[OUTCOMES], unmatched, expanded[FILE_COUNTS]) | "WriteReports" >> _reports(config, {})
+
+
+def _reports(config: CopyConfig, extra: dict) -> WriteReports:
+    return WriteReports.for_run(
         config.reports,
         extra={"source": [redact(p) for p in config.patterns],
                "destination": absolute(redact(config.destination)), **extra},

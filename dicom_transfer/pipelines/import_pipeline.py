@@ -43,7 +43,7 @@ def build_import_pipeline(pipeline: beam.Pipeline, config: ImportConfig) -> beam
         dry_run=config.dry_run)
     failures = (*inputs.failures, stored[FAILURES]) | "AllFailures" >> beam.Flatten()
     outcomes = (stored[OUTCOMES], *inputs.outcomes) | "AllOutcomes" >> beam.Flatten()
-    return (failures, outcomes, inputs.unmatched, inputs.files) | "WriteReports" >> WriteReports.for_run(
+    return (failures, outcomes, inputs.unmatched, inputs.file_counts) | "WriteReports" >> WriteReports.for_run(
         config.reports,
         extra={"source": [redact(p) for p in config.patterns], "destination": config.client.safe_url},
     )

@@ -11,6 +11,7 @@ from dicom_transfer.errors import FAILURES
 from dicom_transfer.metrics import FILTERED
 from dicom_transfer.transforms import ExpandPatterns, FilterInstances, ReadAndValidate
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS
+from dicom_transfer.transforms.expand import FILE_COUNTS
 from dicom_transfer.transforms.outcomes import Outcome
 
 
@@ -22,7 +23,7 @@ class Inputs:
     failures: list[beam.PCollection]
     outcomes: list[beam.PCollection]
     unmatched: beam.PCollection
-    files: beam.PCollection
+    file_counts: beam.PCollection  # distinct files matched, per bundle (see ExpandPatterns)
 
 
 def _filtered_outcome(instance) -> Outcome:
@@ -39,7 +40,7 @@ def read_inputs(pipeline: beam.Pipeline, patterns: Iterable[str], filter_file: s
     expanded = pipeline | "ExpandPatterns" >> ExpandPatterns(patterns, strict=strict, exclude=exclude)
     checked = expanded["files"] | "ReadAndValidate" >> ReadAndValidate(keywords, threads=threads)
     inputs = Inputs(checked["instances"], [expanded[FAILURES], checked[FAILURES]], [],
-                    expanded["unmatched"], expanded["files"])
+                    expanded["unmatched"], expanded[FILE_COUNTS])
     if filter_file:
         selected = inputs.instances | "FilterInstances" >> FilterInstances(filter_file, strict=strict)
         inputs.instances = selected["instances"]

@@ -7,6 +7,8 @@ from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 
 from dicom_transfer import metrics
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
@@ -19,6 +21,7 @@ from dicom_transfer.wildcards import parse_pattern
 LOG = logging.getLogger(__name__)
 FILES = "files"
 UNMATCHED = "unmatched"
+FILE_COUNTS = "file_counts"
 
 
 class _ExpandPatternFn(beam.DoFn):
@@ -60,7 +63,7 @@ class _ExpandPatternFn(beam.DoFn):
                 count += 1
                 self.progress.add(1, found.size)
                 self.progress.report("found")
-                yield found
+                yield found.url, found[1:]  # keyed for the deduplication that follows; small to shuffle
         except IO_ERRORS as exc:
             yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
                 text, f"cannot list files for this pattern: {error_text(exc)}", Stage.EXPAND))
@@ -79,8 +82,23 @@ class _ExpandPatternFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(UNMATCHED, ("patterns", text))
 
 
-def _first(keyed: tuple[str, Iterable[FileRef]]) -> FileRef:
-    return next(iter(keyed[1]))
+class _FirstFn(beam.DoFn):
+    """One :class:`FileRef` per URL (from ``(url, (size, md5))`` groups); and, per bundle, how many
+    there were (tagged ``file_counts``): the count of files matched, without a per-file element
+    to count downstream."""
+
+    def start_bundle(self) -> None:
+        self.count = 0
+
+    def process(self, keyed: tuple[str, Iterable[tuple]]) -> Iterator[FileRef]:
+        self.count += 1
+        url, found = keyed
+        yield FileRef(url, *next(iter(found)))
+
+    def finish_bundle(self) -> Iterator:
+        if self.count:
+            yield beam.pvalue.TaggedOutput(FILE_COUNTS, WindowedValue(
+                self.count, GlobalWindow().max_timestamp(), [GlobalWindow()]))
 
 
 class ExpandPatterns(beam.PTransform):
@@ -90,9 +108,10 @@ class ExpandPatterns(beam.PTransform):
     files matched by several patterns and breaks fusion, so that reading and
     validation parallelise across workers.
 
-    Returns a dict with ``files`` (FileRef), ``failures`` (ErrorRecord) and
+    Returns a dict with ``files`` (FileRef), ``failures`` (ErrorRecord),
     ``unmatched`` (``("patterns", pattern)`` for each pattern that matched
-    nothing; with ``strict`` those are failures instead). Files below any of
+    nothing; with ``strict`` those are failures instead) and ``file_counts``
+    (numbers of distinct files, one per bundle: their sum is the number of files matched). Files below any of
     the ``exclude`` prefixes (a destination inside the input) are skipped.
 
     Example::
@@ -116,8 +135,8 @@ class ExpandPatterns(beam.PTransform):
         )
         files = (
             expanded[FILES]
-            | "KeyByUrl" >> beam.Map(lambda ref: (ref.url, ref))
             | "DeduplicateAndReshuffle" >> beam.GroupByKey()
-            | "First" >> beam.Map(_first)
+            | "First" >> beam.ParDo(_FirstFn()).with_outputs(FILE_COUNTS, main=FILES)
         )
-        return {FILES: files, FAILURES: expanded[FAILURES], UNMATCHED: expanded[UNMATCHED]}
+        return {FILES: files[FILES], FAILURES: expanded[FAILURES], UNMATCHED: expanded[UNMATCHED],
+                FILE_COUNTS: files[FILE_COUNTS]}

@@ -40,8 +40,12 @@ class CountOutcomes(beam.CombineFn):
         return accumulator
 
 
+FILES_MATCHED = "filesMatched"
+
+
 class _CountProgressFn(beam.DoFn):
-    """Reports each final outcome and failure to the run's progress display as it happens."""
+    """Reports each final outcome and failure to the run's progress display as it happens, and
+    makes each outcome a ``(kind, size)`` pair."""
 
     def setup(self) -> None:
         self.progress = ProgressLog("report")
@@ -85,13 +89,13 @@ class _WriteErrorsLogFn(beam.DoFn):
 
 
 def _write_summary(errors: tuple[int, int], counts: dict[str, int], unmatched: list[tuple[str, str]],
-                   settings: dict, matched: int | None = None) -> str:
+                   settings: dict, file_counts: list[int] | None = None) -> str:
     failures, internal = errors
     counter = {"success": 0, "failure": failures, "unchanged": 0, "filtered": 0, "bytesWritten": 0}
     counter.update(counts)
     counter["failure"] = failures
-    if matched is not None:
-        counter["filesMatched"] = matched
+    if file_counts is not None:
+        counter[FILES_MATCHED] = sum(file_counts)
     problems = {}
     if internal:  # a bug, not bad input: the run is not to be trusted as "completed with errors"
         problems = {"internalErrors": internal, "error": f"{internal} failure(s) came from a bug in dicom-transfer "
@@ -133,10 +137,10 @@ class WriteReports(beam.PTransform):
     ``errorHref`` is valid. The summary is written last, inside the pipeline,
     so it is correct on runners whose launcher does not wait for the job.
 
-    Its input is ``(failures, outcomes, unmatched[, files])``: ErrorRecords,
+    Its input is ``(failures, outcomes, unmatched[, file_counts])``: ErrorRecords,
     Outcomes, ``(kind, value)`` pairs for what selected nothing (``ExpandPatterns``'
-    ``unmatched`` output, or an empty PCollection) and, optionally, the files
-    the expansion found (counted as ``filesMatched``).
+    ``unmatched`` output, or an empty PCollection) and, optionally, ``ExpandPatterns``'
+    ``file_counts`` (added up as ``filesMatched``).
 
     Example::
 
@@ -167,7 +171,7 @@ class WriteReports(beam.PTransform):
                    created_time=reports.created_time, dry_run=reports.dry_run, extra=extra)
 
     def expand(self, inputs: tuple) -> beam.PCollection:
-        failures, outcomes, unmatched, *files = inputs
+        failures, outcomes, unmatched, *file_counts = inputs
         pipeline = failures.pipeline
         lines = failures | "ToErrorsLogLines" >> beam.ParDo(_CountProgressFn())
         written = (
@@ -175,14 +179,14 @@ class WriteReports(beam.PTransform):
             | "ErrorsLogUrl" >> beam.Create([self.settings["errors_url"]])
             | "WriteErrorsLog" >> beam.ParDo(_WriteErrorsLogFn(), beam.pvalue.AsIter(lines))
         )
+        # One combine, on the outcomes alone: on the DirectRunner a Flatten of per-instance
+        # PCollections would hold every element in memory until the run's end.
         counts = (
             outcomes
             | "OutcomeKinds" >> beam.ParDo(_CountProgressFn())
             | "CountOutcomes" >> beam.CombineGlobally(CountOutcomes())
         )
-        extra = {}
-        if files:  # the files the expansion found: counted once, as filesMatched
-            extra["matched"] = beam.pvalue.AsSingleton(files[0] | "CountFiles" >> beam.combiners.Count.Globally())
+        extra = {"file_counts": beam.pvalue.AsList(file_counts[0])} if file_counts else {}
         return written | "WriteSummary" >> beam.Map(
             _write_summary,
             counts=beam.pvalue.AsSingleton(counts),

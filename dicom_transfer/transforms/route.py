@@ -69,6 +69,36 @@ class _UnmatchedLinesFn(beam.DoFn):
                 yield ("filterLines", path.filter_line)
 
 
+def filter_file_selection(pipeline: beam.Pipeline, filter_file_url: str) -> beam.PCollection:
+    """A one-element PCollection: the :class:`ResourceFilter` of the filter file (read on a worker),
+    to be used as a side input (``beam.pvalue.AsSingleton``)."""
+    return (pipeline
+            | "FilterFile" >> beam.Create([filter_file_url])
+            | "ParseFilterFile" >> beam.Map(load_filter_file))
+
+
+class UnmatchedFilterLines(beam.PTransform):
+    """The lines of the filter file (``selection``, see :func:`filter_file_selection`) that no
+    input matched, from the lines that matched (the ``matched`` output of a selecting step).
+
+    Returns a dict with ``unmatched`` (``("filterLines", line)``) and ``failures`` (those lines
+    instead, when ``strict``).
+    """
+
+    def __init__(self, selection: beam.PCollection, filter_file_url: str, strict: bool = False) -> None:
+        super().__init__()
+        self.selection = selection
+        self.filter_file_url = filter_file_url
+        self.strict = strict
+
+    def expand(self, matched: beam.PCollection) -> dict[str, beam.PCollection]:
+        distinct = matched | "DistinctMatchedLines" >> beam.Distinct()
+        unmatched = self.selection | "UnmatchedLines" >> beam.ParDo(
+            _UnmatchedLinesFn(self.filter_file_url, self.strict), beam.pvalue.AsIter(distinct)
+        ).with_outputs(FAILURES, main=UNMATCHED)
+        return {UNMATCHED: unmatched[UNMATCHED], FAILURES: unmatched[FAILURES]}
+
+
 class FilterInstances(beam.PTransform):
     """Keep the instances a Google filter file names; the others are counted ``filtered``.
 
@@ -90,20 +120,13 @@ class FilterInstances(beam.PTransform):
         self.strict = strict
 
     def expand(self, instances: beam.PCollection) -> dict[str, beam.PCollection]:
-        selection = (
-            instances.pipeline
-            | "FilterFile" >> beam.Create([self.filter_file_url])
-            | "ParseFilterFile" >> beam.Map(load_filter_file)
-        )
+        selection = filter_file_selection(instances.pipeline, self.filter_file_url)
         result = instances | "Select" >> beam.ParDo(
             _FilterFn(), beam.pvalue.AsSingleton(selection)
         ).with_outputs(metrics.FILTERED, MATCHED, main=INSTANCES)
-        matched = result[MATCHED] | "DistinctMatchedLines" >> beam.Distinct()
-        unmatched = selection | "UnmatchedLines" >> beam.ParDo(
-            _UnmatchedLinesFn(self.filter_file_url, self.strict), beam.pvalue.AsIter(matched)
-        ).with_outputs(FAILURES, main=UNMATCHED)
+        lines = result[MATCHED] | "Unmatched" >> UnmatchedFilterLines(selection, self.filter_file_url, self.strict)
         return {INSTANCES: result[INSTANCES], metrics.FILTERED: result[metrics.FILTERED],
-                UNMATCHED: unmatched[UNMATCHED], FAILURES: unmatched[FAILURES]}
+                UNMATCHED: lines[UNMATCHED], FAILURES: lines[FAILURES]}
 
 
 class _RouteFn(beam.DoFn):

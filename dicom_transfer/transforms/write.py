@@ -1,4 +1,10 @@
-"""Write routed instances to the destination, exactly once and never silently overwriting."""
+"""Write routed instances to the destination, exactly once and never silently overwriting.
+
+Local disk: each instance is written as soon as it arrives; when several inputs claim one
+output path, the first one written stays (the atomic no-replace link decides) and each other
+one is ``unchanged`` (same bytes) or a failure naming both inputs. Object stores: instances are
+grouped by output directory, which is listed once (see :class:`WriteInstances`).
+"""
 
 from __future__ import annotations
 
@@ -10,19 +16,20 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
-from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
+from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text, redact
 from dicom_transfer.io.destination import (
     ABSENT,
     PLACED,
     Destination,
     Existing,
     ExistsWithOtherContent,
+    Provenance,
     remove_url,
 )
 from dicom_transfer.io.files import scheme_of
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
-from dicom_transfer.transforms.duplicates import UNIQUE, ResolveDuplicates, keep_one
+from dicom_transfer.transforms.duplicates import UNIQUE, keep_one
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.validate import ValidInstance
 from dicom_transfer.vocabulary import Stage
@@ -30,9 +37,31 @@ from dicom_transfer.vocabulary import Stage
 LOG = logging.getLogger(__name__)
 
 
+def provenance(run: str, source: str) -> Provenance | None:
+    """What an output of run ``run`` records about the input ``source`` it came from."""
+    return Provenance(run, redact(source)) if run else None
+
+
+def not_replaced(source: str, target: str, sop_uid: str, exc: ExistsWithOtherContent, run: str) -> ErrorRecord:
+    """The failure of the input ``source`` whose output ``target`` holds other bytes, naming the
+    input that output came from when it is known (a conflicting duplicate, if it was this run)."""
+    other = exc.written_from
+    if other and run and other.run == run:
+        message = (f"conflicting duplicate: {source} and {other.source} both map to {target} "
+                   f"(SOP Instance UID {sop_uid}) but their bytes differ; {other.source} was written "
+                   "first and is kept")
+    elif other:
+        message = (f"{target} exists with different content, written from {other.source} by run "
+                   f"{other.run} (use --overwrite to replace it)")
+    else:
+        message = f"{target} exists with different content (use --overwrite to replace it)"
+    return ErrorRecord.create(source, message, Stage.WRITE)
+
+
 class _WriteFn(BatchedIoFn):
-    def __init__(self, destination_url: str, overwrite: bool, dry_run: bool, threads: int) -> None:
+    def __init__(self, destination_url: str, overwrite: bool, dry_run: bool, threads: int, run: str = "") -> None:
         super().__init__(threads)
+        self.run = run
         self.destination_url = destination_url
         self.overwrite = overwrite
         self.dry_run = dry_run
@@ -53,10 +82,10 @@ class _WriteFn(BatchedIoFn):
         try:
             kind, _ = self.destination.place(relative, instance.url, instance.size, overwrite=self.overwrite,
                                              dry_run=self.dry_run, source_md5=instance.md5, existing=existing,
-                                             move=staged)
-        except ExistsWithOtherContent:
-            return [self._failure(instance.source, f"{target} exists with different content "
-                                  "(use --overwrite to replace it)")]
+                                             move=staged, provenance=provenance(self.run, instance.source))
+        except ExistsWithOtherContent as exc:
+            return [beam.pvalue.TaggedOutput(FAILURES, not_replaced(instance.source, target, instance.sop_uid,
+                                                                    exc, self.run))]
         except IO_ERRORS as exc:
             return [self._failure(instance.source, f"cannot write {target}: {error_text(exc)}")]
         finally:
@@ -121,13 +150,15 @@ class _ResolveInDirectoryFn(beam.DoFn):
 class WriteInstances(beam.PTransform):
     """Write ``(relative_path, ValidInstance)`` pairs below ``destination_url``.
 
-    Instances are first grouped by output path (:class:`ResolveDuplicates`), so
-    that duplicates are decided deterministically. For an object store they are
-    grouped by output directory instead, each directory is listed once, and
-    what exists (size, MD5) is decided from that listing. An existing output with the
-    same bytes is ``unchanged``; with different bytes it is a failure unless
-    ``overwrite``. ``dry_run`` decides everything
-    but writes nothing.
+    On local disk each instance is written as it arrives: the first one written to a path
+    stays (an atomic no-replace link), and carries the input it came from and the ``run``
+    that wrote it, so that a later input claiming that path with other bytes is a failure
+    naming both, never an overwrite (not even with ``overwrite``, which replaces outputs of
+    earlier runs only). For an object store instances are grouped by output directory,
+    each directory is listed once, duplicates are decided in the group (the smallest source
+    URL wins) and what exists (size, MD5) is decided from that listing. An existing output
+    with the same bytes is ``unchanged``; with different bytes it is a failure unless
+    ``overwrite``. ``dry_run`` decides everything but writes nothing.
 
     Returns a dict with ``outcomes`` (:class:`Outcome`) and ``failures``.
 
@@ -137,32 +168,33 @@ class WriteInstances(beam.PTransform):
     """
 
     def __init__(self, destination_url: str, overwrite: bool = False, dry_run: bool = False,
-                 threads: int = DEFAULT_THREADS) -> None:
+                 threads: int = DEFAULT_THREADS, run: str = "") -> None:
         super().__init__()
         self.destination_url = destination_url
         self.overwrite = overwrite
         self.dry_run = dry_run
         self.threads = threads
+        self.run = run
 
     def expand(self, routed: beam.PCollection) -> dict[str, beam.PCollection]:
-        if scheme_of(self.destination_url) is None:  # local disk: a stat per file costs nothing
-            resolved = routed | "ResolveDuplicates" >> ResolveDuplicates(stage=Stage.WRITE)
-            unique = resolved[UNIQUE]
-        else:  # an object store: one listing per output directory instead of a request per instance
-            resolved = (
-                routed
-                | "KeyByDirectory" >> beam.Map(_by_directory)
-                | "GroupByDirectory" >> beam.GroupByKey()
-                | "ResolveAgainstListing" >> beam.ParDo(_ResolveInDirectoryFn(self.destination_url)).with_outputs(
-                    FAILURES, OUTCOMES, main=UNIQUE)
-            )
-            unique = resolved[UNIQUE] | "Rebalance" >> beam.Reshuffle()  # one directory may hold everything
+        write = _WriteFn(self.destination_url, self.overwrite, self.dry_run, self.threads, self.run)
+        if scheme_of(self.destination_url) is None:  # local disk: written as they come, decided by the link
+            written = routed | "Batch" >> batched(self.threads) | "Write" >> beam.ParDo(write).with_outputs(
+                FAILURES, OUTCOMES)
+            return {OUTCOMES: written[OUTCOMES], FAILURES: written[FAILURES]}
+        # an object store: one listing per output directory instead of a request per instance
+        resolved = (
+            routed
+            | "KeyByDirectory" >> beam.Map(_by_directory)
+            | "GroupByDirectory" >> beam.GroupByKey()
+            | "ResolveAgainstListing" >> beam.ParDo(_ResolveInDirectoryFn(self.destination_url)).with_outputs(
+                FAILURES, OUTCOMES, main=UNIQUE)
+        )
         written = (
-            unique
+            resolved[UNIQUE]
+            | "Rebalance" >> beam.Reshuffle()  # one directory may hold everything
             | "Batch" >> batched(self.threads)
-            | "Write" >> beam.ParDo(
-                _WriteFn(self.destination_url, self.overwrite, self.dry_run, self.threads)
-            ).with_outputs(FAILURES, OUTCOMES)
+            | "Write" >> beam.ParDo(write).with_outputs(FAILURES, OUTCOMES)
         )
         outcomes = (resolved[OUTCOMES], written[OUTCOMES]) | "Outcomes" >> beam.Flatten()
         failures = (resolved[FAILURES], written[FAILURES]) | "Failures" >> beam.Flatten()

@@ -1,0 +1,155 @@
+"""Copy files to local disk in one step per file: read, validate, select, route and write.
+
+Each file is written as soon as it is validated, so that outputs appear from the first
+seconds of a run and an interrupted run keeps what it wrote; a file read whole to be
+validated is written from those bytes, never read twice.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from dicom_transfer import metrics
+from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
+from dicom_transfer.io.destination import Destination, ExistsWithOtherContent
+from dicom_transfer.io.files import FileRef
+from dicom_transfer.layout import Layout, LayoutError
+from dicom_transfer.part10 import InvalidInstance
+from dicom_transfer.resources import ResourceFilter
+from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, batched
+from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
+from dicom_transfer.transforms.place import Placements
+from dicom_transfer.transforms.route import MATCHED, UNMATCHED, UnmatchedFilterLines, filter_file_selection
+from dicom_transfer.transforms.validate import read_and_validate
+from dicom_transfer.transforms.write import not_replaced, provenance
+from dicom_transfer.vocabulary import Stage
+
+
+class _Copied:
+    """What became of one file: whether it was valid, the filter-file lines that selected it,
+    and its outcome or failure."""
+
+    __slots__ = ("valid", "lines", "result")
+
+    def __init__(self, valid: bool, result: Outcome | ErrorRecord, lines: Iterable[str] = ()) -> None:
+        self.valid, self.result, self.lines = valid, result, lines
+
+
+class _CopyFn(beam.DoFn):
+    """Copies one file (one thread), or a batch of them (``threads`` at once)."""
+
+    def __init__(self, destination_url: str, layout: Layout, run: str, overwrite: bool, dry_run: bool,
+                 threads: int) -> None:
+        self.destination_url = destination_url
+        self.layout = layout
+        self.keywords = tuple(k for k in layout.keywords if k not in
+                              ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
+        self.run = run
+        self.overwrite = overwrite
+        self.dry_run = dry_run
+        self.threads = max(1, threads)
+        self.valid = Metrics.counter(metrics.NAMESPACE, metrics.INSTANCES_VALID)
+        self.filtered = Metrics.counter(metrics.NAMESPACE, metrics.FILTERED)
+        self.placements = Placements(dry_run)
+
+    def setup(self) -> None:
+        self.destination = Destination(self.destination_url)
+        self.placements.start("copy" if not self.dry_run else "dry-run")
+        self.pool = concurrent.futures.ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+
+    def teardown(self) -> None:
+        if getattr(self, "pool", None) is not None:
+            self.pool.shutdown(wait=True)
+
+    def process(self, element: FileRef | list[FileRef], selection: ResourceFilter | None = None) -> Iterator:
+        if self.pool is None:
+            results: Iterable[_Copied] = [self.copy(element, selection)]
+        else:
+            results = self.pool.map(lambda ref: self.copy(ref, selection), element)
+        for copied in results:  # Metrics on the bundle's thread, where the runner collects them
+            if copied.valid:
+                self.valid.inc()
+            for line in copied.lines:
+                yield beam.pvalue.TaggedOutput(MATCHED, line)
+            if isinstance(copied.result, Outcome) and copied.result.kind == metrics.FILTERED:
+                self.filtered.inc()
+                yield beam.pvalue.TaggedOutput(OUTCOMES, copied.result)
+            else:
+                yield self.placements.output(copied.result)
+
+    def copy(self, ref: FileRef, selection: ResourceFilter | None) -> _Copied:
+        """Validate, select, route and write the file at ``ref`` (thread-safe; no Metrics)."""
+        try:
+            instance, data = read_and_validate(ref, self.keywords)
+        except InvalidInstance as exc:
+            return _Copied(False, ErrorRecord.create(ref.url, f"invalid DICOM ({exc.check}): {exc}", Stage.VALIDATE))
+        except IO_ERRORS as exc:
+            return _Copied(False, ErrorRecord.create(ref.url, f"cannot read file: {error_text(exc)}", Stage.READ))
+        lines: list[str] = []
+        if selection is not None:
+            selecting = selection.selecting(instance.study_uid, instance.series_uid, instance.sop_uid)
+            if not selecting:
+                return _Copied(True, Outcome(metrics.FILTERED, instance.size, instance.url, ""))
+            lines = [path.filter_line for path in selecting]
+        try:
+            relative = self.layout.relative_path(instance.values())
+        except LayoutError as exc:
+            return _Copied(True, ErrorRecord.create(instance.url, str(exc), Stage.ROUTE), lines)
+        target = self.destination.url_of(relative)
+        try:
+            kind, _ = self.destination.place(
+                relative, instance.url, instance.size, overwrite=self.overwrite, dry_run=self.dry_run,
+                source_md5=instance.md5, data=data, provenance=provenance(self.run, instance.url))
+        except ExistsWithOtherContent as exc:
+            return _Copied(True, not_replaced(instance.url, target, instance.sop_uid, exc, self.run), lines)
+        except IO_ERRORS as exc:
+            return _Copied(True, ErrorRecord.create(instance.url, f"cannot write {target}: {error_text(exc)}",
+                                                    Stage.WRITE), lines)
+        return _Copied(True, Outcome(kind, instance.size, instance.url, target), lines)
+
+
+class CopyFiles(beam.PTransform):
+    """Copy :class:`FileRef` inputs below the local folder ``destination_url``, placed by ``layout``.
+
+    Each file is read and validated as :class:`ReadAndValidate` does, selected by the optional
+    filter file as :class:`FilterInstances` does, and written as :class:`WriteInstances` writes
+    to local disk (atomically; the first input written to a path stays, labelled with ``run``),
+    all in one step per file: it is written as soon as it is validated, from the bytes read to
+    validate it. ``threads`` files are copied at once per worker.
+
+    Returns a dict with ``outcomes`` (:class:`Outcome`: ``success``, ``unchanged``,
+    ``filtered``), ``failures`` and, with a filter file, ``unmatched`` (its lines that
+    selected nothing).
+
+    Example::
+
+        expanded = p | ExpandPatterns(["/data/in/**.dcm"])
+        copied = expanded["files"] | CopyFiles("/data/out", Layout.parse("uid"), run="run-1")
+    """
+
+    def __init__(self, destination_url: str, layout: Layout, *, run: str = "", filter_file: str | None = None,
+                 strict: bool = False, overwrite: bool = False, dry_run: bool = False,
+                 threads: int = DEFAULT_THREADS) -> None:
+        super().__init__()
+        self.fn = _CopyFn(destination_url, layout, run, overwrite, dry_run, threads)
+        self.filter_file = filter_file
+        self.strict = strict
+        self.threads = threads
+
+    def expand(self, files: beam.PCollection) -> dict[str, beam.PCollection]:
+        side, selection = [], None
+        if self.filter_file:
+            selection = filter_file_selection(files.pipeline, self.filter_file)
+            side.append(beam.pvalue.AsSingleton(selection))
+        if self.threads > 1:
+            files = files | "Batch" >> batched(self.threads)
+        copied = files | "Copy" >> beam.ParDo(self.fn, *side).with_outputs(FAILURES, MATCHED, OUTCOMES)
+        if selection is None:
+            return {OUTCOMES: copied[OUTCOMES], FAILURES: copied[FAILURES]}
+        lines = copied[MATCHED] | "Unmatched" >> UnmatchedFilterLines(selection, self.filter_file, self.strict)
+        failures = (copied[FAILURES], lines[FAILURES]) | "Failures" >> beam.Flatten()
+        return {OUTCOMES: copied[OUTCOMES], FAILURES: failures, UNMATCHED: lines[UNMATCHED]}
