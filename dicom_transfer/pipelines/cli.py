@@ -65,6 +65,8 @@ def beam_arguments(command: str, rest: list[str], parser: argparse.ArgumentParse
 
 
 RUNNER_OPTION_MODULES = {"DaskRunner": "apache_beam.runners.dask.dask_runner"}  # options defined with the runner
+# Runners the product supplies itself, by the name users write (see pipelines/dask_runner.py).
+PRODUCT_RUNNERS = {"DaskRunner": "dicom_transfer.pipelines.dask_runner.DaskRunner"}
 
 
 def _beam_parser(argv: Sequence[str] = ()):
@@ -80,7 +82,7 @@ def _beam_parser(argv: Sequence[str] = ()):
                 importlib.import_module(module)
             except ImportError as exc:
                 raise UsageError(f"--runner {runner} needs {exc.name or module}: "
-                                 "pip install 'dask[distributed]'") from None
+                                 "pip install 'dicom-transfer[dask]'") from None
 
     parser = _BeamArgumentParser(allow_abbrev=False)
     for options_class in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
@@ -101,6 +103,8 @@ def pipeline_options(beam_argv: list[str]):
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     runner = PipelineOptions(beam_argv).view_as(StandardOptions).runner
+    if runner in PRODUCT_RUNNERS:
+        beam_argv = [*beam_argv, "--runner", PRODUCT_RUNNERS[runner]]  # the last --runner wins
     if runner in LOCAL_RUNNERS and not any(a.startswith("--sdk_harness_log_level_overrides") for a in beam_argv):
         beam_argv = [*beam_argv, "--sdk_harness_log_level_overrides", json.dumps({"apache_beam": "WARNING"})]
     return PipelineOptions(beam_argv), runner in LOCAL_RUNNERS
