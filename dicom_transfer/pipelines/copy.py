@@ -14,6 +14,7 @@ from dicom_transfer.pipelines.inputs import read_inputs
 from dicom_transfer.report import RunReports, absolute
 from dicom_transfer.transforms import RouteToLayout, WriteInstances, WriteReports
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS
+from dicom_transfer.transforms.manifest import LayoutCheck, SkipUnchanged
 from dicom_transfer.transforms.outcomes import OUTCOMES
 
 
@@ -30,6 +31,8 @@ class CopyConfig:
     io_threads: int = 0  # 0: decide from where the bytes are
     strict: bool = False
     deid: DeidConfig | None = None
+    # an earlier run's manifest (or a pattern: the newest match) whose successes are not read again
+    previous_manifest: str | None = None
 
     @property
     def dry_run(self) -> bool:
@@ -45,8 +48,14 @@ class CopyConfig:
 
 def build_copy_pipeline(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCollection:
     """Add the copy stages to ``pipeline``; return the PCollection of the summary URL."""
+    skip = None
+    # Not with de-identification (an output is not its source's bytes) nor a filter file (which
+    # decides by the UIDs read from each file, and reports the lines that selected nothing).
+    if config.previous_manifest and not config.deid and not config.filter_file:
+        skip = SkipUnchanged(config.previous_manifest, config.destination, exclude=config.reports.manifest_url)
     inputs = read_inputs(pipeline, config.patterns, config.filter_file, config.layout.keywords,
-                         threads=config.threads, strict=config.strict, exclude=[absolute(config.destination)])
+                         threads=config.threads, strict=config.strict, exclude=[absolute(config.destination)],
+                         skip=skip)
     instances, extra = inputs.instances, {}
     if config.deid:
         instances, more_failures, more_outcomes = deidentify_stage(
@@ -64,4 +73,5 @@ def build_copy_pipeline(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCo
         config.reports,
         extra={"source": [redact(p) for p in config.patterns],
                "destination": absolute(redact(config.destination)), **extra},
+        check=LayoutCheck(config.destination, config.layout),
     )

@@ -47,7 +47,8 @@ def place_instance(destination: Destination, layout: Layout, values: Mapping[str
                                   "(use --overwrite to replace it)", Stage.WRITE)
     except IO_ERRORS as exc:
         return ErrorRecord.create(identifier, f"cannot write {target}: {error_text(exc)}", Stage.WRITE)
-    return Outcome(kind, size, identifier, target)
+    return Outcome(kind, size, identifier, target, str(values["StudyInstanceUID"]),
+                   str(values["SeriesInstanceUID"]), str(values["SOPInstanceUID"]))
 
 
 class Placements:

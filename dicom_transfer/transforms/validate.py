@@ -36,6 +36,7 @@ class ValidInstance(NamedTuple):
     # Set when ``url`` is a staged file this run made from the input at ``origin`` (a
     # de-identified copy): it is moved into place, then removed, and reports name ``origin``.
     origin: str | None = None
+    source_version: str | None = None  # as the listing gave it (see FileRef.version)
 
     @property
     def source(self) -> str:
@@ -82,7 +83,7 @@ def validate_file(ref: FileRef, keywords: Iterable[str] = ()) -> ValidInstance:
         ref.url, ref.size, header.study_uid, header.series_uid, header.sop_uid,
         header.transfer_syntax,
         tuple(sorted((k, plain_value(v)) for k, v in header.attributes.items())),
-        ref.md5,
+        ref.md5, source_version=ref.version,
     )
 
 

@@ -23,7 +23,7 @@ from dicom_transfer.io.files import scheme_of
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
 from dicom_transfer.transforms.duplicates import UNIQUE, ResolveDuplicates, keep_one
-from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
+from dicom_transfer.transforms.outcomes import OUTCOMES, instance_outcome
 from dicom_transfer.transforms.validate import ValidInstance
 from dicom_transfer.vocabulary import Stage
 
@@ -55,14 +55,15 @@ class _WriteFn(BatchedIoFn):
                                              dry_run=self.dry_run, source_md5=instance.md5, existing=existing,
                                              move=staged)
         except ExistsWithOtherContent:
-            return [self._failure(instance.source, f"{target} exists with different content "
+            return [self._failure(instance, f"{target} exists with different content "
                                   "(use --overwrite to replace it)")]
         except IO_ERRORS as exc:
-            return [self._failure(instance.source, f"cannot write {target}: {error_text(exc)}")]
+            return [self._failure(instance, f"cannot write {target}: {error_text(exc)}")]
         finally:
             if staged:
                 remove_url(instance.url)
-        return [beam.pvalue.TaggedOutput(OUTCOMES, Outcome(kind, instance.size, instance.source, target))]
+        return [beam.pvalue.TaggedOutput(OUTCOMES, instance_outcome(
+            kind, instance, target, verified_md5=not self.destination.local and not self.dry_run))]
 
     def account(self, output: beam.pvalue.TaggedOutput) -> None:
         if output.tag != OUTCOMES:
@@ -78,8 +79,9 @@ class _WriteFn(BatchedIoFn):
             self.progress.add(1, 0)
 
     @staticmethod
-    def _failure(identifier: str, message: str) -> beam.pvalue.TaggedOutput:
-        return beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(identifier, message, Stage.WRITE))
+    def _failure(instance: ValidInstance, message: str) -> beam.pvalue.TaggedOutput:
+        return beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
+            instance.source, message, Stage.WRITE, uids=(instance.study_uid, instance.series_uid, instance.sop_uid)))
 
 
 def _by_directory(element: tuple[str, ValidInstance]) -> tuple[str, tuple[str, ValidInstance]]:
