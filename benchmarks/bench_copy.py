@@ -5,7 +5,14 @@ time is its fixed start-up, reported separately and subtracted. Ratios compare m
 Then, on the small-file set: when the first output appears (target: within 5 s), and what
 Ctrl-C at half the run's time leaves in place (target: >= 40 % of the outputs).
 
-    python benchmarks/bench_copy.py [--quick] [--workdir DIR] [--keep]
+Re-runs (#17): a first copy of small files, then the same command again (the previous run's
+manifest lets it skip every unchanged source without reading it), then again with --checksum
+(every source read and compared, as before quick re-runs). With ``--baseline-src DIR`` (a
+checkout of the code before the manifest, e.g. ``git worktree add /tmp/base <commit>``), the
+first copy is also timed with that code, in the same run, to measure what the manifest,
+reconciliation and report cost.
+
+    python benchmarks/bench_copy.py [--quick] [--workdir DIR] [--rerun-only] [--baseline-src DIR]
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from measure import marginal_costs, peak_rss_mb  # noqa: E402
+from measure import marginal_costs, peak_rss_mb, timed  # noqa: E402
 
 from dicom_transfer.sample import instance_bytes  # noqa: E402
 
@@ -129,16 +136,65 @@ def first_output_and_interruption(src: Path, dst: Path, count: int) -> dict:
     return {"interruption": (first, total, kept / count)}
 
 
+def with_code_from(source_dir: str) -> list[str]:
+    """The CLI, run from the code in ``source_dir`` rather than this checkout."""
+    return [PYTHON, "-c", f"import sys; sys.path.insert(0, {source_dir!r}); sys.argv[0] = 'dicom-transfer'; "
+            "from dicom_transfer.pipelines.cli import main; sys.exit(main())"]
+
+
+def reruns(work: Path, count: int, baseline_src: str | None, rounds: int = 2, pixel_bytes: int = 7 * 1024) -> None:
+    """First run, quick re-run and --checksum re-run of ``count`` small files, side by side; the
+    first run also with the code of ``baseline_src`` (no manifest), alternated, best of ``rounds``."""
+    src = work / "rerun-src"
+    size = make_files(src, count, pixel_bytes)
+    subprocess.run(["cat", *map(str, src.rglob("*.dcm"))], stdout=subprocess.DEVNULL)  # warm the cache
+    print(f"\nre-runs: {count} files of {size // count // 1024} KB ({size / 1e6:.0f} MB), in-process runner")
+    times: dict[str, list[float]] = {}
+    for round_ in range(rounds):
+        dst = work / f"rerun-dst{round_}"
+        runs = {"first run": [*CLI, "copy", "--input", str(src), "--output", str(dst)],
+                "re-run (quick check)": [*CLI, "copy", "--input", str(src), "--output", str(dst)],
+                "re-run --checksum": [*CLI, "copy", "--input", str(src), "--output", str(dst), "--checksum"]}
+        if baseline_src:
+            base_dst = work / f"rerun-base{round_}"
+            runs = {"first run, code without manifest": [*with_code_from(baseline_src), "copy", "--input", str(src),
+                                                         "--output", str(base_dst)], **runs}
+        for name, command in runs.items():
+            times.setdefault(name, []).append(timed(command))
+        shutil.rmtree(dst)
+        if baseline_src:
+            shutil.rmtree(base_dst)
+    best = {name: min(values) for name, values in times.items()}
+    for name, seconds in best.items():
+        print(f"  {name:36s} {seconds:7.2f} s  ({count / seconds:7.0f} files/s)")
+    print(f"  quick re-run: {best['first run'] / best['re-run (quick check)']:.1f} x faster than the first run, "
+          f"{best['re-run --checksum'] / best['re-run (quick check)']:.1f} x faster than --checksum (target >= 10)")
+    if baseline_src:
+        cost = best["first run"] / best["first run, code without manifest"] - 1
+        print(f"  manifest + reconciliation + report.html: {cost * 100:+.1f} % of the first run's time "
+              "(target <= 10 %)")
+    shutil.rmtree(src)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sets for a smoke run")
     parser.add_argument("--small", type=int, default=None, help="number of ~8 KB files (default 20,000)")
     parser.add_argument("--big", type=int, default=None, help="number of 512 KB files (default 2,000)")
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--rerun-only", action="store_true", help="only the re-run and manifest measurements")
+    parser.add_argument("--baseline-src", default=None, metavar="DIR",
+                        help="a checkout of the code without the manifest, to measure its cost")
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dt-bench-"))
     small_count, big_count, huge = (2000, 200, 256 << 20) if args.quick else (20000, 2000, 2 << 30)
     small_count, big_count = args.small or small_count, args.big or big_count
+
+    reruns(work, small_count, args.baseline_src)
+    reruns(work, small_count // 40, None, pixel_bytes=2 << 20)  # where reading is what costs
+    if args.rerun_only:
+        shutil.rmtree(work)
+        return
 
     small = marginal(work, "small", small_count, 7 * 1024,
                      then=lambda src: first_output_and_interruption(src, work / "dst", small_count))

@@ -48,14 +48,17 @@ class ErrorRecord:
     error: str
     stage: Stage
     timestamp: str = dataclasses.field(default_factory=utc_now_iso)
+    # (study, series, sop) of the instance, when the failing stage knew them (for the manifest)
+    uids: tuple[str, ...] = ()
 
     @classmethod
-    def create(cls, identifier: str, error: str, stage: Stage | str) -> ErrorRecord:
-        """Build a record with credentials scrubbed from identifier and message.
+    def create(cls, identifier: str, error: str, stage: Stage | str, uids: tuple[str, ...] = ()) -> ErrorRecord:
+        """Build a record with credentials scrubbed from identifier and message; ``uids``: the
+        instance's (study, series, sop) when the failing stage knew them (for the manifest).
 
         Raises ValueError for a stage that is not a :class:`Stage` (a bug, not an input's fault).
         """
-        return cls(redact(identifier), redact(error), Stage(stage))
+        return cls(redact(identifier), redact(error), Stage(stage), uids=uids)
 
 
 def to_errors_log_line(record: ErrorRecord) -> str:
@@ -69,6 +72,17 @@ def to_errors_log_line(record: ErrorRecord) -> str:
         },
         ensure_ascii=False,
     )
+
+
+def error_kind(record: dict) -> str:
+    """The kind of an errors.log record, for grouping: ``truncated`` for "invalid DICOM
+    (truncated): ...", ``exists with different content`` for a conflict, else the stage."""
+    error = str(record.get("Error", ""))
+    if error.startswith("invalid DICOM (") and ")" in error:
+        return error[len("invalid DICOM ("):error.index(")")]
+    if "exists with different content" in error:
+        return "exists with different content"
+    return str(record.get("Stage") or "error")
 
 
 _SECRET_QUERY = re.compile(

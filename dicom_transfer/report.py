@@ -36,10 +36,26 @@ class RunReports:
     # device or pipe (/dev/stdout, a FIFO), which cannot be read back from. The pipeline writes
     # ``summary_url`` (then the default location) as usual.
     summary_copy: str | None = None
+    manifest: str | None = None  # --manifest; default: beside the summary
 
     @property
     def summary_to_stdout(self) -> bool:
         return self.summary_copy == "-"
+
+    def beside_summary(self, name: str) -> str:
+        return f"{self.summary_url.rpartition('/')[0] or '.'}/{name}"
+
+    @property
+    def manifest_url(self) -> str:
+        return self.manifest or self.beside_summary("manifest.jsonl")
+
+    @property
+    def reconciliation_url(self) -> str:
+        return self.beside_summary("reconciliation.csv")
+
+    @property
+    def html_url(self) -> str:
+        return self.beside_summary("report.html")
 
 
 def new_operation_id() -> str:
@@ -142,7 +158,8 @@ def read_json(url: str) -> dict:
 def human_summary(summary: dict, summary_url: str, dry_run: bool = False) -> str:
     """A few lines for people, printed at the end of a run."""
     counter = summary["counter"]
-    verb = {"import": "stored", "export": "exported", "migrate": "migrated"}.get(summary["type"], "written")
+    verb = {"import": "stored", "export": "exported", "migrate": "migrated",
+            "verify": "verified"}.get(summary["type"], "written")
     if dry_run:
         verb = f"would be {verb}"
     success = counter.get(SUCCESS, 0)

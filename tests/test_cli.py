@@ -31,7 +31,7 @@ def run_main(capsys, *argv: str) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize(("argv", "words"), [
     (["copy", "--input", "in", "--output", "o", "--dicomweb-url", "http://h/dw"],
-     "copy does not take --dicomweb-url (an option of import, export, migrate)"),
+     "copy does not take --dicomweb-url (an option of import, export, migrate, verify)"),
     (["copy", "--input", "in", "--output", "o", "--all"], "copy does not take --all (an option of export, migrate)"),
     (["copy", "--input", "in", "--output", "o", "--identifier", "1.2"], "copy does not take --identifier"),
     (["import", "--input", "in", "--dicomweb-url", "http://h/dw", "--layout", "azure"],

@@ -24,6 +24,9 @@ class FileRef(NamedTuple):
     url: str
     size: int
     md5: str | None = None
+    # What says the file has not changed without reading it: a local file's modification time
+    # (ns), or the MD5 its store lists (``md5:<hex>``); None when the listing gives neither.
+    version: str | None = None
 
 
 def split_url(url: str) -> tuple[fsspec.AbstractFileSystem, str]:

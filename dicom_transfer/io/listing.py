@@ -7,6 +7,7 @@ patterns list recursively below their literal prefix.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import fsspec
@@ -36,11 +37,24 @@ def list_pattern(pattern: Pattern) -> Iterator[FileRef | NotAFile]:
         found = _recursive(fs, root, pattern)
     else:
         found = _by_components(fs, root, pattern.components)
+    local = scheme is None
     for item in found:  # report URLs with the scheme the user wrote (az://, not abfs://)
         if isinstance(item, NotAFile):
             yield NotAFile(file_url(fs, item.args[0], scheme))
         else:
-            yield FileRef(file_url(fs, item[0], scheme), item[1], item[2])
+            yield FileRef(file_url(fs, item[0], scheme), item[1], item[2], _version(item[0], item[2], local))
+
+
+def _version(path: str, md5: str | None, local: bool) -> str | None:
+    """A local file's modification time (ns); the MD5 an object store lists (content, not time)."""
+    if md5:
+        return f"md5:{md5}"
+    if local:
+        try:
+            return str(os.stat(path).st_mtime_ns)
+        except OSError:
+            return None
+    return None
 
 
 def _entry_path(entry: dict) -> str:

@@ -206,6 +206,16 @@ def run_dimse_migrate(args: argparse.Namespace, beam_argv: list[str]) -> int:
                        f"{config.settings.peer} -> {config.destination.safe_url}")
 
 
+def run_verify(args: argparse.Namespace, beam_argv: list[str]) -> int:
+    from dicom_transfer.pipelines.configs import verify_config
+    from dicom_transfer.pipelines.verify import build_verify_pipeline
+
+    options, local = pipeline_options(beam_argv)
+    config = verify_config(args)
+    return execute(args, options, local, config, build_verify_pipeline,
+                   f"{redact(config.manifest_url)} against {config.destination_name}")
+
+
 def execute(args: argparse.Namespace, options, local: bool, config, build: Callable, description: str,
             patterns: int = 0) -> int:
     """Build and run a pipeline with progress, then report; return the exit status."""
@@ -242,7 +252,8 @@ def run_demo(args: argparse.Namespace, beam_argv: list[str]) -> int:
 
 
 RUNNERS: dict[str, Callable[[argparse.Namespace, list[str]], int]] = {
-    "copy": run_copy, "import": run_import, "export": run_export, "migrate": run_migrate, "demo": run_demo}
+    "copy": run_copy, "import": run_import, "export": run_export, "migrate": run_migrate, "verify": run_verify,
+    "demo": run_demo}
 assert set(RUNNERS) == set(COMMANDS)
 
 

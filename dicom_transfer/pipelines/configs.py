@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from urllib.parse import urlsplit
 
@@ -27,7 +28,8 @@ from dicom_transfer.wildcards import parse_pattern
 IMPORT_REPORTS = "dicom-transfer-reports"  # import has no destination folder: reports go here
 
 
-__all__ = ["UsageError", "check_stores", "copy_config", "export_config", "import_config", "migrate_config"]
+__all__ = ["UsageError", "check_stores", "copy_config", "export_config", "import_config", "migrate_config",
+           "verify_config"]
 
 
 def collect_patterns(inputs: list[str] | None, input_list: str | None) -> list[str]:
@@ -127,7 +129,7 @@ def run_reports(operation_type: str, options, report_base: str, layout_name: str
     return RunReports(operation_type, operation_id, utc_now_iso(),
                       options.errors or f"{report_dir}/errors.log",
                       f"{report_dir}/summary.json" if copy or not options.summary else options.summary,
-                      dry_run, summary_copy=copy)
+                      dry_run, summary_copy=copy, manifest=getattr(options, "manifest", None))
 
 
 def _is_device(path: str | None) -> bool:
@@ -163,7 +165,55 @@ def copy_config(options: argparse.Namespace) -> CopyConfig:
         io_threads=options.io_threads or 0,
         strict=options.strict,
         deid=deid_config(options),
+        previous_manifest=previous_manifest(options),
     )
+
+
+def check_readable(url: str, flag: str) -> None:
+    """``url`` can be opened and read, or the run stops now (exit 2)."""
+    from dicom_transfer.io.files import open_url
+
+    try:
+        with open_url(url) as source:
+            source.read(1)
+    except OSError as exc:
+        raise UsageError(f"{flag} {redact(url)}: cannot read it ({exc.strerror or exc})") from exc
+
+
+def previous_manifest(options: argparse.Namespace) -> str | None:
+    """The manifest whose successes a copy need not read again: ``--previous-manifest``, else a
+    pattern of the default report folders of the destination (the newest match is taken when the
+    run starts, by the pipeline); None with ``--checksum``."""
+    if options.checksum:
+        return None
+    if options.previous_manifest:
+        check_readable(options.previous_manifest, "--previous-manifest")
+        return options.previous_manifest
+    layout_name = "azure" if options.layout == "azure" else "uid"
+    return default_report_dir(options.output.rstrip("/") or options.output, layout_name, "*") + "/manifest.jsonl"
+
+
+def verify_config(options: argparse.Namespace):
+    """Check the verify options and build its configuration; raises UsageError."""
+    from dicom_transfer.pipelines.verify import VerifyConfig
+
+    if bool(options.output) == bool(options.dicomweb_url):
+        raise UsageError("give the destination of the verified run: --output DEST or --dicomweb-url URL")
+    check_readable(options.verified_manifest, "--manifest")
+    base = options.verified_manifest.rpartition("/")[0] or "."
+    options.operation_id = options.operation_id or f"verify-{new_operation_id()}"
+    reports = run_reports("verify", options, base, layout_name="azure")  # BASE/<operation id>/
+    reports = dataclasses.replace(reports, manifest=reports.beside_summary("manifest.jsonl"))
+    if options.dicomweb_url:
+        return VerifyConfig(options.verified_manifest, reports, client=dicomweb_client(options),
+                            checksum=options.checksum)
+    try:
+        # the azure layout's folder is the verified run's operation id: that of its report folder
+        layout = Layout.parse(options.layout, base.rstrip("/").rpartition("/")[2] or "run")
+    except ValueError as exc:
+        raise UsageError(f"--layout: {exc}") from exc
+    return VerifyConfig(options.verified_manifest, reports, destination=options.output.rstrip("/") or options.output,
+                        layout=layout, checksum=options.checksum)
 
 
 def dicomweb_client(options, prefix: str = "") -> DicomwebClient:

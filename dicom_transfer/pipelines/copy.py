@@ -16,6 +16,7 @@ from dicom_transfer.transforms import ExpandPatterns, RouteToLayout, WriteInstan
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS
 from dicom_transfer.transforms.copy_files import CopyFiles
 from dicom_transfer.transforms.expand import FILE_COUNTS, FILES, UNMATCHED
+from dicom_transfer.transforms.manifest import LayoutCheck, SkipUnchanged
 from dicom_transfer.transforms.outcomes import OUTCOMES
 
 
@@ -32,6 +33,8 @@ class CopyConfig:
     io_threads: int = 0  # 0: decide from where the bytes are
     strict: bool = False
     deid: DeidConfig | None = None
+    # an earlier run's manifest (or a pattern: the newest match) whose successes are not read again
+    previous_manifest: str | None = None
 
     @property
     def dry_run(self) -> bool:
@@ -50,6 +53,16 @@ class CopyConfig:
         """What the outputs of this run record as the run that wrote them."""
         return f"{self.reports.operation_id}@{self.reports.created_time}"
 
+    def skip_unchanged(self) -> SkipUnchanged | None:
+        """What counts the files an earlier run moved, unchanged since, without reading them.
+
+        Not with de-identification (an output is not its source's bytes) nor a filter file (which
+        decides by the UIDs read from each file, and reports the lines that selected nothing).
+        """
+        if not self.previous_manifest or self.deid or self.filter_file:
+            return None
+        return SkipUnchanged(self.previous_manifest, self.destination, exclude=self.reports.manifest_url)
+
     @property
     def streams(self) -> bool:
         """Local destination, no de-identification: each file is copied in one step."""
@@ -61,7 +74,8 @@ def build_copy_pipeline(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCo
     if config.streams:
         return _build_streaming(pipeline, config)
     inputs = read_inputs(pipeline, config.patterns, config.filter_file, config.layout.keywords,
-                         threads=config.threads, strict=config.strict, exclude=[absolute(config.destination)])
+                         threads=config.threads, strict=config.strict, exclude=[absolute(config.destination)],
+                         skip=config.skip_unchanged())
     instances, extra = inputs.instances, {}
     if config.deid:
         instances, more_failures, more_outcomes = deidentify_stage(
@@ -83,14 +97,22 @@ def _build_streaming(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PColle
     """Expansion, then one step per file (:class:`CopyFiles`), then the reports."""
     expanded = pipeline | "ExpandPatterns" >> ExpandPatterns(
         config.patterns, strict=config.strict, exclude=[absolute(config.destination)])
-    copied = expanded[FILES] | "CopyFiles" >> CopyFiles(
+    files, skipped = expanded[FILES], None
+    skip = config.skip_unchanged()
+    if skip is not None:
+        checked = files | "SkipUnchanged" >> skip
+        files, skipped = checked[FILES], checked[OUTCOMES]
+    copied = files | "CopyFiles" >> CopyFiles(
         config.destination, config.layout, run=config.run, filter_file=config.filter_file, strict=config.strict,
         overwrite=config.overwrite, dry_run=config.dry_run, threads=config.threads)
     failures = (expanded[FAILURES], copied[FAILURES]) | "AllFailures" >> beam.Flatten()
     unmatched = expanded[UNMATCHED]
     if UNMATCHED in copied:
         unmatched = (unmatched, copied[UNMATCHED]) | "AllUnmatched" >> beam.Flatten()
-    return (failures, copied[OUTCOMES], unmatched, expanded[FILE_COUNTS]) | "WriteReports" >> _reports(config, {})
+    outcomes = copied[OUTCOMES]
+    if skipped is not None:
+        outcomes = (outcomes, skipped) | "AllOutcomes" >> beam.Flatten()
+    return (failures, outcomes, unmatched, expanded[FILE_COUNTS]) | "WriteReports" >> _reports(config, {})
 
 
 def _reports(config: CopyConfig, extra: dict) -> WriteReports:
@@ -98,4 +120,5 @@ def _reports(config: CopyConfig, extra: dict) -> WriteReports:
         config.reports,
         extra={"source": [redact(p) for p in config.patterns],
                "destination": absolute(redact(config.destination)), **extra},
+        check=LayoutCheck(config.destination, config.layout),
     )

@@ -95,7 +95,9 @@ def _whole(bag):
     """A bag's elements as one delayed list: a dependency of the tasks that read it."""
     import dask
 
-    return dask.delayed(_concatenate)(*bag.to_delayed())
+    # Not optimized on its own: that would rename (fuse) the upstream tasks, and the scheduler
+    # would run them a second time under the new names, side effects (writes, requests) included.
+    return dask.delayed(_concatenate)(*bag.to_delayed(optimize_graph=False))
 
 
 def _concatenate(*partitions) -> list:
@@ -104,7 +106,14 @@ def _concatenate(*partitions) -> list:
 
 def _only(bag, tag):
     """The values of one output of a ``_ParDo`` bag."""
-    return bag.filter(lambda pair: pair[0] == tag).map(lambda pair: pair[1])
+    # A named function taking the tag as an argument, not lambdas closing over it: with those, an
+    # import's outcomes were read as its (empty) failures once the optimised graph ran, and the
+    # summary counted 0 stored (tests/test_dask.py).
+    return bag.map_partitions(_values_of, tag)
+
+
+def _values_of(pairs, tag) -> list:
+    return [value for pair_tag, value in pairs if pair_tag == tag]
 
 
 class _Result(DaskRunnerResult):

@@ -49,6 +49,7 @@ from dicom_transfer.transforms.dimse_source import (
     DimseRetrieveAndWrite,
 )
 from dicom_transfer.transforms.dimse_store import DimseStoreInstances
+from dicom_transfer.transforms.manifest import LayoutCheck
 from dicom_transfer.transforms.outcomes import OUTCOMES
 from dicom_transfer.transforms.retrieve import RESOURCES
 
@@ -219,7 +220,8 @@ def build_dimse_export_pipeline(pipeline: beam.Pipeline, config: DimseExportConf
     no_patterns = pipeline | "NoPatterns" >> beam.Create([])
     return (failures, exported[OUTCOMES], no_patterns) | "WriteReports" >> WriteReports.for_run(
         config.reports, extra={"source": str(settings.peer), "destination": redact(config.destination),
-                               "retrieval": f"C-MOVE to {move.ae_title}" if move else "C-GET", **extra})
+                               "retrieval": f"C-MOVE to {move.ae_title}" if move else "C-GET", **extra},
+        check=LayoutCheck(config.destination, config.layout))
 
 
 def build_dimse_import_pipeline(pipeline: beam.Pipeline, config: DimseImportConfig) -> beam.PCollection:

@@ -40,6 +40,7 @@ from dicom_transfer.transforms import WriteReports
 from dicom_transfer.transforms.deidentify import MAPPING, WriteMapping
 from dicom_transfer.transforms.dimse_migrate import DimseMigrateSeries
 from dicom_transfer.transforms.dimse_source import INSTANCES, DimseExpandToInstances, DimseResourcesToExport
+from dicom_transfer.transforms.manifest import DicomwebCheck
 from dicom_transfer.transforms.outcomes import OUTCOMES
 from dicom_transfer.transforms.retrieve import RESOURCES
 
@@ -169,4 +170,5 @@ def build_dimse_migrate_pipeline(pipeline: beam.Pipeline, config: DimseMigrateCo
                "retrieval": f"C-MOVE to {config.move.ae_title}" if config.move else "C-GET",
                **({"staging": redact(config.move.staging)} if config.move and not config.move.temporary else {}),
                "verifyBytes": config.verify_bytes, **extra},
+        check=DicomwebCheck(config.destination),
     )

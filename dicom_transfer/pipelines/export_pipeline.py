@@ -13,6 +13,7 @@ from dicom_transfer.pipelines.deid import DeidConfig
 from dicom_transfer.report import RunReports, absolute
 from dicom_transfer.transforms import WriteReports
 from dicom_transfer.transforms.deidentify import MAPPING, WriteMapping
+from dicom_transfer.transforms.manifest import LayoutCheck
 from dicom_transfer.transforms.outcomes import OUTCOMES
 from dicom_transfer.transforms.retrieve import (
     INSTANCES,
@@ -70,4 +71,5 @@ def build_export_pipeline(pipeline: beam.Pipeline, config: ExportConfig) -> beam
     return (failures, exported[OUTCOMES], no_patterns) | "WriteReports" >> WriteReports.for_run(
         config.reports,
         extra={"source": config.client.safe_url, "destination": absolute(redact(config.destination)), **extra},
+        check=LayoutCheck(config.destination, config.layout),
     )

@@ -11,6 +11,7 @@ from dicom_transfer.io.dicomweb import DicomwebClient
 from dicom_transfer.pipelines.inputs import read_inputs
 from dicom_transfer.report import RunReports
 from dicom_transfer.transforms import WriteReports
+from dicom_transfer.transforms.manifest import DicomwebCheck
 from dicom_transfer.transforms.outcomes import OUTCOMES
 from dicom_transfer.transforms.store import StoreInstances
 
@@ -46,4 +47,5 @@ def build_import_pipeline(pipeline: beam.Pipeline, config: ImportConfig) -> beam
     return (failures, outcomes, inputs.unmatched, inputs.file_counts) | "WriteReports" >> WriteReports.for_run(
         config.reports,
         extra={"source": [redact(p) for p in config.patterns], "destination": config.client.safe_url},
+        check=DicomwebCheck(config.client),
     )

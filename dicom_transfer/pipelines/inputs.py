@@ -12,7 +12,7 @@ from dicom_transfer.metrics import FILTERED
 from dicom_transfer.transforms import ExpandPatterns, FilterInstances, ReadAndValidate
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS
 from dicom_transfer.transforms.expand import FILE_COUNTS
-from dicom_transfer.transforms.outcomes import Outcome
+from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome, instance_outcome
 
 
 @dataclasses.dataclass
@@ -27,19 +27,24 @@ class Inputs:
 
 
 def _filtered_outcome(instance) -> Outcome:
-    return Outcome(FILTERED, instance.size, instance.url, "")
+    return instance_outcome(FILTERED, instance, "")
 
 
 def read_inputs(pipeline: beam.Pipeline, patterns: Iterable[str], filter_file: str | None,
                 keywords: Iterable[str] = (), threads: int = DEFAULT_THREADS, strict: bool = False,
-                exclude: Iterable[str] = ()) -> Inputs:
+                exclude: Iterable[str] = (), skip: beam.PTransform | None = None) -> Inputs:
     """Expand ``patterns``, validate every file, keep what ``filter_file`` selects.
 
     ``strict``: a pattern or filter-file line that matches nothing is a failure, not a warning.
+    ``skip``: what decides, before reading, which files need no reading (``SkipUnchanged``).
     """
     expanded = pipeline | "ExpandPatterns" >> ExpandPatterns(patterns, strict=strict, exclude=exclude)
-    checked = expanded["files"] | "ReadAndValidate" >> ReadAndValidate(keywords, threads=threads)
-    inputs = Inputs(checked["instances"], [expanded[FAILURES], checked[FAILURES]], [],
+    to_read, skipped = expanded["files"], []
+    if skip is not None:
+        checked_before = expanded["files"] | "SkipUnchanged" >> skip
+        to_read, skipped = checked_before["files"], [checked_before[OUTCOMES]]
+    checked = to_read | "ReadAndValidate" >> ReadAndValidate(keywords, threads=threads)
+    inputs = Inputs(checked["instances"], [expanded[FAILURES], checked[FAILURES]], skipped,
                     expanded["unmatched"], expanded[FILE_COUNTS])
     if filter_file:
         selected = inputs.instances | "FilterInstances" >> FilterInstances(filter_file, strict=strict)

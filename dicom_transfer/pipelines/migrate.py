@@ -13,6 +13,7 @@ from dicom_transfer.pipelines.export_pipeline import selected_series
 from dicom_transfer.report import RunReports
 from dicom_transfer.transforms import WriteReports
 from dicom_transfer.transforms.deidentify import MAPPING, WriteMapping
+from dicom_transfer.transforms.manifest import DicomwebCheck
 from dicom_transfer.transforms.migrate import MigrateSeries
 from dicom_transfer.transforms.outcomes import OUTCOMES
 
@@ -57,4 +58,5 @@ def build_migrate_pipeline(pipeline: beam.Pipeline, config: MigrateConfig) -> be
         config.reports,
         extra={"source": config.source.safe_url, "destination": config.destination.safe_url,
                "verifyBytes": config.verify_bytes, **extra},
+        check=DicomwebCheck(config.destination),
     )

@@ -145,6 +145,51 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
         help="Replace outputs that exist with different content (default: report them).")
 
 
+def add_quick_check_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("re-runs")
+    group.add_argument(
+        "--previous-manifest", "--previous_manifest", dest="previous_manifest", default=None, metavar="PATH",
+        help="An earlier run's manifest.jsonl: a source it moved, with the same URL, size and modification "
+             "time (or listed MD5), whose output is still there with the same size, is counted unchanged "
+             "without being read. Default: the newest manifest of an earlier run in the default report "
+             "folder of DEST.")
+    group.add_argument(
+        "--checksum", dest="checksum", action="store_true", default=False,
+        help="Read and compare every source, even those an earlier run's manifest says are unchanged.")
+
+
+def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("what to verify")
+    group.add_argument(
+        "--manifest", dest="verified_manifest", required=True, metavar="PATH",
+        help="The manifest.jsonl of the run to verify.")
+    group.add_argument(
+        "--output", dest="output", default=None, metavar="DEST",
+        help="The destination folder or URL the run wrote to (copy, export).")
+    group.add_argument(
+        "--layout", dest="layout", default="uid",
+        help="The layout the run wrote with (uid, azure, or its template); uid and azure also find stray "
+             "instances in each series folder.")
+    group.add_argument(
+        "--checksum", dest="checksum", action="store_true", default=False,
+        help="Also read every output present and compare its SHA-256 with the manifest's, where it has one.")
+    group.add_argument(
+        "--operation-id", "--operation_id", dest="operation_id", default=None, type=operation_id, metavar="ID",
+        help="Id of this verification (default: a new UUID hex).")
+    group.add_argument(
+        "--errors", dest="errors", default=None, metavar="PATH",
+        help="Where to write errors.log. Default: beside the manifest, in verify-<operation id>/.")
+    group.add_argument(
+        "--summary", dest="summary", default=None, metavar="PATH",
+        help="Where to write the summary JSON ('-': standard output). Default: beside the manifest, in "
+             "verify-<operation id>/, with reconciliation.csv and report.html.")
+    add_dicomweb_arguments(parser, role="DICOMweb destination (import, migrate)", concurrency=False)
+    for action in parser._actions:
+        if action.dest == "dicomweb_url":
+            action.required = False
+    parser.set_defaults(detach=False, dry_run=False, manifest=None, concurrency=2)
+
+
 def add_io_threads_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--io-threads", "--io_threads", dest="io_threads", type=positive_int, default=None, metavar="N",
@@ -178,6 +223,11 @@ def add_report_arguments(report_default: str, has_layout: bool = True) -> Callab
             help="Where to write the summary JSON (Azure operation-status shape); '-' prints it on "
                  f"standard output (the human summary then goes to standard error). "
                  f"Default: {report_default}/summary.json.")
+        group.add_argument(
+            "--manifest", dest="manifest", default=None, metavar="PATH",
+            help="Where to write manifest.jsonl (one JSON line per instance handled, whatever its outcome). "
+                 "reconciliation.csv and report.html go beside the summary. "
+                 f"Default: {report_default}/manifest.jsonl.")
         group.add_argument(
             "--detach", dest="detach", action="store_true", default=False,
             help="Submit the job and return without waiting for it (Flex Templates, schedulers); "
@@ -403,7 +453,7 @@ COMMANDS = {
             "Copy DICOM files matched by wildcards, validating each, to a layout built from their UIDs.",
             (add_input_arguments, add_output_arguments, add_io_threads_argument,
              add_dry_run_argument("written", "writing"), add_report_arguments("DEST/.dicom-transfer/<operation id>"),
-             add_logging_arguments, add_deid_arguments),
+             add_quick_check_arguments, add_logging_arguments, add_deid_arguments),
             "  dicom-transfer copy --input '/data/incoming/**.dcm' --output /data/by-uid\n"
             "  dicom-transfer copy --input 'gs://incoming/2024-*/**' --output gs://archive/by-uid --layout azure\n"
             "  dicom-transfer copy --input-list patterns.txt --filter-file wanted.txt --output out --dry-run"),
@@ -445,6 +495,15 @@ COMMANDS = {
             "  dicom-transfer migrate --source-dicomweb-url URL --dicomweb-url URL --filter-file wanted.txt --dry-run\n"
             "  dicom-transfer migrate --dimse-source dimse://PACS@10.0.0.5:104 --dicomweb-url URL \\\n"
             "      --all --study-date 20240101-20240131"),
+        Command(
+            "verify", "re-check an earlier run's manifest against its destination, moving nothing",
+            "Re-check every instance an earlier run's manifest says arrived: still present on the destination "
+            "(a folder or object store by its layout, or a DICOMweb server by QIDO-RS), with the same size "
+            "(and SHA-256 with --checksum); write the per-series reconciliation (missing and stray instances), "
+            "a summary and report.html. Exit status 1 when any series is incomplete.",
+            (add_verify_arguments, add_logging_arguments),
+            "  dicom-transfer verify --manifest out/.dicom-transfer/RUN/manifest.jsonl --output out\n"
+            "  dicom-transfer verify --manifest reports/RUN/manifest.jsonl --dicomweb-url http://pacs:8042/dicom-web"),
         Command(
             "demo", "generate sample data (with bad files) and copy it locally",
             "Generate a small sample set (24 valid instances and 6 deliberately bad files) and copy it "

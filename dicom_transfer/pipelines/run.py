@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import apache_beam as beam
 
-from dicom_transfer.errors import redact
+from dicom_transfer.errors import error_kind, redact
 from dicom_transfer.pipelines.logs import silence_libraries, unsilence_libraries
 from dicom_transfer.progress import ENV, ProgressDisplay, ProgressListener, Totals
 from dicom_transfer.report import CANCELED, COMPLETED, FAILED, build_summary, human_summary, read_json, write_text
@@ -152,14 +152,6 @@ def _print_first_errors(errors_url: str, failures: int, out, limit: int = 10) ->
     print("  failures: " + ", ".join(f"{n:,} × {kind}" for kind, n in kinds.most_common()), file=out)
     print(f"  first {len(first)} of {failures:,} errors:", file=out)
     print("\n".join(first), file=out)
-
-
-def error_kind(record: dict) -> str:
-    """``truncated`` for "invalid DICOM (truncated): ...", else the stage that failed."""
-    error = str(record.get("Error", ""))
-    if error.startswith("invalid DICOM (") and ")" in error:
-        return error[len("invalid DICOM ("):error.index(")")]
-    return str(record.get("Stage") or "error")
 
 
 def _interrupted(config, totals: Totals) -> int:

@@ -8,6 +8,7 @@ validated is written from those bytes, never read twice.
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
@@ -21,7 +22,7 @@ from dicom_transfer.layout import Layout, LayoutError
 from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.resources import ResourceFilter
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, batched
-from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
+from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome, instance_outcome
 from dicom_transfer.transforms.place import Placements
 from dicom_transfer.transforms.route import MATCHED, UNMATCHED, UnmatchedFilterLines, filter_file_selection
 from dicom_transfer.transforms.validate import read_and_validate
@@ -93,23 +94,26 @@ class _CopyFn(beam.DoFn):
         if selection is not None:
             selecting = selection.selecting(instance.study_uid, instance.series_uid, instance.sop_uid)
             if not selecting:
-                return _Copied(True, Outcome(metrics.FILTERED, instance.size, instance.url, ""))
+                return _Copied(True, instance_outcome(metrics.FILTERED, instance, ""))
             lines = [path.filter_line for path in selecting]
         try:
             relative = self.layout.relative_path(instance.values())
         except LayoutError as exc:
-            return _Copied(True, ErrorRecord.create(instance.url, str(exc), Stage.ROUTE), lines)
+            return _Copied(True, ErrorRecord.create(instance.url, str(exc), Stage.ROUTE, uids=instance.uids), lines)
         target = self.destination.url_of(relative)
         try:
             kind, _ = self.destination.place(
                 relative, instance.url, instance.size, overwrite=self.overwrite, dry_run=self.dry_run,
                 source_md5=instance.md5, data=data, provenance=provenance(self.run, instance.url))
         except ExistsWithOtherContent as exc:
-            return _Copied(True, not_replaced(instance.url, target, instance.sop_uid, exc, self.run), lines)
+            return _Copied(True, not_replaced(instance.url, target, instance.uids, exc, self.run), lines)
         except IO_ERRORS as exc:
             return _Copied(True, ErrorRecord.create(instance.url, f"cannot write {target}: {error_text(exc)}",
-                                                    Stage.WRITE), lines)
-        return _Copied(True, Outcome(kind, instance.size, instance.url, target), lines)
+                                                    Stage.WRITE, uids=instance.uids), lines)
+        # The manifest's checksum: of the bytes this worker read, validated and wrote (or compared);
+        # a larger file goes from file to file in the kernel (sendfile), unseen, so it has none.
+        sha256 = hashlib.sha256(data).hexdigest() if data is not None and not self.dry_run else None
+        return _Copied(True, instance_outcome(kind, instance, target, sha256=sha256), lines)
 
 
 class CopyFiles(beam.PTransform):

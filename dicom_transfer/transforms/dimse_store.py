@@ -24,7 +24,7 @@ from dicom_transfer.io.files import local_path
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.dimse_source import EXPLICIT_AND_IMPLICIT, WARNINGS, PeerDoFn
 from dicom_transfer.transforms.duplicates import UNIQUE, UniqueBySopUid
-from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
+from dicom_transfer.transforms.outcomes import OUTCOMES, instance_outcome
 from dicom_transfer.transforms.validate import ValidInstance
 from dicom_transfer.vocabulary import Stage
 
@@ -195,12 +195,13 @@ class _StoreFn(PeerDoFn):
         self.bytes_sent.inc(sent)
         self.progress.add(1, sent)
         target = f"{self.settings.peer}/{instance.study_uid}/{instance.series_uid}/{instance.sop_uid}"
-        return beam.pvalue.TaggedOutput(OUTCOMES, Outcome(kind, instance.size, instance.url, target))
+        return beam.pvalue.TaggedOutput(OUTCOMES, instance_outcome(kind, instance, target))
 
     @staticmethod
     def _failure(instance: ValidInstance, message: str) -> beam.pvalue.TaggedOutput:
         identifier = f"{instance.url} ({instance.study_uid}/{instance.series_uid}/{instance.sop_uid})"
-        return beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(identifier, message, Stage.STORE))
+        return beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(identifier, message, Stage.STORE,
+                                                                     uids=instance.uids))
 
 
 def _local_copy(url: str, size: int) -> tuple[str, bool]:

@@ -11,7 +11,7 @@ from dicom_transfer import metrics
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.destination import remove_url, same_content
 from dicom_transfer.io.files import open_url
-from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
+from dicom_transfer.transforms.outcomes import OUTCOMES, instance_outcome
 from dicom_transfer.transforms.validate import ValidInstance
 from dicom_transfer.vocabulary import Stage
 
@@ -45,13 +45,13 @@ def _decide(target: str, other: ValidInstance, winner: ValidInstance, stage: Sta
         return
     if identical:
         unchanged.inc()
-        yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(metrics.UNCHANGED, other.size, other.source, target))
+        yield beam.pvalue.TaggedOutput(OUTCOMES, instance_outcome(metrics.UNCHANGED, other, target))
     else:
         yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
             other.source,
             f"conflicting duplicate: {other.source} and {winner.source} both map to {target} "
             f"(SOP Instance UID {other.sop_uid}) but their bytes differ; {winner.source} was kept",
-            stage))
+            stage, uids=(other.study_uid, other.series_uid, other.sop_uid)))
 
 
 class _ResolveFn(beam.DoFn):

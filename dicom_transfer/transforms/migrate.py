@@ -277,8 +277,9 @@ class _MigrateSeriesFn(beam.DoFn):
             if deidentified is None:
                 return None
             instance = deidentified
-        if self.verify_bytes:
-            run.digests[sop] = sha256_of(instance.url)
+        # the SHA-256 of the bytes sent: the manifest's checksum, and what --verify-bytes compares
+        # (from the spool file just written, in the page cache: the source is not read twice)
+        run.digests[sop] = sha256_of(instance.url)
         return instance
 
     def _deidentify(self, deidentifier: Deidentifier, instance: ValidInstance, run: _SeriesRun) -> ValidInstance | None:
@@ -365,8 +366,9 @@ class _MigrateSeriesFn(beam.DoFn):
             if result.kind == SUCCESS and not self.dry_run:
                 self.bytes_written.inc(result.size)
             self.progress.add(1, result.size if result.kind == SUCCESS else 0)
-            yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(result.kind, result.size, identifier,
-                                                             target + self.rename(sop)))
+            yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(
+                result.kind, result.size, identifier, target + self.rename(sop), *run.target, self.rename(sop),
+                (("sha256", run.digests[sop]),) if sop in run.digests else ()))
         for record in run.stray:
             yield beam.pvalue.TaggedOutput(FAILURES, record)
 

@@ -47,7 +47,8 @@ def place_instance(destination: Destination, layout: Layout, values: Mapping[str
                                   "(use --overwrite to replace it)", Stage.WRITE)
     except IO_ERRORS as exc:
         return ErrorRecord.create(identifier, f"cannot write {target}: {error_text(exc)}", Stage.WRITE)
-    return Outcome(kind, size, identifier, target)
+    return Outcome(kind, size, identifier, target, str(values["StudyInstanceUID"]),
+                   str(values["SeriesInstanceUID"]), str(values["SOPInstanceUID"]))
 
 
 class Placements:
@@ -120,5 +121,5 @@ def read_journal_entry(journal: str, study: str, series: str, sop: str) -> Outco
         return None
     identifier = instance_identifier(study, series, sop)
     if entry["kind"] == "failure":
-        return ErrorRecord.create(identifier, entry["error"], entry["stage"])
-    return Outcome(entry["kind"], entry["size"], identifier, entry["destination"])
+        return ErrorRecord.create(identifier, entry["error"], entry["stage"], uids=(study, series, sop))
+    return Outcome(entry["kind"], entry["size"], identifier, entry["destination"], study, series, sop)

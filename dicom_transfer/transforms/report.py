@@ -10,10 +10,20 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
-from dicom_transfer.errors import INTERNAL_ERROR, ErrorRecord, to_errors_log_line
+from dicom_transfer.errors import INTERNAL_ERROR, ErrorRecord, redact_url, to_errors_log_line
+from dicom_transfer.html_report import render_report
 from dicom_transfer.io.files import is_local, split_url
 from dicom_transfer.progress import ProgressLog
-from dicom_transfer.report import FAILED, RunReports, build_summary, write_text
+from dicom_transfer.report import (
+    COMPLETED_WITH_ERRORS,
+    FAILED,
+    RunReports,
+    absolute,
+    build_summary,
+    read_json,
+    write_text,
+)
+from dicom_transfer.transforms.manifest import AuditRun
 
 
 class CountOutcomes(beam.CombineFn):
@@ -89,7 +99,8 @@ class _WriteErrorsLogFn(beam.DoFn):
 
 
 def _write_summary(errors: tuple[int, int], counts: dict[str, int], unmatched: list[tuple[str, str]],
-                   settings: dict, file_counts: list[int] | None = None) -> str:
+                   settings: dict, file_counts: list[int] | None = None, reconciliation: dict | None = None,
+                   manifest_href: str | None = None, reconciliation_href: str | None = None) -> str:
     failures, internal = errors
     counter = {"success": 0, "failure": failures, "unchanged": 0, "filtered": 0, "bytesWritten": 0}
     counter.update(counts)
@@ -100,19 +111,30 @@ def _write_summary(errors: tuple[int, int], counts: dict[str, int], unmatched: l
     if internal:  # a bug, not bad input: the run is not to be trusted as "completed with errors"
         problems = {"internalErrors": internal, "error": f"{internal} failure(s) came from a bug in dicom-transfer "
                     "(errors.log: 'internal error'; the traceback is in the worker's log): please report it"}
+    extra = {**settings.get("extra", {}), **problems, "unmatched": _by_kind(unmatched),
+             "unmatchedPatterns": sorted(value for kind, value in unmatched if kind == "patterns")}
+    status = FAILED if internal else None
+    if reconciliation is not None:
+        extra["reconciliation"] = reconciliation
+        if reconciliation["incomplete"] and status is None:
+            status = COMPLETED_WITH_ERRORS
     summary = build_summary(
         operation_id=settings["operation_id"],
         operation_type=settings["operation_type"],
         created_time=settings["created_time"],
         counter=counter,
         error_href=settings["errors_url"],
-        status=FAILED if internal else None,
-        extra={**settings.get("extra", {}), **problems, "unmatched": _by_kind(unmatched),
-               "unmatchedPatterns": sorted(value for kind, value in unmatched if kind == "patterns")},
-        results=_results(settings, counter),
+        status=status,
+        extra=extra,
+        results={**_results(settings, counter), **_links(manifestHref=manifest_href,
+                                                         reconciliationHref=reconciliation_href)},
     )
     write_text(settings["summary_url"], json.dumps(summary, indent=2) + "\n")
     return settings["summary_url"]
+
+
+def _links(**urls: str | None) -> dict[str, str]:
+    return {name: absolute(redact_url(url)) for name, url in urls.items() if url}
 
 
 def _by_kind(unmatched: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -151,8 +173,10 @@ class WriteReports(beam.PTransform):
 
     def __init__(self, *, errors_url: str, summary_url: str, operation_id: str,
                  operation_type: str, created_time: str, dry_run: bool = False,
-                 extra: dict | None = None) -> None:
+                 extra: dict | None = None, audit: AuditRun | None = None, html_url: str | None = None) -> None:
         super().__init__()
+        self.audit = audit  # the manifest and reconciliation, when the run writes them
+        self.html_url = html_url
         self.settings = {
             "errors_url": errors_url,
             "summary_url": summary_url,
@@ -164,11 +188,15 @@ class WriteReports(beam.PTransform):
         }
 
     @classmethod
-    def for_run(cls, reports: RunReports, extra: dict | None = None) -> WriteReports:
-        """The reports of the run that ``reports`` describes."""
+    def for_run(cls, reports: RunReports, extra: dict | None = None, check=None) -> WriteReports:
+        """The reports of the run that ``reports`` describes: errors.log, the summary, the manifest,
+        the reconciliation (asking the destination with ``check``, see ``transforms.manifest``)
+        and report.html."""
+        audit = AuditRun(reports.manifest_url, reports.reconciliation_url, None if reports.dry_run else check)
         return cls(errors_url=reports.errors_url, summary_url=reports.summary_url,
                    operation_id=reports.operation_id, operation_type=reports.operation_type,
-                   created_time=reports.created_time, dry_run=reports.dry_run, extra=extra)
+                   created_time=reports.created_time, dry_run=reports.dry_run, extra=extra,
+                   audit=audit, html_url=reports.html_url)
 
     def expand(self, inputs: tuple) -> beam.PCollection:
         failures, outcomes, unmatched, *file_counts = inputs
@@ -186,12 +214,37 @@ class WriteReports(beam.PTransform):
             | "OutcomeKinds" >> beam.ParDo(_CountProgressFn())
             | "CountOutcomes" >> beam.CombineGlobally(CountOutcomes())
         )
-        extra = {"file_counts": beam.pvalue.AsList(file_counts[0])} if file_counts else {}
-        return written | "WriteSummary" >> beam.Map(
+        extra: dict = {"file_counts": beam.pvalue.AsList(file_counts[0])} if file_counts else {}
+        audit = None
+        if self.audit is not None:
+            audit = (outcomes, failures) | "Audit" >> self.audit
+            extra.update(reconciliation=beam.pvalue.AsSingleton(audit.section),
+                         manifest_href=beam.pvalue.AsSingleton(audit.manifest),
+                         reconciliation_href=beam.pvalue.AsSingleton(audit.reconciliation))
+        summary = written | "WriteSummary" >> beam.Map(
             _write_summary,
             counts=beam.pvalue.AsSingleton(counts),
             unmatched=beam.pvalue.AsList(unmatched),
             settings=self.settings,
             **extra,
         )
+        if audit is None or not self.html_url:
+            return summary
+        return summary | "WriteHtmlReport" >> beam.Map(
+            write_html_report, html_url=self.html_url, timeline=beam.pvalue.AsSingleton(audit.timeline),
+            studies=beam.pvalue.AsSingleton(audit.studies), study_count=beam.pvalue.AsSingleton(audit.study_count),
+            failure_kinds=beam.pvalue.AsSingleton(audit.failure_kinds))
+
+
+def write_html_report(summary_url: str, *, html_url: str, timeline: dict, studies: list[dict], study_count: int,
+                      failure_kinds: dict) -> str:
+    """Write report.html from the summary just written and the run's figures; pass the summary URL on."""
+    summary = read_json(summary_url)
+    results = summary.get("results", {})
+    links = {"errors.log": results.get("errorHref"), "manifest": results.get("manifestHref"),
+             "reconciliation": results.get("reconciliationHref"), "summary": absolute(redact_url(summary_url))}
+    page = render_report(summary, timeline=timeline, studies=studies, study_count=study_count,
+                         failure_kinds=failure_kinds, page_url=absolute(redact_url(html_url)), links=links)
+    write_text(html_url, page)
+    return summary_url
 

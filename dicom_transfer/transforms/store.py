@@ -18,7 +18,7 @@ from dicom_transfer.io.stow_requests import StowSender
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, plan_requests
 from dicom_transfer.transforms.duplicates import UNIQUE, UniqueBySopUid
-from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
+from dicom_transfer.transforms.outcomes import OUTCOMES, instance_outcome
 from dicom_transfer.transforms.validate import ValidInstance
 from dicom_transfer.vocabulary import Stage
 
@@ -112,7 +112,8 @@ class _StoreFn(beam.DoFn):
     def _outputs(self, results) -> Iterator[beam.pvalue.TaggedOutput]:
         for instance, kind, message in results:
             if kind == FAILURE:
-                yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(instance.url, message, Stage.STORE))
+                yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(instance.url, message, Stage.STORE,
+                                                                            uids=instance.uids))
                 continue
             target = f"{self.client.safe_url}/studies/{instance.study_uid}/series/" \
                      f"{instance.series_uid}/instances/{instance.sop_uid}"
@@ -120,7 +121,7 @@ class _StoreFn(beam.DoFn):
             if kind == SUCCESS and not self.dry_run:
                 self.bytes_sent.inc(instance.size)
             self.progress.add(1, instance.size if kind == SUCCESS else 0)
-            yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(kind, instance.size, instance.url, target))
+            yield beam.pvalue.TaggedOutput(OUTCOMES, instance_outcome(kind, instance, target))
 
 
 class StoreInstances(beam.PTransform):

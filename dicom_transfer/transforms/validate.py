@@ -40,11 +40,17 @@ class ValidInstance(NamedTuple):
     # Set when ``url`` is a staged file this run made from the input at ``origin`` (a
     # de-identified copy): it is moved into place, then removed, and reports name ``origin``.
     origin: str | None = None
+    source_version: str | None = None  # as the listing gave it (see FileRef.version)
 
     @property
     def source(self) -> str:
         """The input this instance came from, as reports name it."""
         return self.origin or self.url
+
+    @property
+    def uids(self) -> tuple[str, str, str]:
+        """``(study, series, sop)``, as error records carry them for the manifest."""
+        return self.study_uid, self.series_uid, self.sop_uid
 
     def values(self) -> dict[str, object]:
         """Attribute values for layouts, UIDs included."""
@@ -102,7 +108,7 @@ def read_and_validate(ref: FileRef, keywords: Iterable[str] = ()) -> tuple[Valid
         ref.url, ref.size, header.study_uid, header.series_uid, header.sop_uid,
         header.transfer_syntax,
         tuple(sorted((k, plain_value(v)) for k, v in header.attributes.items())),
-        ref.md5,
+        ref.md5, source_version=ref.version,
     )
     return instance, data if data is not None and len(data) == ref.size else None
 

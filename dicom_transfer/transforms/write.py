@@ -30,7 +30,7 @@ from dicom_transfer.io.files import scheme_of
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
 from dicom_transfer.transforms.duplicates import UNIQUE, keep_one
-from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
+from dicom_transfer.transforms.outcomes import OUTCOMES, instance_outcome
 from dicom_transfer.transforms.validate import ValidInstance
 from dicom_transfer.vocabulary import Stage
 
@@ -42,9 +42,12 @@ def provenance(run: str, source: str) -> Provenance | None:
     return Provenance(run, redact(source)) if run else None
 
 
-def not_replaced(source: str, target: str, sop_uid: str, exc: ExistsWithOtherContent, run: str) -> ErrorRecord:
-    """The failure of the input ``source`` whose output ``target`` holds other bytes, naming the
-    input that output came from when it is known (a conflicting duplicate, if it was this run)."""
+def not_replaced(source: str, target: str, uids: tuple[str, str, str], exc: ExistsWithOtherContent,
+                 run: str) -> ErrorRecord:
+    """The failure of the input ``source`` (whose ``(study, series, sop)`` UIDs are ``uids``) whose
+    output ``target`` holds other bytes, naming the input that output came from when it is known
+    (a conflicting duplicate, if it was this run)."""
+    sop_uid = uids[2]
     other = exc.written_from
     if other and run and other.run == run:
         message = (f"conflicting duplicate: {source} and {other.source} both map to {target} "
@@ -55,7 +58,7 @@ def not_replaced(source: str, target: str, sop_uid: str, exc: ExistsWithOtherCon
                    f"{other.run} (use --overwrite to replace it)")
     else:
         message = f"{target} exists with different content (use --overwrite to replace it)"
-    return ErrorRecord.create(source, message, Stage.WRITE)
+    return ErrorRecord.create(source, message, Stage.WRITE, uids=uids)
 
 
 class _WriteFn(BatchedIoFn):
@@ -84,14 +87,15 @@ class _WriteFn(BatchedIoFn):
                                              dry_run=self.dry_run, source_md5=instance.md5, existing=existing,
                                              move=staged, provenance=provenance(self.run, instance.source))
         except ExistsWithOtherContent as exc:
-            return [beam.pvalue.TaggedOutput(FAILURES, not_replaced(instance.source, target, instance.sop_uid,
+            return [beam.pvalue.TaggedOutput(FAILURES, not_replaced(instance.source, target, instance.uids,
                                                                     exc, self.run))]
         except IO_ERRORS as exc:
-            return [self._failure(instance.source, f"cannot write {target}: {error_text(exc)}")]
+            return [self._failure(instance, f"cannot write {target}: {error_text(exc)}")]
         finally:
             if staged:
                 remove_url(instance.url)
-        return [beam.pvalue.TaggedOutput(OUTCOMES, Outcome(kind, instance.size, instance.source, target))]
+        return [beam.pvalue.TaggedOutput(OUTCOMES, instance_outcome(
+            kind, instance, target, verified_md5=not self.destination.local and not self.dry_run))]
 
     def account(self, output: beam.pvalue.TaggedOutput) -> None:
         if output.tag != OUTCOMES:
@@ -107,8 +111,9 @@ class _WriteFn(BatchedIoFn):
             self.progress.add(1, 0)
 
     @staticmethod
-    def _failure(identifier: str, message: str) -> beam.pvalue.TaggedOutput:
-        return beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(identifier, message, Stage.WRITE))
+    def _failure(instance: ValidInstance, message: str) -> beam.pvalue.TaggedOutput:
+        return beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
+            instance.source, message, Stage.WRITE, uids=instance.uids))
 
 
 def _by_directory(element: tuple[str, ValidInstance]) -> tuple[str, tuple[str, ValidInstance]]:

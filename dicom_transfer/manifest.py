@@ -1,0 +1,225 @@
+"""The manifest (one JSON line per instance handled) and the per-series reconciliation: pure logic.
+
+A manifest line::
+
+    {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "source", "destination", "size",
+     "outcome": "success" | "unchanged" | "failure" | "filtered", "checksum": {"sha256": ...},
+     "error": ... (failures), "stage": ... (failures), "sourceVersion": ..., "time": ...}
+
+A reconciliation row sums the lines of one series and compares them with what the destination
+holds afterwards (the SOP Instance UIDs it lists for that series).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import re
+from collections.abc import Iterable
+
+from dicom_transfer.errors import redact, redact_url, utc_now_iso
+
+SUCCESS, UNCHANGED, FAILURE, FILTERED = "success", "unchanged", "failure", "filtered"
+INSTANCE_OUTCOMES = (SUCCESS, UNCHANGED, FAILURE, FILTERED)
+_UID_PATH = re.compile(r"^([0-9.]+)/([0-9.]+)/([0-9.]+)$")
+
+
+def safe_url(url: str) -> str:
+    """``url`` without credentials (see :func:`~dicom_transfer.errors.redact`); a local path or a
+    plain URL, by far the common case, is returned as is without running the regular expressions."""
+    if "@" not in url and "=" not in url and "?" not in url:
+        return url
+    return redact_url(redact(url))
+
+
+def outcome_line(outcome, time: str | None = None) -> dict | None:
+    """The manifest line of an :class:`~dicom_transfer.transforms.outcomes.Outcome`, or None for
+    an outcome that is not an instance's final one (``deidentified``)."""
+    if outcome.kind not in INSTANCE_OUTCOMES:
+        return None
+    line = {
+        "StudyInstanceUID": outcome.study, "SeriesInstanceUID": outcome.series, "SOPInstanceUID": outcome.sop,
+        "source": safe_url(outcome.source), "destination": safe_url(outcome.destination),
+        "size": outcome.size, "outcome": outcome.kind, "checksum": dict(outcome.checksum),
+        "time": time or utc_now_iso(),
+    }
+    if outcome.source_version:
+        line["sourceVersion"] = outcome.source_version
+    return line
+
+
+def failure_line(record) -> dict:
+    """The manifest line of an :class:`~dicom_transfer.errors.ErrorRecord` (one per record). Its UIDs
+    are those the failing stage knew, or those its identifier names (``study/series/sop``)."""
+    uids = tuple(record.uids)
+    if not uids:
+        match = _UID_PATH.match(record.identifier)
+        uids = match.groups() if match else ()
+    study, series, sop = (*uids, "", "", "")[:3]
+    return {
+        "StudyInstanceUID": study, "SeriesInstanceUID": series, "SOPInstanceUID": sop,
+        "source": record.identifier, "destination": "", "size": None, "outcome": FAILURE, "checksum": {},
+        "error": record.error, "stage": record.stage, "time": record.timestamp,
+    }
+
+
+def to_json_line(line: dict) -> str:
+    return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+
+
+def series_key(line: dict) -> tuple[str, str] | None:
+    """``(study, series)`` of a line that names them, else None (a file that could not be read)."""
+    if line.get("StudyInstanceUID") and line.get("SeriesInstanceUID"):
+        return line["StudyInstanceUID"], line["SeriesInstanceUID"]
+    return None
+
+
+# -- quick check of a re-run --------------------------------------------------------------------
+
+def reusable(line: dict) -> bool:
+    """A line of an earlier run that can stand for its source next time: the instance arrived
+    (``success`` or ``unchanged``), and the source's version and the output are known."""
+    return (line.get("outcome") in (SUCCESS, UNCHANGED) and bool(line.get("sourceVersion"))
+            and bool(line.get("destination")) and bool(line.get("SOPInstanceUID")))
+
+
+def unchanged_since(line: dict, size: int, version: str | None) -> bool:
+    """True if a source of ``size`` and ``version`` is the one ``line`` recorded."""
+    return bool(version) and line.get("size") == size and line.get("sourceVersion") == version
+
+
+# -- reconciliation -----------------------------------------------------------------------------
+
+RECONCILIATION_COLUMNS = ("level", "StudyInstanceUID", "SeriesInstanceUID", "found", "selected", "stored",
+                          "unchanged", "failed", "present", "missing", "extra", "complete",
+                          "missingSOPInstanceUIDs", "extraSOPInstanceUIDs")
+
+
+@dataclasses.dataclass
+class SeriesRow:
+    """One series (or, with ``level="study"``, one study's total) of the reconciliation."""
+
+    study: str
+    series: str
+    found: int = 0
+    selected: int = 0
+    stored: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    present: int | None = None  # None: the destination was not asked (dry run, or it cannot be)
+    missing: list[str] = dataclasses.field(default_factory=list)
+    extra: list[str] = dataclasses.field(default_factory=list)
+    level: str = "series"
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed and not self.missing
+
+    def to_dict(self) -> dict:
+        return {"level": self.level, "StudyInstanceUID": self.study, "SeriesInstanceUID": self.series,
+                "found": self.found, "selected": self.selected, "stored": self.stored,
+                "unchanged": self.unchanged, "failed": self.failed, "present": self.present,
+                "missing": len(self.missing), "extra": len(self.extra), "complete": self.complete,
+                "missingSOPInstanceUIDs": self.missing, "extraSOPInstanceUIDs": self.extra}
+
+
+def reconcile_series(study: str, series: str, lines: Iterable[dict],
+                     present: dict[str, int | None] | None, per_series: bool = True) -> SeriesRow:
+    """Count the manifest ``lines`` of one series and compare them with ``present`` (SOP Instance
+    UID -> size, or None when the destination does not say; ``None``: not asked).
+
+    Missing: a selected instance (whatever its outcome) that the destination does not hold, or
+    holds with another size than the one that arrived. Extra: what the destination holds for
+    the series that no line of this run names (only when ``per_series``: the destination's listing
+    holds this series alone, as the ``uid`` and ``azure`` layouts and QIDO-RS do).
+    """
+    row = SeriesRow(study, series)
+    expected: dict[str, int | None] = {}
+    named: set[str] = set()
+    for line in lines:
+        kind, sop = line.get("outcome"), line.get("SOPInstanceUID") or ""
+        named.add(sop)
+        row.found += 1
+        if kind == FILTERED:
+            continue
+        row.selected += 1
+        if kind == SUCCESS:
+            row.stored += 1
+        elif kind == UNCHANGED:
+            row.unchanged += 1
+        elif kind == FAILURE:
+            row.failed += 1
+        if sop:
+            expected[sop] = line.get("size") if kind != FAILURE else expected.get(sop)
+    if present is None:
+        return row
+    row.present = sum(1 for sop in expected if sop in present)
+    row.missing = sorted(sop for sop, size in expected.items()
+                         if sop not in present or (present[sop] is not None and size is not None
+                                                   and present[sop] != size))
+    if per_series:
+        row.extra = sorted(set(present) - named)
+    return row
+
+
+def add_to_study(total: SeriesRow | None, row: SeriesRow) -> SeriesRow:
+    """The study total ``total`` with the series ``row`` added (missing/extra UIDs are not repeated)."""
+    if total is None:
+        total = SeriesRow(row.study, "", level="study", present=None)
+    for name in ("found", "selected", "stored", "unchanged", "failed"):
+        setattr(total, name, getattr(total, name) + getattr(row, name))
+    if row.present is not None:
+        total.present = (total.present or 0) + row.present
+    total.missing = [*total.missing, *row.missing]
+    total.extra = [*total.extra, *row.extra]
+    return total
+
+
+def csv_header() -> str:
+    return _csv_line(RECONCILIATION_COLUMNS)
+
+
+def csv_row(row: dict) -> str:
+    """One CSV line (no newline) of a row as :meth:`SeriesRow.to_dict` gives it; UID lists joined by spaces."""
+    values = []
+    for column in RECONCILIATION_COLUMNS:
+        value = row[column]
+        if isinstance(value, list):
+            value = " ".join(value)
+        elif value is None:
+            value = ""
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        values.append(str(value))
+    return _csv_line(values)
+
+
+def _csv_line(values: Iterable[str]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(list(values))
+    return out.getvalue()
+
+
+def empty_section() -> dict:
+    return {"series": 0, "complete": 0, "incomplete": 0, "instancesMissing": 0, "instancesExtra": 0,
+            "destinationChecked": False}
+
+
+def add_to_section(section: dict, row: dict) -> dict:
+    """The summary's ``reconciliation`` section with one series row added."""
+    section["series"] += 1
+    section["complete" if row["complete"] else "incomplete"] += 1
+    section["instancesMissing"] += row["missing"]
+    section["instancesExtra"] += row["extra"]
+    section["destinationChecked"] = section["destinationChecked"] or row["present"] is not None
+    return section
+
+
+def merge_sections(sections: Iterable[dict]) -> dict:
+    merged = empty_section()
+    for section in sections:
+        for key, value in section.items():
+            merged[key] = (merged[key] or value) if isinstance(value, bool) else merged[key] + value
+    return merged

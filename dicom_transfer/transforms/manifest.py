@@ -1,0 +1,579 @@
+"""Write the manifest (one JSON line per instance handled) and the per-series reconciliation.
+
+Both are written by the pipeline in bounded memory: each bundle appends its lines to its own
+part file (fsspec), and one final step concatenates the parts, streamed, into the file the user
+reads. The reconciliation groups the manifest lines by series (one series at a time in memory)
+and asks the destination what it holds for that series: the layout's listing of an object store
+or folder, or QIDO-RS for a DICOMweb store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import posixpath
+import uuid
+from collections.abc import Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from dicom_transfer import manifest, metrics
+from dicom_transfer.errors import IO_ERRORS, ErrorRecord, error_kind, error_text, redact
+from dicom_transfer.io.destination import Destination
+from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
+from dicom_transfer.io.files import file_url, is_local, scheme_of, split_url
+from dicom_transfer.layout import Layout
+
+LOG = logging.getLogger(__name__)
+CHUNK = 1 << 20
+
+
+# -- bounded-memory text output -----------------------------------------------------------------
+
+class _WritePartFn(beam.DoFn):
+    """Appends the lines of one bundle to a part file of its own; yields the part's URL."""
+
+    def __init__(self, parts_url: str) -> None:
+        self.parts_url = parts_url
+
+    def start_bundle(self) -> None:
+        self.out = None
+        self.part = ""
+
+    def process(self, line: str) -> None:
+        if self.out is None:
+            fs, path = split_url(self.parts_url)
+            if is_local(fs):
+                fs.makedirs(path, exist_ok=True)
+            self.part = f"{self.parts_url}/{uuid.uuid4().hex}.part"
+            self.out = fs.open(split_url(self.part)[1], "w", encoding="utf-8")
+        self.out.write(line + "\n")
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        if self.out is not None:
+            self.out.close()
+            yield WindowedValue(self.part, MIN_TIMESTAMP, [GlobalWindow()])
+
+
+def _concatenate(url: str, parts: list[str], header: str | None, parts_url: str) -> str:
+    """Write ``header`` and every part, in order, into ``url`` (streamed), then remove the parts."""
+    fs, path = split_url(url)
+    if is_local(fs):
+        fs.makedirs(posixpath.dirname(path) or ".", exist_ok=True)
+    with fs.open(path, "wb") as out:
+        if header is not None:
+            out.write((header + "\n").encode("utf-8"))
+        for part in sorted(parts):
+            with fs.open(split_url(part)[1], "rb") as source:
+                while chunk := source.read(CHUNK):
+                    out.write(chunk)
+    parts_fs, parts_path = split_url(parts_url)
+    for part in parts:
+        parts_fs.rm_file(split_url(part)[1])
+    if is_local(parts_fs) and parts_fs.exists(parts_path):
+        parts_fs.rmdir(parts_path)
+    return url
+
+
+class WriteLines(beam.PTransform):
+    """Write a PCollection of text lines into one file at ``url`` (``header`` first), without
+    holding them in memory anywhere; returns a one-element PCollection of ``url``, once written.
+
+    Example::
+
+        done = lines | WriteLines("gs://bucket/run/manifest.jsonl")
+    """
+
+    def __init__(self, url: str, header: str | None = None) -> None:
+        super().__init__()
+        self.url = url
+        self.header = header
+
+    def expand(self, lines: beam.PCollection) -> beam.PCollection:
+        directory, name = posixpath.split(self.url)
+        parts_url = f"{directory}/.{name}.{uuid.uuid4().hex[:8]}.parts"
+        parts = lines | "WriteParts" >> beam.ParDo(_WritePartFn(parts_url))
+        return (
+            lines.pipeline
+            | "Url" >> beam.Create([self.url])
+            | "Concatenate" >> beam.Map(_concatenate, parts=beam.pvalue.AsList(parts), header=self.header,
+                                        parts_url=parts_url)
+        )
+
+
+# -- what the destination holds -----------------------------------------------------------------
+
+def listed_sizes(destination: Destination, directory: str) -> Iterator[tuple[str, int]]:
+    """``(relative path, size)`` of the files directly in ``directory`` of ``destination``: one
+    ``scandir`` on local disk, the store's listing otherwise."""
+    if not destination.local:
+        for relative, existing in destination.listing(directory):
+            yield relative, existing.size
+        return
+    try:
+        with os.scandir(destination.path_of(directory) if directory else destination.root) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):
+                    yield (f"{directory}/{entry.name}" if directory else entry.name), entry.stat().st_size
+    except (FileNotFoundError, NotADirectoryError):
+        return
+
+
+class LayoutCheck:
+    """Asks a folder or object store what it holds for a series: the listing of the directories
+    the manifest lines point at (one listing each); with a per-series layout (``uid``,
+    ``azure``) the series directory itself, so that stray instances are found too."""
+
+    def __init__(self, destination_url: str, layout: Layout) -> None:
+        self.destination_url = destination_url.rstrip("/")
+        self.layout = layout
+        self.per_series = layout.name in ("uid", "azure")
+
+    def __getstate__(self) -> dict:
+        return {"destination_url": self.destination_url, "layout": self.layout}
+
+    def __setstate__(self, state: dict) -> None:
+        LayoutCheck.__init__(self, state["destination_url"], state["layout"])
+
+    def present(self, study: str, series: str, lines: list[dict]) -> dict[str, int | None]:
+        destination = Destination(self.destination_url)
+        directories: dict[str, dict[str, str]] = {}  # directory -> file name -> SOP UID
+        for line in lines:
+            relative = self._relative(line.get("destination") or "")
+            if relative is not None and line.get("SOPInstanceUID"):
+                directory, name = posixpath.split(relative)
+                directories.setdefault(directory, {})[name] = line["SOPInstanceUID"]
+        if self.per_series and not directories:  # no instance of it arrived: its folder by the layout
+            directory = posixpath.dirname(self.layout.relative_path(
+                {"StudyInstanceUID": study, "SeriesInstanceUID": series, "SOPInstanceUID": "x"}))
+            directories.setdefault(directory, {})
+        found: dict[str, int | None] = {}
+        for directory, names in directories.items():
+            for relative, size in listed_sizes(destination, directory):
+                name = posixpath.basename(relative)
+                if name in names:
+                    found[names[name]] = size
+                elif self.per_series and name.endswith(".dcm") and not name.startswith("."):
+                    found[name[:-len(".dcm")]] = size
+        return found
+
+    def _relative(self, url: str) -> str | None:
+        base = redact(self.destination_url) + "/"
+        return url[len(base):] if url.startswith(base) else None
+
+
+class DicomwebCheck:
+    """Asks a DICOMweb store (QIDO-RS, paged) which instances of a series it holds."""
+
+    per_series = True
+
+    def __init__(self, client: DicomwebClient) -> None:
+        self.client = client
+
+    def present(self, study: str, series: str, lines: list[dict]) -> dict[str, int | None]:  # noqa: ARG002
+        return dict.fromkeys(self.client.series_instances(study, series))
+
+
+# -- the manifest and the reconciliation of a run -----------------------------------------------
+
+class _ReconcileSeriesFn(beam.DoFn):
+    def __init__(self, check) -> None:
+        self.check = check
+
+    def process(self, element: tuple[tuple[str, str], Iterable[dict]]) -> Iterator[dict]:
+        (study, series), grouped = element
+        lines = list(grouped)  # one series at a time
+        present = None
+        if self.check is not None:
+            try:
+                present = self.check.present(study, series, lines)
+            except (*IO_ERRORS, DicomwebError) as exc:
+                LOG.warning("cannot ask the destination about series %s/%s: %s", study, series, error_text(exc))
+        row = manifest.reconcile_series(study, series, lines, present,
+                                        per_series=getattr(self.check, "per_series", False))
+        if present is None and self.check is not None:  # asked, but it did not answer: not proven complete
+            row.missing = sorted(line["SOPInstanceUID"] for line in lines
+                                 if line.get("outcome") in ("success", "unchanged"))
+        yield row.to_dict()
+
+
+class _SectionFn(beam.CombineFn):
+    def create_accumulator(self) -> dict:
+        return manifest.empty_section()
+
+    def add_input(self, accumulator: dict, row: dict) -> dict:
+        return manifest.add_to_section(accumulator, row)
+
+    def merge_accumulators(self, accumulators: Iterable[dict]) -> dict:
+        return manifest.merge_sections(accumulators)
+
+    def extract_output(self, accumulator: dict) -> dict:
+        return accumulator
+
+
+class _StudyTotalFn(beam.CombineFn):
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, accumulator, row: dict):
+        return manifest.add_to_study(accumulator, _row_from_dict(row))
+
+    def merge_accumulators(self, accumulators):
+        total = None
+        for accumulator in accumulators:
+            if accumulator is not None:
+                total = accumulator if total is None else _merge_study(total, accumulator)
+        return total
+
+    def extract_output(self, accumulator) -> dict:
+        return accumulator.to_dict()
+
+
+def _merge_study(total: manifest.SeriesRow, other: manifest.SeriesRow) -> manifest.SeriesRow:
+    return manifest.add_to_study(total, other)
+
+
+def _row_from_dict(row: dict) -> manifest.SeriesRow:
+    return manifest.SeriesRow(row["StudyInstanceUID"], row["SeriesInstanceUID"], row["found"], row["selected"],
+                              row["stored"], row["unchanged"], row["failed"], row["present"],
+                              list(row["missingSOPInstanceUIDs"]), list(row["extraSOPInstanceUIDs"]))
+
+
+class _FailureKindsFn(beam.CombineFn):
+    """``{kind: [count, first few "identifier: error" lines]}``: bounded, whatever the failures."""
+
+    FIRST = 5
+
+    def create_accumulator(self) -> dict:
+        return {}
+
+    def add_input(self, accumulator: dict, line: dict) -> dict:
+        kind = error_kind({"Error": line.get("error"), "Stage": line.get("stage")})
+        count, first = accumulator.get(kind, (0, []))
+        if len(first) < self.FIRST:
+            first = [*first, f"{line['source']}: {line.get('error')}"]
+        accumulator[kind] = (count + 1, first)
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[dict]) -> dict:
+        merged: dict = {}
+        for accumulator in accumulators:
+            for kind, (count, first) in accumulator.items():
+                total, kept = merged.get(kind, (0, []))
+                merged[kind] = (total + count, (kept + first)[:self.FIRST])
+        return merged
+
+    def extract_output(self, accumulator: dict) -> dict:
+        return accumulator
+
+
+class _TimelineFn(beam.CombineFn):
+    """Instances and bytes handled per second of the run (``{"YYYY-MM-DDTHH:MM:SS": [n, bytes]}``)."""
+
+    def create_accumulator(self) -> dict:
+        return {}
+
+    def add_input(self, accumulator: dict, line: dict) -> dict:
+        second = str(line.get("time", ""))[:19]
+        count, size = accumulator.get(second, (0, 0))
+        moved = line.get("size") or 0 if line.get("outcome") == "success" else 0
+        accumulator[second] = (count + 1, size + moved)
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[dict]) -> dict:
+        merged: dict = {}
+        for accumulator in accumulators:
+            for second, (count, size) in accumulator.items():
+                total, moved = merged.get(second, (0, 0))
+                merged[second] = (total + count, moved + size)
+        return merged
+
+    def extract_output(self, accumulator: dict) -> dict:
+        return accumulator
+
+
+STUDIES_SHOWN = 500
+
+
+@dataclasses.dataclass
+class Audit:
+    """What :class:`AuditRun` produces: PCollections the summary and the HTML report wait for."""
+
+    manifest: beam.PCollection  # the manifest URL, once written
+    reconciliation: beam.PCollection  # the reconciliation.csv URL, once written
+    section: beam.PCollection  # the summary's reconciliation section (one dict)
+    timeline: beam.PCollection
+    studies: beam.PCollection  # [(study total row), ...], at most STUDIES_SHOWN, least complete first
+    study_count: beam.PCollection
+    failure_kinds: beam.PCollection
+
+
+def _incompleteness(row: dict) -> tuple:
+    return (row["missing"] + row["failed"], row["StudyInstanceUID"])
+
+
+class AuditRun(beam.PTransform):
+    """From a run's ``(outcomes, failures)``: write the manifest and the reconciliation, and
+    compute what the summary and the report show.
+
+    ``check`` (:class:`LayoutCheck`, :class:`DicomwebCheck` or None) says how to ask the
+    destination what it holds; None (a dry run) reconciles the counts only.
+
+    Example::
+
+        audit = (outcomes, failures) | AuditRun("out/manifest.jsonl", "out/reconciliation.csv",
+                                                LayoutCheck("out", layout))
+    """
+
+    def __init__(self, manifest_url: str, reconciliation_url: str, check=None) -> None:
+        super().__init__()
+        self.manifest_url = manifest_url
+        self.reconciliation_url = reconciliation_url
+        self.check = check
+
+    def expand(self, inputs: tuple) -> Audit:
+        outcomes, failures = inputs
+        directory, name = posixpath.split(self.manifest_url)
+        parts_url = f"{directory}/.{name}.{uuid.uuid4().hex[:8]}.parts"
+        written = (
+            (outcomes, failures)
+            | "OutcomesAndFailures" >> beam.Flatten()
+            | "WriteManifestParts" >> beam.ParDo(_ManifestLinesFn(parts_url)).with_outputs(
+                PARTS, TIMELINE, KINDS, main=SERIES_LINES)
+        )
+        manifest_done = (
+            outcomes.pipeline
+            | "ManifestUrl" >> beam.Create([self.manifest_url])
+            | "ConcatenateManifest" >> beam.Map(_concatenate, parts=beam.pvalue.AsList(written[PARTS]), header=None,
+                                                parts_url=parts_url)
+        )
+        return _reconcile(written[SERIES_LINES], manifest_done,
+                          written[TIMELINE] | "Timeline" >> beam.CombineGlobally(_MergeFn(_TimelineFn())),
+                          written[KINDS] | "FailureKinds" >> beam.CombineGlobally(_MergeFn(_FailureKindsFn())),
+                          self.reconciliation_url, self.check)
+
+
+PARTS, TIMELINE, KINDS, SERIES_LINES = "parts", "timeline", "kinds", "series_lines"
+_RECONCILED_FIELDS = ("outcome", "SOPInstanceUID", "size", "destination")
+
+
+class _ManifestLinesFn(_WritePartFn):
+    """One step per instance for the whole manifest: its line goes into this bundle's part file,
+    the report's figures are added up per bundle, and what the reconciliation needs of the line
+    goes on, keyed by series."""
+
+    def start_bundle(self) -> None:
+        super().start_bundle()
+        self.timeline = _TimelineFn().create_accumulator()
+        self.kinds = _FailureKindsFn().create_accumulator()
+
+    def process(self, element) -> Iterator:
+        line = manifest.failure_line(element) if isinstance(element, ErrorRecord) else manifest.outcome_line(element)
+        if line is None:
+            return
+        super().process(manifest.to_json_line(line))
+        _TimelineFn().add_input(self.timeline, line)
+        if line["outcome"] == manifest.FAILURE:
+            _FailureKindsFn().add_input(self.kinds, line)
+        key = manifest.series_key(line)
+        if key is not None:
+            yield key, {name: line.get(name) for name in _RECONCILED_FIELDS}
+
+    def finish_bundle(self) -> Iterator:
+        for part in super().finish_bundle():
+            yield beam.pvalue.TaggedOutput(PARTS, part)
+        for tag, value in ((TIMELINE, self.timeline), (KINDS, self.kinds)):
+            if value:
+                yield beam.pvalue.TaggedOutput(tag, WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()]))
+
+
+class _MergeFn(beam.CombineFn):
+    """Merges the partial accumulators of ``combine_fn`` that bundles computed."""
+
+    def __init__(self, combine_fn: beam.CombineFn) -> None:
+        self.combine_fn = combine_fn
+
+    def create_accumulator(self):
+        return self.combine_fn.create_accumulator()
+
+    def add_input(self, accumulator, partial):
+        return self.combine_fn.merge_accumulators([accumulator, partial])
+
+    def merge_accumulators(self, accumulators):
+        return self.combine_fn.merge_accumulators(accumulators)
+
+    def extract_output(self, accumulator):
+        return self.combine_fn.extract_output(accumulator)
+
+
+def _reconcile(keyed: beam.PCollection, manifest_done: beam.PCollection, timeline: beam.PCollection,
+               failure_kinds: beam.PCollection, reconciliation_url: str, check) -> Audit:
+    rows = (
+        keyed
+        | "GroupBySeries" >> beam.GroupByKey()
+        | "ReconcileSeries" >> beam.ParDo(_ReconcileSeriesFn(check))
+    )
+    studies = (
+        rows
+        | "ByStudy" >> beam.Map(lambda row: (row["StudyInstanceUID"], row))
+        | "StudyTotals" >> beam.CombinePerKey(_StudyTotalFn())
+        | "StudyRows" >> beam.Values()
+    )
+    csv_lines = (rows, studies) | "AllRows" >> beam.Flatten() | "ToCsv" >> beam.Map(manifest.csv_row)
+    return Audit(
+        manifest=manifest_done,
+        reconciliation=csv_lines | "WriteReconciliation" >> WriteLines(reconciliation_url, manifest.csv_header()),
+        section=rows | "Section" >> beam.CombineGlobally(_SectionFn()),
+        timeline=timeline,
+        studies=studies | "LeastComplete" >> beam.combiners.Top.Of(STUDIES_SHOWN, key=_incompleteness),
+        study_count=studies | "CountStudies" >> beam.combiners.Count.Globally(),
+        failure_kinds=failure_kinds,
+    )
+
+
+def read_manifest_lines(url: str) -> Iterator[dict]:
+    """The lines of a manifest file, one dict at a time (streamed)."""
+    from dicom_transfer.io.files import open_url
+
+    with open_url(url) as raw:
+        for text in raw:
+            if text.strip():
+                yield json.loads(text)
+
+
+
+
+# -- quick check of a re-run: what an earlier run moved, unchanged since, is not read again --------
+
+UNREAD = "unread"
+
+
+def _match_previous(element: tuple[str, dict]) -> Iterator:
+    """A file with an earlier successful line of the same size and version goes on to the output
+    check (``(directory, (file, line))``); any other file is read as usual."""
+    _, grouped = element
+    files, previous = grouped["file"], grouped["previous"]
+    for ref in files:
+        line = next((line for line in previous if manifest.unchanged_since(line, ref.size, ref.version)), None)
+        if line is None:
+            yield beam.pvalue.TaggedOutput(UNREAD, ref)
+        else:
+            yield posixpath.dirname(line["destination"]), (ref, line)
+
+
+class _OutputStillThereFn(beam.DoFn):
+    """One output directory, listed once: a candidate whose output is there with its size is
+    ``unchanged``; any other is read as usual."""
+
+    def __init__(self, destination_url: str) -> None:
+        self.destination_url = destination_url.rstrip("/")
+
+        self.unchanged = Metrics.counter(metrics.NAMESPACE, metrics.UNCHANGED)
+
+    def setup(self) -> None:
+        self.destination = Destination(self.destination_url)
+
+    def process(self, element: tuple[str, Iterable[tuple]]) -> Iterator:
+        from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
+
+        directory_url, candidates = element
+        base = redact(self.destination_url) + "/"
+        candidates = list(candidates)
+        sizes: dict[str, int] = {}
+        if directory_url.startswith(base) or directory_url + "/" == base:
+            try:
+                sizes = dict(listed_sizes(self.destination, directory_url[len(base):]))
+            except IO_ERRORS as exc:
+                LOG.warning("cannot list %s (%s): its sources are read again", directory_url, error_text(exc))
+        for ref, line in candidates:
+            relative = line["destination"][len(base):]
+            if sizes.get(relative) != line["size"]:
+                yield beam.pvalue.TaggedOutput(UNREAD, ref)
+                continue
+            self.unchanged.inc()
+            yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(
+                manifest.UNCHANGED, ref.size, ref.url, line["destination"], line["StudyInstanceUID"],
+                line["SeriesInstanceUID"], line["SOPInstanceUID"], (), ref.version or ""))
+
+
+def newest_match(pattern: str, exclude: str = "") -> str | None:
+    """The most recently written file matching ``pattern`` (a glob), other than ``exclude``."""
+    fs, path = split_url(pattern)
+    excluded = split_url(exclude)[1] if exclude else None
+    try:
+        found = fs.glob(path, detail=True)
+    except FileNotFoundError:
+        return None
+    dated = [(str(info.get("mtime") or info.get("updated") or info.get("LastModified")
+                  or info.get("last_modified") or ""), name)
+             for name, info in found.items() if info.get("type", "file") == "file" and name != excluded]
+    if not dated:
+        return None
+    return file_url(fs, max(dated)[1], scheme_of(pattern))
+
+
+def _previous_lines(url: str, exclude: str = "") -> Iterator[dict]:
+    """The lines of the earlier manifest ``url``; a pattern: of its newest match (none: no line)."""
+    if "*" in url:
+        try:
+            found = newest_match(url, exclude)
+        except IO_ERRORS as exc:
+            LOG.warning("cannot look for an earlier run's manifest (%s): every source is read", error_text(exc))
+            return
+        if found is None:
+            return
+        LOG.info("sources unchanged since %s are not read again (--checksum reads them all)", redact(found))
+        url = found
+    yield from read_manifest_lines(url)
+
+
+class SkipUnchanged(beam.PTransform):
+    """Files that an earlier run's manifest says were moved, unchanged since (same URL, size and
+    modification time or listed MD5) and whose output is still there with the same size: counted
+    ``unchanged`` without being read, as rsync's and gsutil's quick check do.
+
+    Returns a dict with ``files`` (to read as usual) and ``outcomes`` (the unchanged ones).
+
+    Example::
+
+        checked = files | SkipUnchanged("out/.dicom-transfer/run-1/manifest.jsonl", "out")
+        checked["files"] | ReadAndValidate()
+    """
+
+    def __init__(self, previous_manifest_url: str, destination_url: str, exclude: str = "") -> None:
+        super().__init__()
+        self.previous_manifest_url = previous_manifest_url
+        self.destination_url = destination_url
+        self.exclude = exclude
+
+    def expand(self, files: beam.PCollection) -> dict[str, beam.PCollection]:
+        from dicom_transfer.errors import redact_url
+        from dicom_transfer.transforms.outcomes import OUTCOMES
+
+        previous = (
+            files.pipeline
+            | "PreviousManifest" >> beam.Create([self.previous_manifest_url])
+            | "ReadPrevious" >> beam.FlatMap(_previous_lines, exclude=self.exclude)
+            | "Reusable" >> beam.Filter(manifest.reusable)
+            | "PreviousBySource" >> beam.Map(lambda line: (line["source"], line))
+        )
+        keyed = files | "FileBySource" >> beam.Map(lambda ref: (redact_url(redact(ref.url)), ref))
+        matched = (
+            {"file": keyed, "previous": previous}
+            | "JoinPrevious" >> beam.CoGroupByKey()
+            | "MatchPrevious" >> beam.FlatMap(_match_previous).with_outputs(UNREAD, main="candidates")
+        )
+        checked = (
+            matched["candidates"]
+            | "GroupByOutputDirectory" >> beam.GroupByKey()
+            | "OutputStillThere" >> beam.ParDo(_OutputStillThereFn(self.destination_url)).with_outputs(
+                UNREAD, OUTCOMES)
+        )
+        unread = (matched[UNREAD], checked[UNREAD]) | "FilesToRead" >> beam.Flatten()
+        return {"files": unread, OUTCOMES: checked[OUTCOMES]}
