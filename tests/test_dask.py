@@ -56,6 +56,13 @@ def counts(summary: dict) -> dict:
     return {k: v for k, v in summary["counter"].items()}
 
 
+def manifest_lines(path: Path) -> list[tuple]:
+    """What the manifest says of each instance, without the run's destination and times."""
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return sorted((line["source"], line["SOPInstanceUID"], line["outcome"], line["size"],
+                   json.dumps(line["checksum"])) for line in lines)
+
+
 def digests(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*.dcm")
             if ".dicom-transfer" not in p.parts}
@@ -73,6 +80,11 @@ def test_copy_on_dask_matches_the_direct_runner_then_reruns_unchanged(dask_clust
     assert counts(on_dask[1]) == counts(direct[1])
     assert on_dask[1]["counter"]["success"] == 12 and on_dask[1]["counter"]["failure"] == len(sample.bad)
     assert on_dask[2] == direct[2] and len(on_dask[2]) == len(sample.bad)
+    # every DoFn ran once per element: one manifest line per input, no part file left behind
+    manifests = {name: manifest_lines(Path(summary["results"]["manifestHref"]))
+                 for name, summary in (("direct", direct[1]), ("dask", on_dask[1]))}
+    assert manifests["dask"] == manifests["direct"] and len(manifests["dask"]) == 12 + len(sample.bad)
+    assert not list((tmp_path / "dask").rglob("*.part"))
     again = run("copy", "--input", pattern, "--output", str(tmp_path / "dask"), *reports(tmp_path, "again"),
                 *dask(dask_cluster))
     assert again[1]["counter"]["unchanged"] == 12 and again[1]["counter"]["success"] == 0

@@ -17,7 +17,7 @@ import pytest
 from dicom_transfer.errors import ErrorRecord
 from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.cli import main
-from dicom_transfer.sample import write_sample_set
+from dicom_transfer.sample import instance_bytes, uid_for, write_sample_set
 from dicom_transfer.transforms.manifest import AuditRun, LayoutCheck
 from dicom_transfer.transforms.outcomes import Outcome
 
@@ -47,11 +47,25 @@ def test_a_copy_writes_one_manifest_line_per_instance_handled(copy_cli, sample, 
         assert (line["StudyInstanceUID"], line["SeriesInstanceUID"]) == (instance.study_uid, instance.series_uid)
         assert line["source"] == instance.path and line["size"] == instance.size
         assert Path(line["destination"]).read_bytes() == Path(instance.path).read_bytes()
-        assert "sha256" not in line["checksum"]  # sendfile: the bytes never passed through the worker
+        # read whole to be validated and written from those bytes: their SHA-256, re-computed here
+        assert line["checksum"] == {"sha256": hashlib.sha256(Path(instance.path).read_bytes()).hexdigest()}
     failures = [line for line in lines if line["outcome"] == "failure"]
     assert sorted(line["source"] for line in failures) == sorted(record["Identifier"] for record in run.errors)
     assert all(line["error"] and line["stage"] for line in failures)
     assert run.summary["results"]["manifestHref"] == str(run.report_dir / "manifest.jsonl")
+
+
+def test_a_file_copied_by_the_kernel_has_no_checksum_it_never_had(copy_cli, tmp_path):
+    """Larger files go from file to file by sendfile(2), never through the worker's memory: the
+    manifest gives them no checksum rather than one that was not checked."""
+    (tmp_path / "in").mkdir()
+    uids = (uid_for("big", 0), uid_for("big", 0, 0), uid_for("big", 0, 0, 0))
+    big = tmp_path / "in" / "big.dcm"
+    big.write_bytes(instance_bytes(*uids, pixel_bytes=200 * 1024))
+    run = copy_cli("--input", str(big), "--output", str(tmp_path / "o"))
+    (line,) = manifest_lines(run.report_dir)
+    assert line["outcome"] == "success" and line["size"] == big.stat().st_size
+    assert Path(line["destination"]).read_bytes() == big.read_bytes() and line["checksum"] == {}
 
 
 def test_the_reconciliation_has_a_row_per_series_and_a_total_per_study(copy_cli, sample, tmp_path):
