@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 from urllib.parse import urlsplit
 
-from dicom_transfer.errors import redact, redact_url, utc_now_iso
+from dicom_transfer.errors import IO_ERRORS, error_text, redact, redact_url, utc_now_iso
 from dicom_transfer.io.auth import AuthConfig, AuthError
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
 from dicom_transfer.io.files import read_list_file, scheme_of
@@ -25,6 +26,7 @@ from dicom_transfer.report import RunReports, default_report_dir, new_operation_
 from dicom_transfer.resources import parse_filter_line, parse_identifier
 from dicom_transfer.wildcards import parse_pattern
 
+LOG = logging.getLogger(__name__)
 IMPORT_REPORTS = "dicom-transfer-reports"  # import has no destination folder: reports go here
 
 
@@ -181,16 +183,26 @@ def check_readable(url: str, flag: str) -> None:
 
 
 def previous_manifest(options: argparse.Namespace) -> str | None:
-    """The manifest whose successes a copy need not read again: ``--previous-manifest``, else a
-    pattern of the default report folders of the destination (the newest match is taken when the
-    run starts, by the pipeline); None with ``--checksum``."""
+    """The manifest whose successes a copy need not read again: ``--previous-manifest``, else the
+    newest in the default report folders of the destination, looked for now (a first run has
+    none, and its pipeline then has no quick-check step at all); None with ``--checksum``."""
+    from dicom_transfer.transforms.manifest import newest_match
+
     if options.checksum:
         return None
     if options.previous_manifest:
         check_readable(options.previous_manifest, "--previous-manifest")
         return options.previous_manifest
     layout_name = "azure" if options.layout == "azure" else "uid"
-    return default_report_dir(options.output.rstrip("/") or options.output, layout_name, "*") + "/manifest.jsonl"
+    pattern = default_report_dir(options.output.rstrip("/") or options.output, layout_name, "*") + "/manifest.jsonl"
+    try:
+        found = newest_match(pattern)
+    except IO_ERRORS as exc:
+        LOG.warning("cannot look for an earlier run's manifest (%s): every source is read", error_text(exc))
+        return None
+    if found is not None:
+        LOG.info("sources unchanged since %s are not read again (--checksum reads them all)", redact(found))
+    return found
 
 
 def verify_config(options: argparse.Namespace):

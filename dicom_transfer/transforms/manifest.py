@@ -186,9 +186,9 @@ class _ReconcileSeriesFn(beam.DoFn):
     def __init__(self, check) -> None:
         self.check = check
 
-    def process(self, element: tuple[tuple[str, str], Iterable[dict]]) -> Iterator[dict]:
+    def process(self, element: tuple[tuple[str, str], Iterable[list[dict]]]) -> Iterator[dict]:
         (study, series), grouped = element
-        lines = list(grouped)  # one series at a time
+        lines = [line for entries in grouped for line in entries]  # one series at a time
         present = None
         if self.check is not None:
             try:
@@ -341,21 +341,26 @@ class AuditRun(beam.PTransform):
         outcomes, failures = inputs
         directory, name = posixpath.split(self.manifest_url)
         parts_url = f"{directory}/.{name}.{uuid.uuid4().hex[:8]}.parts"
-        written = (
-            (outcomes, failures)
-            | "OutcomesAndFailures" >> beam.Flatten()
-            | "WriteManifestParts" >> beam.ParDo(_ManifestLinesFn(parts_url)).with_outputs(
+        # One step on each input, not one on their Flatten: each fuses with the step that made
+        # its elements, which then never leave it one by one (a Flatten of per-instance
+        # collections would encode and decode every element once more).
+        written = [
+            collection | f"WriteManifestParts{label}" >> beam.ParDo(_ManifestLinesFn(parts_url)).with_outputs(
                 PARTS, TIMELINE, KINDS, main=SERIES_LINES)
-        )
+            for label, collection in (("", outcomes), ("OfFailures", failures))]
+
+        def joined(tag: str) -> beam.PCollection:
+            return tuple(output[tag] for output in written) | f"All{tag.title()}" >> beam.Flatten()
+
         manifest_done = (
             outcomes.pipeline
             | "ManifestUrl" >> beam.Create([self.manifest_url])
-            | "ConcatenateManifest" >> beam.Map(_concatenate, parts=beam.pvalue.AsList(written[PARTS]), header=None,
+            | "ConcatenateManifest" >> beam.Map(_concatenate, parts=beam.pvalue.AsList(joined(PARTS)), header=None,
                                                 parts_url=parts_url)
         )
-        return _reconcile(written[SERIES_LINES], manifest_done,
-                          written[TIMELINE] | "Timeline" >> beam.CombineGlobally(_MergeFn(_TimelineFn())),
-                          written[KINDS] | "FailureKinds" >> beam.CombineGlobally(_MergeFn(_FailureKindsFn())),
+        return _reconcile(joined(SERIES_LINES), manifest_done,
+                          joined(TIMELINE) | "Timeline" >> beam.CombineGlobally(_MergeFn(_TimelineFn())),
+                          joined(KINDS) | "FailureKinds" >> beam.CombineGlobally(_MergeFn(_FailureKindsFn())),
                           self.reconciliation_url, self.check)
 
 
@@ -366,12 +371,18 @@ _RECONCILED_FIELDS = ("outcome", "SOPInstanceUID", "size", "destination")
 class _ManifestLinesFn(_WritePartFn):
     """One step per instance for the whole manifest: its line goes into this bundle's part file,
     the report's figures are added up per bundle, and what the reconciliation needs of the line
-    goes on, keyed by series."""
+    goes on, keyed by series: ``((study, series), [entry, ...])``, the entries of a bundle
+    gathered per series (at most ``HELD`` held at once), so that the grouping by series shuffles
+    a few lists rather than one element per instance."""
+
+    HELD = 10_000
 
     def start_bundle(self) -> None:
         super().start_bundle()
         self.timeline = _TimelineFn().create_accumulator()
         self.kinds = _FailureKindsFn().create_accumulator()
+        self.series: dict[tuple[str, str], list[dict]] = {}
+        self.held = 0
 
     def process(self, element) -> Iterator:
         line = manifest.failure_line(element) if isinstance(element, ErrorRecord) else manifest.outcome_line(element)
@@ -383,11 +394,20 @@ class _ManifestLinesFn(_WritePartFn):
             _FailureKindsFn().add_input(self.kinds, line)
         key = manifest.series_key(line)
         if key is not None:
-            yield key, {name: line.get(name) for name in _RECONCILED_FIELDS}
+            self.series.setdefault(key, []).append({name: line.get(name) for name in _RECONCILED_FIELDS})
+            self.held += 1
+            if self.held >= self.HELD:
+                yield from self._series_entries()
+
+    def _series_entries(self) -> Iterator[tuple[tuple[str, str], list[dict]]]:
+        series, self.series, self.held = self.series, {}, 0
+        yield from series.items()
 
     def finish_bundle(self) -> Iterator:
         for part in super().finish_bundle():
             yield beam.pvalue.TaggedOutput(PARTS, part)
+        for key_and_entries in self._series_entries():
+            yield WindowedValue(key_and_entries, MIN_TIMESTAMP, [GlobalWindow()])
         for tag, value in ((TIMELINE, self.timeline), (KINDS, self.kinds)):
             if value:
                 yield beam.pvalue.TaggedOutput(tag, WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()]))
