@@ -10,6 +10,7 @@ or folder, or QIDO-RS for a DICOMweb store.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import json
 import logging
 import os
@@ -79,32 +80,6 @@ def _concatenate(url: str, parts: list[str], header: str | None, parts_url: str)
     if is_local(parts_fs) and parts_fs.exists(parts_path):
         parts_fs.rmdir(parts_path)
     return url
-
-
-class WriteLines(beam.PTransform):
-    """Write a PCollection of text lines into one file at ``url`` (``header`` first), without
-    holding them in memory anywhere; returns a one-element PCollection of ``url``, once written.
-
-    Example::
-
-        done = lines | WriteLines("gs://bucket/run/manifest.jsonl")
-    """
-
-    def __init__(self, url: str, header: str | None = None) -> None:
-        super().__init__()
-        self.url = url
-        self.header = header
-
-    def expand(self, lines: beam.PCollection) -> beam.PCollection:
-        directory, name = posixpath.split(self.url)
-        parts_url = f"{directory}/.{name}.{uuid.uuid4().hex[:8]}.parts"
-        parts = lines | "WriteParts" >> beam.ParDo(_WritePartFn(parts_url))
-        return (
-            lines.pipeline
-            | "Url" >> beam.Create([self.url])
-            | "Concatenate" >> beam.Map(_concatenate, parts=beam.pvalue.AsList(parts), header=self.header,
-                                        parts_url=parts_url)
-        )
 
 
 # -- what the destination holds -----------------------------------------------------------------
@@ -203,20 +178,6 @@ class _ReconcileSeriesFn(beam.DoFn):
         yield row.to_dict()
 
 
-class _SectionFn(beam.CombineFn):
-    def create_accumulator(self) -> dict:
-        return manifest.empty_section()
-
-    def add_input(self, accumulator: dict, row: dict) -> dict:
-        return manifest.add_to_section(accumulator, row)
-
-    def merge_accumulators(self, accumulators: Iterable[dict]) -> dict:
-        return manifest.merge_sections(accumulators)
-
-    def extract_output(self, accumulator: dict) -> dict:
-        return accumulator
-
-
 class _StudyTotalFn(beam.CombineFn):
     def create_accumulator(self):
         return None
@@ -301,21 +262,63 @@ class _TimelineFn(beam.CombineFn):
 STUDIES_SHOWN = 500
 
 
-@dataclasses.dataclass
-class Audit:
-    """What :class:`AuditRun` produces: PCollections the summary and the HTML report wait for."""
-
-    manifest: beam.PCollection  # the manifest URL, once written
-    reconciliation: beam.PCollection  # the reconciliation.csv URL, once written
-    section: beam.PCollection  # the summary's reconciliation section (one dict)
-    timeline: beam.PCollection
-    studies: beam.PCollection  # [(study total row), ...], at most STUDIES_SHOWN, least complete first
-    study_count: beam.PCollection
-    failure_kinds: beam.PCollection
-
-
 def _incompleteness(row: dict) -> tuple:
     return (row["missing"] + row["failed"], row["StudyInstanceUID"])
+
+
+class _OverviewFn(beam.CombineFn):
+    """From every reconciliation row: the summary's section (series rows), the number of studies
+    and the ``STUDIES_SHOWN`` least complete study totals (bounded, whatever the run)."""
+
+    def create_accumulator(self) -> dict:
+        return {"section": manifest.empty_section(), "study_count": 0, "studies": []}
+
+    def add_input(self, accumulator: dict, row: dict) -> dict:
+        if row["level"] == "series":
+            manifest.add_to_section(accumulator["section"], row)
+            return accumulator
+        accumulator["study_count"] += 1
+        studies = accumulator["studies"]
+        studies.append(row)
+        if len(studies) > 2 * STUDIES_SHOWN:
+            accumulator["studies"] = heapq.nlargest(STUDIES_SHOWN, studies, key=_incompleteness)
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[dict]) -> dict:
+        accumulators = list(accumulators)
+        return {"section": manifest.merge_sections(a["section"] for a in accumulators),
+                "study_count": sum(a["study_count"] for a in accumulators),
+                "studies": heapq.nlargest(STUDIES_SHOWN, (row for a in accumulators for row in a["studies"]),
+                                          key=_incompleteness)}
+
+    def extract_output(self, accumulator: dict) -> dict:
+        return {**accumulator, "studies": heapq.nlargest(STUDIES_SHOWN, accumulator["studies"], key=_incompleteness)}
+
+
+class _FiguresFn(beam.CombineFn):
+    """Merges the ``(timeline, failure kinds)`` that each bundle of manifest lines added up."""
+
+    def create_accumulator(self) -> tuple[dict, dict]:
+        return {}, {}
+
+    def add_input(self, accumulator: tuple[dict, dict], partial: tuple[dict, dict]) -> tuple[dict, dict]:
+        return self.merge_accumulators([accumulator, partial])
+
+    def merge_accumulators(self, accumulators: Iterable[tuple[dict, dict]]) -> tuple[dict, dict]:
+        timelines, kinds = zip(*accumulators, strict=True)
+        return _TimelineFn().merge_accumulators(timelines), _FailureKindsFn().merge_accumulators(kinds)
+
+    def extract_output(self, accumulator: tuple[dict, dict]) -> dict:
+        return {"timeline": accumulator[0], "failure_kinds": accumulator[1]}
+
+
+@dataclasses.dataclass
+class Audit:
+    """What :class:`AuditRun` produces: one-element PCollections the summary and the report read."""
+
+    written: beam.PCollection  # {"manifest": URL, "reconciliation": URL}, once both are written
+    overview: beam.PCollection  # {"section": the summary's section, "study_count": n, "studies": [...]}
+    figures: beam.PCollection  # {"timeline": {second: [n, bytes]}, "failure_kinds": {kind: [n, first]}}
 
 
 class AuditRun(beam.PTransform):
@@ -324,6 +327,8 @@ class AuditRun(beam.PTransform):
 
     ``check`` (:class:`LayoutCheck`, :class:`DicomwebCheck` or None) says how to ask the
     destination what it holds; None (a dry run) reconciles the counts only.
+
+    Few steps, whatever the run's size: on the DirectRunner each step costs a fixed time.
 
     Example::
 
@@ -339,32 +344,59 @@ class AuditRun(beam.PTransform):
 
     def expand(self, inputs: tuple) -> Audit:
         outcomes, failures = inputs
-        directory, name = posixpath.split(self.manifest_url)
-        parts_url = f"{directory}/.{name}.{uuid.uuid4().hex[:8]}.parts"
+        manifest_parts = _parts_url(self.manifest_url)
         # One step on each input, not one on their Flatten: each fuses with the step that made
         # its elements, which then never leave it one by one (a Flatten of per-instance
         # collections would encode and decode every element once more).
         written = [
-            collection | f"WriteManifestParts{label}" >> beam.ParDo(_ManifestLinesFn(parts_url)).with_outputs(
-                PARTS, TIMELINE, KINDS, main=SERIES_LINES)
+            collection | f"WriteManifestParts{label}" >> beam.ParDo(_ManifestLinesFn(manifest_parts)).with_outputs(
+                PARTS, FIGURES, main=SERIES_LINES)
             for label, collection in (("", outcomes), ("OfFailures", failures))]
 
         def joined(tag: str) -> beam.PCollection:
             return tuple(output[tag] for output in written) | f"All{tag.title()}" >> beam.Flatten()
 
-        manifest_done = (
-            outcomes.pipeline
-            | "ManifestUrl" >> beam.Create([self.manifest_url])
-            | "ConcatenateManifest" >> beam.Map(_concatenate, parts=beam.pvalue.AsList(joined(PARTS)), header=None,
-                                                parts_url=parts_url)
+        rows = (
+            joined(SERIES_LINES)
+            | "GroupBySeries" >> beam.GroupByKey()
+            | "ReconcileSeries" >> beam.ParDo(_ReconcileSeriesFn(self.check))
         )
-        return _reconcile(joined(SERIES_LINES), manifest_done,
-                          joined(TIMELINE) | "Timeline" >> beam.CombineGlobally(_MergeFn(_TimelineFn())),
-                          joined(KINDS) | "FailureKinds" >> beam.CombineGlobally(_MergeFn(_FailureKindsFn())),
-                          self.reconciliation_url, self.check)
+        studies = (
+            rows
+            | "ByStudy" >> beam.Map(lambda row: (row["StudyInstanceUID"], row))
+            | "StudyTotals" >> beam.CombinePerKey(_StudyTotalFn())
+            | "StudyRows" >> beam.Values()
+        )
+        all_rows = (rows, studies) | "AllRows" >> beam.Flatten()
+        csv_parts_url = _parts_url(self.reconciliation_url)
+        csv_parts = (all_rows | "ToCsv" >> beam.Map(manifest.csv_row)
+                     | "WriteReconciliationParts" >> beam.ParDo(_WritePartFn(csv_parts_url)))
+        files = (
+            outcomes.pipeline
+            | "Files" >> beam.Create([(self.manifest_url, self.reconciliation_url)])
+            | "Concatenate" >> beam.Map(
+                _concatenate_both, manifest_parts=beam.pvalue.AsList(joined(PARTS)), manifest_parts_url=manifest_parts,
+                csv_parts=beam.pvalue.AsList(csv_parts), csv_parts_url=csv_parts_url)
+        )
+        return Audit(written=files,
+                     overview=all_rows | "Overview" >> beam.CombineGlobally(_OverviewFn()),
+                     figures=joined(FIGURES) | "Figures" >> beam.CombineGlobally(_FiguresFn()))
 
 
-PARTS, TIMELINE, KINDS, SERIES_LINES = "parts", "timeline", "kinds", "series_lines"
+def _parts_url(url: str) -> str:
+    """Where the part files of ``url`` go while a run writes them (beside it, hidden)."""
+    directory, name = posixpath.split(url)
+    return f"{directory}/.{name}.{uuid.uuid4().hex[:8]}.parts"
+
+
+def _concatenate_both(urls: tuple[str, str], *, manifest_parts: list[str], manifest_parts_url: str,
+                      csv_parts: list[str], csv_parts_url: str) -> dict[str, str]:
+    manifest_url, reconciliation_url = urls
+    return {"manifest": _concatenate(manifest_url, manifest_parts, None, manifest_parts_url),
+            "reconciliation": _concatenate(reconciliation_url, csv_parts, manifest.csv_header(), csv_parts_url)}
+
+
+PARTS, FIGURES, SERIES_LINES = "parts", "figures", "series_lines"
 _RECONCILED_FIELDS = ("outcome", "SOPInstanceUID", "size", "destination")
 
 
@@ -408,53 +440,9 @@ class _ManifestLinesFn(_WritePartFn):
             yield beam.pvalue.TaggedOutput(PARTS, part)
         for key_and_entries in self._series_entries():
             yield WindowedValue(key_and_entries, MIN_TIMESTAMP, [GlobalWindow()])
-        for tag, value in ((TIMELINE, self.timeline), (KINDS, self.kinds)):
-            if value:
-                yield beam.pvalue.TaggedOutput(tag, WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()]))
-
-
-class _MergeFn(beam.CombineFn):
-    """Merges the partial accumulators of ``combine_fn`` that bundles computed."""
-
-    def __init__(self, combine_fn: beam.CombineFn) -> None:
-        self.combine_fn = combine_fn
-
-    def create_accumulator(self):
-        return self.combine_fn.create_accumulator()
-
-    def add_input(self, accumulator, partial):
-        return self.combine_fn.merge_accumulators([accumulator, partial])
-
-    def merge_accumulators(self, accumulators):
-        return self.combine_fn.merge_accumulators(accumulators)
-
-    def extract_output(self, accumulator):
-        return self.combine_fn.extract_output(accumulator)
-
-
-def _reconcile(keyed: beam.PCollection, manifest_done: beam.PCollection, timeline: beam.PCollection,
-               failure_kinds: beam.PCollection, reconciliation_url: str, check) -> Audit:
-    rows = (
-        keyed
-        | "GroupBySeries" >> beam.GroupByKey()
-        | "ReconcileSeries" >> beam.ParDo(_ReconcileSeriesFn(check))
-    )
-    studies = (
-        rows
-        | "ByStudy" >> beam.Map(lambda row: (row["StudyInstanceUID"], row))
-        | "StudyTotals" >> beam.CombinePerKey(_StudyTotalFn())
-        | "StudyRows" >> beam.Values()
-    )
-    csv_lines = (rows, studies) | "AllRows" >> beam.Flatten() | "ToCsv" >> beam.Map(manifest.csv_row)
-    return Audit(
-        manifest=manifest_done,
-        reconciliation=csv_lines | "WriteReconciliation" >> WriteLines(reconciliation_url, manifest.csv_header()),
-        section=rows | "Section" >> beam.CombineGlobally(_SectionFn()),
-        timeline=timeline,
-        studies=studies | "LeastComplete" >> beam.combiners.Top.Of(STUDIES_SHOWN, key=_incompleteness),
-        study_count=studies | "CountStudies" >> beam.combiners.Count.Globally(),
-        failure_kinds=failure_kinds,
-    )
+        if self.timeline or self.kinds:
+            yield beam.pvalue.TaggedOutput(FIGURES, WindowedValue((self.timeline, self.kinds), MIN_TIMESTAMP,
+                                                                  [GlobalWindow()]))
 
 
 def read_manifest_lines(url: str) -> Iterator[dict]:

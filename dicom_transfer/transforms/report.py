@@ -20,7 +20,6 @@ from dicom_transfer.report import (
     RunReports,
     absolute,
     build_summary,
-    read_json,
     write_text,
 )
 from dicom_transfer.transforms.manifest import AuditRun
@@ -99,8 +98,9 @@ class _WriteErrorsLogFn(beam.DoFn):
 
 
 def _write_summary(errors: tuple[int, int], counts: dict[str, int], unmatched: list[tuple[str, str]],
-                   settings: dict, file_counts: list[int] | None = None, reconciliation: dict | None = None,
-                   manifest_href: str | None = None, reconciliation_href: str | None = None) -> str:
+                   settings: dict, file_counts: list[int] | None = None, overview: dict | None = None,
+                   files: dict[str, str] | None = None, figures: dict | None = None) -> str:
+    """Write the summary (and, with the audit's ``overview``, ``files`` and ``figures``, report.html)."""
     failures, internal = errors
     counter = {"success": 0, "failure": failures, "unchanged": 0, "filtered": 0, "bytesWritten": 0}
     counter.update(counts)
@@ -114,10 +114,11 @@ def _write_summary(errors: tuple[int, int], counts: dict[str, int], unmatched: l
     extra = {**settings.get("extra", {}), **problems, "unmatched": _by_kind(unmatched),
              "unmatchedPatterns": sorted(value for kind, value in unmatched if kind == "patterns")}
     status = FAILED if internal else None
-    if reconciliation is not None:
-        extra["reconciliation"] = reconciliation
-        if reconciliation["incomplete"] and status is None:
+    if overview is not None:
+        extra["reconciliation"] = overview["section"]
+        if overview["section"]["incomplete"] and status is None:
             status = COMPLETED_WITH_ERRORS
+    files = files or {}
     summary = build_summary(
         operation_id=settings["operation_id"],
         operation_type=settings["operation_type"],
@@ -126,10 +127,13 @@ def _write_summary(errors: tuple[int, int], counts: dict[str, int], unmatched: l
         error_href=settings["errors_url"],
         status=status,
         extra=extra,
-        results={**_results(settings, counter), **_links(manifestHref=manifest_href,
-                                                         reconciliationHref=reconciliation_href)},
+        results={**_results(settings, counter), **_links(manifestHref=files.get("manifest"),
+                                                         reconciliationHref=files.get("reconciliation"))},
     )
     write_text(settings["summary_url"], json.dumps(summary, indent=2) + "\n")
+    if overview is not None and figures is not None and settings.get("html_url"):
+        write_html_report(summary, settings["summary_url"], html_url=settings["html_url"], overview=overview,
+                          figures=figures)
     return settings["summary_url"]
 
 
@@ -185,6 +189,7 @@ class WriteReports(beam.PTransform):
             "created_time": created_time,
             "dry_run": dry_run,
             "extra": extra or {},
+            "html_url": html_url,
         }
 
     @classmethod
@@ -215,36 +220,26 @@ class WriteReports(beam.PTransform):
             | "CountOutcomes" >> beam.CombineGlobally(CountOutcomes())
         )
         extra: dict = {"file_counts": beam.pvalue.AsList(file_counts[0])} if file_counts else {}
-        audit = None
         if self.audit is not None:
             audit = (outcomes, failures) | "Audit" >> self.audit
-            extra.update(reconciliation=beam.pvalue.AsSingleton(audit.section),
-                         manifest_href=beam.pvalue.AsSingleton(audit.manifest),
-                         reconciliation_href=beam.pvalue.AsSingleton(audit.reconciliation))
-        summary = written | "WriteSummary" >> beam.Map(
+            extra.update(overview=beam.pvalue.AsSingleton(audit.overview), files=beam.pvalue.AsSingleton(audit.written),
+                         figures=beam.pvalue.AsSingleton(audit.figures))
+        return written | "WriteSummary" >> beam.Map(
             _write_summary,
             counts=beam.pvalue.AsSingleton(counts),
             unmatched=beam.pvalue.AsList(unmatched),
             settings=self.settings,
             **extra,
         )
-        if audit is None or not self.html_url:
-            return summary
-        return summary | "WriteHtmlReport" >> beam.Map(
-            write_html_report, html_url=self.html_url, timeline=beam.pvalue.AsSingleton(audit.timeline),
-            studies=beam.pvalue.AsSingleton(audit.studies), study_count=beam.pvalue.AsSingleton(audit.study_count),
-            failure_kinds=beam.pvalue.AsSingleton(audit.failure_kinds))
 
 
-def write_html_report(summary_url: str, *, html_url: str, timeline: dict, studies: list[dict], study_count: int,
-                      failure_kinds: dict) -> str:
-    """Write report.html from the summary just written and the run's figures; pass the summary URL on."""
-    summary = read_json(summary_url)
+def write_html_report(summary: dict, summary_url: str, *, html_url: str, overview: dict, figures: dict) -> None:
+    """Write report.html from the summary just written and the run's figures."""
     results = summary.get("results", {})
     links = {"errors.log": results.get("errorHref"), "manifest": results.get("manifestHref"),
              "reconciliation": results.get("reconciliationHref"), "summary": absolute(redact_url(summary_url))}
-    page = render_report(summary, timeline=timeline, studies=studies, study_count=study_count,
-                         failure_kinds=failure_kinds, page_url=absolute(redact_url(html_url)), links=links)
+    page = render_report(summary, timeline=figures["timeline"], studies=overview["studies"],
+                         study_count=overview["study_count"], failure_kinds=figures["failure_kinds"],
+                         page_url=absolute(redact_url(html_url)), links=links)
     write_text(html_url, page)
-    return summary_url
 
