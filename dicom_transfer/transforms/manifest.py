@@ -25,11 +25,12 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from dicom_transfer import manifest, metrics
-from dicom_transfer.errors import IO_ERRORS, ErrorRecord, error_kind, error_text, redact
+from dicom_transfer.errors import IO_ERRORS, ErrorRecord, error_kind, error_text, redact, redact_url
 from dicom_transfer.io.destination import Destination
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
 from dicom_transfer.io.files import file_url, is_local, scheme_of, split_url
 from dicom_transfer.layout import Layout
+from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 
 LOG = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -462,17 +463,44 @@ def read_manifest_lines(url: str) -> Iterator[dict]:
 UNREAD = "unread"
 
 
-def _match_previous(element: tuple[str, dict]) -> Iterator:
+class _MatchPreviousFn(beam.DoFn):
     """A file with an earlier successful line of the same size and version goes on to the output
-    check (``(directory, (file, line))``); any other file is read as usual."""
-    _, grouped = element
-    files, previous = grouped["file"], grouped["previous"]
-    for ref in files:
-        line = next((line for line in previous if manifest.unchanged_since(line, ref.size, ref.version)), None)
-        if line is None:
-            yield beam.pvalue.TaggedOutput(UNREAD, ref)
-        else:
-            yield posixpath.dirname(line["destination"]), (ref, line)
+    check; any other file is read as usual. On local disk the output is checked here (one
+    ``stat``); on an object store it goes on as ``(directory, (file, line))``, for one listing
+    per output directory."""
+
+    def __init__(self, destination_url: str) -> None:
+        self.destination_url = destination_url.rstrip("/")
+        self.local = scheme_of(destination_url) is None
+        self.unchanged = Metrics.counter(metrics.NAMESPACE, metrics.UNCHANGED)
+
+    def process(self, element: tuple[str, dict]) -> Iterator:
+        _, grouped = element
+        files, previous = grouped["file"], grouped["previous"]
+        for ref in files:
+            line = next((line for line in previous if manifest.unchanged_since(line, ref.size, ref.version)), None)
+            if line is None:
+                yield beam.pvalue.TaggedOutput(UNREAD, ref)
+            elif not self.local:
+                yield posixpath.dirname(line["destination"]), (ref, line)
+            elif _local_size(line["destination"]) == line["size"]:
+                self.unchanged.inc()
+                yield beam.pvalue.TaggedOutput(OUTCOMES, _unchanged(ref, line))
+            else:
+                yield beam.pvalue.TaggedOutput(UNREAD, ref)
+
+
+def _local_size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
+def _unchanged(ref, line: dict) -> Outcome:
+    """The outcome of a source counted unchanged from its earlier line (no checksum: not read)."""
+    return Outcome(manifest.UNCHANGED, ref.size, ref.url, line["destination"], line["StudyInstanceUID"],
+                   line["SeriesInstanceUID"], line["SOPInstanceUID"], (), ref.version or "")
 
 
 class _OutputStillThereFn(beam.DoFn):
@@ -488,8 +516,6 @@ class _OutputStillThereFn(beam.DoFn):
         self.destination = Destination(self.destination_url)
 
     def process(self, element: tuple[str, Iterable[tuple]]) -> Iterator:
-        from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
-
         directory_url, candidates = element
         base = redact(self.destination_url) + "/"
         candidates = list(candidates)
@@ -505,9 +531,7 @@ class _OutputStillThereFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(UNREAD, ref)
                 continue
             self.unchanged.inc()
-            yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(
-                manifest.UNCHANGED, ref.size, ref.url, line["destination"], line["StudyInstanceUID"],
-                line["SeriesInstanceUID"], line["SOPInstanceUID"], (), ref.version or ""))
+            yield beam.pvalue.TaggedOutput(OUTCOMES, _unchanged(ref, line))
 
 
 def newest_match(pattern: str, exclude: str = "") -> str | None:
@@ -561,9 +585,6 @@ class SkipUnchanged(beam.PTransform):
         self.exclude = exclude
 
     def expand(self, files: beam.PCollection) -> dict[str, beam.PCollection]:
-        from dicom_transfer.errors import redact_url
-        from dicom_transfer.transforms.outcomes import OUTCOMES
-
         previous = (
             files.pipeline
             | "PreviousManifest" >> beam.Create([self.previous_manifest_url])
@@ -575,8 +596,11 @@ class SkipUnchanged(beam.PTransform):
         matched = (
             {"file": keyed, "previous": previous}
             | "JoinPrevious" >> beam.CoGroupByKey()
-            | "MatchPrevious" >> beam.FlatMap(_match_previous).with_outputs(UNREAD, main="candidates")
+            | "MatchPrevious" >> beam.ParDo(_MatchPreviousFn(self.destination_url)).with_outputs(
+                UNREAD, OUTCOMES, main="candidates")
         )
+        if scheme_of(self.destination_url) is None:  # checked already, one stat each
+            return {"files": matched[UNREAD], OUTCOMES: matched[OUTCOMES]}
         checked = (
             matched["candidates"]
             | "GroupByOutputDirectory" >> beam.GroupByKey()
