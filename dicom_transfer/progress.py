@@ -23,6 +23,8 @@ import sys
 import threading
 import time
 
+from dicom_transfer.vocabulary import Kind
+
 LOG = logging.getLogger("dicom_transfer.progress")
 ENV = "DICOM_TRANSFER_PROGRESS"
 FIELDS = ("found", "success", "unchanged", "failure", "filtered", "bytes", "patterns")
@@ -62,6 +64,13 @@ class ProgressLog:
         self.totals[field] += n
         if self.address is not None and time.monotonic() - self.sent_at >= 0.5:
             self.flush()
+
+    def outcome(self, kind: str, size: int) -> None:
+        """Report an instance's final outcome (``success`` also adds its ``size`` to ``bytes``)."""
+        if kind in (Kind.SUCCESS, Kind.UNCHANGED, Kind.FILTERED):
+            self.report(kind)
+        if kind == Kind.SUCCESS:
+            self.report("bytes", size)
 
     def flush(self) -> None:
         """Send the totals now (call at the end of a bundle: nothing is lost at the end)."""

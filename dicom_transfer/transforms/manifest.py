@@ -30,7 +30,8 @@ from dicom_transfer.io.destination import Destination
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
 from dicom_transfer.io.files import file_url, is_local, scheme_of, split_url
 from dicom_transfer.layout import Layout
-from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
+from dicom_transfer.progress import ProgressLog
+from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome, count_outcome, merge_counts
 
 LOG = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -297,20 +298,29 @@ class _OverviewFn(beam.CombineFn):
 
 
 class _FiguresFn(beam.CombineFn):
-    """Merges the ``(timeline, failure kinds)`` that each bundle of manifest lines added up."""
+    """Merges the ``(timeline, failure kinds, outcome counts)`` that each bundle of manifest lines
+    added up."""
 
-    def create_accumulator(self) -> tuple[dict, dict]:
-        return {}, {}
+    def create_accumulator(self) -> tuple[dict, dict, dict]:
+        return {}, {}, {}
 
-    def add_input(self, accumulator: tuple[dict, dict], partial: tuple[dict, dict]) -> tuple[dict, dict]:
+    def add_input(self, accumulator: tuple[dict, dict, dict], partial: tuple[dict, dict, dict]) -> tuple:
         return self.merge_accumulators([accumulator, partial])
 
-    def merge_accumulators(self, accumulators: Iterable[tuple[dict, dict]]) -> tuple[dict, dict]:
-        timelines, kinds = zip(*accumulators, strict=True)
-        return _TimelineFn().merge_accumulators(timelines), _FailureKindsFn().merge_accumulators(kinds)
+    def merge_accumulators(self, accumulators: Iterable[tuple[dict, dict, dict]]) -> tuple[dict, dict, dict]:
+        timelines, kinds, counts = zip(*accumulators, strict=True)
+        return (_TimelineFn().merge_accumulators(timelines), _FailureKindsFn().merge_accumulators(kinds),
+                merge_counts(counts))
 
-    def extract_output(self, accumulator: tuple[dict, dict]) -> dict:
-        return {"timeline": accumulator[0], "failure_kinds": accumulator[1]}
+    def extract_output(self, accumulator: tuple[dict, dict, dict]) -> dict:
+        return {"timeline": accumulator[0], "failure_kinds": accumulator[1], "counts": accumulator[2]}
+
+
+class _WriteRowsFn(_WritePartFn):
+    """Appends the reconciliation rows of one bundle, as CSV lines, to a part file of its own."""
+
+    def process(self, row: dict) -> None:
+        super().process(manifest.csv_row(row))
 
 
 @dataclasses.dataclass
@@ -319,7 +329,16 @@ class Audit:
 
     written: beam.PCollection  # {"manifest": URL, "reconciliation": URL}, once both are written
     overview: beam.PCollection  # {"section": the summary's section, "study_count": n, "studies": [...]}
-    figures: beam.PCollection  # {"timeline": {second: [n, bytes]}, "failure_kinds": {kind: [n, first]}}
+    # {"timeline": {second: [n, bytes]}, "failure_kinds": {kind: [n, first]}, "counts": {kind: n, ...}}
+    figures: beam.PCollection
+
+    def side_inputs(self) -> dict[str, beam.pvalue.AsSingleton]:
+        """``files``, ``overview`` and ``figures`` as side inputs (an empty run's figures included)."""
+        return {"files": beam.pvalue.AsSingleton(self.written),
+                "overview": beam.pvalue.AsSingleton(
+                    self.overview, default_value=_OverviewFn().extract_output(_OverviewFn().create_accumulator())),
+                "figures": beam.pvalue.AsSingleton(
+                    self.figures, default_value=_FiguresFn().extract_output(_FiguresFn().create_accumulator()))}
 
 
 class AuditRun(beam.PTransform):
@@ -370,8 +389,7 @@ class AuditRun(beam.PTransform):
         )
         all_rows = (rows, studies) | "AllRows" >> beam.Flatten()
         csv_parts_url = _parts_url(self.reconciliation_url)
-        csv_parts = (all_rows | "ToCsv" >> beam.Map(manifest.csv_row)
-                     | "WriteReconciliationParts" >> beam.ParDo(_WritePartFn(csv_parts_url)))
+        csv_parts = all_rows | "WriteReconciliationParts" >> beam.ParDo(_WriteRowsFn(csv_parts_url))
         files = (
             outcomes.pipeline
             | "Files" >> beam.Create([(self.manifest_url, self.reconciliation_url)])
@@ -379,9 +397,11 @@ class AuditRun(beam.PTransform):
                 _concatenate_both, manifest_parts=beam.pvalue.AsList(joined(PARTS)), manifest_parts_url=manifest_parts,
                 csv_parts=beam.pvalue.AsList(csv_parts), csv_parts_url=csv_parts_url)
         )
+        # Without Beam's default for an empty input (three more steps each): the side inputs that
+        # read these give the same default (see Audit.side_inputs).
         return Audit(written=files,
-                     overview=all_rows | "Overview" >> beam.CombineGlobally(_OverviewFn()),
-                     figures=joined(FIGURES) | "Figures" >> beam.CombineGlobally(_FiguresFn()))
+                     overview=all_rows | "Overview" >> beam.CombineGlobally(_OverviewFn()).without_defaults(),
+                     figures=joined(FIGURES) | "Figures" >> beam.CombineGlobally(_FiguresFn()).without_defaults())
 
 
 def _parts_url(url: str) -> str:
@@ -410,15 +430,24 @@ class _ManifestLinesFn(_WritePartFn):
 
     HELD = 10_000
 
+    def setup(self) -> None:
+        self.progress = ProgressLog("report")
+
     def start_bundle(self) -> None:
         super().start_bundle()
         self.timeline = _TimelineFn().create_accumulator()
         self.kinds = _FailureKindsFn().create_accumulator()
+        self.counts: dict[str, int] = {}
         self.series: dict[tuple[str, str], list[dict]] = {}
         self.held = 0
 
     def process(self, element) -> Iterator:
-        line = manifest.failure_line(element) if isinstance(element, ErrorRecord) else manifest.outcome_line(element)
+        if isinstance(element, ErrorRecord):
+            line = manifest.failure_line(element)  # counted and shown by the errors.log step
+        else:  # every outcome is counted (a de-identified one too), instances' final ones written
+            count_outcome(self.counts, element.kind, element.size)
+            self.progress.outcome(element.kind, element.size)
+            line = manifest.outcome_line(element)
         if line is None:
             return
         super().process(manifest.to_json_line(line))
@@ -441,9 +470,10 @@ class _ManifestLinesFn(_WritePartFn):
             yield beam.pvalue.TaggedOutput(PARTS, part)
         for key_and_entries in self._series_entries():
             yield WindowedValue(key_and_entries, MIN_TIMESTAMP, [GlobalWindow()])
-        if self.timeline or self.kinds:
-            yield beam.pvalue.TaggedOutput(FIGURES, WindowedValue((self.timeline, self.kinds), MIN_TIMESTAMP,
-                                                                  [GlobalWindow()]))
+        self.progress.flush()
+        if self.timeline or self.kinds or self.counts:
+            yield beam.pvalue.TaggedOutput(FIGURES, WindowedValue((self.timeline, self.kinds, self.counts),
+                                                                  MIN_TIMESTAMP, [GlobalWindow()]))
 
 
 def read_manifest_lines(url: str) -> Iterator[dict]:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
+from dicom_transfer.metrics import SUCCESS
+
 OUTCOMES = "outcomes"
+BYTES_WRITTEN = "bytesWritten"  # the summary counter of the bytes of successful outcomes
 
 
 class Outcome(NamedTuple):
@@ -41,3 +45,19 @@ def instance_outcome(kind: str, instance, destination: str, verified_md5: bool =
         checksum = (("md5", instance.md5),)
     return Outcome(kind, instance.size, instance.source, destination, instance.study_uid, instance.series_uid,
                    instance.sop_uid, checksum, instance.source_version or "")
+
+
+def count_outcome(counts: dict[str, int], kind: str, size: int) -> None:
+    """Add one outcome to ``counts`` (per kind, and ``bytesWritten`` for successes), as the
+    summary's counter shows them."""
+    counts[kind] = counts.get(kind, 0) + 1
+    if kind == SUCCESS:
+        counts[BYTES_WRITTEN] = counts.get(BYTES_WRITTEN, 0) + size
+
+
+def merge_counts(all_counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for counts in all_counts:
+        for key, value in counts.items():
+            merged[key] = merged.get(key, 0) + value
+    return merged

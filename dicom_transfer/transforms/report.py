@@ -23,6 +23,7 @@ from dicom_transfer.report import (
     write_text,
 )
 from dicom_transfer.transforms.manifest import AuditRun
+from dicom_transfer.transforms.outcomes import count_outcome, merge_counts
 
 
 class CountOutcomes(beam.CombineFn):
@@ -32,18 +33,11 @@ class CountOutcomes(beam.CombineFn):
         return {}
 
     def add_input(self, accumulator: dict[str, int], outcome: tuple) -> dict[str, int]:
-        kind, size = outcome[0], outcome[1]
-        accumulator[kind] = accumulator.get(kind, 0) + 1
-        if kind == metrics.SUCCESS:
-            accumulator["bytesWritten"] = accumulator.get("bytesWritten", 0) + size
+        count_outcome(accumulator, outcome[0], outcome[1])
         return accumulator
 
     def merge_accumulators(self, accumulators: Iterable[dict[str, int]]) -> dict[str, int]:
-        merged: dict[str, int] = {}
-        for accumulator in accumulators:
-            for key, value in accumulator.items():
-                merged[key] = merged.get(key, 0) + value
-        return merged
+        return merge_counts(accumulators)
 
     def extract_output(self, accumulator: dict[str, int]) -> dict[str, int]:
         return accumulator
@@ -64,12 +58,8 @@ class _CountProgressFn(beam.DoFn):
             self.progress.report(metrics.FAILURE)
             yield to_errors_log_line(element)
             return
-        kind, size = element[0], element[1]
-        if kind in (metrics.SUCCESS, metrics.UNCHANGED, metrics.FILTERED):
-            self.progress.report(kind)
-        if kind == metrics.SUCCESS:
-            self.progress.report("bytes", size)
-        yield kind, size
+        self.progress.outcome(element[0], element[1])
+        yield element[0], element[1]
 
     def finish_bundle(self) -> None:
         self.progress.flush()
@@ -97,13 +87,15 @@ class _WriteErrorsLogFn(beam.DoFn):
         yield count, internal
 
 
-def _write_summary(errors: tuple[int, int], counts: dict[str, int], unmatched: list[tuple[str, str]],
-                   settings: dict, file_counts: list[int] | None = None, overview: dict | None = None,
-                   files: dict[str, str] | None = None, figures: dict | None = None) -> str:
-    """Write the summary (and, with the audit's ``overview``, ``files`` and ``figures``, report.html)."""
+def _write_summary(errors: tuple[int, int], unmatched: list[tuple[str, str]], settings: dict,
+                   counts: dict[str, int] | None = None, file_counts: list[int] | None = None,
+                   overview: dict | None = None, files: dict[str, str] | None = None,
+                   figures: dict | None = None) -> str:
+    """Write the summary (and, with the audit's ``overview``, ``files`` and ``figures``, report.html).
+    The outcome ``counts`` are the audit's figures' when there is an audit."""
     failures, internal = errors
     counter = {"success": 0, "failure": failures, "unchanged": 0, "filtered": 0, "bytesWritten": 0}
-    counter.update(counts)
+    counter.update(figures["counts"] if figures is not None else counts or {})
     counter["failure"] = failures
     if file_counts is not None:
         counter[FILES_MATCHED] = sum(file_counts)
@@ -212,21 +204,18 @@ class WriteReports(beam.PTransform):
             | "ErrorsLogUrl" >> beam.Create([self.settings["errors_url"]])
             | "WriteErrorsLog" >> beam.ParDo(_WriteErrorsLogFn(), beam.pvalue.AsIter(lines))
         )
-        # One combine, on the outcomes alone: on the DirectRunner a Flatten of per-instance
-        # PCollections would hold every element in memory until the run's end.
-        counts = (
-            outcomes
-            | "OutcomeKinds" >> beam.ParDo(_CountProgressFn())
-            | "CountOutcomes" >> beam.CombineGlobally(CountOutcomes())
-        )
         extra: dict = {"file_counts": beam.pvalue.AsList(file_counts[0])} if file_counts else {}
-        if self.audit is not None:
-            audit = (outcomes, failures) | "Audit" >> self.audit
-            extra.update(overview=beam.pvalue.AsSingleton(audit.overview), files=beam.pvalue.AsSingleton(audit.written),
-                         figures=beam.pvalue.AsSingleton(audit.figures))
+        if self.audit is not None:  # the step that writes the manifest counts the outcomes too
+            extra.update(((outcomes, failures) | "Audit" >> self.audit).side_inputs())
+        else:
+            # One combine, on the outcomes alone: on the DirectRunner a Flatten of per-instance
+            # PCollections would hold every element in memory until the run's end.
+            extra["counts"] = beam.pvalue.AsSingleton(
+                outcomes
+                | "OutcomeKinds" >> beam.ParDo(_CountProgressFn())
+                | "CountOutcomes" >> beam.CombineGlobally(CountOutcomes()))
         return written | "WriteSummary" >> beam.Map(
             _write_summary,
-            counts=beam.pvalue.AsSingleton(counts),
             unmatched=beam.pvalue.AsList(unmatched),
             settings=self.settings,
             **extra,
