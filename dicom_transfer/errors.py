@@ -9,10 +9,10 @@ export format: ``{"Timestamp", "Identifier", "Error"}``, plus ``Stage``).
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import json
 import logging
 import re
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 from dicom_transfer.vocabulary import Stage
@@ -21,10 +21,22 @@ FAILURES = "failures"
 """Tag of the dead-letter output of every transform in this package."""
 
 
+_SECOND: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+
+
 def utc_now_iso() -> str:
-    """Current time as ISO-8601 UTC with a ``Z`` suffix (millisecond precision)."""
-    now = _dt.datetime.now(_dt.timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    """Current time as ISO-8601 UTC with a ``Z`` suffix (millisecond precision).
+
+    Called once per manifest line: the date and time of day are formatted once per second.
+    """
+    global _SECOND
+    now = time.time()
+    second, text = _SECOND
+    if int(now) != second:
+        second = int(now)
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _SECOND = (second, text)  # one assignment: threads see either pair whole
+    return f"{text}.{int((now - second) * 1000):03d}Z"
 
 
 @dataclasses.dataclass(frozen=True)
