@@ -15,7 +15,7 @@ import binascii
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 import fsspec
@@ -152,6 +152,7 @@ def iter_objects(fs: fsspec.AbstractFileSystem, prefix: str) -> Iterator[tuple[s
     """
     protocol = protocol_of(fs)
     bucket, _, key = prefix.partition("/")
+    pages: Iterable[Iterable[tuple[str, int, str | None]]]
     if protocol in GCS:
         pages = _gcs_pages(fs, bucket, key)
     elif protocol in S3:

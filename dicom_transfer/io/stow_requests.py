@@ -10,7 +10,7 @@ errors are retried by :meth:`DicomwebClient.store` (Retry-After honoured).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from dicom_transfer.errors import IO_ERRORS, error_text
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
@@ -39,7 +39,7 @@ T = TypeVar("T", bound=Storable)
 Result = tuple[T, str, str]  # (instance, success|unchanged|failure, message)
 
 
-class StowSender:
+class StowSender(Generic[T]):
     """Store groups of instances on one server; see the module docstring.
 
     Example::

@@ -150,14 +150,16 @@ class DaskRunner(BeamDaskRunner):
 
             def bag_of(self, value: pvalue.PCollection):
                 producer = value.producer
+                assert producer is not None  # every PCollection of a built pipeline has one
                 self.consumed.add(producer)
                 bag = self.bags[producer]
                 return _only(bag, value.tag) if producer in self.pardos else bag
 
             def visit_transform(self, node: AppliedPTransform) -> None:
                 kind = node.transform.__class__
-                op_class = _ParDo if kind in te.TRANSLATIONS and te.TRANSLATIONS[kind] is te.ParDo \
-                    else te.TRANSLATIONS.get(kind, te.NoOp)
+                op_class: t.Callable[..., te.DaskBagOp] = te.TRANSLATIONS.get(kind, te.NoOp)
+                if op_class is te.ParDo:
+                    op_class = _ParDo
                 op = op_class(node, bag_kwargs=bag_kwargs)
                 main = node.main_inputs.values() if node.main_inputs else node.inputs
                 inputs = [self.bag_of(v) for v in main if isinstance(v, pvalue.PCollection)]

@@ -74,7 +74,7 @@ class _VerifySeriesFn(beam.DoFn):
 
     def _judge(self, line: dict, present: dict[str, int | None] | None, problem: str) -> beam.pvalue.TaggedOutput:
         uids = (line.get("StudyInstanceUID", ""), line.get("SeriesInstanceUID", ""), line.get("SOPInstanceUID", ""))
-        kind = line.get("outcome")
+        kind = str(line.get("outcome"))
         if kind == manifest.FAILURE:
             return _failure(line, f"failed in the verified run: {line.get('error')}", line.get("stage") or "verify")
         outcome = Outcome(kind, line.get("size") or 0, line.get("source", ""), line.get("destination", ""), *uids,

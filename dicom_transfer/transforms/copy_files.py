@@ -63,13 +63,16 @@ class _CopyFn(beam.DoFn):
         self.pool = concurrent.futures.ThreadPoolExecutor(self.threads) if self.threads > 1 else None
 
     def teardown(self) -> None:
-        if getattr(self, "pool", None) is not None:
-            self.pool.shutdown(wait=True)
+        pool = getattr(self, "pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def process(self, element: FileRef | list[FileRef], selection: ResourceFilter | None = None) -> Iterator:
-        if self.pool is None:
-            results: Iterable[_Copied] = [self.copy(element, selection)]
+        results: Iterable[_Copied]
+        if isinstance(element, FileRef):  # one thread: one file at a time
+            results = [self.copy(element, selection)]
         else:
+            assert self.pool is not None  # batches are made only for several threads
             results = self.pool.map(lambda ref: self.copy(ref, selection), element)
         for copied in results:  # Metrics on the bundle's thread, where the runner collects them
             if copied.valid:
@@ -152,7 +155,7 @@ class CopyFiles(beam.PTransform):
         if self.threads > 1:
             files = files | "Batch" >> batched(self.threads)
         copied = files | "Copy" >> beam.ParDo(self.fn, *side).with_outputs(FAILURES, MATCHED, OUTCOMES)
-        if selection is None:
+        if selection is None or self.filter_file is None:
             return {OUTCOMES: copied[OUTCOMES], FAILURES: copied[FAILURES]}
         lines = copied[MATCHED] | "Unmatched" >> UnmatchedFilterLines(selection, self.filter_file, self.strict)
         failures = (copied[FAILURES], lines[FAILURES]) | "Failures" >> beam.Flatten()

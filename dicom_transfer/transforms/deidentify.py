@@ -70,9 +70,10 @@ class DeidSettings:
             if not value.strip():
                 raise DeidKeyError(f"the environment variable {self.key_env} (--deid-key-env) is not set or empty")
             key = value.strip().encode("utf-8")
-        else:
+        else:  # exactly one of them is set (checked above)
+            key_file = self.key_file or ""
             try:
-                with open_url(self.key_file) as handle:
+                with open_url(key_file) as handle:
                     key = handle.read(1 << 16).strip()
             except OSError as exc:
                 raise DeidKeyError(f"cannot read the key file {self.key_file}: {error_text(exc)}") from None

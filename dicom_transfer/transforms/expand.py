@@ -98,7 +98,7 @@ class _FirstFn(beam.DoFn):
     def finish_bundle(self) -> Iterator:
         if self.count:
             yield beam.pvalue.TaggedOutput(FILE_COUNTS, WindowedValue(
-                self.count, GlobalWindow().max_timestamp(), [GlobalWindow()]))
+                self.count, GlobalWindow().max_timestamp(), (GlobalWindow(),)))
 
 
 class ExpandPatterns(beam.PTransform):

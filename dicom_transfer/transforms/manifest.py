@@ -17,6 +17,7 @@ import os
 import posixpath
 import uuid
 from collections.abc import Iterable, Iterator
+from typing import IO
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -39,17 +40,20 @@ CHUNK = 1 << 20
 
 # -- bounded-memory text output -----------------------------------------------------------------
 
-class _WritePartFn(beam.DoFn):
-    """Appends the lines of one bundle to a part file of its own; yields the part's URL."""
+def _once(value: object) -> WindowedValue:
+    """``value`` as an output of ``finish_bundle`` (the global window: these are batch pipelines)."""
+    return WindowedValue(value, MIN_TIMESTAMP, (GlobalWindow(),))
+
+
+class _PartWriter:
+    """The part file of one bundle below ``parts_url``: created with its first line."""
 
     def __init__(self, parts_url: str) -> None:
         self.parts_url = parts_url
-
-    def start_bundle(self) -> None:
-        self.out = None
+        self.out: IO[str] | None = None
         self.part = ""
 
-    def process(self, line: str) -> None:
+    def write(self, line: str) -> None:
         if self.out is None:
             fs, path = split_url(self.parts_url)
             if is_local(fs):
@@ -58,10 +62,31 @@ class _WritePartFn(beam.DoFn):
             self.out = fs.open(split_url(self.part)[1], "w", encoding="utf-8")
         self.out.write(line + "\n")
 
+    def close(self) -> str | None:
+        """Close the part; its URL, or None if nothing was written."""
+        if self.out is None:
+            return None
+        self.out.close()
+        return self.part
+
+
+class _WriteRowsFn(beam.DoFn):
+    """Appends the reconciliation rows of one bundle, as CSV lines, to a part file of its own;
+    yields the part's URL."""
+
+    def __init__(self, parts_url: str) -> None:
+        self.parts_url = parts_url
+
+    def start_bundle(self) -> None:
+        self.writer = _PartWriter(self.parts_url)
+
+    def process(self, row: dict) -> None:
+        self.writer.write(manifest.csv_row(row))
+
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        if self.out is not None:
-            self.out.close()
-            yield WindowedValue(self.part, MIN_TIMESTAMP, [GlobalWindow()])
+        part = self.writer.close()
+        if part is not None:
+            yield _once(part)
 
 
 def _concatenate(url: str, parts: list[str], header: str | None, parts_url: str) -> str:
@@ -316,13 +341,6 @@ class _FiguresFn(beam.CombineFn):
         return {"timeline": accumulator[0], "failure_kinds": accumulator[1], "counts": accumulator[2]}
 
 
-class _WriteRowsFn(_WritePartFn):
-    """Appends the reconciliation rows of one bundle, as CSV lines, to a part file of its own."""
-
-    def process(self, row: dict) -> None:
-        super().process(manifest.csv_row(row))
-
-
 @dataclasses.dataclass
 class Audit:
     """What :class:`AuditRun` produces: one-element PCollections the summary and the report read."""
@@ -421,7 +439,7 @@ PARTS, FIGURES, SERIES_LINES = "parts", "figures", "series_lines"
 _RECONCILED_FIELDS = ("outcome", "SOPInstanceUID", "size", "destination")
 
 
-class _ManifestLinesFn(_WritePartFn):
+class _ManifestLinesFn(beam.DoFn):
     """One step per instance for the whole manifest: its line goes into this bundle's part file,
     the report's figures are added up per bundle, and what the reconciliation needs of the line
     goes on, keyed by series: ``((study, series), [entry, ...])``, the entries of a bundle
@@ -430,18 +448,22 @@ class _ManifestLinesFn(_WritePartFn):
 
     HELD = 10_000
 
+    def __init__(self, parts_url: str) -> None:
+        self.parts_url = parts_url
+
     def setup(self) -> None:
         self.progress = ProgressLog("report")
 
     def start_bundle(self) -> None:
-        super().start_bundle()
+        self.writer = _PartWriter(self.parts_url)
         self.timeline = _TimelineFn().create_accumulator()
         self.kinds = _FailureKindsFn().create_accumulator()
         self.counts: dict[str, int] = {}
         self.series: dict[tuple[str, str], list[dict]] = {}
         self.held = 0
 
-    def process(self, element) -> Iterator:
+    def process(self, element: Outcome | ErrorRecord) -> Iterator:
+        line: dict | None
         if isinstance(element, ErrorRecord):
             line = manifest.failure_line(element)  # counted and shown by the errors.log step
         else:  # every outcome is counted (a de-identified one too), instances' final ones written
@@ -450,7 +472,7 @@ class _ManifestLinesFn(_WritePartFn):
             line = manifest.outcome_line(element)
         if line is None:
             return
-        super().process(manifest.to_json_line(line))
+        self.writer.write(manifest.to_json_line(line))
         _TimelineFn().add_input(self.timeline, line)
         if line["outcome"] == manifest.FAILURE:
             _FailureKindsFn().add_input(self.kinds, line)
@@ -466,14 +488,14 @@ class _ManifestLinesFn(_WritePartFn):
         yield from series.items()
 
     def finish_bundle(self) -> Iterator:
-        for part in super().finish_bundle():
-            yield beam.pvalue.TaggedOutput(PARTS, part)
+        part = self.writer.close()
+        if part is not None:
+            yield beam.pvalue.TaggedOutput(PARTS, _once(part))
         for key_and_entries in self._series_entries():
-            yield WindowedValue(key_and_entries, MIN_TIMESTAMP, [GlobalWindow()])
+            yield _once(key_and_entries)
         self.progress.flush()
         if self.timeline or self.kinds or self.counts:
-            yield beam.pvalue.TaggedOutput(FIGURES, WindowedValue((self.timeline, self.kinds, self.counts),
-                                                                  MIN_TIMESTAMP, [GlobalWindow()]))
+            yield beam.pvalue.TaggedOutput(FIGURES, _once((self.timeline, self.kinds, self.counts)))
 
 
 def read_manifest_lines(url: str) -> Iterator[dict]:
