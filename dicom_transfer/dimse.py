@@ -13,6 +13,7 @@ _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # 16 printable characte
 _ADDRESS = re.compile(r"^(?:dimse://)?(?:(?P<ae>[^@]+)@)?(?P<host>\[[^\]]+\]|[^:@/]+):(?P<port>\d+)/?$")
 
 SUCCESS, WARNING, FAILURE, PENDING, CANCEL = "success", "warning", "failure", "pending", "cancel"
+UNCHANGED = "unchanged"  # a C-STORE answered "duplicate SOP instance"
 DUPLICATE_SOP_INSTANCE = 0x0111
 
 
@@ -141,6 +142,15 @@ def status_text(status: int) -> str:
         elif 0xB000 <= status <= 0xBFFF:
             name = "warning"
     return f"0x{status:04X}" + (f" ({name})" if name else "")
+
+
+def store_outcome(status: int) -> str:
+    """What a C-STORE status means for the instance sent: ``success``, ``warning`` (stored all
+    the same), ``unchanged`` (the PACS holds it already: 0x0111) or ``failure``."""
+    if status == DUPLICATE_SOP_INSTANCE:
+        return UNCHANGED
+    category = status_category(status)
+    return category if category in (SUCCESS, WARNING) else FAILURE
 
 
 # -- study dates --------------------------------------------------------------------------------

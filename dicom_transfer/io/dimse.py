@@ -38,6 +38,7 @@ FIND_MODEL = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Informat
 GET_MODEL = "1.2.840.10008.5.1.4.1.2.2.3"
 MOVE_MODEL = "1.2.840.10008.5.1.4.1.2.2.2"
 VERIFICATION = "1.2.840.10008.1.1"
+EXPLICIT_AND_IMPLICIT = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")  # the query/retrieve models' syntaxes
 # What a retrieval proposes per storage SOP class when the PACS's stored syntax is unknown: one
 # context per syntax, so that the PACS can send each instance as stored. Explicit VR first.
 RETRIEVE_SYNTAXES = (
