@@ -56,7 +56,7 @@ from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)
 INSTANCES = "instances"
-WARNINGS = "dimse_warnings"
+WARNINGS = metrics.DIMSE_WARNINGS
 
 
 class PeerDoFn(beam.DoFn):
