@@ -19,6 +19,7 @@ from dicom_transfer.dimse import (
     parse_peer_address,
     status_category,
     status_text,
+    store_outcome,
 )
 
 
@@ -52,6 +53,14 @@ def test_ae_titles():
 ])
 def test_status_categories(code, category):
     assert status_category(code) == category
+
+
+@pytest.mark.parametrize("code, outcome", [
+    (0x0000, "success"), (0xB007, "warning"), (0x0111, "unchanged"), (0xA700, "failure"),
+    (0xC000, "failure"), (0x0122, "failure"), (0xFF00, "failure"),  # pending is no answer to a C-STORE
+])
+def test_what_a_c_store_status_means_for_the_instance(code, outcome):
+    assert store_outcome(code) == outcome
 
 
 def test_status_texts_name_the_code():
