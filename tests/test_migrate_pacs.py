@@ -176,3 +176,25 @@ def test_a_pacs_to_another_pacs_in_one_run(pacs, destination, migrate_cli):  # n
     again = migrate_cli(*args)
     assert again.status == 0, again.errors
     assert (again.counter["success"], again.counter["unchanged"]) == (0, len(expected))
+
+
+def test_de_identified_into_a_pacs_then_rerun_finds_everything_unchanged(source, destination, migrate_cli,
+                                                                         monkeypatch):
+    """The PACS is asked for the keyed pseudonyms of the source's UIDs, before and after storing."""
+    from dicom_transfer.deid.pseudonyms import Pseudonyms
+
+    key = "a-test-key-of-at-least-16-bytes"
+    monkeypatch.setenv("DEID_KEY", key)
+    server, made = source
+    study = uid_for("dimse", "a")
+    args = ["--source-dicomweb-url", server.dicomweb, "--dimse-destination", destination.address,
+            "--calling-ae", CALLING_AE, "--identifier", study, "--deidentify", "basic", "--deid-key-env", "DEID_KEY"]
+    run = migrate_cli(*args)
+    assert run.status == 0, run.errors
+    assert (run.counter["success"], run.counter["deidentified"]) == (6, 6)
+    pseudonym = Pseudonyms(key.encode()).uid
+    assert set(held(destination)) == {tuple(map(pseudonym, k)) for k in made if k[0] == study}
+
+    again = migrate_cli(*args)
+    assert again.status == 0, again.errors
+    assert (again.counter["success"], again.counter["unchanged"]) == (0, 6)
