@@ -32,6 +32,7 @@ from dicom_transfer.io.dimse import (
     query,
 )
 from dicom_transfer.io.files import local_path
+from dicom_transfer.part10 import FileMeta, read_file_meta
 
 ATTEMPTS = 3  # per instance, when the association breaks or is refused
 PER_LANE = 16  # instances per association at least, before another one is opened
@@ -57,20 +58,16 @@ T = TypeVar("T", bound=StorableFile)
 Answer = tuple[T, "int | None", str]  # (instance, C-STORE status code or None, why not)
 
 
-def sop_class_of(path: str) -> str:
-    """The Media Storage SOP Class UID of a Part-10 file (its file meta only is read).
+def file_meta_of(path: str) -> FileMeta:
+    """The file meta information of a local Part-10 file (group 0002 only is read).
 
     Raises
     ------
-    OSError, ValueError
-        The file cannot be read or has no SOP class in its file meta.
+    OSError, InvalidInstance
+        The file cannot be read, or its file meta is malformed or incomplete.
     """
-    from pydicom.filereader import read_file_meta_info
-
-    sop_class = read_file_meta_info(path).get("MediaStorageSOPClassUID")
-    if not sop_class:
-        raise ValueError("its file meta information names no Media Storage SOP Class UID")
-    return str(sop_class)
+    with open(path, "rb") as stream:
+        return read_file_meta(stream, os.fstat(stream.fileno()).st_size)
 
 
 def local_copy(url: str, size: int) -> tuple[str, bool]:
@@ -127,7 +124,7 @@ class CStoreSender:
         ``lanes`` associations at once (default: one per ``PER_LANE`` instances, at most
         ``max_associations``): a PACS stores one data set while it receives the next."""
         answers: list[Answer] = []
-        files: list[tuple[T, str, str, bool]] = []  # instance, local path, SOP class, temporary
+        files: list[tuple[T, str, FileMeta, bool]] = []  # instance, local path, file meta, temporary
         for instance in instances:
             try:
                 path, temporary = local_copy(instance.url, instance.size)
@@ -135,18 +132,18 @@ class CStoreSender:
                 answers.append((instance, None, f"cannot read it: {error_text(exc)}"))
                 continue
             try:
-                files.append((instance, path, sop_class_of(path), temporary))
+                files.append((instance, path, file_meta_of(path), temporary))
             except IO_ERRORS as exc:
                 answers.append((instance, None, f"cannot read its file meta: {error_text(exc)}"))
                 if temporary:
                     os.unlink(path)
         try:
-            pairs = [(sop_class, instance.transfer_syntax) for instance, _, sop_class, _ in files]
+            pairs = [(meta.sop_class, meta.transfer_syntax) for _, _, meta, _ in files]
             for group in group_contexts(pairs, reserved=1):
                 # C-FIND too: the next series' question goes on one of these associations
                 contexts = [(FIND_MODEL, EXPLICIT_AND_IMPLICIT), *((c, (syntax,)) for c, syntax in group)]
                 wanted = set(group)
-                chosen = [f for f in files if (f[2], f[0].transfer_syntax) in wanted]
+                chosen = [f for f in files if (f[2].sop_class, f[2].transfer_syntax) in wanted]
                 count = lanes or max(1, min(self.settings.max_associations, len(chosen) // PER_LANE))
                 if count == 1:
                     answers += self._store_lane(chosen, contexts)
@@ -170,9 +167,9 @@ class CStoreSender:
             try:
                 with self.pool.borrow(contexts) as link:
                     while remaining:
-                        instance, path, _, _ = remaining[0]
+                        instance, path, meta, _ = remaining[0]
                         try:
-                            code = link.store(path)
+                            code = link.store(path, meta)
                         except NoContext as exc:  # this instance's own problem: the rest go on
                             remaining.pop(0)
                             answers.append((instance, None, str(exc)))
