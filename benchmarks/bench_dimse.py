@@ -9,11 +9,13 @@ C-STORE of N small instances (one study, 10 series), each to a fresh Orthanc:
 C-GET of the same study from one more Orthanc (loaded by storescu):
 
 4. dcmtk ``getscu`` (one study-level C-GET, ``TCP_NODELAY=1``);
-5. ``dicom-transfer export --dimse-source --identifier STUDY`` (start-up subtracted likewise).
+5. ``dicom-transfer export --dimse-source --identifier STUDY`` (start-up subtracted likewise);
+6. ``dicom-transfer migrate --dimse-destination`` of that study from the same Orthanc's DICOMweb
+   into a fresh Orthanc's DICOM port (start-up subtracted likewise).
 
 Each is run ``--rounds`` times (default 3), interleaved; the best time of each counts.
 
-    python benchmarks/bench_dimse.py [--count 1000] [--rounds 3]
+    python benchmarks/bench_dimse.py [--count 1000] [--rounds 3] [--no-get]
 """
 
 from __future__ import annotations
@@ -131,6 +133,16 @@ def get_round(work: Path, server: OrthancPacs, study: str, count: int, round_: i
     seconds["dicom-transfer export (C-GET)"] = timed(cli("export", "--dimse-source", server.address, "--identifier",
                                                          study, "--output", str(work / f"export-{round_}")))
     assert len(list((work / f"export-{round_}").rglob("*.dcm"))) == count
+    destination = fresh_orthanc(work, f"migrate-{round_}")
+    try:  # the same study from this Orthanc's DICOMweb into another one's DICOM port
+        migrate = cli("migrate", "--source-dicomweb-url", server.dicomweb, "--dimse-destination",
+                      destination.address, "--errors", str(work / "m" / "errors.log"),
+                      "--summary", str(work / "m" / "summary.json"))
+        seconds["migrate start-up"] = timed([*migrate, "--identifier", one_study])
+        seconds["dicom-transfer migrate (WADO-RS -> C-STORE)"] = timed([*migrate, "--identifier", study])
+        assert destination.count_instances() == count + 1
+    finally:
+        destination.stop()
     return seconds
 
 
@@ -176,6 +188,8 @@ def main() -> None:
             rates["getscu"] = count / best["getscu"]
             rates["dicom-transfer export (C-GET)"] = count / max(best["dicom-transfer export (C-GET)"]
                                                                  - best["export start-up"], 1e-3)
+            name = "dicom-transfer migrate (WADO-RS -> C-STORE)"
+            rates[name] = count / max(best[name] - best["migrate start-up"], 1e-3)
         print(f"{count} instances of ~4 KB, Orthanc on loopback (instances/s, best of {args.rounds} interleaved "
               f"rounds; dicom-transfer's start-up, {best['start-up']:.1f} s, subtracted)")
         for name, rate in rates.items():
@@ -184,6 +198,9 @@ def main() -> None:
               f"{rates['dicom-transfer import'] / rates['pynetdicom loop']:.2f} x the pynetdicom loop")
         if not args.no_get:
             print(f"C-GET:   {rates['dicom-transfer export (C-GET)'] / rates['getscu']:.2f} x getscu")
+            print(f"migrate from DICOMweb into a PACS: "
+                  f"{rates['dicom-transfer migrate (WADO-RS -> C-STORE)'] / rates['storescu']:.2f} x storescu "
+                  "(which sends from local files)")
         if LOOP_RACES:
             print(f"The plain pynetdicom loop lost a C-STORE response to its own reactor {len(LOOP_RACES)} "
                   "time(s) and was run again.")
