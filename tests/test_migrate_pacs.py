@@ -100,12 +100,13 @@ def test_dicomweb_to_a_pacs_then_rerun_moves_nothing(source, destination, migrat
     assert held(destination) == expected
 
 
-@pytest.mark.parametrize("fault", ["failure-status", "lost", "abort", "refuse-half"])
+@pytest.mark.parametrize("fault", ["failure-status", "lost", "warning", "abort", "refuse-half"])
 def test_a_c_store_fault_is_one_record_and_the_rest_arrives(fault, source, migrate_cli):
     server, made = source
     failing = uid_for("dimse", "a", 1, 2)
     scp = FaultyStorageScp(fail_sops={failing} if fault == "failure-status" else set(),
                            lose_sops={failing} if fault == "lost" else set(),
+                           warn_sops={failing} if fault == "warning" else set(),
                            abort_at=5 if fault == "abort" else None,
                            reject_every_other=fault == "refuse-half").start()
     try:
@@ -128,6 +129,12 @@ def test_a_c_store_fault_is_one_record_and_the_rest_arrives(fault, source, migra
             assert "C-STORE reported it stored, but the destination does not hold it" in run.errors[0]["Error"]
         assert set(stored) == set(expected) - {failing}
         assert run.counter["success"] == len(expected) - 1
+    elif fault == "warning":  # stored: a success, logged as a warning, not a failure
+        assert run.status == 0, run.errors
+        assert stored == expected and run.counter["success"] == len(expected)
+        assert [line.split(" WARNING ", 1)[1] for line in run.err.splitlines() if "0xB007" in line] == [
+            f"{uid_for('dimse', 'a')}/{uid_for('dimse', 'a', 1)}/{failing}: C-STORE answered 0xB007 "
+            "(warning: data set does not match SOP class)"]
     else:  # the instance being sent when the association went away is sent again on a new one
         assert run.status == 0, run.errors
         assert stored == expected

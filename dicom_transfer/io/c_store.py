@@ -108,7 +108,8 @@ class CStoreSender:
         self.pool.leave()
 
     def held(self, study: str, series: str) -> set[str]:
-        """The SOP Instance UIDs the PACS holds in one series (one image-level C-FIND).
+        """The SOP Instance UIDs the PACS holds in one series (one image-level C-FIND, asked
+        ``ATTEMPTS`` times in all when the association is refused or breaks).
 
         Raises
         ------
@@ -116,8 +117,16 @@ class CStoreSender:
             The PACS cannot be asked or answers with a failure.
         """
         identifier = query("IMAGE", StudyInstanceUID=study, SeriesInstanceUID=series, SOPInstanceUID="")
-        with self.pool.borrow([(FIND_MODEL, EXPLICIT_AND_IMPLICIT)]) as link:
-            return {sop for item in link.find(identifier) if (sop := str(item.get("SOPInstanceUID", "") or ""))}
+        for attempt in range(1, ATTEMPTS + 1):  # as a C-STORE is: a refused or broken association is asked again
+            try:
+                with self.pool.borrow([(FIND_MODEL, EXPLICIT_AND_IMPLICIT)]) as link:
+                    return {sop for item in link.find(identifier)
+                            if (sop := str(item.get("SOPInstanceUID", "") or ""))}
+            except DimseError:
+                if attempt == ATTEMPTS:
+                    raise
+                time.sleep(0.2 * attempt)
+        raise AssertionError("unreachable")
 
     def send(self, instances: Sequence[T], lanes: int | None = None) -> list[Answer]:
         """C-STORE each instance: ``(instance, status code or None, why not)`` for each. Up to
