@@ -9,11 +9,13 @@ C-STORE of N small instances (one study, 10 series), each to a fresh Orthanc:
 C-GET of the same study from one more Orthanc (loaded by storescu):
 
 4. dcmtk ``getscu`` (one study-level C-GET, ``TCP_NODELAY=1``);
-5. ``dicom-transfer export --dimse-source --identifier STUDY`` (start-up subtracted likewise).
+5. ``dicom-transfer export --dimse-source --identifier STUDY`` (start-up subtracted likewise);
+6. ``dicom-transfer migrate --dimse-destination`` of that study from the same Orthanc's DICOMweb
+   into a fresh Orthanc's DICOM port (start-up subtracted likewise).
 
 Each is run ``--rounds`` times (default 3), interleaved; the best time of each counts.
 
-    python benchmarks/bench_dimse.py [--count 1000] [--rounds 3]
+    python benchmarks/bench_dimse.py [--count 1000] [--rounds 3] [--no-get]
 """
 
 from __future__ import annotations
@@ -131,13 +133,39 @@ def get_round(work: Path, server: OrthancPacs, study: str, count: int, round_: i
     seconds["dicom-transfer export (C-GET)"] = timed(cli("export", "--dimse-source", server.address, "--identifier",
                                                          study, "--output", str(work / f"export-{round_}")))
     assert len(list((work / f"export-{round_}").rglob("*.dcm"))) == count
+    destination = fresh_orthanc(work, f"migrate-{round_}")
+    try:  # the same study from this Orthanc's DICOMweb into another one's DICOM port
+        migrate = cli("migrate", "--source-dicomweb-url", server.dicomweb, "--dimse-destination",
+                      destination.address, "--errors", str(work / "m" / "errors.log"),
+                      "--summary", str(work / "m" / "summary.json"))
+        seconds["migrate start-up"] = timed([*migrate, "--identifier", one_study])
+        seconds["dicom-transfer migrate (WADO-RS -> C-STORE)"] = timed([*migrate, "--identifier", study])
+        assert destination.count_instances() == count + 1
+    finally:
+        destination.stop()
     return seconds
+
+
+def get_rounds(work: Path, many: Path, one: Path, study: str, count: int, rounds: int,
+               best: dict[str, float]) -> None:
+    """The C-GET comparison, from one Orthanc loaded by storescu; best times into ``best``."""
+    server = fresh_orthanc(work, "get")
+    try:
+        subprocess.run(["storescu", "-aet", CALLING_AE, "-aec", server.ae_title, "+sd", "+r", "127.0.0.1",
+                        str(server.dicom_port), str(many), str(one)], env=NODELAY, check=True, capture_output=True)
+        assert server.count_instances() == count + 1
+        for round_ in range(rounds):
+            for name, seconds in get_round(work, server, study, count, round_).items():
+                best[name] = min(best.get(name, seconds), seconds)
+    finally:
+        server.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds; the best time of each counts.")
+    parser.add_argument("--no-get", action="store_true", help="C-STORE only (skip the C-GET comparison).")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-dimse-"))
     count = args.count
@@ -149,34 +177,30 @@ def main() -> None:
         for round_ in range(args.rounds):  # interleaved, best of each: a busy machine slows a run, never speeds it
             for name, seconds in store_round(work, many, one, count, round_).items():
                 best[name] = min(best.get(name, seconds), seconds)
-        server = fresh_orthanc(work, "get")
-        try:
-            server_files = sorted(many.glob("*.dcm"))
-            subprocess.run(["storescu", "-aet", CALLING_AE, "-aec", server.ae_title, "+sd", "+r", "127.0.0.1",
-                            str(server.dicom_port), str(many), str(one)], env=NODELAY, check=True,
-                           capture_output=True)
-            assert server.count_instances() == len(server_files) + 1
-            for round_ in range(args.rounds):
-                for name, seconds in get_round(work, server, study, count, round_).items():
-                    best[name] = min(best.get(name, seconds), seconds)
-        finally:
-            server.stop()
-
+        if not args.no_get:
+            get_rounds(work, many, one, study, count, args.rounds, best)
         rates = {
             "storescu": count / best["storescu"],
             "pynetdicom loop": count / best["pynetdicom loop"],
             "dicom-transfer import": count / max(best["dicom-transfer import"] - best["start-up"], 1e-3),
-            "getscu": count / best["getscu"],
-            "dicom-transfer export (C-GET)": count / max(best["dicom-transfer export (C-GET)"]
-                                                         - best["export start-up"], 1e-3),
         }
+        if not args.no_get:
+            rates["getscu"] = count / best["getscu"]
+            rates["dicom-transfer export (C-GET)"] = count / max(best["dicom-transfer export (C-GET)"]
+                                                                 - best["export start-up"], 1e-3)
+            name = "dicom-transfer migrate (WADO-RS -> C-STORE)"
+            rates[name] = count / max(best[name] - best["migrate start-up"], 1e-3)
         print(f"{count} instances of ~4 KB, Orthanc on loopback (instances/s, best of {args.rounds} interleaved "
               f"rounds; dicom-transfer's start-up, {best['start-up']:.1f} s, subtracted)")
         for name, rate in rates.items():
             print(f"  {name:32s} {rate:8.1f}")
         print(f"C-STORE: {rates['dicom-transfer import'] / rates['storescu']:.2f} x storescu, "
               f"{rates['dicom-transfer import'] / rates['pynetdicom loop']:.2f} x the pynetdicom loop")
-        print(f"C-GET:   {rates['dicom-transfer export (C-GET)'] / rates['getscu']:.2f} x getscu")
+        if not args.no_get:
+            print(f"C-GET:   {rates['dicom-transfer export (C-GET)'] / rates['getscu']:.2f} x getscu")
+            print(f"migrate from DICOMweb into a PACS: "
+                  f"{rates['dicom-transfer migrate (WADO-RS -> C-STORE)'] / rates['storescu']:.2f} x storescu "
+                  "(which sends from local files)")
         if LOOP_RACES:
             print(f"The plain pynetdicom loop lost a C-STORE response to its own reactor {len(LOOP_RACES)} "
                   "time(s) and was run again.")

@@ -39,6 +39,7 @@ ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 STUDY_UID, SERIES_UID, SOP_UID = 0x0020000D, 0x0020000E, 0x00080018
 SPECIFIC_CHARACTER_SET = 0x00080005
 TRANSFER_SYNTAX_UID = 0x00020010
+MEDIA_STORAGE_SOP_CLASS_UID, MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020002, 0x00020003
 PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
 LONG_VRS = frozenset(
@@ -141,9 +142,40 @@ def validate_part10(
     return InstanceHeader(uids[0], uids[1], uids[2], transfer_syntax, size, attributes)
 
 
-def _walk_file(stream: BinaryIO, size: int, capture: set[int],
-               head: bytes | None = None) -> tuple[str, _Walker]:
-    """Check preamble and file meta, walk the dataset; return the transfer syntax and the walker."""
+@dataclasses.dataclass(frozen=True)
+class FileMeta:
+    """What a Part-10 file's meta information says, and where its data set starts."""
+
+    sop_class: str
+    sop_instance: str
+    transfer_syntax: str
+    dataset_offset: int
+
+
+def read_file_meta(stream: BinaryIO, size: int) -> FileMeta:
+    """The SOP class, SOP instance UID and transfer syntax of a Part-10 file's meta information,
+    and the byte offset of its data set (what a C-STORE sends as it is). Reads group 0002 only.
+
+    Raises
+    ------
+    InvalidInstance
+        No preamble and 'DICM', a malformed group 0002, or one of the three UIDs missing.
+    """
+    walker = _walk_file_meta(stream, size, {MEDIA_STORAGE_SOP_CLASS_UID, MEDIA_STORAGE_SOP_INSTANCE_UID})
+    uids = []
+    for tag, name in ((MEDIA_STORAGE_SOP_CLASS_UID, "Media Storage SOP Class UID"),
+                      (MEDIA_STORAGE_SOP_INSTANCE_UID, "Media Storage SOP Instance UID"),
+                      (TRANSFER_SYNTAX_UID, "Transfer Syntax UID")):
+        raw = walker.captured.get(tag)
+        if raw is None:
+            raise InvalidInstance("part10", f"file meta information has no {name} {_tag_text(tag)}")
+        uids.append(_uid_text(raw.value))
+    return FileMeta(*uids, dataset_offset=walker.pos)
+
+
+def _walk_file_meta(stream: BinaryIO, size: int, capture: set[int]) -> _Walker:
+    """Check preamble and 'DICM', walk group 0002 (capturing ``capture`` and the transfer syntax);
+    the walker stops where the data set starts."""
     if size == 0:
         raise InvalidInstance("part10", "file is empty (0 bytes)")
     start = stream.read(PREAMBLE_LENGTH + 4)
@@ -155,8 +187,15 @@ def _walk_file(stream: BinaryIO, size: int, capture: set[int],
         raise InvalidInstance(
             "part10", "no 'DICM' prefix after the 128-byte preamble: not a DICOM Part 10 file"
         )
-    meta_walker = _Walker(stream, size, implicit=False, little=True, capture={TRANSFER_SYNTAX_UID})
+    meta_walker = _Walker(stream, size, implicit=False, little=True, capture={TRANSFER_SYNTAX_UID, *capture})
     meta_walker.walk_file_meta()
+    return meta_walker
+
+
+def _walk_file(stream: BinaryIO, size: int, capture: set[int],
+               head: bytes | None = None) -> tuple[str, _Walker]:
+    """Check preamble and file meta, walk the dataset; return the transfer syntax and the walker."""
+    meta_walker = _walk_file_meta(stream, size, set())
     raw_ts = meta_walker.captured.get(TRANSFER_SYNTAX_UID)
     if raw_ts is None:
         raise InvalidInstance("part10", "file meta information has no Transfer Syntax UID (0002,0010)")

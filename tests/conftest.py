@@ -138,7 +138,8 @@ def server_cli(command: str, tmp_path: Path, capsys):
         reports = tmp_path / "reports" / op
         status = main([command, *args, "--operation-id", op, "--errors", str(reports / "errors.log"),
                        "--summary", str(reports / "summary.json")])
-        return Run(status, capsys.readouterr().out, reports)
+        captured = capsys.readouterr()
+        return Run(status, captured.out, reports, captured.err)
 
     return run
 

@@ -109,18 +109,22 @@ class Dcmqrscp(_Process):
 class FaultyStorageScp:
     """A pynetdicom storage SCP that keeps what it receives (SOP UID -> data set bytes) and
     injects faults: a failure status for chosen SOP UIDs, an abort on the n-th C-STORE,
-    rejecting every other association."""
+    rejecting every other association, a success status for chosen SOP UIDs that it does not
+    keep. Its image-level C-FIND answers with what it holds."""
 
     ae_title = "FAULTY"
 
     def __init__(self, fail_sops: set[str] = frozenset(), abort_at: int | None = None,
-                 reject_every_other: bool = False, warn_sops: set[str] = frozenset()) -> None:
+                 reject_every_other: bool = False, warn_sops: set[str] = frozenset(),
+                 lose_sops: set[str] = frozenset()) -> None:
         self.port = free_port()
         self.fail_sops = set(fail_sops)
         self.warn_sops = set(warn_sops)  # stored, answered 0xB007 (data set does not match SOP class)
         self.abort_at = abort_at
         self.reject_every_other = reject_every_other
+        self.lose_sops = set(lose_sops)  # answered 0x0000, not kept
         self.stored: dict[str, bytes] = {}
+        self.series_of: dict[str, tuple[str, str]] = {}  # SOP UID -> (study, series) of what it holds
         self.requests = 0
         self.associations = 0
         self.open_now = self.most_open = 0  # associations established at once
@@ -138,7 +142,7 @@ class FaultyStorageScp:
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context("1.2.840.10008.1.1")
-        ae.add_supported_context("1.2.840.10008.5.1.4.1.2.2.1")  # C-FIND: answers nothing held
+        ae.add_supported_context("1.2.840.10008.5.1.4.1.2.2.1")  # C-FIND: what it holds
         handlers = [(evt.EVT_C_STORE, self._store), (evt.EVT_REQUESTED, self._requested),
                     (evt.EVT_C_FIND, self._find), (evt.EVT_ESTABLISHED, self._opened),
                     (evt.EVT_RELEASED, self._closed), (evt.EVT_ABORTED, self._closed)]
@@ -161,8 +165,20 @@ class FaultyStorageScp:
         with self.lock:
             self.open_now -= 1
 
-    @staticmethod
-    def _find(event):
+    def _find(self, event):
+        from pydicom.dataset import Dataset
+
+        query = event.identifier
+        with self.lock:
+            held = [(sop, *where) for sop, where in self.series_of.items()]
+        for sop, study, series in held:
+            if (str(query.get("StudyInstanceUID") or study), str(query.get("SeriesInstanceUID") or series)) != (
+                    study, series):
+                continue
+            found = Dataset()
+            found.QueryRetrieveLevel = "IMAGE"
+            found.StudyInstanceUID, found.SeriesInstanceUID, found.SOPInstanceUID = study, series, sop
+            yield 0xFF00, found
         yield 0x0000, None
 
     def _store(self, event) -> int:
@@ -175,14 +191,20 @@ class FaultyStorageScp:
             return 0xA700
         if sop in self.fail_sops:
             return 0xA700
+        from pydicom import dcmread
         from pynetdicom import _config
 
         if _config.STORE_RECV_CHUNKED_DATASET:  # set by the code under test, in this process
             data = dataset_bytes(Path(event.dataset_path).read_bytes())
+            ds = dcmread(event.dataset_path, stop_before_pixels=True)
         else:
             data = event.encoded_dataset(include_meta=False)
+            ds = event.dataset
+        if sop in self.lose_sops:
+            return 0x0000
         with self.lock:
             self.stored[sop] = data
+            self.series_of[sop] = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID))
         return 0xB007 if sop in self.warn_sops else 0x0000
 
     def stop(self) -> None:

@@ -319,3 +319,31 @@ def test_associations_stay_within_the_cap(cap, tmp_path, capsys):
     assert run.status == 0 and set(scp.stored) == set(sent)
     # 48 instances per series: up to 3 lanes of 16 at once when allowed, never more than the cap
     assert scp.most_open <= cap and scp.most_open >= min(cap, 2)
+
+
+def test_c_store_of_instances_larger_than_the_peers_pdu(tmp_path, capsys):
+    """C-STORE requests are framed by the product: a data set over many PDUs (Orthanc takes 16 KB
+    ones), of odd and even lengths, arrives byte for byte."""
+    server = OrthancPacs(tmp_path / "orthanc", free_port()).start()
+    try:
+        source = tmp_path / "in"
+        source.mkdir()
+        sent = {}
+        for n, pixels in enumerate((16384 - 300, 16384, 300_001, 1_000_000)):
+            study, series, sop = uid_for("large"), uid_for("large", 0), uid_for("large", "sop", n)
+            data = instance_bytes(study, series, sop, instance_number=n, implicit=n % 2 == 1, pixel_bytes=pixels)
+            (source / f"{n}.dcm").write_bytes(data)
+            sent[sop] = digest(dataset_bytes(data))
+        reports = tmp_path / "reports"
+        status = main(["import", "--input", str(source), "--dimse-destination", server.address,
+                       "--calling-ae", CALLING_AE, "--errors", str(reports / "errors.log"),
+                       "--summary", str(reports / "summary.json")])
+        assert status == 0, capsys.readouterr()
+        held = {}
+        for instance in requests.get(f"{server.url}/instances", timeout=30).json():
+            data = requests.get(f"{server.url}/instances/{instance}/file", timeout=30).content
+            tags = requests.get(f"{server.url}/instances/{instance}/simplified-tags", timeout=30).json()
+            held[tags["SOPInstanceUID"]] = digest(dataset_bytes(data))
+        assert held == sent
+    finally:
+        server.stop()

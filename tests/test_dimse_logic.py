@@ -11,6 +11,7 @@ import pytest
 from dicom_transfer.dimse import (
     MAX_CONTEXTS,
     PeerAddress,
+    c_store_command,
     check_ae_title,
     date_chunks,
     group_contexts,
@@ -19,6 +20,7 @@ from dicom_transfer.dimse import (
     parse_peer_address,
     status_category,
     status_text,
+    store_outcome,
 )
 
 
@@ -52,6 +54,14 @@ def test_ae_titles():
 ])
 def test_status_categories(code, category):
     assert status_category(code) == category
+
+
+@pytest.mark.parametrize("code, outcome", [
+    (0x0000, "success"), (0xB007, "warning"), (0x0111, "unchanged"), (0xA700, "failure"),
+    (0xC000, "failure"), (0x0122, "failure"), (0xFF00, "failure"),  # pending is no answer to a C-STORE
+])
+def test_what_a_c_store_status_means_for_the_instance(code, outcome):
+    assert store_outcome(code) == outcome
 
 
 def test_status_texts_name_the_code():
@@ -130,3 +140,23 @@ def test_a_held_checkpoint_keeps_the_reactor_stopped_and_says_when_it_is():
     assert passed.wait(5)
     reactor.join(5)
     assert not checkpoint.blocked
+
+
+@pytest.mark.parametrize("sop_class, sop, message_id", [
+    ("1.2.840.10008.5.1.4.1.1.4", "1.2.3.4.5", 1), ("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4.56", 65535)])
+def test_c_store_command_is_what_pynetdicom_encodes(sop_class, sop, message_id):
+    """The product frames C-STORE requests itself (io.dimse.Link._send_store): the same bytes."""
+    import io
+
+    pytest.importorskip("pynetdicom")
+    from pynetdicom.dimse_messages import C_STORE_RQ
+    from pynetdicom.dimse_primitives import C_STORE
+    from pynetdicom.dsutils import encode
+
+    request = C_STORE()
+    request.MessageID, request.Priority = message_id, 2
+    request.AffectedSOPClassUID, request.AffectedSOPInstanceUID = sop_class, sop
+    request.DataSet = io.BytesIO(b"data")
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+    assert c_store_command(message_id, sop_class, sop) == encode(message.command_set, True, True)

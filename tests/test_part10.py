@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
-from dicom_transfer.part10 import InvalidInstance, validate_part10
+from dicom_transfer.part10 import FileMeta, InvalidInstance, read_file_meta, validate_part10
 from dicom_transfer.sample import instance_bytes, uid_for
 
 
@@ -253,3 +253,20 @@ def test_the_in_memory_walk_gives_the_verdicts_of_the_general_walk(which, edits,
     general = _verdict(io.BufferedReader(io.BytesIO(data)), size)
     assert _verdict(io.BytesIO(data), size) == general
     assert _verdict(io.BufferedReader(io.BytesIO(data)), size, data[:head]) == general
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_file_meta_says_what_a_c_store_needs(implicit, tmp_path):
+    """read_file_meta: the UIDs of group 0002 and where the data set starts (as pydicom says)."""
+    data = instance_bytes("1.2.3", "1.2.3.4", "1.2.3.4.5", implicit=implicit)
+    meta = read_file_meta(io.BytesIO(data), len(data))
+    (tmp_path / "a.dcm").write_bytes(data)
+    with open(tmp_path / "a.dcm", "rb") as stream:
+        pydicom.filereader.read_preamble(stream, False)
+        pydicom.filereader._read_file_meta_info(stream)
+        offset = stream.tell()
+    syntax = "1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1"
+    assert meta == FileMeta("1.2.840.10008.5.1.4.1.1.4", "1.2.3.4.5", syntax, offset)
+    without_instance_uid = data.replace(b"\x02\x00\x03\x00UI", b"\x02\x00\x05\x00UI", 1)
+    with pytest.raises(InvalidInstance, match="Media Storage SOP Instance UID"):
+        read_file_meta(io.BytesIO(without_instance_uid), len(data))

@@ -187,7 +187,7 @@ def run_migrate(args: argparse.Namespace, beam_argv: list[str]) -> int:
     config = migrate_config(args, local)
     check_stores([], None, config.reports)
     return execute(args, options, local, config, build_migrate_pipeline,
-                   f"{config.source.safe_url} -> {config.destination.safe_url}")
+                   f"{config.source.safe_url} -> {config.destination_name}")
 
 
 def run_dimse_migrate(args: argparse.Namespace, beam_argv: list[str]) -> int:
@@ -203,7 +203,7 @@ def run_dimse_migrate(args: argparse.Namespace, beam_argv: list[str]) -> int:
     check_stores([], None, config.reports)
     with staging_receiver(config):
         return execute(args, options, local, config, build_dimse_migrate_pipeline,
-                       f"{config.settings.peer} -> {config.destination.safe_url}")
+                       f"{config.settings.peer} -> {config.destination_name}")
 
 
 def run_verify(args: argparse.Namespace, beam_argv: list[str]) -> int:

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from dicom_transfer.errors import IO_ERRORS, error_text, redact, redact_url, utc_now_iso
 from dicom_transfer.io.auth import AuthConfig, AuthError
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
+from dicom_transfer.io.dimse import DimseSettings
 from dicom_transfer.io.files import read_list_file, scheme_of
 from dicom_transfer.io.objectstore import check_bucket
 from dicom_transfer.io.preflight import StoreUnavailable, check_scheme, check_writable_file, check_writable_folder
@@ -295,6 +296,24 @@ def export_config(options: argparse.Namespace) -> ExportConfig:
         transfer_syntax=options.transfer_syntax, overwrite=options.overwrite, deid=deid)
 
 
+def migrate_destination(options: argparse.Namespace) -> DicomwebClient | DimseSettings:
+    """``--dicomweb-url`` (checked) or ``--dimse-destination`` (answered by a C-ECHO), exactly
+    one; raises UsageError."""
+    pacs = getattr(options, "dimse_destination", None)
+    if pacs and options.dicomweb_url:
+        raise UsageError("give --dicomweb-url or --dimse-destination, not both")
+    if not pacs:
+        if not options.dicomweb_url:
+            raise UsageError("give --dicomweb-url URL or --dimse-destination dimse://AE@HOST:PORT")
+        return dicomweb_client(options)
+    if options.verify_bytes:
+        raise UsageError("--verify-bytes reads each instance back with WADO-RS: not with --dimse-destination "
+                         "(the verifying C-FIND per series runs all the same)")
+    from dicom_transfer.pipelines.dimse import dimse_settings  # it builds on this module
+
+    return dimse_settings(options, pacs, "--dimse-destination")
+
+
 def migrate_config(options: argparse.Namespace, local: bool = True) -> MigrateConfig:
     """Check the migrate options and both servers, and build the run's configuration; raises UsageError."""
     reports = _reports_without_destination("migrate", options, local)
@@ -302,8 +321,8 @@ def migrate_config(options: argparse.Namespace, local: bool = True) -> MigrateCo
     check_selection_files(options.identifiers_file, options.filter_file, options.identifier)
     deid = deid_config(options)  # a missing key stops the run before the servers are asked anything
     source = dicomweb_client(options, prefix="source_")
-    destination = dicomweb_client(options)
-    if source.url == destination.url:
+    destination = migrate_destination(options)
+    if isinstance(destination, DicomwebClient) and source.url == destination.url:
         raise UsageError("--source-dicomweb-url and --dicomweb-url name the same server")
     return MigrateConfig(
         source=source, destination=destination, reports=reports,

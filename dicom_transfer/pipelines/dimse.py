@@ -49,7 +49,8 @@ from dicom_transfer.transforms.dimse_source import (
     DimseRetrieveAndWrite,
 )
 from dicom_transfer.transforms.dimse_store import DimseStoreInstances
-from dicom_transfer.transforms.manifest import LayoutCheck
+from dicom_transfer.transforms.manifest import LayoutCheck, TargetCheck
+from dicom_transfer.transforms.migrate_targets import PacsTarget
 from dicom_transfer.transforms.outcomes import OUTCOMES
 from dicom_transfer.transforms.retrieve import RESOURCES
 
@@ -233,4 +234,5 @@ def build_dimse_import_pipeline(pipeline: beam.Pipeline, config: DimseImportConf
     outcomes = (stored[OUTCOMES], *inputs.outcomes) | "AllOutcomes" >> beam.Flatten()
     return (failures, outcomes, inputs.unmatched) | "WriteReports" >> WriteReports.for_run(
         config.reports, extra={"source": [redact(p) for p in config.patterns],
-                               "destination": str(config.settings.peer)})
+                               "destination": str(config.settings.peer)},
+        check=TargetCheck(PacsTarget(config.settings)))

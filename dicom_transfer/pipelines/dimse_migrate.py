@@ -27,7 +27,7 @@ from dicom_transfer.pipelines.configs import (
     IMPORT_REPORTS,
     check_schemes,
     check_selection_files,
-    dicomweb_client,
+    migrate_destination,
     require_report_locations,
     run_reports,
 )
@@ -40,7 +40,8 @@ from dicom_transfer.transforms import WriteReports
 from dicom_transfer.transforms.deidentify import MAPPING, WriteMapping
 from dicom_transfer.transforms.dimse_migrate import DimseMigrateSeries
 from dicom_transfer.transforms.dimse_source import INSTANCES, DimseExpandToInstances, DimseResourcesToExport
-from dicom_transfer.transforms.manifest import DicomwebCheck
+from dicom_transfer.transforms.manifest import TargetCheck
+from dicom_transfer.transforms.migrate_targets import migration_target
 from dicom_transfer.transforms.outcomes import OUTCOMES
 from dicom_transfer.transforms.retrieve import RESOURCES
 
@@ -85,7 +86,7 @@ class DimseMigrateConfig:
     """Everything a migration from a PACS needs, already checked."""
 
     settings: DimseSettings
-    destination: DicomwebClient
+    destination: DicomwebClient | DimseSettings  # a PACS: --dimse-destination
     reports: RunReports
     identifiers: tuple[str, ...] = ()
     identifiers_file: str | None = None
@@ -102,6 +103,10 @@ class DimseMigrateConfig:
     def dry_run(self) -> bool:
         return self.reports.dry_run
 
+    @property
+    def destination_name(self) -> str:
+        return migration_target(self.destination).name
+
 
 def dimse_migrate_config(options: argparse.Namespace, local: bool = True) -> DimseMigrateConfig:
     """Check the options of a migration from a PACS, C-ECHO the PACS and check the destination;
@@ -117,7 +122,9 @@ def dimse_migrate_config(options: argparse.Namespace, local: bool = True) -> Dim
     move = staged_move(options)
     check_selection_files(options.identifiers_file, options.filter_file, options.identifier)
     settings = dimse_settings(options, options.dimse_source, "--dimse-source")
-    destination = dicomweb_client(options)
+    destination = migrate_destination(options)
+    if isinstance(destination, DimseSettings) and destination.peer == settings.peer:
+        raise UsageError("--dimse-source and --dimse-destination name the same PACS")
     reports = run_reports("migrate", options, IMPORT_REPORTS, layout_name="azure", dry_run=options.dry_run)
     return DimseMigrateConfig(
         settings=settings, destination=destination, reports=reports,
@@ -166,9 +173,9 @@ def build_dimse_migrate_pipeline(pipeline: beam.Pipeline, config: DimseMigrateCo
     no_patterns = pipeline | "NoPatterns" >> beam.Create([])
     return (failures, migrated[OUTCOMES], no_patterns) | "WriteReports" >> WriteReports.for_run(
         config.reports,
-        extra={"source": str(settings.peer), "destination": config.destination.safe_url,
+        extra={"source": str(settings.peer), "destination": config.destination_name,
                "retrieval": f"C-MOVE to {config.move.ae_title}" if config.move else "C-GET",
                **({"staging": redact(config.move.staging)} if config.move and not config.move.temporary else {}),
                "verifyBytes": config.verify_bytes, **extra},
-        check=DicomwebCheck(config.destination),
+        check=TargetCheck(migration_target(config.destination)),
     )

@@ -1,4 +1,5 @@
-"""The ``migrate`` pipeline: one DICOMweb server to another, by identifiers, filter file or all."""
+"""The ``migrate`` pipeline: a DICOMweb server to another one or to a PACS (C-STORE), by
+identifiers, filter file or all."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import apache_beam as beam
 
 from dicom_transfer.errors import FAILURES
 from dicom_transfer.io.dicomweb import DicomwebClient
+from dicom_transfer.io.dimse import DimseSettings
 from dicom_transfer.pipelines.deid import DeidConfig
 from dicom_transfer.pipelines.export_pipeline import selected_series
 from dicom_transfer.report import RunReports
 from dicom_transfer.transforms import WriteReports
 from dicom_transfer.transforms.deidentify import MAPPING, WriteMapping
-from dicom_transfer.transforms.manifest import DicomwebCheck
+from dicom_transfer.transforms.manifest import TargetCheck
 from dicom_transfer.transforms.migrate import MigrateSeries
+from dicom_transfer.transforms.migrate_targets import migration_target
 from dicom_transfer.transforms.outcomes import OUTCOMES
 
 
@@ -23,7 +26,7 @@ class MigrateConfig:
     """Everything a migrate run needs, already checked (see ``pipelines.configs``)."""
 
     source: DicomwebClient
-    destination: DicomwebClient
+    destination: DicomwebClient | DimseSettings  # a PACS: --dimse-destination
     reports: RunReports
     identifiers: tuple[str, ...] = ()
     identifiers_file: str | None = None
@@ -38,6 +41,10 @@ class MigrateConfig:
     @property
     def dry_run(self) -> bool:
         return self.reports.dry_run
+
+    @property
+    def destination_name(self) -> str:
+        return migration_target(self.destination).name
 
 
 def build_migrate_pipeline(pipeline: beam.Pipeline, config: MigrateConfig) -> beam.PCollection:
@@ -56,7 +63,7 @@ def build_migrate_pipeline(pipeline: beam.Pipeline, config: MigrateConfig) -> be
     no_patterns = pipeline | "NoPatterns" >> beam.Create([])
     return (failures, migrated[OUTCOMES], no_patterns) | "WriteReports" >> WriteReports.for_run(
         config.reports,
-        extra={"source": config.source.safe_url, "destination": config.destination.safe_url,
+        extra={"source": config.source.safe_url, "destination": config.destination_name,
                "verifyBytes": config.verify_bytes, **extra},
-        check=DicomwebCheck(config.destination),
+        check=TargetCheck(migration_target(config.destination)),
     )

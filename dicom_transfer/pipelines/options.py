@@ -242,30 +242,35 @@ def _flags(prefix: str, name: str) -> tuple[list[str], str]:
     return list(dict.fromkeys([dashed, underscored])), underscored[2:]
 
 
-def add_dimse_arguments(role: str, replaces: str = "dicomweb_url",
-                        staging: bool = False) -> Callable[[argparse.ArgumentParser], None]:
+def add_dimse_arguments(role: str, replaces: str = "dicomweb_url", staging: bool = False,
+                        destination_too: bool = False) -> Callable[[argparse.ArgumentParser], None]:
     """A PACS over DIMSE as the ``source`` (export, migrate) or ``destination`` (import), instead
     of the DICOMweb server option ``replaces`` (which becomes optional: pipelines.dimse checks
     that exactly one is given). ``staging``: the C-MOVE receiver stages what it receives for the
-    workers (migrate) instead of writing into the destination (export)."""
+    workers (migrate) instead of writing into the destination (export). ``destination_too``:
+    a PACS may be the destination as well, instead of ``--dicomweb-url`` (migrate)."""
     def add(parser: argparse.ArgumentParser) -> None:
+        replaced = [replaces, "dicomweb_url"] if destination_too else [replaces]
         for action in parser._actions:
-            if action.dest == replaces:
+            if action.dest in replaced:
                 action.required = False
-        flag = "--" + replaces.replace("_", "-")
-        group = parser.add_argument_group(f"PACS over DIMSE (instead of {flag}; pip install "
+        flags = " or ".join("--" + name.replace("_", "-") for name in replaced)
+        group = parser.add_argument_group(f"PACS over DIMSE (instead of {flags}; pip install "
                                           "'dicom-transfer[dimse]')")
-        group.add_argument(
-            f"--dimse-{role}", f"--dimse_{role}", dest=f"dimse_{role}", default=None,
-            metavar="dimse://AE@HOST:PORT",
-            help=f"The PACS to {'retrieve from' if role == 'source' else 'store into'}: "
-                 "its called AE title, host and port. Checked with a C-ECHO before the run.")
+        roles = [role, "destination"] if destination_too else [role]
+        for each in roles:
+            group.add_argument(
+                f"--dimse-{each}", f"--dimse_{each}", dest=f"dimse_{each}", default=None,
+                metavar="dimse://AE@HOST:PORT",
+                help=f"The PACS to {'retrieve from' if each == 'source' else 'store into'}: "
+                     "its called AE title, host and port. Checked with a C-ECHO before the run.")
         group.add_argument(
             "--calling-ae", "--calling_ae", dest="calling_ae", default="DICOM-TRANSFER", metavar="AE",
             help="This side's AE title, as the PACS knows it (default DICOM-TRANSFER).")
         group.add_argument(
             "--max-associations", "--max_associations", dest="max_associations", type=positive_int, default=4,
-            metavar="N", help="Associations open at once per worker process, below the PACS's limit (default 4).")
+            metavar="N", help="Associations open at once per worker process and PACS, below the PACS's limit "
+                              "(default 4).")
         group.add_argument(
             "--dimse-timeout", "--dimse_timeout", dest="dimse_timeout", type=positive_float, default=60,
             metavar="SECONDS", help="Seconds to wait for a connection or an answer (default 60).")
@@ -479,12 +484,14 @@ COMMANDS = {
             "  dicom-transfer export --dicomweb-url URL --identifier 1.2.3/4.5.6 --output gs://b/x --layout azure\n"
             "  dicom-transfer export --dicomweb-url URL --filter-file wanted.txt --output out --dry-run"),
         Command(
-            "migrate", "move instances from a DICOMweb server or a PACS to a DICOMweb server, verified",
+            "migrate", "move instances between DICOMweb servers and PACS, verified",
             "Migrate studies, series or instances (by identifiers, a filter file, or the whole store) from a "
             "source DICOMweb server to a destination one: per series, only what the destination does not hold "
             "is retrieved (WADO-RS, as stored) and stored (batched STOW-RS), then the destination is checked. "
-            "With --dimse-source the source is a PACS (C-FIND, then C-GET or C-MOVE).",
-            (add_migrate_arguments, add_dimse_arguments("source", replaces="source_dicomweb_url", staging=True),
+            "With --dimse-source the source is a PACS (C-FIND, then C-GET or C-MOVE); with --dimse-destination "
+            "the destination is a PACS (C-FIND, then C-STORE in each instance's own transfer syntax).",
+            (add_migrate_arguments,
+             add_dimse_arguments("source", replaces="source_dicomweb_url", staging=True, destination_too=True),
              add_dry_run_argument("stored", "storing"),
              add_report_arguments("./dicom-transfer-reports/<operation id>", has_layout=False),
              add_logging_arguments, add_deid_arguments),
@@ -494,7 +501,8 @@ COMMANDS = {
             "      --source-dicomweb-url URL --source-username reader --dicomweb-url URL --identifier 1.2.3\n"
             "  dicom-transfer migrate --source-dicomweb-url URL --dicomweb-url URL --filter-file wanted.txt --dry-run\n"
             "  dicom-transfer migrate --dimse-source dimse://PACS@10.0.0.5:104 --dicomweb-url URL \\\n"
-            "      --all --study-date 20240101-20240131"),
+            "      --all --study-date 20240101-20240131\n"
+            "  dicom-transfer migrate --source-dicomweb-url URL --dimse-destination dimse://NEW@10.0.0.6:104 --all"),
         Command(
             "verify", "re-check an earlier run's manifest against its destination, moving nothing",
             "Re-check every instance an earlier run's manifest says arrived: still present on the destination "

@@ -95,7 +95,7 @@ class _Arrivals:
 class _DimseMigrateSeriesFn(_MigrateSeriesFn):
     """((study, series), [(sop, sop_class, whole), ...]) -> outcomes and failure records."""
 
-    def __init__(self, settings: DimseSettings, destination: DicomwebClient, max_instances: int,
+    def __init__(self, settings: DimseSettings, destination: DicomwebClient | DimseSettings, max_instances: int,
                  max_bytes: int, concurrency: int, verify_bytes: bool, dry_run: bool,
                  move_destination: str | None = None, journal: str | None = None,
                  deid: DeidSettings | None = None) -> None:
@@ -258,7 +258,8 @@ class DimseMigrateSeries(beam.PTransform):
         moved = series["instances"] | DimseMigrateSeries(settings, destination)
     """
 
-    def __init__(self, settings: DimseSettings, destination: DicomwebClient, max_instances: int = 32,
+    def __init__(self, settings: DimseSettings, destination: DicomwebClient | DimseSettings,
+                 max_instances: int = 32,
                  max_bytes: int = 32 << 20, concurrency: int = 4, verify_bytes: bool = False,
                  dry_run: bool = False, move_destination: str | None = None, journal: str | None = None,
                  deid: DeidSettings | None = None) -> None:

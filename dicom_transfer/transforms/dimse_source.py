@@ -26,6 +26,7 @@ from dicom_transfer.io.destination import Destination
 from dicom_transfer.io.dimse import (
     COMMON_STORAGE_CLASSES,
     COMMON_SYNTAXES,
+    EXPLICIT_AND_IMPLICIT,
     FIND_MODEL,
     GET_MODEL,
     MOVE_MODEL,
@@ -55,8 +56,7 @@ from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)
 INSTANCES = "instances"
-EXPLICIT_AND_IMPLICIT = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
-WARNINGS = "dimse_warnings"
+WARNINGS = metrics.DIMSE_WARNINGS
 
 
 class PeerDoFn(beam.DoFn):

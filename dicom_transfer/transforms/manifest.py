@@ -32,6 +32,7 @@ from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
 from dicom_transfer.io.files import file_url, is_local, scheme_of, split_url
 from dicom_transfer.layout import Layout
 from dicom_transfer.progress import ProgressLog
+from dicom_transfer.transforms.migrate_targets import DicomwebTarget, MigrationTarget
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome, count_outcome, merge_counts
 
 LOG = logging.getLogger(__name__)
@@ -170,16 +171,39 @@ class LayoutCheck:
         return url[len(base):] if url.startswith(base) else None
 
 
-class DicomwebCheck:
-    """Asks a DICOMweb store (QIDO-RS, paged) which instances of a series it holds."""
+class TargetCheck:
+    """Asks a migration's or an import's destination (a :class:`MigrationTarget`: QIDO-RS for
+    a DICOMweb store, an image-level C-FIND for a PACS) which instances of a series it holds."""
 
     per_series = True
 
-    def __init__(self, client: DicomwebClient) -> None:
-        self.client = client
+    def __init__(self, target: MigrationTarget) -> None:
+        self.target = target
+        self.opened = False
+
+    def __getstate__(self) -> dict:
+        return {"target": self.target}  # opened on the worker, by its first question
+
+    def __setstate__(self, state: dict) -> None:
+        TargetCheck.__init__(self, state["target"])
 
     def present(self, study: str, series: str, lines: list[dict]) -> dict[str, int | None]:  # noqa: ARG002
-        return dict.fromkeys(self.client.series_instances(study, series))
+        if not self.opened:
+            self.target.setup()
+            self.opened = True
+        return dict.fromkeys(self.target.held(study, series))
+
+    def close(self) -> None:
+        if self.opened:
+            self.target.teardown()
+            self.opened = False
+
+
+class DicomwebCheck(TargetCheck):
+    """Asks a DICOMweb store (QIDO-RS, paged) which instances of a series it holds."""
+
+    def __init__(self, client: DicomwebClient) -> None:
+        super().__init__(DicomwebTarget(client))
 
 
 # -- the manifest and the reconciliation of a run -----------------------------------------------
@@ -187,6 +211,11 @@ class DicomwebCheck:
 class _ReconcileSeriesFn(beam.DoFn):
     def __init__(self, check) -> None:
         self.check = check
+
+    def teardown(self) -> None:
+        close = getattr(self.check, "close", None)
+        if close is not None:
+            close()
 
     def process(self, element: tuple[tuple[str, str], Iterable[list[dict]]]) -> Iterator[dict]:
         (study, series), grouped = element

@@ -21,41 +21,24 @@ from apache_beam.transforms.window import GlobalWindows
 
 from dicom_transfer import metrics
 from dicom_transfer.deid.rewrite import DeidentificationError, Deidentifier
+from dicom_transfer.dimse import WARNING
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.dicomweb import CHUNK, DicomwebClient, DicomwebError
+from dicom_transfer.io.dimse import DimseSettings
 from dicom_transfer.io.files import FileRef
-from dicom_transfer.io.stow_requests import StowSender
 from dicom_transfer.migration import SeriesPlan, plan_series, same, still_missing
 from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.progress import ProgressLog, format_bytes
 from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, RequestBatcher
 from dicom_transfer.transforms.deidentify import DEIDENTIFIED, MAPPING, DeidSettings, MappingRow, deidentify_file
+from dicom_transfer.transforms.migrate_targets import MigrationTarget, migration_target
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
-from dicom_transfer.transforms.retrieve import SOP_UID, first_value, paged
 from dicom_transfer.transforms.validate import ValidInstance, validate_file
 from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)
 VERIFY_RETRY_SECONDS = 1.0  # a store that indexes asynchronously gets one more look
 RETRIEVAL_ERRORS = (DicomwebError, OSError)
-
-
-def held_instances(client: DicomwebClient, study: str, series: str) -> set[str]:
-    """The SOP Instance UIDs ``client``'s server holds in one series (paged QIDO-RS; an
-    unknown series holds none).
-
-    Raises
-    ------
-    DicomwebError
-        When the server cannot answer.
-    """
-    try:
-        items = paged(client, f"/studies/{study}/series/{series}/instances", {"includefield": SOP_UID})
-        return {sop for item in items if (sop := first_value(item, SOP_UID))}
-    except DicomwebError as exc:
-        if exc.status == 404:
-            return set()
-        raise
 
 
 def sha256_of(path: str) -> str:
@@ -72,6 +55,7 @@ class _Result:
     size: int = 0
     message: str = ""
     stage: Stage = Stage.STORE
+    warned: bool = False  # stored, with a warning status (C-STORE 0xBxxx)
 
 
 class _SeriesRun:
@@ -104,12 +88,14 @@ class _SeriesRun:
 class _MigrateSeriesFn(beam.DoFn):
     """((study, series), [(sop, whole), ...]) -> outcomes and failure records, one per instance."""
 
-    def __init__(self, source: DicomwebClient | None, destination: DicomwebClient, max_instances: int,
+    def __init__(self, source: DicomwebClient | None, destination: DicomwebClient | DimseSettings, max_instances: int,
                  max_bytes: int, concurrency: int, verify_bytes: bool, dry_run: bool,
                  deid: DeidSettings | None = None) -> None:
         # None: a subclass retrieves from another kind of source (transforms.dimse_migrate)
         self.source_settings = source.settings if source is not None else None
-        self.destination_settings = destination.settings
+        self.target: MigrationTarget = migration_target(destination)
+        if verify_bytes and not self.target.verifies_bytes:
+            raise ValueError(f"{self.target.protocol} destinations cannot be read back to compare bytes")
         self.max_instances = max_instances
         self.max_bytes = max_bytes
         self.concurrency = concurrency
@@ -118,12 +104,11 @@ class _MigrateSeriesFn(beam.DoFn):
         self.deid = deid
         self.counters = {kind: Metrics.counter(metrics.NAMESPACE, kind) for kind in (SUCCESS, UNCHANGED, DEIDENTIFIED)}
         self.bytes_written = Metrics.counter(metrics.NAMESPACE, metrics.BYTES_WRITTEN)
+        self.warnings = Metrics.counter(metrics.NAMESPACE, metrics.DIMSE_WARNINGS)
 
     def setup(self) -> None:
         self.source = DicomwebClient(**self.source_settings) if self.source_settings is not None else None
-        self.destination = DicomwebClient(**self.destination_settings)
-        # Existence is decided once per series, before anything moves: no QIDO-RS per request.
-        self.sender = StowSender(self.destination, check_existing=False)
+        self.target.setup()
         self.pool = concurrent.futures.ThreadPoolExecutor(self.concurrency)  # STOW-RS requests, byte checks
         # Several series at once: one series' requests alone (a QIDO-RS, a WADO-RS answer, a few
         # STOW-RS batches) leave both servers idle much of the time.
@@ -137,6 +122,7 @@ class _MigrateSeriesFn(beam.DoFn):
         for pool in (getattr(self, "pool", None), getattr(self, "series_pool", None)):
             if pool:
                 pool.shutdown(wait=False)
+        self.target.teardown()
 
     def start_bundle(self) -> None:
         self.running: collections.deque[concurrent.futures.Future] = collections.deque()
@@ -161,8 +147,8 @@ class _MigrateSeriesFn(beam.DoFn):
         (study, series), selected = element
         target = (self.rename(study), self.rename(series))
         try:
-            held = held_instances(self.destination, *target)
-        except DicomwebError as exc:
+            held = self.target.held(*target)
+        except self.target.errors as exc:
             run = _SeriesRun(plan_series(study, series, selected, ()), "", target)
             for sop in run.plan.wanted:
                 run.fail(sop, f"cannot ask the destination which instances it holds: {exc}", Stage.COMPARE)
@@ -207,12 +193,15 @@ class _MigrateSeriesFn(beam.DoFn):
             done: concurrent.futures.Future = concurrent.futures.Future()
             done.set_result([(i, SUCCESS, "would be stored") for i in group])
             return done
-        return self.pool.submit(self.sender.send, group)
+        return self.pool.submit(self.target.send, group)
 
     def _collect(self, future: concurrent.futures.Future, run: _SeriesRun) -> None:
         for instance, kind, message in future.result():
             sop = run.source_of.get(instance.sop_uid, instance.sop_uid)
-            run.results[sop] = _Result(kind, instance.size, message, Stage.STORE)
+            if kind == WARNING:
+                run.results[sop] = _Result(SUCCESS, instance.size, message, Stage.STORE, warned=True)
+            else:
+                run.results[sop] = _Result(kind, instance.size, message, Stage.STORE)
             os.unlink(instance.url)
 
     def _retrieve(self, run: _SeriesRun) -> Iterator[ValidInstance]:
@@ -315,16 +304,17 @@ class _MigrateSeriesFn(beam.DoFn):
         if self.dry_run or not stored:
             return
         try:
-            missing = still_missing(stored, held_instances(self.destination, *run.target), self.rename)
+            missing = still_missing(stored, self.target.held(*run.target), self.rename)
             if missing:
                 time.sleep(VERIFY_RETRY_SECONDS)
-                missing = still_missing(missing, held_instances(self.destination, *run.target), self.rename)
-        except DicomwebError as exc:
+                missing = still_missing(missing, self.target.held(*run.target), self.rename)
+        except self.target.errors as exc:
             missing = []
             for sop in stored:
                 run.fail(sop, f"stored, but cannot verify that the destination holds it: {exc}", Stage.VERIFY)
         for sop in missing:
-            run.fail(sop, "STOW-RS reported it stored, but the destination does not hold it", Stage.VERIFY)
+            run.fail(sop, f"{self.target.protocol} reported it stored, but the destination does not hold it",
+                     Stage.VERIFY)
         if self.verify_bytes:
             self._verify_bytes(run, [sop for sop in stored if run.results[sop].kind == SUCCESS])
 
@@ -335,10 +325,10 @@ class _MigrateSeriesFn(beam.DoFn):
 
     def _bytes_problem(self, run: _SeriesRun, sop: str) -> str | None:
         path = "/studies/{}/series/{}/instances/{}".format(*run.target, self.rename(sop))
+        client = self.target.client  # a DicomwebTarget: verifies_bytes
         digests: set[str] = set()  # a set: a retried answer yields its parts again
         try:
-            for part, _ in self.destination.retrieve_to_files(path, run.new_file, "*",
-                                                              self.destination.retry.attempts):
+            for part, _ in client.retrieve_to_files(path, run.new_file, "*", client.retry.attempts):
                 digests.add(sha256_of(part))
         except RETRIEVAL_ERRORS as exc:
             return f"stored, but cannot retrieve it again to compare its bytes: {exc}"
@@ -350,7 +340,6 @@ class _MigrateSeriesFn(beam.DoFn):
     # -- report ----------------------------------------------------------------------------------
     def _report(self, run: _SeriesRun) -> Iterator:
         plan = run.plan
-        target = "{}/studies/{}/series/{}/instances/".format(self.destination.safe_url, *run.target)
         for row in run.mapping:
             yield beam.pvalue.TaggedOutput(MAPPING, row)
         for sop in plan.wanted:
@@ -363,12 +352,14 @@ class _MigrateSeriesFn(beam.DoFn):
                 yield _failure(identifier, result.message, result.stage)
                 continue
             self.counters[result.kind].inc()
+            if result.warned:
+                self.warnings.inc()
             if result.kind == SUCCESS and not self.dry_run:
                 self.bytes_written.inc(result.size)
             self.progress.add(1, result.size if result.kind == SUCCESS else 0)
             yield beam.pvalue.TaggedOutput(OUTCOMES, Outcome(
-                result.kind, result.size, identifier, target + self.rename(sop), *run.target, self.rename(sop),
-                (("sha256", run.digests[sop]),) if sop in run.digests else ()))
+                result.kind, result.size, identifier, self.target.location(*run.target, self.rename(sop)),
+                *run.target, self.rename(sop), (("sha256", run.digests[sop]),) if sop in run.digests else ()))
         for record in run.stray:
             yield beam.pvalue.TaggedOutput(FAILURES, record)
 
@@ -401,6 +392,12 @@ class MigrateSeries(beam.PTransform):
     key alone), so that a re-run finds what an earlier run stored. Reports name instances by
     the source's UIDs.
 
+    With a PACS's :class:`DimseSettings` as ``destination``
+    (:class:`~dicom_transfer.transforms.migrate_targets.PacsTarget`), what it holds is asked with
+    an image-level C-FIND and the missing instances are sent with C-STORE, each in its own
+    transfer syntax (never transcoded), a batch per pooled association; ``verify_bytes`` needs
+    a DICOMweb destination.
+
     Returns a dict with ``outcomes``, ``failures`` and ``mapping`` (empty without ``deid``).
 
     Example::
@@ -409,7 +406,7 @@ class MigrateSeries(beam.PTransform):
         moved = series["instances"] | MigrateSeries(source, destination)
     """
 
-    def __init__(self, source: DicomwebClient, destination: DicomwebClient, max_instances: int = 32,
+    def __init__(self, source: DicomwebClient, destination: DicomwebClient | DimseSettings, max_instances: int = 32,
                  max_bytes: int = 32 << 20, concurrency: int = 4, verify_bytes: bool = False,
                  dry_run: bool = False, deid: DeidSettings | None = None) -> None:
         super().__init__()
