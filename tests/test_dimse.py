@@ -192,6 +192,9 @@ def test_c_store_into_orthanc_then_rerun_is_unchanged(tmp_path, capsys):
             tags = requests.get(f"{server.url}/instances/{instance}/simplified-tags", timeout=30).json()
             held[tags["SOPInstanceUID"]] = digest(dataset_bytes(data))
         assert held == {sop: digest(dataset_bytes(data)) for sop, data in sent.items()}
+        # the reconciliation asked the PACS (image-level C-FIND) about each of the 6 series
+        section = first.summary["reconciliation"]
+        assert (section["series"], section["complete"], section["destinationChecked"]) == (6, 6, True)
 
         again = run_import("imp2")
         assert again.status == 0

@@ -129,6 +129,9 @@ def test_a_c_store_fault_is_one_record_and_the_rest_arrives(fault, source, migra
             assert "C-STORE reported it stored, but the destination does not hold it" in run.errors[0]["Error"]
         assert set(stored) == set(expected) - {failing}
         assert run.counter["success"] == len(expected) - 1
+        # the PACS, asked by C-FIND for the reconciliation, lacks that one instance
+        section = run.summary["reconciliation"]
+        assert (section["incomplete"], section["instancesMissing"]) == (1, 1)
     elif fault == "warning":  # stored: a success, logged as a warning, not a failure
         assert run.status == 0, run.errors
         assert stored == expected and run.counter["success"] == len(expected)
