@@ -32,9 +32,9 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import ExplicitVRLittleEndian, UID_dictionary
-from pydicom.valuerep import PersonName
 
 from dicom_transfer.deid.encoding import (
+    _PRINTABLE,
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
     TEXT_VRS,
@@ -62,6 +62,8 @@ DEFINITION_UID_SUFFIXES = ("ClassUID", "SyntaxUID", "SchemeUID", "ResourceUID", 
 PATIENT_ID, PATIENT_NAME, BURNED_IN, SOP_CLASS, MODALITY = 0x00100020, 0x00100010, 0x00280301, 0x00080016, 0x00080060
 MAX_HEADER_BYTES = 64 << 20  # beyond this (without pixel data), pydicom reads the header lazily
 RAW, PARSE, DROP = "raw", "parse", "drop"
+REMOVED, KEPT = object(), object()  # what the byte path does with an element instead of a new value
+RETURNED_TAGS = frozenset({0x00080016, 0x00080018, 0x0020000D, 0x0020000E})  # what rewrite() reads of the header
 MARK_TAGS = frozenset({0x00120062, 0x00120063, 0x00120064, 0x00280303})  # what _marks writes
 _LONG_VRS = frozenset(vr.encode("ascii") for vr in ("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN",
                                                      "UR", "UT", "UV"))
@@ -148,12 +150,14 @@ class Deidentifier:
             Burned-in annotation (unless allowed), or a header pydicom cannot decode.
         """
         transfer_syntax, elements = map_elements(source, size)
-        wanted = {*WANTED_TAGS, *(tag_for_keyword(k) for k in keywords)}
+        asked = {tag_for_keyword(k) for k in keywords}
+        wanted, returned = WANTED_TAGS | asked, RETURNED_TAGS | asked
         try:
             if elements is None or sum(e - s for t, s, e in elements if t not in PIXEL_TAGS) > MAX_HEADER_BYTES:
                 header, mapping = self._rewrite_with_pydicom(source, size, out, transfer_syntax, elements)
             else:
-                done = self._splice_bytes(source, out, transfer_syntax, elements, wanted) if self.by_bytes else None
+                done = self._splice_bytes(source, out, transfer_syntax, elements, wanted, returned) \
+                    if self.by_bytes else None
                 header, mapping = done or self._splice(source, out, transfer_syntax, elements, wanted)
             attributes = {k: header[k].value for k in keywords if k in header}
             return Rewritten(str(header.StudyInstanceUID), str(header.SeriesInstanceUID),
@@ -218,7 +222,8 @@ class Deidentifier:
         return header, instance.mapping
 
     def _splice_bytes(self, source: BinaryIO, out: BinaryIO, transfer_syntax: str,
-                      elements: list[tuple[int, int, int]], wanted: set[int]) -> tuple[Dataset, dict] | None:
+                      elements: list[tuple[int, int, int]], wanted: set[int],
+                      returned: set[int]) -> tuple[Dataset, dict] | None:
         """What :meth:`_splice` writes, made from the elements' bytes without a pydicom dataset walk,
         for explicit VR little endian headers of plain ASCII values and no sequence to look into
         (the usual case); ``None``, with nothing written, for anything else (then :meth:`_splice`)."""
@@ -226,7 +231,7 @@ class Deidentifier:
             return None
         read = HeaderReader(source, elements)
         try:
-            splice = _ByteSplice(self, read, elements, wanted)
+            splice = _ByteSplice(self, read, elements, wanted, returned)
         except _Unusual:
             return None
         if not self.allow_burned_in:
@@ -509,15 +514,16 @@ class _ByteSplice:
     """
 
     def __init__(self, deidentifier: Deidentifier, read: HeaderReader, elements: list[tuple[int, int, int]],
-                 wanted: set[int]) -> None:
+                 wanted: set[int], returned: set[int]) -> None:
         self.profile = deidentifier.profile
         self.pseudonyms = deidentifier.pseudonyms
         self.retain_uids = self.profile.options.retain_uids
         self.read = read
         self.wanted = wanted
+        self.returned = returned  # the elements of the returned header (not every parsed one)
         self.mapping: dict[tuple[str, str], tuple[str, str]] = {}
         self.parts: list[tuple[int, int, int, bytes | None]] = []  # (tag, start, end, bytes; None: copy)
-        self.header: list[DataElement | RawDataElement] = []  # the parsed elements, as the walk leaves them
+        self.header: list[DataElement | RawDataElement] = []  # those returned, as the walk leaves them
         self.texts: dict[int, str] = {}  # what the burned-in check reads
         self.patient_id = ""
         for tag, start, end in elements:
@@ -549,16 +555,19 @@ class _ByteSplice:
             raise _Unusual
         return value.decode("ascii").rstrip("\0 ").strip()
 
+    def _dropped(self, tag: int, start: int, end: int) -> bool:
+        """Private attributes, group lengths, file meta elements and the marks' old values (a
+        sequence there would be walked first: not here)."""
+        group = tag >> 16
+        if tag in MARK_TAGS and self.read(start, end)[4:6] not in (b"CS", b"LO"):
+            raise _Unusual
+        return tag in MARK_TAGS or bool(group & 1) or tag & 0xFFFF == 0 or group == 0x0002
+
     def _element(self, tag: int, start: int, end: int) -> None:
         if tag in PIXEL_TAGS:
             self.parts.append((tag, start, end, None))
             return
-        group = tag >> 16
-        if tag in MARK_TAGS:  # replaced by the marks; a sequence there would be walked first
-            if self.read(start, end)[4:6] not in (b"CS", b"LO"):
-                raise _Unusual
-            return
-        if group & 1 or tag & 0xFFFF == 0 or group == 0x0002:
+        if self._dropped(tag, start, end):
             return
         action = self.profile.action(tag)
         wanted = tag in self.wanted
@@ -574,17 +583,16 @@ class _ByteSplice:
         if tag in (BURNED_IN, SOP_CLASS, MODALITY):
             self._remember_text(tag, vr, value)
         new = self._replacement(tag, vr, action, value)
-        if new is False:
+        if new is REMOVED:
             return
-        if new is None:
+        if new is KEPT:
             self.parts.append((tag, start, end, data))
-            self.header.append(RawDataElement(BaseTag(tag), vr, length, value, start + offset, False, True))
+            if tag in self.returned:
+                self.header.append(RawDataElement(BaseTag(tag), vr, length, value, start + offset, False, True))
             return
-        encoded = encode_simple(new, False, True)
-        if encoded is None:
-            encoded = _person_name(new)
-        self.parts.append((tag, start, end, encoded))
-        self.header.append(new)
+        self.parts.append((tag, start, end, _text_element(tag, vr, new)))
+        if tag in self.returned:
+            self.header.append(DataElement(tag, vr, new, validation_mode=IGNORE))
 
     def _remember_text(self, tag: int, vr: str, value: bytes) -> None:
         """What :func:`_text` gives for an attribute the burned-in check reads."""
@@ -593,26 +601,26 @@ class _ByteSplice:
             raise _Unusual
         self.texts[tag] = text.rstrip("\0 ") if vr == "UI" else text
 
-    def _replacement(self, tag: int, vr: str, action: str | None, value: bytes) -> DataElement | None | bool:
-        """The new element (:meth:`_Instance._apply_action`); ``None``: kept as it is; ``False``: removed."""
+    def _replacement(self, tag: int, vr: str, action: str | None, value: bytes) -> object:
+        """The new value (:meth:`_Instance._apply_action`), or :data:`KEPT` or :data:`REMOVED`."""
         if tag in (PATIENT_ID, PATIENT_NAME):
             pseudonym = self.pseudonyms.patient_id(self.patient_id)
             self.mapping.setdefault(("PatientID", self.patient_id), (pseudonym, "PatientID"))
-            return DataElement(tag, vr, pseudonym, validation_mode=IGNORE)
+            return pseudonym
         if action == REMOVE:
-            return False
+            return REMOVED
         if action == ZERO:
-            return DataElement(tag, vr, None, validation_mode=IGNORE)
+            return None
         if vr == "UI" and (action in (DUMMY, UID) or action is None and not self.retain_uids
                            and _replaces_unlisted_uids(tag, value)):
-            return DataElement(tag, "UI", self._new_uids(value, _keyword(tag)), validation_mode=IGNORE)
+            return self._new_uids(value, _keyword(tag))
         if action == DUMMY and vr in TEXT_VRS:
-            return DataElement(tag, vr, _dummy(vr), validation_mode=IGNORE)
+            return _dummy(vr)
         if action not in (None, KEEP, UIDS_INSIDE):
             raise _Unusual  # cleaned, or a dummy of another VR
         if (vr == "UI" or tag == SPECIFIC_CHARACTER_SET) and _canonical(value, vr) != value:
             raise _Unusual  # read and written again by pydicom: other bytes
-        return None
+        return KEPT
 
     def _new_uids(self, value: bytes, keyword: str) -> str | list[str]:
         """The value of a UI element whose UIDs are replaced (:meth:`_Instance._replace_uids`)."""
@@ -627,14 +635,22 @@ class _ByteSplice:
         return values if len(values) > 1 else (values[0] if values else "")
 
 
-def _person_name(element: DataElement) -> bytes:
-    """A PN element of one plain ASCII value of even length (a pseudonym) as pydicom writes it
-    (explicit VR little endian); raise :class:`_Unusual` for anything else."""
-    value = str(element.value) if isinstance(element.value, PersonName) else element.value
-    if element.VR != "PN" or not isinstance(value, str) or len(value) % 2 or not _PLAIN.fullmatch(value.encode()) \
-            or "\\" in value or "\0" in value:
+def _text_element(tag: int, vr: str, value: str | list[str] | None) -> bytes:
+    """What :func:`encode_simple` writes (explicit VR little endian) for ``DataElement(tag, vr, value)``
+    made by the walk: empty, or plain ASCII text (and a PN pseudonym, which pydicom writes alike);
+    raise :class:`_Unusual` where it would answer ``None``."""
+    if value is None or value == "":
+        return element_header(tag, vr, 0, False, True)
+    values = [value] if isinstance(value, str) else value
+    if not (vr in TEXT_VRS or vr == "PN" and len(values) == 1 and values[0].isalnum()) \
+            or not all(_PRINTABLE.fullmatch(v) for v in values):
         raise _Unusual
-    return element_header(int(element.tag), "PN", len(value), False, True) + value.encode("ascii")
+    data = "\\".join(values).encode("ascii")
+    if len(data) % 2:
+        data += b"\0" if vr == "UI" else b" "
+    if len(data) > 0xFFFF and vr.encode("ascii") not in _LONG_VRS:
+        raise _Unusual
+    return element_header(tag, vr, len(data), False, True) + data
 
 
 def _marks(profile: Profile) -> list[DataElement]:
