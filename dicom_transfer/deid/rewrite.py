@@ -240,7 +240,7 @@ class Deidentifier:
         header = Dataset({element.tag: element for element in splice.header})
         for element in self.marks:
             header[element.tag] = element
-        out.write(file_meta_bytes(header.SOPClassUID, header.SOPInstanceUID, transfer_syntax))
+        out.write(file_meta_bytes(splice.sop_class, header.SOPInstanceUID, transfer_syntax))
         for _, start, end, data in sorted([*splice.parts, *self._marks_encoded(False, True)], key=lambda e: e[0]):
             if data is None:
                 copy_range(source, out, start, end)
@@ -600,6 +600,13 @@ class _ByteSplice:
         if "\\" in text:
             raise _Unusual
         self.texts[tag] = text.rstrip("\0 ") if vr == "UI" else text
+
+    @property
+    def sop_class(self) -> str:
+        """The SOP Class UID as pydicom reads it (and the file meta writes it)."""
+        if SOP_CLASS not in self.texts:
+            raise _Unusual  # none: the walk refuses the instance
+        return self.texts[SOP_CLASS]
 
     def _replacement(self, tag: int, vr: str, action: str | None, value: bytes) -> object:
         """The new value (:meth:`_Instance._apply_action`), or :data:`KEPT` or :data:`REMOVED`."""
