@@ -13,6 +13,7 @@ import hmac
 
 MIN_KEY_BYTES = 16
 MAX_DATE_SHIFT_DAYS = 3652  # dates move back by 1 day to 10 years, per patient
+DIGESTS_KEPT = 65536  # replacements remembered per process (then forgotten at once)
 
 
 class DeidKeyError(ValueError):
@@ -39,11 +40,20 @@ class Pseudonyms:
 
     def __init__(self, key: bytes) -> None:
         self._key = check_key(key)
+        self._digests: dict[tuple[bytes, str], bytes] = {}  # the study's and series' UIDs recur in each instance
 
     def __reduce__(self):
         raise TypeError("the de-identification key is never pickled: build Pseudonyms on the worker")
 
     def _digest(self, label: bytes, original: str) -> bytes:
+        found = self._digests.get((label, original))
+        if found is None:
+            if len(self._digests) >= DIGESTS_KEPT:
+                self._digests.clear()
+            found = self._digests[(label, original)] = self._hmac(label, original)
+        return found
+
+    def _hmac(self, label: bytes, original: str) -> bytes:
         return hmac.new(self._key, label + b"\x00" + original.encode("utf-8"), hashlib.sha256).digest()
 
     def uid(self, original: str) -> str:

@@ -30,13 +30,17 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import dcmwrite, write_data_element, write_dataset, write_file_meta_info
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.uid import UID_dictionary
+from pydicom.tag import BaseTag
+from pydicom.uid import ExplicitVRLittleEndian, UID_dictionary
 
 from dicom_transfer.deid.encoding import (
+    _PRINTABLE,
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
+    TEXT_VRS,
     HeaderReader,
     copy_range,
+    element_header,
     encode_simple,
     file_meta_bytes,
 )
@@ -58,6 +62,17 @@ DEFINITION_UID_SUFFIXES = ("ClassUID", "SyntaxUID", "SchemeUID", "ResourceUID", 
 PATIENT_ID, PATIENT_NAME, BURNED_IN, SOP_CLASS, MODALITY = 0x00100020, 0x00100010, 0x00280301, 0x00080016, 0x00080060
 MAX_HEADER_BYTES = 64 << 20  # beyond this (without pixel data), pydicom reads the header lazily
 RAW, PARSE, DROP = "raw", "parse", "drop"
+REMOVED, KEPT = object(), object()  # what the byte path does with an element instead of a new value
+RETURNED_TAGS = frozenset({0x00080016, 0x00080018, 0x0020000D, 0x0020000E})  # what rewrite() reads of the header
+MARK_TAGS = frozenset({0x00120062, 0x00120063, 0x00120064, 0x00280303})  # what _marks writes
+_LONG_VRS = frozenset(vr.encode("ascii") for vr in ("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN",
+                                                     "UR", "UT", "UV"))
+# VRs the byte path handles (not SQ, nor UN, whose value pydicom may read as another VR)
+_PLAIN_VRS = frozenset(vr.encode("ascii") for vr in ("AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO",
+                                                      "LT", "OB", "OD", "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SS",
+                                                      "ST", "SV", "TM", "UC", "UI", "UL", "UR", "US", "UT", "UV"))
+SPECIFIC_CHARACTER_SET = 0x00080005
+_PLAIN = re.compile(rb"[ -~]*\x00?")  # printable ASCII (decoded alike under any character set), a NUL to pad
 # Parsed whatever their action: what the checks read, and what the rewrite itself writes.
 WANTED_TAGS = frozenset({PATIENT_ID, PATIENT_NAME, BURNED_IN, 0x00080005, 0x00080016, 0x00080018, 0x00080060,
                          0x0020000D, 0x0020000E, 0x00120062, 0x00120063, 0x00120064, 0x00280303})
@@ -112,6 +127,9 @@ class Deidentifier:
         self.cleans_text = (options.clean_descriptors or options.clean_structured_content
                             or options.retain_device_identity or options.retain_patient_characteristics)
         self.marks = _marks(profile)
+        # Options under which every element's new bytes follow from its own bytes: the byte path.
+        self.by_bytes = not (self.cleans_text or options.retain_longitudinal_modified_dates
+                             or options.retain_safe_private)
         self._encoded_marks: dict[tuple[bool, bool], list[tuple[int, int, int, bytes]]] = {}
 
     def new_uid(self, original: str) -> str:
@@ -132,15 +150,18 @@ class Deidentifier:
             Burned-in annotation (unless allowed), or a header pydicom cannot decode.
         """
         transfer_syntax, elements = map_elements(source, size)
-        wanted = {*WANTED_TAGS, *(tag_for_keyword(k) for k in keywords)}
+        asked = {tag_for_keyword(k) for k in keywords}
+        wanted, returned = WANTED_TAGS | asked, RETURNED_TAGS | asked
         try:
             if elements is None or sum(e - s for t, s, e in elements if t not in PIXEL_TAGS) > MAX_HEADER_BYTES:
-                header, instance = self._rewrite_with_pydicom(source, size, out, transfer_syntax, elements)
+                header, mapping = self._rewrite_with_pydicom(source, size, out, transfer_syntax, elements)
             else:
-                header, instance = self._splice(source, out, transfer_syntax, elements, wanted)
+                done = self._splice_bytes(source, out, transfer_syntax, elements, wanted, returned) \
+                    if self.by_bytes else None
+                header, mapping = done or self._splice(source, out, transfer_syntax, elements, wanted)
             attributes = {k: header[k].value for k in keywords if k in header}
             return Rewritten(str(header.StudyInstanceUID), str(header.SeriesInstanceUID),
-                             str(header.SOPInstanceUID), transfer_syntax, out.tell(), attributes, instance.mapping)
+                             str(header.SOPInstanceUID), transfer_syntax, out.tell(), attributes, mapping)
         except (InvalidDicomError, ValueError, KeyError, TypeError, EOFError, AttributeError, OverflowError,
                 struct.error) as exc:
             if isinstance(exc, DeidentificationError):
@@ -150,7 +171,7 @@ class Deidentifier:
             raise DeidentificationError(f"cannot de-identify the header{where} ({type(exc).__name__})") from None
 
     def _splice(self, source: BinaryIO, out: BinaryIO, transfer_syntax: str, elements: list[tuple[int, int, int]],
-                wanted: set[int]) -> tuple[Dataset, _Instance]:
+                wanted: set[int]) -> tuple[Dataset, dict]:
         """Parse only the elements the profile may change; copy the others, pixel data included, as bytes."""
         implicit, little = transfer_syntax == IMPLICIT_VR_LE, transfer_syntax != EXPLICIT_VR_BE
         kept: list[tuple[int, int, int, bytes | None]] = []  # (tag, start, end, bytes; None: copy from source)
@@ -198,7 +219,34 @@ class Deidentifier:
                 else:
                     out.write(encoded)
         instance.mark(header)
-        return header, instance
+        return header, instance.mapping
+
+    def _splice_bytes(self, source: BinaryIO, out: BinaryIO, transfer_syntax: str,
+                      elements: list[tuple[int, int, int]], wanted: set[int],
+                      returned: set[int]) -> tuple[Dataset, dict] | None:
+        """What :meth:`_splice` writes, made from the elements' bytes without a pydicom dataset walk,
+        for explicit VR little endian headers of plain ASCII values and no sequence to look into
+        (the usual case); ``None``, with nothing written, for anything else (then :meth:`_splice`)."""
+        if transfer_syntax != ExplicitVRLittleEndian or not elements:
+            return None
+        read = HeaderReader(source, elements)
+        try:
+            splice = _ByteSplice(self, read, elements, wanted, returned)
+        except _Unusual:
+            return None
+        if not self.allow_burned_in:
+            texts = splice.texts
+            self._refuse_burned_in(texts.get(BURNED_IN, ""), texts.get(SOP_CLASS, ""), texts.get(MODALITY, ""))
+        header = Dataset({element.tag: element for element in splice.header})
+        for element in self.marks:
+            header[element.tag] = element
+        out.write(file_meta_bytes(splice.sop_class, header.SOPInstanceUID, transfer_syntax))
+        for _, start, end, data in sorted([*splice.parts, *self._marks_encoded(False, True)], key=lambda e: e[0]):
+            if data is None:
+                copy_range(source, out, start, end)
+            else:
+                out.write(data)
+        return header, splice.mapping
 
     def _marks_encoded(self, implicit: bool, little: bool) -> list[tuple[int, int, int, bytes]]:
         """The marks (:func:`_marks`) as written in a dataset of this encoding."""
@@ -231,7 +279,7 @@ class Deidentifier:
         return PARSE if vr in ("SQ", "UI", "UN") else RAW
 
     def _rewrite_with_pydicom(self, source: BinaryIO, size: int, out: BinaryIO, transfer_syntax: str,
-                              elements: list[tuple[int, int, int]] | None) -> tuple[Dataset, _Instance]:
+                              elements: list[tuple[int, int, int]] | None) -> tuple[Dataset, dict]:
         """Deflated datasets (and headers too large to hold): pydicom reads and writes the header,
         large values stay in the file until written, pixel data is still copied as bytes."""
         pixels = [(s, e) for t, s, e in elements or () if t in PIXEL_TAGS]
@@ -250,7 +298,7 @@ class Deidentifier:
             copy_range(source, out, *span)
         if tail is not None and len(tail):
             _write_tail(out, tail, transfer_syntax)
-        return header, instance
+        return header, instance.mapping
 
     @staticmethod
     def _read_tail(source: BinaryIO, size: int, span: tuple[int, int] | None,
@@ -263,16 +311,20 @@ class Deidentifier:
                             bytelength=size - span[1], defer_size=DEFER_SIZE)
 
     def _check_burned_in(self, header: Dataset) -> None:
-        if self.allow_burned_in:
-            return
-        flag = _text(header, BURNED_IN).strip().upper()
+        if not self.allow_burned_in:
+            self._refuse_burned_in(_text(header, BURNED_IN), _text(header, SOP_CLASS), _text(header, MODALITY))
+
+    @staticmethod
+    def _refuse_burned_in(flag: str, sop_class: str, modality: str) -> None:
+        """Raise if the pixel data may carry identifying text (the three attributes as :func:`_text` gives them)."""
+        flag = flag.strip().upper()
         if flag == "YES":
             raise DeidentificationError("BurnedInAnnotation is YES: the pixel data carries identifying text "
                                         "(use --allow-burned-in to pass it through unchanged)")
         if flag == "NO":
             return
-        sop_class = _text(header, SOP_CLASS).rstrip("\0 ")
-        modality = _text(header, MODALITY).strip().upper()
+        sop_class = sop_class.rstrip("\0 ")
+        modality = modality.strip().upper()
         kind = BURNED_IN_SOP_CLASSES.get(sop_class) or (f"modality {modality}" if modality in BURNED_IN_MODALITIES
                                                          else None)
         if kind:
@@ -447,6 +499,167 @@ class _Instance:
             header[element.tag] = element
 
 
+class _Unusual(Exception):
+    """An element the byte path leaves to the dataset walk."""
+
+
+class _ByteSplice:
+    """The elements of an explicit VR little endian header as :meth:`Deidentifier._splice` writes
+    them, made from their bytes: each element's action and new bytes are those the dataset walk
+    (:class:`_Instance`) gives it (the same pseudonyms, dummies and :func:`encode_simple`
+    encodings), and a kept element is copied as it is only where pydicom would write the same
+    bytes again. Raises :class:`_Unusual` for anything else: a sequence, a value that is not
+    plain ASCII, a cleaned attribute, a dummy :func:`encode_simple` does not write... Tests
+    compare both paths on a varied corpus.
+    """
+
+    def __init__(self, deidentifier: Deidentifier, read: HeaderReader, elements: list[tuple[int, int, int]],
+                 wanted: set[int], returned: set[int]) -> None:
+        self.profile = deidentifier.profile
+        self.pseudonyms = deidentifier.pseudonyms
+        self.retain_uids = self.profile.options.retain_uids
+        self.read = read
+        self.wanted = wanted
+        self.returned = returned  # the elements of the returned header (not every parsed one)
+        self.mapping: dict[tuple[str, str], tuple[str, str]] = {}
+        self.parts: list[tuple[int, int, int, bytes | None]] = []  # (tag, start, end, bytes; None: copy)
+        self.header: list[DataElement | RawDataElement] = []  # those returned, as the walk leaves them
+        self.texts: dict[int, str] = {}  # what the burned-in check reads
+        self.patient_id = ""
+        for tag, start, end in elements:
+            if tag == PATIENT_ID:
+                self.patient_id = self._patient_id(self._split(read(start, end))[3])
+        previous = -1
+        for tag, start, end in elements:
+            if tag <= previous:
+                raise _Unusual  # out of order or repeated: the dataset decides which one stays
+            previous = tag
+            self._element(tag, start, end)
+
+    @staticmethod
+    def _split(data: bytes) -> tuple[str, int, int, bytes]:
+        """VR, length, offset of the value and value of one element's bytes."""
+        vr = data[4:6]
+        if vr in _LONG_VRS:
+            length, offset = struct.unpack_from("<L", data, 8)[0], 12
+        else:
+            length, offset = struct.unpack_from("<H", data, 6)[0], 8
+        if length == 0xFFFFFFFF or vr not in _PLAIN_VRS:
+            raise _Unusual
+        return vr.decode("ascii"), length, offset, data[offset:]
+
+    @staticmethod
+    def _patient_id(value: bytes) -> str:
+        """``str(header.get("PatientID", "") or "").strip()`` for a plain single value."""
+        if not _PLAIN.fullmatch(value) or b"\\" in value:
+            raise _Unusual
+        return value.decode("ascii").rstrip("\0 ").strip()
+
+    def _dropped(self, tag: int, start: int, end: int) -> bool:
+        """Private attributes, group lengths, file meta elements and the marks' old values (a
+        sequence there would be walked first: not here)."""
+        group = tag >> 16
+        if tag in MARK_TAGS and self.read(start, end)[4:6] not in (b"CS", b"LO"):
+            raise _Unusual
+        return tag in MARK_TAGS or bool(group & 1) or tag & 0xFFFF == 0 or group == 0x0002
+
+    def _element(self, tag: int, start: int, end: int) -> None:
+        if tag in PIXEL_TAGS:
+            self.parts.append((tag, start, end, None))
+            return
+        if self._dropped(tag, start, end):
+            return
+        action = self.profile.action(tag)
+        wanted = tag in self.wanted
+        if not wanted and action == REMOVE:
+            return
+        data = self.read(start, end)
+        vr, length, offset, value = self._split(data)
+        if not wanted and action in (None, KEEP) and vr != "UI":
+            self.parts.append((tag, start, end, data))
+            return
+        if not _PLAIN.fullmatch(value):
+            raise _Unusual  # not plain ASCII text: pydicom decodes and encodes it
+        if tag in (BURNED_IN, SOP_CLASS, MODALITY):
+            self._remember_text(tag, vr, value)
+        new = self._replacement(tag, vr, action, value)
+        if new is REMOVED:
+            return
+        if new is KEPT:
+            self.parts.append((tag, start, end, data))
+            if tag in self.returned:
+                self.header.append(RawDataElement(BaseTag(tag), vr, length, value, start + offset, False, True))
+            return
+        self.parts.append((tag, start, end, _text_element(tag, vr, new)))
+        if tag in self.returned:
+            self.header.append(DataElement(tag, vr, new, validation_mode=IGNORE))
+
+    def _remember_text(self, tag: int, vr: str, value: bytes) -> None:
+        """What :func:`_text` gives for an attribute the burned-in check reads."""
+        text = value.decode("ascii")
+        if "\\" in text:
+            raise _Unusual
+        self.texts[tag] = text.rstrip("\0 ") if vr == "UI" else text
+
+    @property
+    def sop_class(self) -> str:
+        """The SOP Class UID as pydicom reads it (and the file meta writes it)."""
+        if SOP_CLASS not in self.texts:
+            raise _Unusual  # none: the walk refuses the instance
+        return self.texts[SOP_CLASS]
+
+    def _replacement(self, tag: int, vr: str, action: str | None, value: bytes) -> object:
+        """The new value (:meth:`_Instance._apply_action`), or :data:`KEPT` or :data:`REMOVED`."""
+        if tag in (PATIENT_ID, PATIENT_NAME):
+            pseudonym = self.pseudonyms.patient_id(self.patient_id)
+            self.mapping.setdefault(("PatientID", self.patient_id), (pseudonym, "PatientID"))
+            return pseudonym
+        if action == REMOVE:
+            return REMOVED
+        if action == ZERO:
+            return None
+        if vr == "UI" and (action in (DUMMY, UID) or action is None and not self.retain_uids
+                           and _replaces_unlisted_uids(tag, value)):
+            return self._new_uids(value, _keyword(tag))
+        if action == DUMMY and vr in TEXT_VRS:
+            return _dummy(vr)
+        if action not in (None, KEEP, UIDS_INSIDE):
+            raise _Unusual  # cleaned, or a dummy of another VR
+        if (vr == "UI" or tag == SPECIFIC_CHARACTER_SET) and _canonical(value, vr) != value:
+            raise _Unusual  # read and written again by pydicom: other bytes
+        return KEPT
+
+    def _new_uids(self, value: bytes, keyword: str) -> str | list[str]:
+        """The value of a UI element whose UIDs are replaced (:meth:`_Instance._replace_uids`)."""
+        text = value.decode("latin-1").rstrip("\0 ")
+        values = []
+        for original in text.split("\\") if text else []:
+            if original:
+                new = self.pseudonyms.uid(original)
+                self.mapping.setdefault(("UID", original), (new, keyword))
+                original = new
+            values.append(original)
+        return values if len(values) > 1 else (values[0] if values else "")
+
+
+def _text_element(tag: int, vr: str, value: str | list[str] | None) -> bytes:
+    """What :func:`encode_simple` writes (explicit VR little endian) for ``DataElement(tag, vr, value)``
+    made by the walk: empty, or plain ASCII text (and a PN pseudonym, which pydicom writes alike);
+    raise :class:`_Unusual` where it would answer ``None``."""
+    if value is None or value == "":
+        return element_header(tag, vr, 0, False, True)
+    values = [value] if isinstance(value, str) else value
+    if not (vr in TEXT_VRS or vr == "PN" and len(values) == 1 and values[0].isalnum()) \
+            or not all(_PRINTABLE.fullmatch(v) for v in values):
+        raise _Unusual
+    data = "\\".join(values).encode("ascii")
+    if len(data) % 2:
+        data += b"\0" if vr == "UI" else b" "
+    if len(data) > 0xFFFF and vr.encode("ascii") not in _LONG_VRS:
+        raise _Unusual
+    return element_header(tag, vr, len(data), False, True) + data
+
+
 def _marks(profile: Profile) -> list[DataElement]:
     """PS3.15 E.1.1: that the identity was removed, how, and what became of the dates (made once,
     written into every instance)."""
@@ -461,6 +674,26 @@ def _marks(profile: Profile) -> list[DataElement]:
              else "UNMODIFIED" if options.retain_longitudinal_full_dates else "REMOVED")
     return [DataElement(0x00120062, "CS", "YES"), DataElement(0x00120063, "LO", method),
             DataElement(0x00120064, "SQ", Sequence(codes)), DataElement(0x00280303, "CS", dates)]
+
+
+def _replaces_unlisted_uids(tag: int, value: bytes) -> bool:
+    """:meth:`_Instance._unlisted` for a UI element: an instance UID (not a definition one) the
+    table does not name, with a value that is not a well-known UID."""
+    keyword = keyword_for_tag(tag) or ""
+    if keyword.endswith(DEFINITION_UID_SUFFIXES):
+        return False
+    text = value.decode("latin-1").rstrip("\0 ")
+    return any(v not in UID_dictionary for v in text.split("\\") if v)
+
+
+def _canonical(value: bytes, vr: str) -> bytes:
+    """The bytes pydicom writes for a plain ASCII value it read as ``value`` (values without
+    trailing NULs and spaces, leading spaces kept; padded again to even length)."""
+    text = "\\".join(v.rstrip("\0 ") for v in value.decode("ascii").split("\\"))
+    if vr == "UI":
+        text = value.decode("ascii").rstrip("\0 ")
+    data = text.encode("ascii")
+    return data + (b"\0" if vr == "UI" else b" ") if len(data) % 2 else data
 
 
 def _identifying_terms(header: Dataset, profile: Profile) -> re.Pattern | None:
