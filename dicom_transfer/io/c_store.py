@@ -32,23 +32,15 @@ from dicom_transfer.io.dimse import (
     query,
 )
 from dicom_transfer.io.files import local_path
+from dicom_transfer.io.stow_requests import Storable
 from dicom_transfer.part10 import FileMeta, read_file_meta
 
 ATTEMPTS = 3  # per instance, when the association breaks or is refused
 PER_LANE = 16  # instances per association at least, before another one is opened
 
 
-class StorableFile(Protocol):
-    """A Part-10 instance on disk (or in a store): where, how big, its UIDs and transfer syntax."""
-
-    @property
-    def url(self) -> str: ...
-
-    @property
-    def size(self) -> int: ...
-
-    @property
-    def sop_uid(self) -> str: ...
+class StorableFile(Storable, Protocol):
+    """An instance that can be sent (see :class:`Storable`), and its transfer syntax."""
 
     @property
     def transfer_syntax(self) -> str: ...
