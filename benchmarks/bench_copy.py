@@ -167,6 +167,8 @@ def reruns(work: Path, count: int, baseline_src: str | None, rounds: int = 2, pi
         for name, command in runs.items():
             times.setdefault(name, []).append(timed(command))
         shutil.rmtree(dst)
+        shutil.rmtree(work / f"one{round_}", ignore_errors=True)
+        shutil.rmtree(work / f"one-base{round_}", ignore_errors=True)
         if baseline_src:
             shutil.rmtree(base_dst)
     best = {name: min(values) for name, values in times.items()}
