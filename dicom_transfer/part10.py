@@ -16,7 +16,7 @@ import struct
 import tempfile
 import zlib
 from collections.abc import Iterable
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
@@ -131,7 +131,7 @@ def validate_part10(
         uids.append(value)
     attributes = {}
     if wanted:
-        dataset = Dataset(walker.captured)
+        dataset = Dataset({Tag(tag): element for tag, element in walker.captured.items()})
         dataset.set_original_encoding(implicit, little, None)
     for keyword, tag in wanted.items():
         if tag in walker.captured:
@@ -231,11 +231,11 @@ def map_elements(stream: BinaryIO, size: int) -> tuple[str, list[tuple[int, int,
         return transfer_syntax, None
     return transfer_syntax, walker.elements
 
-def _uid_text(value: bytes) -> str:
+def _uid_text(value: bytes | None) -> str:
     """A UI value without its one padding byte (PS3.5 6.2: a trailing NUL to even length; a trailing
     space is tolerated, as pydicom does). Nothing else is removed: a UID with a leading space, a line
     break or a control byte is not the UID without them, and two such encodings must not share a path."""
-    text = value.decode("ascii", "replace")
+    text = (value or b"").decode("ascii", "replace")  # a zero-length value is read as None
     return text[:-1] if text.endswith(("\x00", " ")) else text
 
 
@@ -270,7 +270,8 @@ def _inflate(stream: BinaryIO, size: int) -> tuple[BinaryIO, int]:
         raise InvalidInstance("truncated", "deflated dataset ends before its deflate stream does")
     length = out.tell()
     out.seek(0)
-    return out, length
+    # SpooledTemporaryFile is a binary file object, but typeshed does not declare it a BinaryIO
+    return cast(BinaryIO, out), length
 
 
 class _Walker:
@@ -408,6 +409,8 @@ class _Walker:
         capture, one that does not fit), leaving it, and every verdict, to the general walk.
         """
         data, pos = self.data, self.pos
+        if data is None:
+            return
         stop = min(end, self.size, len(data))
         unpack_tag, unpack_short = self.tag_struct.unpack_from, self.short_struct.unpack_from
         unpack_long = self.long_struct.unpack_from
@@ -456,7 +459,7 @@ class _Walker:
                 self._fragments(tag, offset)
             else:
                 raise InvalidInstance(
-                    "parse", f"element {_tag_text(tag)} at byte {offset} ({vr.decode()}) has undefined length"
+                    "parse", f"element {_tag_text(tag)} at byte {offset} ({(vr or b'').decode()}) has undefined length"
                 )
             return
         self._check_fits(tag, offset, length, limit)
@@ -470,7 +473,7 @@ class _Walker:
             value_offset = self.pos
             value = self._read(length, f"the value of element {_tag_text(tag)}")
             self.captured[tag] = RawDataElement(
-                Tag(tag), None if self.implicit else vr.decode("ascii"), length, value,
+                Tag(tag), None if self.implicit or vr is None else vr.decode("ascii"), length, value,
                 value_offset, self.implicit, self.endian == "<", True, False
             )
         else:

@@ -54,7 +54,9 @@ def load_table() -> AnnexETable:
     """The table shipped with the package (read once per process)."""
     text = resources.files("dicom_transfer.deid").joinpath("annex_e_table.json").read_text("utf-8")
     data = json.loads(text)
-    attributes, repeating, private = {}, [], (REMOVE, {})
+    attributes: dict[int, tuple[str, dict[str, str]]] = {}
+    repeating: list[tuple[int, int, str, dict[str, str]]] = []
+    private: tuple[str, dict[str, str]] = (REMOVE, {})
     for row in data["attributes"]:
         entry = (row["basic"], row.get("options", {}))
         if row["tag"] == "private":

@@ -40,8 +40,9 @@ from dicom_transfer.part10 import FileMeta
 
 try:
     from pynetdicom import AE, _config, build_role, evt
+    HAVE_PYNETDICOM = True
 except ImportError:  # pragma: no cover - the [dimse] extra is not installed
-    AE = None
+    HAVE_PYNETDICOM = False
 
 LOG = logging.getLogger(__name__)
 FIND_MODEL = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Information Model
@@ -94,7 +95,7 @@ class AssociationFailed(DimseError):
 
 def require_pynetdicom() -> None:
     """Raises ``DimseError`` if pynetdicom (the ``[dimse]`` extra) is missing."""
-    if AE is None:
+    if not HAVE_PYNETDICOM:
         raise DimseError("DIMSE needs pynetdicom: pip install 'dicom-transfer[dimse]'")
 
 
@@ -147,23 +148,34 @@ class _Checkpoint(threading.Event):
 
     def __init__(self) -> None:
         super().__init__()
+        # Its own condition and flag (an Event's are private): every method of Event is redefined here
+        self._state = threading.Condition(threading.Lock())
+        self._raised = True
         self.held = False
         self.blocked = False  # the reactor waits here, and will until set()
-        super().set()
+
+    def is_set(self) -> bool:
+        return self._raised
 
     def set(self) -> None:
         if not self.held:
-            super().set()
+            with self._state:
+                self._raised = True
+                self._state.notify_all()
+
+    def clear(self) -> None:
+        with self._state:
+            self._raised = False
 
     def wait(self, timeout: float | None = None) -> bool:
         # Event.wait, noting when the reactor is really stopped: pynetdicom's own ``_is_paused``
         # is already True while the reactor is still passing a checkpoint that was set
-        with self._cond:
-            if self._flag:
+        with self._state:
+            if self._raised:
                 return True
             self.blocked = True
             try:
-                return self._cond.wait_for(lambda: self._flag, timeout)
+                return self._state.wait_for(lambda: self._raised, timeout)
             finally:
                 self.blocked = False
 
@@ -192,8 +204,9 @@ class Link:
         ae.maximum_pdu_size = MAX_PDU
         for abstract, syntaxes in contexts:
             ae.add_requested_context(abstract, list(syntaxes))
-        handlers = [(evt.EVT_CONN_OPEN, self._connection_open), (evt.EVT_ACSE_RECV, self._note_rejection),
-                    (evt.EVT_C_STORE, self._store)]
+        handlers: list[evt.EventHandlerType] = [
+            (evt.EVT_CONN_OPEN, self._connection_open), (evt.EVT_ACSE_RECV, self._note_rejection),
+            (evt.EVT_C_STORE, self._store)]
         peer = settings.peer
         self.association = ae.associate(
             peer.host, peer.port, ae_title=peer.ae_title, max_pdu=MAX_PDU,
@@ -472,8 +485,8 @@ class AssociationPool:
                 if attempt + 1 >= OPEN_ATTEMPTS:
                     raise
                 with self.lock:
-                    idle, self.idle = self.idle, []
-                for link in idle:
+                    spare, self.idle = self.idle, []
+                for link in spare:
                     self._close(link)
                 time.sleep(0.1 * 2 ** attempt)  # a busy PACS refuses for a moment
             except BaseException:
@@ -498,6 +511,7 @@ class AssociationPool:
                 victim = self.idle.pop(0) if self.idle else None
             if victim is not None:
                 self._close(victim)
+        return None
 
     def _close(self, link: Link) -> None:
         link.close()
@@ -558,7 +572,8 @@ def start_storage_scp(ae_title: str, host: str, port: int, on_store: Callable, m
     # implicit, so that a peer offering both in one context sends explicit VR data as it is.
     syntaxes = [*RETRIEVE_SYNTAXES, *(s for s in ALL_TRANSFER_SYNTAXES if s not in RETRIEVE_SYNTAXES)]
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, syntaxes)
+        if context.abstract_syntax is not None:  # always set in pynetdicom's list; typed optional
+            ae.add_supported_context(context.abstract_syntax, syntaxes)
     ae.add_supported_context(VERIFICATION, ALL_TRANSFER_SYNTAXES[:2])
     return ae.start_server((host, port), block=False, evt_handlers=[
         (evt.EVT_CONN_OPEN, _set_nodelay), (evt.EVT_C_STORE, on_store)])
