@@ -144,6 +144,7 @@ class _ExpandFn(PeerDoFn):
 
     def _instances(self, resource: ResourcePath) -> Iterator:
         study = resource.study
+        series_list: dict[str, int | None]  # series UID: instance count, when C-FIND gave it
         if resource.series is not None:
             series_list = {resource.series: None}
         else:
@@ -217,7 +218,8 @@ def retrieval_contexts(group: list[tuple[str, str]], move_destination: str | Non
                        ) -> tuple[list[tuple[str, tuple[str, ...]]], list[str]]:
     """The presentation contexts and SCP roles of a C-GET (the storage ``group`` comes back
     on the association) or of a C-MOVE (``move_destination``: only the model)."""
-    contexts = [(MOVE_MODEL if move_destination else GET_MODEL, EXPLICIT_AND_IMPLICIT)]
+    contexts: list[tuple[str, tuple[str, ...]]] = [
+        (MOVE_MODEL if move_destination else GET_MODEL, EXPLICIT_AND_IMPLICIT)]
     if move_destination:
         return contexts, []
     contexts += [(sop_class, (syntax,)) for sop_class, syntax in group]

@@ -91,10 +91,13 @@ class ResourcesToExport(beam.PTransform):
         resources = p | ResourcesToExport(client, identifiers=["1.2.3", "12.3/4.5.678"])
     """
 
-    def __init__(self, client: DicomwebClient, identifiers: Iterable[str] = (),
+    def __init__(self, client: DicomwebClient | None, identifiers: Iterable[str] = (),
                  identifiers_file: str | None = None, filter_file: str | None = None,
                  all_studies: bool = False) -> None:
+        """``client``: the store listed for ``all_studies`` (``None`` when only given lists are read)."""
         super().__init__()
+        if all_studies and client is None:
+            raise ValueError("all_studies needs the client of the store to list")
         self.client = client
         self.identifiers = list(identifiers)
         self.identifiers_file = identifiers_file
@@ -117,7 +120,7 @@ class ResourcesToExport(beam.PTransform):
                               FAILURES, main=RESOURCES))
                 resources.append(parsed[RESOURCES])
                 failures.append(parsed[FAILURES])
-        if self.all_studies:
+        if self.all_studies and self.client is not None:
             listed = (pbegin | "Store" >> beam.Create([None])
                       | "ListStudies" >> beam.ParDo(_ListStudiesFn(self.client)).with_outputs(
                           FAILURES, main=RESOURCES))
