@@ -160,3 +160,37 @@ def test_c_store_command_is_what_pynetdicom_encodes(sop_class, sop, message_id):
     message = C_STORE_RQ()
     message.primitive_to_message(request)
     assert c_store_command(message_id, sop_class, sop) == encode(message.command_set, True, True)
+
+
+@pytest.mark.parametrize("flag", ["--move-journal", "--move-staging"])
+def test_c_move_options_are_checked_alike_for_export_and_migrate(flag):
+    import argparse
+
+    from dicom_transfer.pipelines.dimse import _move_settings
+    from dicom_transfer.pipelines.dimse_migrate import staged_move
+    from dicom_transfer.pipelines.options import UsageError
+
+    def check(**given):
+        values = {"move_destination": None, "move_listen": None, "move_journal": None, "move_staging": None}
+        values.update(given)
+        options = argparse.Namespace(**values)
+        if flag == "--move-journal":
+            return _move_settings(options, "/out")
+        return staged_move(options)
+
+    attribute = flag[2:].replace("-", "_")
+    assert check() is None
+    with pytest.raises(UsageError, match=f"--move-listen and {flag} go with --move-destination"):
+        check(move_listen="127.0.0.1:11112")
+    with pytest.raises(UsageError, match=f"--move-listen and {flag} go with --move-destination"):
+        check(**{attribute: "/elsewhere"})
+    with pytest.raises(UsageError, match=f"needs --move-listen HOST:PORT .* or {flag} URL"):
+        check(move_destination="RECEIVER")
+    with pytest.raises(UsageError, match="--move-destination"):
+        check(move_destination="A" * 17, move_listen="127.0.0.1:11112")
+    with pytest.raises(UsageError):
+        check(move_destination="RECEIVER", move_listen="127.0.0.1:0")
+    settings = check(move_destination="RECEIVER", **{attribute: "/elsewhere/"})
+    assert (settings.ae_title, settings.listen) == ("RECEIVER", None)
+    assert (settings.journal if flag == "--move-journal" else settings.staging) == "/elsewhere" + (
+        "/" if flag == "--move-journal" else "")

@@ -118,20 +118,34 @@ def dimse_settings(options: argparse.Namespace, address: str, option: str) -> Di
     return settings
 
 
-def _move_settings(options: argparse.Namespace, destination: str) -> MoveSettings | None:
+def move_options(options: argparse.Namespace, elsewhere_flag: str, elsewhere: str | None,
+                 elsewhere_what: str) -> tuple[str, tuple[str, int] | None] | None:
+    """The checked C-MOVE options shared by export and migrate: ``(--move-destination AE title,
+    --move-listen address or None)``, or ``None`` without ``--move-destination``. ``elsewhere`` is the
+    value of ``elsewhere_flag`` (``--move-journal``, ``--move-staging``: where a receiver that runs
+    elsewhere leaves what it receives, ``elsewhere_what``), needed when there is no ``--move-listen``.
+    Raises UsageError."""
     if not options.move_destination:
-        if options.move_listen or options.move_journal:
-            raise UsageError("--move-listen and --move-journal go with --move-destination")
+        if options.move_listen or elsewhere:
+            raise UsageError(f"--move-listen and {elsewhere_flag} go with --move-destination")
         return None
     try:
         title = check_ae_title(options.move_destination, "--move-destination")
         listen = parse_listen_address(options.move_listen) if options.move_listen else None
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    if listen is None and not options.move_journal:
+    if listen is None and not elsewhere:
         raise UsageError("--move-destination needs --move-listen HOST:PORT (a receiver for this run) or "
-                         "--move-journal URL (the journal of a receiver that runs elsewhere)")
-    return MoveSettings(title, listen, options.move_journal or journal_of(destination))
+                         f"{elsewhere_flag} URL ({elsewhere_what})")
+    return title, listen
+
+
+def _move_settings(options: argparse.Namespace, destination: str) -> MoveSettings | None:
+    receiver = move_options(options, "--move-journal", options.move_journal,
+                            "the journal of a receiver that runs elsewhere")
+    if receiver is None:
+        return None
+    return MoveSettings(*receiver, options.move_journal or journal_of(destination))
 
 
 def study_date_chunks(options: argparse.Namespace) -> tuple[str, ...] | None:

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 
 import apache_beam as beam
 
-from dicom_transfer.dimse import check_ae_title, parse_listen_address
 from dicom_transfer.errors import FAILURES, redact
 from dicom_transfer.io.dicomweb import DicomwebClient
 from dicom_transfer.io.dimse import DimseSettings
@@ -32,7 +31,7 @@ from dicom_transfer.pipelines.configs import (
     run_reports,
 )
 from dicom_transfer.pipelines.deid import DeidConfig, deid_config
-from dicom_transfer.pipelines.dimse import dimse_settings, study_date_chunks
+from dicom_transfer.pipelines.dimse import dimse_settings, move_options, study_date_chunks
 from dicom_transfer.pipelines.options import UsageError
 from dicom_transfer.pipelines.receiver import MoveReceiver, journal_of
 from dicom_transfer.report import RunReports
@@ -64,18 +63,11 @@ class StagedMove:
 
 def staged_move(options: argparse.Namespace) -> StagedMove | None:
     """The C-MOVE options of a migration; raises UsageError."""
-    if not options.move_destination:
-        if options.move_listen or options.move_staging:
-            raise UsageError("--move-listen and --move-staging go with --move-destination")
+    receiver = move_options(options, "--move-staging", options.move_staging,
+                            "the staging area of a receiver that runs elsewhere")
+    if receiver is None:
         return None
-    try:
-        title = check_ae_title(options.move_destination, "--move-destination")
-        listen = parse_listen_address(options.move_listen) if options.move_listen else None
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-    if listen is None and not options.move_staging:
-        raise UsageError("--move-destination needs --move-listen HOST:PORT (a receiver for this run) or "
-                         "--move-staging URL (the staging area of a receiver that runs elsewhere)")
+    title, listen = receiver
     if options.move_staging:
         return StagedMove(title, listen, options.move_staging.rstrip("/"))
     return StagedMove(title, listen, tempfile.mkdtemp(prefix="dicom-transfer-staging-"), temporary=True)
