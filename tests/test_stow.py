@@ -35,3 +35,24 @@ def test_409_duplicates_are_unchanged_not_failures():
 
 def test_200_without_a_body_is_success():
     assert interpret_stow(200, {}, ["1.1"]) == {"1.1": ("success", "stored")}
+
+
+def test_the_retry_policy_is_the_one_urllib3_applies():
+    """io.retry owns the policy: urllib3's Retry for GET is built from --max-attempts and its backoff."""
+    import requests
+
+    from dicom_transfer.io.dicomweb import DicomwebClient
+    from dicom_transfer.io.retry import BODY_ERRORS, RETRYABLE_STATUS, RetryPolicy
+
+    policy = RetryPolicy(attempts=4, base=0.25, cap=8.0)
+    retry = policy.urllib3_retry(RETRYABLE_STATUS - {500})
+    assert (retry.total, retry.connect, retry.read, retry.status, retry.other) == (3, 3, 3, 3, 0)
+    assert (retry.backoff_factor, retry.backoff_max, retry.backoff_jitter) == (0.25, 8.0, 0.25)
+    assert retry.status_forcelist == [408, 429, 502, 503, 504]
+    assert set(retry.allowed_methods) == {"GET", "HEAD"}
+    assert retry.respect_retry_after_header and not retry.raise_on_status
+    client = DicomwebClient("http://127.0.0.1:9/dicom-web", retry=policy)
+    used = client.session.get_adapter("http://127.0.0.1:9/").max_retries
+    assert (used.total, used.status_forcelist) == (3, sorted(RETRYABLE_STATUS))
+    # a body cut off mid-way is transient, as requests reports it
+    assert issubclass(requests.exceptions.ChunkedEncodingError, BODY_ERRORS)

@@ -1,8 +1,9 @@
 """A DICOMweb client for bulk transfers: STOW-RS, QIDO-RS and WADO-RS over ``requests``.
 
 TLS verification is always on (``ca_bundle`` adds a private CA). GET requests are
-retried by urllib3 (429 with ``Retry-After``, 5xx, connection errors); STOW-RS
-bodies are streamed, so their retries are driven here with the same policy.
+retried by urllib3 (429 with ``Retry-After``, 5xx, connection errors) and here when
+their body is cut off; STOW-RS bodies are streamed, so their retries are driven here.
+What is retried, how often and how patiently is decided in :mod:`dicom_transfer.io.retry`.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from typing import BinaryIO
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from dicom_transfer.dicom_json import SOP_UID, first_value, values
 from dicom_transfer.errors import redact, redact_url
 from dicom_transfer.io.auth import AuthConfig, AuthError
 from dicom_transfer.io.files import CHUNK, open_url
 from dicom_transfer.io.multipart import MultipartError, boundary_of, iter_parts_to_files, remove_quietly
-from dicom_transfer.io.retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
+from dicom_transfer.io.retry import BODY_ERRORS, RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 
 LOG = logging.getLogger(__name__)
 DICOM_JSON = "application/dicom+json"
@@ -41,11 +41,6 @@ class DicomwebError(Exception):
         super().__init__(message)
         self.status = status
         self.body = body
-
-
-# A body that stopped before its end: requests reports urllib3's IncompleteRead (Content-Length not
-# reached) and a reset mid-body as ChunkedEncodingError, a broken compression as ContentDecodingError.
-BODY_ERRORS = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
 
 
 class TranscodingError(DicomwebError):
@@ -144,15 +139,7 @@ class DicomwebClient:
         session.auth = self.auth_config.build(self.url)
         adapter = _BlockAdapter(
             pool_connections=self.pool_size, pool_maxsize=self.pool_size,
-            max_retries=Retry(
-                total=self.retry.attempts - 1, connect=self.retry.attempts - 1,
-                read=self.retry.attempts - 1, status=self.retry.attempts - 1,
-                backoff_factor=self.retry.base, backoff_max=self.retry.cap, backoff_jitter=self.retry.base,
-                other=0,  # a TLS verification failure will not pass on a retry
-                status_forcelist=sorted(retried), allowed_methods=["GET", "HEAD"],
-                respect_retry_after_header=True, raise_on_status=False,
-            ),
-        )
+            max_retries=self.retry.urllib3_retry(retried))
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         return session
