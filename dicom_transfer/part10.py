@@ -170,7 +170,8 @@ def read_file_meta(stream: BinaryIO, size: int) -> FileMeta:
         if raw is None:
             raise InvalidInstance("part10", f"file meta information has no {name} {_tag_text(tag)}")
         uids.append(_uid_text(raw.value))
-    return FileMeta(*uids, dataset_offset=walker.pos)
+    sop_class, sop_instance, transfer_syntax = uids
+    return FileMeta(sop_class, sop_instance, transfer_syntax, dataset_offset=walker.pos)
 
 
 def _walk_file_meta(stream: BinaryIO, size: int, capture: set[int]) -> _Walker:

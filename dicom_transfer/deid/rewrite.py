@@ -16,6 +16,7 @@ import datetime as _dt
 import io
 import re
 import struct
+from collections.abc import Set as AbstractSet
 from functools import lru_cache
 from typing import BinaryIO
 
@@ -31,6 +32,7 @@ from pydicom.filewriter import dcmwrite, write_data_element, write_dataset, writ
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
+from pydicom.uid import UID as PydicomUID
 from pydicom.uid import ExplicitVRLittleEndian, UID_dictionary
 
 from dicom_transfer.deid.encoding import (
@@ -96,6 +98,15 @@ class DeidentificationError(ValueError):
     """The instance cannot be de-identified. The message names tags, never values."""
 
 
+class _ElementFailure(Exception):
+    """pydicom failed on one header element: its tag (the innermost one, for a nested element)
+    and the error, for the message :meth:`Deidentifier.rewrite` gives."""
+
+    def __init__(self, tag: int, error: Exception) -> None:
+        super().__init__(tag, error)
+        self.tag, self.error = tag, error
+
+
 @dataclasses.dataclass
 class Rewritten:
     """What the rewrite produced: the new identity, the layout attributes and the mapping."""
@@ -150,7 +161,7 @@ class Deidentifier:
             Burned-in annotation (unless allowed), or a header pydicom cannot decode.
         """
         transfer_syntax, elements = map_elements(source, size)
-        asked = {tag_for_keyword(k) for k in keywords}
+        asked = {t for t in map(tag_for_keyword, keywords) if t is not None}
         wanted, returned = WANTED_TAGS | asked, RETURNED_TAGS | asked
         try:
             if elements is None or sum(e - s for t, s, e in elements if t not in PIXEL_TAGS) > MAX_HEADER_BYTES:
@@ -162,16 +173,17 @@ class Deidentifier:
             attributes = {k: header[k].value for k in keywords if k in header}
             return Rewritten(str(header.StudyInstanceUID), str(header.SeriesInstanceUID),
                              str(header.SOPInstanceUID), transfer_syntax, out.tell(), attributes, mapping)
+        except DeidentificationError:
+            raise
+        except _ElementFailure as failure:
+            raise DeidentificationError(f"cannot de-identify the header at {_tag_text(failure.tag)} "
+                                        f"({type(failure.error).__name__})") from None
         except (InvalidDicomError, ValueError, KeyError, TypeError, EOFError, AttributeError, OverflowError,
                 struct.error) as exc:
-            if isinstance(exc, DeidentificationError):
-                raise
-            current = getattr(exc, "deid_tag", None)
-            where = f" at {_tag_text(current)}" if current is not None else ""
-            raise DeidentificationError(f"cannot de-identify the header{where} ({type(exc).__name__})") from None
+            raise DeidentificationError(f"cannot de-identify the header ({type(exc).__name__})") from None
 
     def _splice(self, source: BinaryIO, out: BinaryIO, transfer_syntax: str, elements: list[tuple[int, int, int]],
-                wanted: set[int]) -> tuple[Dataset, dict]:
+                wanted: AbstractSet[int]) -> tuple[Dataset, dict]:
         """Parse only the elements the profile may change; copy the others, pixel data included, as bytes."""
         implicit, little = transfer_syntax == IMPLICIT_VR_LE, transfer_syntax != EXPLICIT_VR_BE
         kept: list[tuple[int, int, int, bytes | None]] = []  # (tag, start, end, bytes; None: copy from source)
@@ -203,11 +215,11 @@ class Deidentifier:
         stream.is_little_endian, stream.is_implicit_VR = little, implicit
         encoding = header.get("SpecificCharacterSet", "iso8859")
         parsed = [(int(tag), 0, 0, b"") for tag in header.keys()]  # noqa: SIM118 - tags
-        for tag, start, end, data in sorted([*kept, *parsed, *marks], key=lambda e: e[0]):
-            if data is None:
+        for tag, start, end, given in sorted([*kept, *parsed, *marks], key=lambda e: e[0]):
+            if given is None:
                 copy_range(source, out, start, end)
-            elif data:
-                out.write(data)
+            elif given:
+                out.write(given)
             else:
                 element = header.get_item(tag)
                 if isinstance(element, RawDataElement) and element.length != 0xFFFFFFFF and tag in original:
@@ -222,8 +234,8 @@ class Deidentifier:
         return header, instance.mapping
 
     def _splice_bytes(self, source: BinaryIO, out: BinaryIO, transfer_syntax: str,
-                      elements: list[tuple[int, int, int]], wanted: set[int],
-                      returned: set[int]) -> tuple[Dataset, dict] | None:
+                      elements: list[tuple[int, int, int]], wanted: AbstractSet[int],
+                      returned: AbstractSet[int]) -> tuple[Dataset, dict] | None:
         """What :meth:`_splice` writes, made from the elements' bytes without a pydicom dataset walk,
         for explicit VR little endian headers of plain ASCII values and no sequence to look into
         (the usual case); ``None``, with nothing written, for anything else (then :meth:`_splice`)."""
@@ -261,7 +273,7 @@ class Deidentifier:
             self._encoded_marks[(implicit, little)] = found
         return found
 
-    def _plan(self, tag: int, data: bytes, implicit: bool, wanted: set[int]) -> str:
+    def _plan(self, tag: int, data: bytes, implicit: bool, wanted: AbstractSet[int]) -> str:
         """Whether an element is copied as it is, parsed (it may change), or dropped."""
         group, element = tag >> 16, tag & 0xFFFF
         if group & 1:
@@ -336,8 +348,8 @@ class Deidentifier:
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = header.SOPClassUID
         meta.MediaStorageSOPInstanceUID = header.SOPInstanceUID  # already replaced
-        meta.TransferSyntaxUID = transfer_syntax
-        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+        meta.TransferSyntaxUID = PydicomUID(transfer_syntax)
+        meta.ImplementationClassUID = PydicomUID(IMPLEMENTATION_CLASS_UID)
         meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
         return meta
 
@@ -384,10 +396,10 @@ class _Instance:
     def _element(self, dataset: Dataset, tag: int, top_level: bool, dummy_text: bool) -> None:
         try:
             self._apply_action(dataset, tag, top_level, dummy_text)
+        except (DeidentificationError, _ElementFailure):
+            raise  # a verdict, or a failure already located in a nested element
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
-            if not hasattr(exc, "deid_tag"):
-                exc.deid_tag = tag
-            raise
+            raise _ElementFailure(tag, exc) from exc
 
     def _apply_action(self, dataset: Dataset, tag: int, top_level: bool, dummy_text: bool) -> None:
         raw = dataset.get_item(tag)
@@ -514,7 +526,7 @@ class _ByteSplice:
     """
 
     def __init__(self, deidentifier: Deidentifier, read: HeaderReader, elements: list[tuple[int, int, int]],
-                 wanted: set[int], returned: set[int]) -> None:
+                 wanted: AbstractSet[int], returned: AbstractSet[int]) -> None:
         self.profile = deidentifier.profile
         self.pseudonyms = deidentifier.pseudonyms
         self.retain_uids = self.profile.options.retain_uids
@@ -590,6 +602,8 @@ class _ByteSplice:
             if tag in self.returned:
                 self.header.append(RawDataElement(BaseTag(tag), vr, length, value, start + offset, False, True))
             return
+        if not (new is None or isinstance(new, (str, list))):  # the byte path holds text values only
+            raise TypeError(f"no text value for {_tag_text(tag)}")
         self.parts.append((tag, start, end, _text_element(tag, vr, new)))
         if tag in self.returned:
             self.header.append(DataElement(tag, vr, new, validation_mode=IGNORE))

@@ -216,8 +216,9 @@ class Link:
             raise AssociationFailed(self._why_not())
         self.accepted = {(cx.abstract_syntax, cx.transfer_syntax[0])
                          for cx in self.association.accepted_contexts}
-        self.context_ids = {(cx.abstract_syntax, cx.transfer_syntax[0]): cx.context_id
-                            for cx in self.association.accepted_contexts if cx.as_scu}
+        self.context_ids: dict[tuple[str, str], int | None] = {
+            (str(cx.abstract_syntax), str(cx.transfer_syntax[0])): cx.context_id
+            for cx in self.association.accepted_contexts if cx.as_scu}
         self.message_id = 0
         self.checkpoint = _Checkpoint()
         self.association._reactor_checkpoint = self.checkpoint
@@ -372,17 +373,21 @@ class Link:
                 chunk = data.read(fragment)
                 pdus = [p_data_pdu(context_id, COMMAND_LAST,
                                    c_store_command(self.message_id, meta.sop_class, meta.sop_instance))]
+                socket = association.dul.socket
+                if socket is None:
+                    raise DimseError(f"C-STORE: the association with {self.settings.where} has no connection")
                 while True:
                     following = data.read(fragment) if len(chunk) == fragment else b""
                     pdus.append(p_data_pdu(context_id, DATA if following else DATA_LAST, chunk))
-                    association.dul.socket.send(b"".join(pdus))
+                    socket.send(b"".join(pdus))
                     if not following:
                         break
                     chunk, pdus = following, []
             _, response = association.dimse.get_msg(block=True)
         finally:
             association._reactor_checkpoint.set()
-        if response is None or getattr(response, "MessageIDBeingRespondedTo", None) != self.message_id:
+        if response is None or getattr(response, "MessageIDBeingRespondedTo", None) != self.message_id \
+                or response.Status is None:
             self.abort()
             raise DimseError(f"C-STORE: no answer from {self.settings.where} (timeout, or the association "
                              "was aborted)")

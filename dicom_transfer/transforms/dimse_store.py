@@ -68,10 +68,8 @@ class _StoreFn(beam.DoFn):
 
     def _outputs(self, answers: list[tuple[ValidInstance, int | str | None, str]]) -> Iterator:
         for instance, code, message in answers:
-            if code == HELD:
-                yield self._outcome(metrics.UNCHANGED, instance)
-            elif code == WOULD_STORE:
-                yield self._outcome(metrics.SUCCESS, instance)
+            if isinstance(code, str):  # HELD or WOULD_STORE: nothing was sent
+                yield self._outcome(metrics.UNCHANGED if code == HELD else metrics.SUCCESS, instance)
             else:
                 yield self._answer(instance, code, message)
 

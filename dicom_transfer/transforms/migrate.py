@@ -31,7 +31,7 @@ from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.progress import ProgressLog, format_bytes
 from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, RequestBatcher
 from dicom_transfer.transforms.deidentify import DEIDENTIFIED, MAPPING, DeidSettings, MappingRow, deidentify_file
-from dicom_transfer.transforms.migrate_targets import MigrationTarget, migration_target
+from dicom_transfer.transforms.migrate_targets import DicomwebTarget, MigrationTarget, migration_target
 from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.validate import ValidInstance, validate_file
 from dicom_transfer.vocabulary import Stage
@@ -219,7 +219,7 @@ class _MigrateSeriesFn(beam.DoFn):
                 continue
             path = f"/studies/{plan.study}/series/{plan.series}/instances/{sop}"
             try:
-                yield from self._spool(path, run, sop, attempts=self.source.retry.attempts)
+                yield from self._spool(path, run, sop, attempts=self._source().retry.attempts)
             except RETRIEVAL_ERRORS as exc:
                 reason = "not found on the source" if getattr(exc, "status", None) == 404 else str(exc)
                 run.fail(sop, f"cannot retrieve from the source: {reason}", Stage.RETRIEVE)
@@ -227,8 +227,13 @@ class _MigrateSeriesFn(beam.DoFn):
             if not run.settled(sop):
                 run.fail(sop, "the source's answer did not contain this instance", Stage.RETRIEVE)
 
+    def _source(self) -> DicomwebClient:
+        if self.source is None:  # a subclass without a DICOMweb source retrieves otherwise
+            raise TypeError(f"{type(self).__name__} has no DICOMweb source to retrieve from")
+        return self.source
+
     def _spool(self, path: str, run: _SeriesRun, single: str | None, attempts: int) -> Iterator[ValidInstance]:
-        for part, size in self.source.retrieve_to_files(path, run.new_file, "*", attempts):
+        for part, size in self._source().retrieve_to_files(path, run.new_file, "*", attempts):
             instance = self._accept(part, size, run, single)
             if instance is not None:
                 yield instance
@@ -325,7 +330,9 @@ class _MigrateSeriesFn(beam.DoFn):
 
     def _bytes_problem(self, run: _SeriesRun, sop: str) -> str | None:
         path = "/studies/{}/series/{}/instances/{}".format(*run.target, self.rename(sop))
-        client = self.target.client  # a DicomwebTarget: verifies_bytes
+        if not isinstance(self.target, DicomwebTarget):  # only a DICOMweb target verifies_bytes
+            raise TypeError(f"{type(self.target).__name__} cannot verify bytes")
+        client = self.target.client
         digests: set[str] = set()  # a set: a retried answer yields its parts again
         try:
             for part, _ in client.retrieve_to_files(path, run.new_file, "*", client.retry.attempts):

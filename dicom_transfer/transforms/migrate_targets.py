@@ -86,7 +86,7 @@ class DicomwebTarget(MigrationTarget):
 
     def setup(self) -> None:
         self.client = DicomwebClient(**self.settings)
-        self.sender = StowSender(self.client, check_existing=False)
+        self.sender: StowSender[ValidInstance] = StowSender(self.client, check_existing=False)
 
     def held(self, study: str, series: str) -> set[str]:
         return held_instances(self.client, study, series)
