@@ -419,7 +419,8 @@ def test_each_store_reports_the_md5_that_verifies_and_compares(stores, bucket, s
     """Verification and unchanged detection rest on the MD5 each store reports, in its metadata
     and in its listings, for uploads and for server-side copies (Azure's sits in a
     ContentSettings object, which was once missed: copies were then checked by size alone)."""
-    from dicom_transfer.io.objectstore import copy_into, md5_hex
+    from dicom_transfer.io.checksums import md5_hex
+    from dicom_transfer.io.objectstore import copy_into
 
     root = bucket(scheme)
     fs, base = fsspec.core.url_to_fs(root)

@@ -28,8 +28,9 @@ from dicom_transfer.io.atomic import (
     write_bytes,
     write_file,
 )
+from dicom_transfer.io.checksums import info_of, md5_hex, same_by_checksum, stream
 from dicom_transfer.io.files import CHUNK, file_url, is_local, local_path, open_url, scheme_of, split_url
-from dicom_transfer.io.objectstore import copy_into, info_of, iter_objects, md5_hex, same_by_checksum, stream
+from dicom_transfer.io.objectstore import copy_into, iter_objects
 
 
 class Provenance(NamedTuple):

@@ -1,4 +1,7 @@
-"""Object stores (GCS, Azure Blob, S3 through fsspec): checksums, verified copies.
+"""Object stores (GCS, Azure Blob, S3 through fsspec): verified copies, listings, bucket checks.
+
+Each store's own calls are in its module (``store_gcs``, ``store_s3``, ``store_azure``), the
+checksums in ``checksums``; this module chooses between them.
 
 A copy within one store is server-side (GCS rewrite, Azure copy-blob, S3
 CopyObject): the instance's bytes never pass through the worker. Across stores
@@ -10,50 +13,27 @@ always against the size; a mismatch removes the object and is an error.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import hashlib
 import os
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
 
 import fsspec
-from fsspec.asyn import sync
 
 from dicom_transfer.errors import first_line, redact
-from dicom_transfer.io.files import CHUNK, is_local, open_url, scheme_of, split_url
+from dicom_transfer.io.checksums import md5_hex, stream
+from dicom_transfer.io.files import is_local, open_url, scheme_of, split_url
 from dicom_transfer.io.preflight import (
     StoreUnavailable,
     check_endpoint_answers,
     credential_problem,
     within_deadline,
 )
+from dicom_transfer.io.store_azure import azure_pages
+from dicom_transfer.io.store_gcs import gcs_pages, gcs_rewrite
+from dicom_transfer.io.store_s3 import S3_SINGLE_COPY_LIMIT, s3_copy, s3_pages
 
-S3_SINGLE_COPY_LIMIT = 5 << 30  # larger objects need a multipart copy (fsspec's)
 GCS, S3, AZURE = ("gs", "gcs"), ("s3", "s3a"), ("az", "abfs", "abfss")  # fsspec protocol names
-
-
-def md5_hex(info: dict) -> str | None:
-    """The object's MD5 as the store reports it (hex), or ``None`` if it keeps none."""
-    if info.get("md5Hash"):  # GCS, base64
-        with contextlib.suppress(binascii.Error, ValueError):
-            return base64.b64decode(info["md5Hash"]).hex()
-    settings = info.get("content_settings")  # Azure: a ContentSettings object (a dict when given by hand)
-    content_md5 = settings.get("content_md5") if isinstance(settings, dict) else getattr(settings, "content_md5", None)
-    if content_md5:  # Azure, raw bytes
-        return bytes(content_md5).hex()
-    etag = str(info.get("ETag") or "").strip('"')
-    if len(etag) == 32 and "-" not in etag:  # S3 single-part upload: the ETag is the MD5
-        with contextlib.suppress(ValueError):
-            int(etag, 16)
-            return etag.lower()
-    return None
-
-
-def info_of(url: str) -> dict:
-    fs, path = split_url(url)
-    return fs.info(path)
 
 
 def copy_into(fs: fsspec.AbstractFileSystem, path: str, source_url: str, size: int,
@@ -89,17 +69,6 @@ def copy_into(fs: fsspec.AbstractFileSystem, path: str, source_url: str, size: i
     return sent
 
 
-def stream(source: BinaryIO, out: BinaryIO, digest=None) -> int:
-    """Copy in chunks (bounded memory), updating ``digest``; return the byte count."""
-    sent = 0
-    while chunk := source.read(CHUNK):
-        out.write(chunk)
-        if digest is not None:
-            digest.update(chunk)
-        sent += len(chunk)
-    return sent
-
-
 def server_side_copy(fs: fsspec.AbstractFileSystem, source_path: str, path: str,
                      if_absent: bool = False, size: int | None = None) -> dict | None:
     """Copy within one store without moving the bytes through this process.
@@ -118,22 +87,11 @@ def server_side_copy(fs: fsspec.AbstractFileSystem, source_path: str, path: str,
     """
     protocol = protocol_of(fs)
     if protocol in S3 and size is not None and size < S3_SINGLE_COPY_LIMIT:
-        return _s3_copy(fs, source_path, path, if_absent)
+        return s3_copy(fs, source_path, path, if_absent)
     if protocol not in GCS:
         fs.copy(source_path, path)
         return None
-    source_bucket, source_key, generation = fs.split_path(source_path)
-    bucket, key, _ = fs.split_path(path)
-    token = None
-    while True:
-        answer = fs.call("POST", "b/{}/o/{}/rewriteTo/b/{}/o/{}", source_bucket, source_key, bucket, key,
-                         headers={"Content-Type": "application/json"}, json_out=True,
-                         sourceGeneration=generation, rewriteToken=token,
-                         ifGenerationMatch=0 if if_absent else None)
-        if answer.get("done") is True:
-            fs.invalidate_cache(path)
-            return answer.get("resource")
-        token = answer["rewriteToken"]
+    return gcs_rewrite(fs, source_path, path, if_absent)
 
 
 def protocol_of(fs: fsspec.AbstractFileSystem) -> str:
@@ -154,11 +112,11 @@ def iter_objects(fs: fsspec.AbstractFileSystem, prefix: str) -> Iterator[tuple[s
     bucket, _, key = prefix.partition("/")
     pages: Iterable[Iterable[tuple[str, int, str | None]]]
     if protocol in GCS:
-        pages = _gcs_pages(fs, bucket, key)
+        pages = gcs_pages(fs, bucket, key)
     elif protocol in S3:
-        pages = _s3_pages(fs, bucket, key)
+        pages = s3_pages(fs, bucket, key)
     elif protocol in AZURE:
-        pages = _azure_pages(fs, bucket, key)
+        pages = azure_pages(fs, bucket, key)
     elif is_local(fs):
         pages = iter([_local_files(prefix.rstrip("/") or "/")])
     else:  # other file systems: fsspec's own walk
@@ -181,64 +139,6 @@ def _local_files(directory: str) -> Iterator[tuple[str, int, None]]:
             yield from _local_files(entry.path)
         elif entry.is_file():
             yield entry.path, entry.stat().st_size, None
-
-
-def _gcs_pages(fs, bucket: str, key: str) -> Iterator[list[tuple[str, int, str | None]]]:
-    token = None
-    while True:
-        page = fs.call("GET", "b/{}/o", bucket, json_out=True, prefix=key, pageToken=token, maxResults=1000,
-                       fields="items(name,size,md5Hash),nextPageToken")
-        yield [(f"{bucket}/{item['name']}", int(item["size"]), md5_hex(item))
-               for item in page.get("items", []) if not item["name"].endswith("/")]
-        token = page.get("nextPageToken")
-        if not token:
-            return
-
-
-def _s3_pages(fs, bucket: str, key: str) -> Iterator[list[tuple[str, int, str | None]]]:
-    token: dict = {}
-    while True:
-        page = fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=key, **token)
-        yield [(f"{bucket}/{item['Key']}", int(item["Size"]), md5_hex(item))
-               for item in page.get("Contents", []) if not item["Key"].endswith("/")]
-        if not page.get("IsTruncated"):
-            return
-        token = {"ContinuationToken": page["NextContinuationToken"]}
-
-
-def _azure_pages(fs, bucket: str, key: str) -> Iterator[list[tuple[str, int, str | None]]]:
-    from azure.core.exceptions import ResourceNotFoundError
-
-    async def one_page(token: str | None) -> tuple[list, str | None]:
-        client = fs.service_client.get_container_client(bucket)
-        pages = client.list_blobs(name_starts_with=key, include=["metadata"]).by_page(continuation_token=token)
-        try:
-            page = await pages.__anext__()
-        except StopAsyncIteration:
-            return [], None
-        except ResourceNotFoundError:
-            raise FileNotFoundError(f"container {bucket} does not exist") from None
-        found = [(f"{bucket}/{blob.name}", int(blob.size), md5_hex({"content_settings": blob.content_settings}))
-                 async for blob in page
-                 if not (blob.metadata or {}).get("hdi_isfolder") and not blob.name.endswith("/")]
-        return found, pages.continuation_token
-
-    token = None
-    while True:
-        found, token = sync(fs.loop, one_page, token)
-        yield found
-        if not token:
-            return
-
-
-def _s3_copy(fs: fsspec.AbstractFileSystem, source_path: str, path: str, if_absent: bool) -> dict:
-    source_bucket, source_key, version = fs.split_path(source_path)
-    bucket, key, _ = fs.split_path(path)
-    source = {"Bucket": source_bucket, "Key": source_key, **({"VersionId": version} if version else {})}
-    condition = {"IfNoneMatch": "*"} if if_absent else {}
-    answer = fs.call_s3("copy_object", Bucket=bucket, Key=key, CopySource=source, **condition)
-    fs.invalidate_cache(path)
-    return {"ETag": answer.get("CopyObjectResult", {}).get("ETag")}
 
 
 def _verify(fs: fsspec.AbstractFileSystem, path: str, size: int, expected_md5: str | None, how: str,
@@ -266,17 +166,6 @@ def _verify(fs: fsspec.AbstractFileSystem, path: str, size: int, expected_md5: s
 def _remove(fs: fsspec.AbstractFileSystem, path: str) -> None:
     with contextlib.suppress(Exception):
         fs.rm(path)
-
-
-def same_by_checksum(first_url: str, second_info: dict, first_md5: str | None = None) -> bool | None:
-    """Compare by store MD5 without reading data (sizes are already known equal);
-    ``None`` if undecidable."""
-    if first_md5 is None:
-        first_md5 = md5_hex(info_of(first_url))
-    a, b = first_md5, md5_hex(second_info)
-    if a and b:
-        return a == b
-    return None
 
 
 def check_bucket(url: str, role: str) -> None:

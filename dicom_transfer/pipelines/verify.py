@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 
 from dicom_transfer import manifest
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text, redact
+from dicom_transfer.io.checksums import sha256_of_url
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
-from dicom_transfer.io.files import open_url
 from dicom_transfer.layout import Layout
 from dicom_transfer.report import RunReports, absolute
 from dicom_transfer.transforms import WriteReports
@@ -42,14 +41,6 @@ class VerifyConfig:
     @property
     def destination_name(self) -> str:
         return self.client.safe_url if self.client is not None else absolute(redact(self.destination or ""))
-
-
-def sha256_of_url(url: str) -> str:
-    digest = hashlib.sha256()
-    with open_url(url) as source:
-        while chunk := source.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _VerifySeriesFn(beam.DoFn):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
-import hashlib
 import logging
 import os
 import shutil
@@ -23,7 +22,8 @@ from dicom_transfer import metrics
 from dicom_transfer.deid.rewrite import DeidentificationError, Deidentifier
 from dicom_transfer.dimse import WARNING
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
-from dicom_transfer.io.dicomweb import CHUNK, DicomwebClient, DicomwebError
+from dicom_transfer.io.checksums import sha256_of_url
+from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
 from dicom_transfer.io.dimse import DimseSettings
 from dicom_transfer.io.files import FileRef
 from dicom_transfer.migration import SeriesPlan, plan_series, same, still_missing
@@ -39,14 +39,6 @@ from dicom_transfer.vocabulary import Stage
 LOG = logging.getLogger(__name__)
 VERIFY_RETRY_SECONDS = 1.0  # a store that indexes asynchronously gets one more look
 RETRIEVAL_ERRORS = (DicomwebError, OSError)
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as data:
-        while chunk := data.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclasses.dataclass
@@ -273,7 +265,7 @@ class _MigrateSeriesFn(beam.DoFn):
             instance = deidentified
         # the SHA-256 of the bytes sent: the manifest's checksum, and what --verify-bytes compares
         # (from the spool file just written, in the page cache: the source is not read twice)
-        run.digests[sop] = sha256_of(instance.url)
+        run.digests[sop] = sha256_of_url(instance.url)
         return instance
 
     def _deidentify(self, deidentifier: Deidentifier, instance: ValidInstance, run: _SeriesRun) -> ValidInstance | None:
@@ -336,7 +328,7 @@ class _MigrateSeriesFn(beam.DoFn):
         digests: set[str] = set()  # a set: a retried answer yields its parts again
         try:
             for part, _ in client.retrieve_to_files(path, run.new_file, "*", client.retry.attempts):
-                digests.add(sha256_of(part))
+                digests.add(sha256_of_url(part))
         except RETRIEVAL_ERRORS as exc:
             return f"stored, but cannot retrieve it again to compare its bytes: {exc}"
         if digests != {run.digests[sop]}:
