@@ -177,9 +177,17 @@ def human_summary(summary: dict, summary_url: str, dry_run: bool = False) -> str
         for value in values:
             what, verb = UNMATCHED_KINDS.get(kind, (kind, "matched nothing"))
             lines.append(f"  warning: {what} {redact(value)!r} {verb}")
-    if counter.get(FAILURE, 0) and summary["results"].get("errorHref"):
-        lines.append(f"  errors:  {summary['results']['errorHref']}")
+    section = summary.get("reconciliation")
+    if section and section.get("series"):
+        lines.append(f"  reconciliation: {plural(section['series'], 'series', 'series')}, {section['complete']:,} "
+                     f"complete, {section['incomplete']:,} incomplete ({section['instancesMissing']:,} instances "
+                     f"missing{'' if section.get('destinationChecked') else ', destination not asked'})")
+    results = summary["results"]
+    if counter.get(FAILURE, 0) and results.get("errorHref"):
+        lines.append(f"  errors:  {results['errorHref']}")
     lines.append(f"  summary: {absolute(redact_url(summary_url))}")
+    if results.get("reportHref"):
+        lines.append(f"  report:  {results['reportHref']}")
     return "\n".join(lines)
 
 

@@ -53,6 +53,10 @@ def test_a_copy_writes_one_manifest_line_per_instance_handled(copy_cli, sample, 
     assert sorted(line["source"] for line in failures) == sorted(record["Identifier"] for record in run.errors)
     assert all(line["error"] and line["stage"] for line in failures)
     assert run.summary["results"]["manifestHref"] == str(run.report_dir / "manifest.jsonl")
+    assert run.summary["results"]["reportHref"] == str(run.report_dir / "report.html")
+    # what the terminal shows at the end
+    assert "  reconciliation: 4 series, 4 complete, 0 incomplete (0 instances missing)" in run.out.splitlines()
+    assert f"  report:  {run.report_dir / 'report.html'}" in run.out.splitlines()
 
 
 def test_a_file_copied_by_the_kernel_has_no_checksum_it_never_had(copy_cli, tmp_path):

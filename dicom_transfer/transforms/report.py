@@ -119,8 +119,9 @@ def _write_summary(errors: tuple[int, int], unmatched: list[tuple[str, str]], se
         error_href=settings["errors_url"],
         status=status,
         extra=extra,
-        results={**_results(settings, counter), **_links(manifestHref=files.get("manifest"),
-                                                         reconciliationHref=files.get("reconciliation"))},
+        results={**_results(settings, counter), **_links(
+            manifestHref=files.get("manifest"), reconciliationHref=files.get("reconciliation"),
+            reportHref=settings.get("html_url") if overview is not None and figures is not None else None)},
     )
     write_text(settings["summary_url"], json.dumps(summary, indent=2) + "\n")
     if overview is not None and figures is not None and settings.get("html_url"):
