@@ -35,7 +35,7 @@ def safe_url(url: str) -> str:
 
 
 def outcome_line(outcome, time: str | None = None) -> dict | None:
-    """The manifest line of an :class:`~dicom_transfer.transforms.outcomes.Outcome`, or None for
+    """The manifest line of an :class:`~dicom_transfer.elements.Outcome`, or None for
     an outcome that is not an instance's final one (``deidentified``)."""
     if outcome.kind not in INSTANCE_OUTCOMES:
         return None

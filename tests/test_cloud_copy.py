@@ -171,8 +171,8 @@ def test_forbidden_store_and_secrets_never_appear(stores, bucket, sample, tmp_pa
 
 def test_same_store_copy_is_server_side(stores, bucket, tmp_path):
     """Copying a 4 MB instance within GCS reads only its header through the worker."""
+    from dicom_transfer.elements import FileRef
     from dicom_transfer.io.destination import Destination
-    from dicom_transfer.io.files import FileRef
     from dicom_transfer.sample import instance_bytes, uid_for
     from dicom_transfer.transforms.validate import validate_file
 

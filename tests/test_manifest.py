@@ -14,12 +14,12 @@ from pathlib import Path
 import apache_beam as beam
 import pytest
 
+from dicom_transfer.elements import Outcome
 from dicom_transfer.errors import ErrorRecord
 from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.cli import main
 from dicom_transfer.sample import instance_bytes, uid_for, write_sample_set
 from dicom_transfer.transforms.manifest import AuditRun, LayoutCheck
-from dicom_transfer.transforms.outcomes import Outcome
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import sys
 from collections.abc import Iterator
-from typing import BinaryIO, NamedTuple, cast
+from typing import BinaryIO, cast
 
 import fsspec
 from fsspec.caching import ReadAheadCache
@@ -15,18 +15,6 @@ from dicom_transfer.resources import list_lines
 from dicom_transfer.wildcards import split_scheme
 
 CHUNK = 1 << 20  # bytes per read when streaming a file or an answer through the worker
-
-
-class FileRef(NamedTuple):
-    """A file found by expansion: its URL (or local path), size in bytes, and the
-    MD5 (hex) its store reported in the listing, if any."""
-
-    url: str
-    size: int
-    md5: str | None = None
-    # What says the file has not changed without reading it: a local file's modification time
-    # (ns), or the MD5 its store lists (``md5:<hex>``); None when the listing gives neither.
-    version: str | None = None
 
 
 def split_url(url: str) -> tuple[fsspec.AbstractFileSystem, str]:

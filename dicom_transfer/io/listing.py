@@ -12,8 +12,9 @@ from collections.abc import Iterator
 
 import fsspec
 
+from dicom_transfer.elements import FileRef
 from dicom_transfer.io.checksums import md5_hex
-from dicom_transfer.io.files import FileRef, file_url, scheme_of, split_url
+from dicom_transfer.io.files import file_url, scheme_of, split_url
 from dicom_transfer.io.objectstore import iter_objects
 from dicom_transfer.wildcards import Pattern, component_matches, directory_pattern, has_wildcard
 

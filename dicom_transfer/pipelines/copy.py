@@ -6,6 +6,7 @@ import dataclasses
 
 import apache_beam as beam
 
+from dicom_transfer.elements import OUTCOMES
 from dicom_transfer.errors import FAILURES, redact
 from dicom_transfer.io.files import scheme_of
 from dicom_transfer.layout import Layout
@@ -17,7 +18,6 @@ from dicom_transfer.transforms.concurrency import DEFAULT_THREADS
 from dicom_transfer.transforms.copy_files import CopyFiles
 from dicom_transfer.transforms.expand import FILE_COUNTS, FILES, UNMATCHED
 from dicom_transfer.transforms.manifest import LayoutCheck, SkipUnchanged
-from dicom_transfer.transforms.outcomes import OUTCOMES
 
 
 @dataclasses.dataclass(frozen=True)

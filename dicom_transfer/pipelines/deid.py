@@ -9,13 +9,13 @@ import apache_beam as beam
 
 from dicom_transfer.deid.profile import ProfileOptions, load_table, parse_safe_private
 from dicom_transfer.deid.pseudonyms import DeidKeyError
+from dicom_transfer.elements import OUTCOMES
 from dicom_transfer.errors import FAILURES
 from dicom_transfer.io.files import open_url, scheme_of
 from dicom_transfer.io.preflight import StoreUnavailable, check_writable_file
 from dicom_transfer.pipelines.options import UsageError
 from dicom_transfer.report import absolute
 from dicom_transfer.transforms.deidentify import MAPPING, Deidentify, DeidSettings, WriteMapping
-from dicom_transfer.transforms.outcomes import OUTCOMES
 from dicom_transfer.transforms.validate import INSTANCES
 
 OPTION_FLAGS = ("retain_uids", "retain_device_identity", "retain_institution_identity",

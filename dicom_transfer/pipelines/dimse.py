@@ -22,6 +22,7 @@ from dicom_transfer.dimse import (
     parse_listen_address,
     parse_peer_address,
 )
+from dicom_transfer.elements import OUTCOMES
 from dicom_transfer.errors import FAILURES, redact
 from dicom_transfer.io.dimse import DimseError, DimseSettings, echo
 from dicom_transfer.layout import Layout
@@ -51,7 +52,6 @@ from dicom_transfer.transforms.dimse_source import (
 from dicom_transfer.transforms.dimse_store import DimseStoreInstances
 from dicom_transfer.transforms.manifest import LayoutCheck, TargetCheck
 from dicom_transfer.transforms.migrate_targets import PacsTarget
-from dicom_transfer.transforms.outcomes import OUTCOMES
 from dicom_transfer.transforms.retrieve import RESOURCES
 
 

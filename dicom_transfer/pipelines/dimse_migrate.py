@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import apache_beam as beam
 
+from dicom_transfer.elements import OUTCOMES
 from dicom_transfer.errors import FAILURES, redact
 from dicom_transfer.io.dicomweb import DicomwebClient
 from dicom_transfer.io.dimse import DimseSettings
@@ -41,7 +42,6 @@ from dicom_transfer.transforms.dimse_migrate import DimseMigrateSeries
 from dicom_transfer.transforms.dimse_source import INSTANCES, DimseExpandToInstances, DimseResourcesToExport
 from dicom_transfer.transforms.manifest import TargetCheck
 from dicom_transfer.transforms.migrate_targets import migration_target
-from dicom_transfer.transforms.outcomes import OUTCOMES
 from dicom_transfer.transforms.retrieve import RESOURCES
 
 

@@ -6,6 +6,7 @@ import dataclasses
 
 import apache_beam as beam
 
+from dicom_transfer.elements import OUTCOMES
 from dicom_transfer.errors import FAILURES, redact
 from dicom_transfer.io.dicomweb import DicomwebClient
 from dicom_transfer.layout import Layout
@@ -14,7 +15,6 @@ from dicom_transfer.report import RunReports, absolute
 from dicom_transfer.transforms import WriteReports
 from dicom_transfer.transforms.deidentify import MAPPING, WriteMapping
 from dicom_transfer.transforms.manifest import LayoutCheck
-from dicom_transfer.transforms.outcomes import OUTCOMES
 from dicom_transfer.transforms.retrieve import (
     INSTANCES,
     RESOURCES,

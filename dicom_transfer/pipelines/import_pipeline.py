@@ -6,13 +6,13 @@ import dataclasses
 
 import apache_beam as beam
 
+from dicom_transfer.elements import OUTCOMES
 from dicom_transfer.errors import FAILURES, redact
 from dicom_transfer.io.dicomweb import DicomwebClient
 from dicom_transfer.pipelines.inputs import read_inputs
 from dicom_transfer.report import RunReports
 from dicom_transfer.transforms import WriteReports
 from dicom_transfer.transforms.manifest import DicomwebCheck
-from dicom_transfer.transforms.outcomes import OUTCOMES
 from dicom_transfer.transforms.store import StoreInstances
 
 

@@ -7,12 +7,12 @@ from collections.abc import Iterable
 
 import apache_beam as beam
 
+from dicom_transfer.elements import OUTCOMES, Outcome, instance_outcome
 from dicom_transfer.errors import FAILURES
 from dicom_transfer.metrics import FILTERED
 from dicom_transfer.transforms import ExpandPatterns, FilterInstances, ReadAndValidate
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS
 from dicom_transfer.transforms.expand import FILE_COUNTS
-from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome, instance_outcome
 
 
 @dataclasses.dataclass

@@ -7,6 +7,7 @@ import dataclasses
 
 import apache_beam as beam
 
+from dicom_transfer.elements import OUTCOMES
 from dicom_transfer.errors import FAILURES
 from dicom_transfer.io.dicomweb import DicomwebClient
 from dicom_transfer.io.dimse import DimseSettings
@@ -18,7 +19,6 @@ from dicom_transfer.transforms.deidentify import MAPPING, WriteMapping
 from dicom_transfer.transforms.manifest import TargetCheck
 from dicom_transfer.transforms.migrate import MigrateSeries
 from dicom_transfer.transforms.migrate_targets import migration_target
-from dicom_transfer.transforms.outcomes import OUTCOMES
 
 
 @dataclasses.dataclass(frozen=True)

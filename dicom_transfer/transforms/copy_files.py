@@ -15,14 +15,13 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
+from dicom_transfer.elements import OUTCOMES, FileRef, Outcome, instance_outcome
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.destination import Destination, ExistsWithOtherContent
-from dicom_transfer.io.files import FileRef
 from dicom_transfer.layout import Layout, LayoutError
 from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.resources import ResourceFilter
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, batched
-from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome, instance_outcome
 from dicom_transfer.transforms.place import Placements
 from dicom_transfer.transforms.route import MATCHED, UNMATCHED, UnmatchedFilterLines, filter_file_selection
 from dicom_transfer.transforms.validate import read_and_validate

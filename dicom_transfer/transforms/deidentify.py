@@ -19,6 +19,7 @@ from dicom_transfer import metrics
 from dicom_transfer.deid.profile import Profile, ProfileOptions
 from dicom_transfer.deid.pseudonyms import DeidKeyError, Pseudonyms, check_key
 from dicom_transfer.deid.rewrite import DeidentificationError, Deidentifier
+from dicom_transfer.elements import OUTCOMES, Outcome, ValidInstance
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.destination import Destination, remove_local
 from dicom_transfer.io.files import local_path, open_url, split_url
@@ -26,9 +27,8 @@ from dicom_transfer.layout import Layout
 from dicom_transfer.part10 import InvalidInstance, validate_part10
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
-from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.place import place_instance
-from dicom_transfer.transforms.validate import INSTANCES, ValidInstance, plain_value
+from dicom_transfer.transforms.validate import INSTANCES, plain_value
 from dicom_transfer.vocabulary import Stage
 
 MAPPING = "mapping"

@@ -26,6 +26,7 @@ from collections.abc import Generator, Iterable, Iterator
 import apache_beam as beam
 
 from dicom_transfer.dimse import status_category, status_text
+from dicom_transfer.elements import OUTCOMES, ValidInstance
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.dicomweb import DicomwebClient
 from dicom_transfer.io.dimse import AssociationPool, DimseError, DimseSettings, final_counts, query
@@ -33,9 +34,7 @@ from dicom_transfer.io.files import local_path, open_url, split_url
 from dicom_transfer.transforms.deidentify import MAPPING, DeidSettings
 from dicom_transfer.transforms.dimse_source import context_groups, retrieval_contexts
 from dicom_transfer.transforms.migrate import _MigrateSeriesFn, _SeriesRun
-from dicom_transfer.transforms.outcomes import OUTCOMES
 from dicom_transfer.transforms.place import clear_journal_entries, read_journal_entry
-from dicom_transfer.transforms.validate import ValidInstance
 from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)

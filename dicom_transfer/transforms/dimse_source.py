@@ -21,6 +21,7 @@ from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
 from dicom_transfer.dimse import group_contexts, status_category, status_text
+from dicom_transfer.elements import OUTCOMES, FileRef, Outcome, ValidInstance
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.destination import Destination
 from dicom_transfer.io.dimse import (
@@ -37,12 +38,10 @@ from dicom_transfer.io.dimse import (
     final_counts,
     query,
 )
-from dicom_transfer.io.files import FileRef
 from dicom_transfer.layout import Layout
 from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.resources import ResourcePath
 from dicom_transfer.transforms.deidentify import DEIDENTIFIED, MAPPING, DeidSettings, deidentify_and_place
-from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.transforms.place import (
     Placements,
     clear_journal_entries,
@@ -51,7 +50,7 @@ from dicom_transfer.transforms.place import (
     read_journal_entry,
 )
 from dicom_transfer.transforms.retrieve import RESOURCES, ResourcesToExport
-from dicom_transfer.transforms.validate import ValidInstance, validate_file
+from dicom_transfer.transforms.validate import validate_file
 from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)

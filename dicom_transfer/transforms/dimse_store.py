@@ -13,14 +13,13 @@ from apache_beam.transforms.window import GlobalWindows
 
 from dicom_transfer import metrics
 from dicom_transfer.dimse import FAILURE, WARNING, status_text, store_outcome
+from dicom_transfer.elements import OUTCOMES, ValidInstance, instance_outcome
 from dicom_transfer.errors import FAILURES, ErrorRecord
 from dicom_transfer.io.c_store import CStoreSender
 from dicom_transfer.io.dimse import DimseError, DimseSettings
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.dimse_source import WARNINGS
 from dicom_transfer.transforms.duplicates import UNIQUE, UniqueBySopUid
-from dicom_transfer.transforms.outcomes import OUTCOMES, instance_outcome
-from dicom_transfer.transforms.validate import ValidInstance
 from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)

@@ -8,11 +8,10 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
+from dicom_transfer.elements import OUTCOMES, ValidInstance, instance_outcome
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.destination import remove_url, same_content
 from dicom_transfer.io.files import open_url
-from dicom_transfer.transforms.outcomes import OUTCOMES, instance_outcome
-from dicom_transfer.transforms.validate import ValidInstance
 from dicom_transfer.vocabulary import Stage
 
 UNIQUE = "unique"

@@ -11,8 +11,8 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from dicom_transfer import metrics
+from dicom_transfer.elements import FileRef
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
-from dicom_transfer.io.files import FileRef
 from dicom_transfer.io.listing import NotAFile, list_pattern
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.vocabulary import Stage

@@ -26,6 +26,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from dicom_transfer import manifest, metrics
+from dicom_transfer.elements import OUTCOMES, Outcome, count_outcome, merge_counts
 from dicom_transfer.errors import IO_ERRORS, ErrorRecord, error_kind, error_text, redact, redact_url
 from dicom_transfer.io.destination import Destination
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
@@ -33,7 +34,6 @@ from dicom_transfer.io.files import file_url, is_local, scheme_of, split_url
 from dicom_transfer.layout import Layout
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.migrate_targets import DicomwebTarget, MigrationTarget
-from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome, count_outcome, merge_counts
 
 LOG = logging.getLogger(__name__)
 CHUNK = 1 << 20

@@ -11,13 +11,13 @@ import logging
 from collections.abc import Sequence
 
 from dicom_transfer.dimse import FAILURE, WARNING, status_text, store_outcome
+from dicom_transfer.elements import ValidInstance
 from dicom_transfer.io.c_store import CStoreSender
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
 from dicom_transfer.io.dimse import DimseError, DimseSettings
 from dicom_transfer.io.stow_requests import StowSender
 from dicom_transfer.stow import SUCCESS
 from dicom_transfer.transforms.retrieve import SOP_UID, first_value, paged
-from dicom_transfer.transforms.validate import ValidInstance
 
 LOG = logging.getLogger(__name__)
 Sent = tuple[ValidInstance, str, str]  # (instance, success|warning|unchanged|failure, message)

@@ -11,13 +11,13 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
+from dicom_transfer.elements import OUTCOMES, Outcome
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.destination import PLACED, Destination, ExistsWithOtherContent
 from dicom_transfer.io.files import open_url, split_url
 from dicom_transfer.layout import Layout, LayoutError
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.report import write_text
-from dicom_transfer.transforms.outcomes import OUTCOMES, Outcome
 from dicom_transfer.vocabulary import Stage
 
 

@@ -10,6 +10,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
+from dicom_transfer.elements import count_outcome, merge_counts
 from dicom_transfer.errors import INTERNAL_ERROR, ErrorRecord, redact_url, to_errors_log_line
 from dicom_transfer.html_report import render_report
 from dicom_transfer.io.files import is_local, split_url
@@ -23,7 +24,6 @@ from dicom_transfer.report import (
     write_text,
 )
 from dicom_transfer.transforms.manifest import AuditRun
-from dicom_transfer.transforms.outcomes import count_outcome, merge_counts
 
 
 class CountOutcomes(beam.CombineFn):

@@ -15,18 +15,18 @@ from apache_beam.metrics import Metrics
 from dicom_transfer import metrics
 from dicom_transfer.deid.rewrite import Deidentifier
 from dicom_transfer.dicom_json import SERIES_UID, SOP_UID, STUDY_UID, first_value
+from dicom_transfer.elements import OUTCOMES, FileRef, ValidInstance
 from dicom_transfer.errors import FAILURES, ErrorRecord, redact
 from dicom_transfer.io.destination import Destination
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError, TranscodingError, paged
-from dicom_transfer.io.files import FileRef, read_list_file
+from dicom_transfer.io.files import read_list_file
 from dicom_transfer.io.multipart import MultipartError
 from dicom_transfer.layout import Layout
 from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.resources import ResourcePath, parse_filter_line, parse_identifier
 from dicom_transfer.transforms.deidentify import DEIDENTIFIED, MAPPING, DeidSettings, deidentify_and_place
-from dicom_transfer.transforms.outcomes import OUTCOMES
 from dicom_transfer.transforms.place import Placements, place_instance
-from dicom_transfer.transforms.validate import ValidInstance, validate_file
+from dicom_transfer.transforms.validate import validate_file
 from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)

@@ -8,11 +8,12 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
+from dicom_transfer.elements import ValidInstance
 from dicom_transfer.errors import FAILURES, ErrorRecord
 from dicom_transfer.io.files import open_url
 from dicom_transfer.layout import Layout, LayoutError
 from dicom_transfer.resources import ResourceFilter, iter_filter_file_lines
-from dicom_transfer.transforms.validate import INSTANCES, ValidInstance
+from dicom_transfer.transforms.validate import INSTANCES
 from dicom_transfer.vocabulary import Stage
 
 ROUTED = "routed"

@@ -12,14 +12,13 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from dicom_transfer import metrics
+from dicom_transfer.elements import OUTCOMES, ValidInstance, instance_outcome
 from dicom_transfer.errors import FAILURES, ErrorRecord
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
 from dicom_transfer.io.stow_requests import StowSender
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, plan_requests
 from dicom_transfer.transforms.duplicates import UNIQUE, UniqueBySopUid
-from dicom_transfer.transforms.outcomes import OUTCOMES, instance_outcome
-from dicom_transfer.transforms.validate import ValidInstance
 from dicom_transfer.vocabulary import Stage
 
 __all__ = ["StoreInstances", "plan_requests"]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
-from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
+from dicom_transfer.elements import FileRef, ValidInstance
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
-from dicom_transfer.io.files import FileRef, local_path, open_url
+from dicom_transfer.io.files import local_path, open_url
 from dicom_transfer.part10 import InvalidInstance, open_for_validation, read_head, validate_part10
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
@@ -24,42 +24,6 @@ LOCAL_IN_MEMORY = 64 << 10
 REMOTE_IN_MEMORY = 64 << 10  # remote objects up to this size are fetched whole
 REMOTE_BLOCK = 32 << 10  # otherwise in ranged reads of this size
 HEAD = 32 << 10
-
-
-class ValidInstance(NamedTuple):
-    """A validated instance: where it is and what identifies it."""
-
-    url: str
-    size: int
-    study_uid: str
-    series_uid: str
-    sop_uid: str
-    transfer_syntax: str
-    attributes: tuple[tuple[str, object], ...] = ()
-    md5: str | None = None  # as the source store reported it, if it keeps one
-    # Set when ``url`` is a staged file this run made from the input at ``origin`` (a
-    # de-identified copy): it is moved into place, then removed, and reports name ``origin``.
-    origin: str | None = None
-    source_version: str | None = None  # as the listing gave it (see FileRef.version)
-
-    @property
-    def source(self) -> str:
-        """The input this instance came from, as reports name it."""
-        return self.origin or self.url
-
-    @property
-    def uids(self) -> tuple[str, str, str]:
-        """``(study, series, sop)``, as error records carry them for the manifest."""
-        return self.study_uid, self.series_uid, self.sop_uid
-
-    def values(self) -> dict[str, object]:
-        """Attribute values for layouts, UIDs included."""
-        return {
-            **dict(self.attributes),
-            "StudyInstanceUID": self.study_uid,
-            "SeriesInstanceUID": self.series_uid,
-            "SOPInstanceUID": self.sop_uid,
-        }
 
 
 def plain_value(value: object) -> object:

@@ -16,6 +16,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
+from dicom_transfer.elements import OUTCOMES, ValidInstance, instance_outcome
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text, redact
 from dicom_transfer.io.destination import (
     ABSENT,
@@ -30,8 +31,6 @@ from dicom_transfer.io.files import scheme_of
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
 from dicom_transfer.transforms.duplicates import UNIQUE, keep_one
-from dicom_transfer.transforms.outcomes import OUTCOMES, instance_outcome
-from dicom_transfer.transforms.validate import ValidInstance
 from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)
