@@ -164,8 +164,15 @@ def stores(tmp_path_factory):
     from servers import Azurite, FakeGcs, MotoS3
 
     base = tmp_path_factory.mktemp("stores")
-    servers = [FakeGcs(base / "gcs").start(), MotoS3(base / "s3").start(),
-               Azurite(base / "azurite", str(REPO / ".tools/node_modules/.bin/azurite-blob")).start()]
+    servers = []
+    try:  # one that cannot start stops those already started (else they outlive the run)
+        for server in (FakeGcs(base / "gcs"), MotoS3(base / "s3"),
+                       Azurite(base / "azurite", str(REPO / ".tools/node_modules/.bin/azurite-blob"))):
+            servers.append(server.start())
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
     saved = dict(os.environ)
     for server in servers:
         os.environ.update(server.env)
