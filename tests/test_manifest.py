@@ -13,6 +13,7 @@ from pathlib import Path
 
 import apache_beam as beam
 import pytest
+from conftest import run_cli_in_process
 
 from dicom_transfer.elements import Outcome
 from dicom_transfer.errors import ErrorRecord
@@ -141,6 +142,24 @@ def test_a_rerun_counts_unchanged_sources_without_reading_them(copy_cli, sample,
     again = copy_cli("--input", f"{tmp_path}/in/**", "--output", str(output))
     assert (again.counter["success"], again.counter["unchanged"], again.counter["failure"]) == (
         1, len(sample.valid) - 1, len(sample.bad))
+
+
+def test_quick_rerun_options_with_a_filter_file_or_deidentification(copy_cli, sample, tmp_path, capsys):
+    """Those read every source: an explicit --previous-manifest is refused (exit 2), and an earlier
+    manifest is neither looked for nor announced."""
+    output = tmp_path / "o"
+    copy_cli("--input", f"{tmp_path}/in/**", "--output", str(output))
+    earlier = next(output.glob(".dicom-transfer/*/manifest.jsonl"))
+    filter_file = tmp_path / "filter.txt"
+    filter_file.write_text(f"/studies/{sample.valid[0].study_uid}\n")
+    refused = run_cli_in_process(capsys, "copy", "--input", f"{tmp_path}/in/**", "--output", str(output),
+                                 "--filter-file", str(filter_file), "--previous-manifest", str(earlier))
+    assert refused.returncode == 2 and "--previous-manifest does not apply with --filter-file" in refused.stderr
+    filtered = copy_cli("--input", f"{tmp_path}/in/**", "--output", str(output), "--filter-file", str(filter_file))
+    assert filtered.counter["unchanged"] == 6 and filtered.counter["success"] == 0  # read and compared
+    assert "are not read again" not in filtered.err
+    quick = copy_cli("--input", f"{tmp_path}/in/**", "--output", str(output))  # what it would have said
+    assert "are not read again" in quick.err
 
 
 def test_the_manifest_and_reconciliation_of_20000_instances(tmp_path):

@@ -191,6 +191,11 @@ def previous_manifest(options: argparse.Namespace) -> str | None:
 
     if options.checksum:
         return None
+    if options.filter_file or getattr(options, "deidentify", None):  # see CopyConfig.skip_unchanged
+        if options.previous_manifest:
+            raise UsageError("--previous-manifest does not apply with --filter-file or --deidentify "
+                             "(every source is read)")
+        return None
     if options.previous_manifest:
         check_readable(options.previous_manifest, "--previous-manifest")
         return options.previous_manifest
