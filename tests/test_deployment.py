@@ -125,7 +125,7 @@ def test_migrate_graph_breaks_fusion_per_series():
 
 
 def test_template_booleans_of_migrate_become_flags():
-    assert template_argv(["--verify_bytes=true", "--all=true"]) == ["--verify-bytes", "--all"]
+    assert template_argv(["--verify_bytes=true", "--all=true"], "migrate") == ["--verify-bytes", "--all"]
 
 
 def test_dataflow_runner_builds_the_job_offline(tmp_path):
@@ -203,8 +203,20 @@ def test_one_dockerfile_serves_every_template_and_its_workers():
 
 
 def test_template_booleans_become_flags():
-    assert template_argv(["--overwrite=true", "--all=false", "--output=/o", "--no_check_existing=TRUE"]) == [
-        "--overwrite", "--output=/o", "--no-check-existing"]
+    assert template_argv(["--overwrite=true", "--all=false", "--output=/o"], "export") == ["--overwrite", "--output=/o"]
+    assert template_argv(["--no_check_existing=TRUE"], "import") == ["--no-check-existing"]
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_every_true_false_parameter_of_a_template_becomes_a_flag_the_cli_takes(name):
+    """A template passes ``--allow_burned_in=true``; the CLI's on/off options take no value."""
+    flags = command_flags(name)
+    booleans = [p["name"] for p in metadata(name)["parameters"] if p.get("regexes") == ["^(true|false)$"]]
+    assert booleans, name
+    for parameter in booleans:
+        (flag,) = template_argv([f"--{parameter}=true"], name)
+        assert flag in flags and "=" not in flag, (parameter, flag)
+        assert template_argv([f"--{parameter}=false"], name) == []
 
 
 def launcher(pipeline: str, args: list[str], image: str = "") -> subprocess.CompletedProcess:

@@ -8,23 +8,39 @@ summary and errors.log).
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-# Template parameters that are flags on the command line: "--overwrite=true" -> "--overwrite".
-BOOLEAN_PARAMETERS = {"overwrite": "--overwrite", "all": "--all", "no_check_existing": "--no-check-existing",
-                      "detach": "--detach", "verify_bytes": "--verify-bytes"}
 TRUE = {"true", "1", "yes"}
 SDK_IMAGE_OPTIONS = {"--sdk_container_image", "--worker_harness_container_image"}
 
 
-def template_argv(argv: list[str]) -> list[str]:
-    """Rewrite ``--flag=true|false`` template parameters into CLI flags."""
+def boolean_parameters(command: str) -> dict[str, str]:
+    """Template parameter -> CLI flag, for every on/off option of ``command`` (read from its
+    parser, so that a new flag cannot be forgotten here): ``{"overwrite": "--overwrite", ...}``."""
+    from dicom_transfer.pipelines.options import build_parser, command_parser
+
+    parser = command_parser(build_parser(), command)
+    booleans = {}
+    for action in parser._actions:
+        if action.nargs != 0 or isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            continue  # an option that takes a value (or --help)
+        for option in action.option_strings:
+            if option.startswith("--"):  # --no-check-existing and --no_check_existing: no_check_existing
+                booleans[option[2:].replace("-", "_")] = action.option_strings[0]
+    return booleans
+
+
+def template_argv(argv: list[str], command: str) -> list[str]:
+    """Rewrite ``--flag=true|false`` template parameters into CLI flags (``--overwrite=true`` ->
+    ``--overwrite``; ``false``: left out)."""
+    booleans = boolean_parameters(command)
     result = []
     for argument in argv:
         name, _, value = argument[2:].partition("=") if argument.startswith("--") else ("", "", "")
-        if name in BOOLEAN_PARAMETERS and value:
+        if name in booleans and value:
             if value.lower() in TRUE:
-                result.append(BOOLEAN_PARAMETERS[name])
+                result.append(booleans[name])
             continue
         result.append(argument)
     return result
@@ -38,7 +54,7 @@ def launch(command: str, argv: list[str], image: str | None = None) -> int:
     """
     from dicom_transfer.pipelines.cli import main
 
-    args = template_argv(argv)
+    args = template_argv(argv, command)
     if "--detach" not in args:
         args.append("--detach")
     if image and not any(a.split("=")[0] in SDK_IMAGE_OPTIONS for a in args):
