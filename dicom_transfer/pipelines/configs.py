@@ -8,7 +8,7 @@ import logging
 import os
 from urllib.parse import urlsplit
 
-from dicom_transfer.errors import IO_ERRORS, error_text, redact, redact_url, utc_now_iso
+from dicom_transfer.errors import redact, redact_url, utc_now_iso
 from dicom_transfer.io.auth import AuthConfig, AuthError
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
 from dicom_transfer.io.dimse import DimseSettings
@@ -187,7 +187,7 @@ def previous_manifest(options: argparse.Namespace) -> str | None:
     """The manifest whose successes a copy need not read again: ``--previous-manifest``, else the
     newest in the default report folders of the destination, looked for now (a first run has
     none, and its pipeline then has no quick-check step at all); None with ``--checksum``."""
-    from dicom_transfer.transforms.manifest import newest_match
+    from dicom_transfer.transforms.manifest import find_previous_manifest
 
     if options.checksum:
         return None
@@ -201,14 +201,7 @@ def previous_manifest(options: argparse.Namespace) -> str | None:
         return options.previous_manifest
     layout_name = "azure" if options.layout == "azure" else "uid"
     pattern = default_report_dir(options.output.rstrip("/") or options.output, layout_name, "*") + "/manifest.jsonl"
-    try:
-        found = newest_match(pattern)
-    except IO_ERRORS as exc:
-        LOG.warning("cannot look for an earlier run's manifest (%s): every source is read", error_text(exc))
-        return None
-    if found is not None:
-        LOG.info("sources unchanged since %s are not read again (--checksum reads them all)", redact(found))
-    return found
+    return find_previous_manifest(pattern)
 
 
 def verify_config(options: argparse.Namespace):

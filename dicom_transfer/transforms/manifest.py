@@ -631,17 +631,25 @@ def newest_match(pattern: str, exclude: str = "") -> str | None:
     return file_url(fs, max(dated)[1], scheme_of(pattern))
 
 
+def find_previous_manifest(pattern: str, exclude: str = "") -> str | None:
+    """The newest manifest matching ``pattern`` (other than ``exclude``), announced; None if
+    there is none or the store cannot be listed (then every source is read)."""
+    try:
+        found = newest_match(pattern, exclude)
+    except IO_ERRORS as exc:
+        LOG.warning("cannot look for an earlier run's manifest (%s): every source is read", error_text(exc))
+        return None
+    if found is not None:
+        LOG.info("sources unchanged since %s are not read again (--checksum reads them all)", redact(found))
+    return found
+
+
 def _previous_lines(url: str, exclude: str = "") -> Iterator[dict]:
     """The lines of the earlier manifest ``url``; a pattern: of its newest match (none: no line)."""
     if "*" in url:
-        try:
-            found = newest_match(url, exclude)
-        except IO_ERRORS as exc:
-            LOG.warning("cannot look for an earlier run's manifest (%s): every source is read", error_text(exc))
-            return
+        found = find_previous_manifest(url, exclude)
         if found is None:
             return
-        LOG.info("sources unchanged since %s are not read again (--checksum reads them all)", redact(found))
         url = found
     yield from read_manifest_lines(url)
 

@@ -17,7 +17,6 @@ from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
 from dicom_transfer.io.dimse import DimseError, DimseSettings
 from dicom_transfer.io.stow_requests import StowSender
 from dicom_transfer.stow import SUCCESS
-from dicom_transfer.transforms.retrieve import SOP_UID, first_value, paged
 
 LOG = logging.getLogger(__name__)
 Sent = tuple[ValidInstance, str, str]  # (instance, success|warning|unchanged|failure, message)
@@ -33,8 +32,7 @@ def held_instances(client: DicomwebClient, study: str, series: str) -> set[str]:
         When the server cannot answer.
     """
     try:
-        items = paged(client, f"/studies/{study}/series/{series}/instances", {"includefield": SOP_UID})
-        return {sop for item in items if (sop := first_value(item, SOP_UID))}
+        return client.series_instances(study, series)
     except DicomwebError as exc:
         if exc.status == 404:
             return set()
