@@ -99,7 +99,10 @@ def test_password_in_url_and_bearer_token_never_appear(orthanc, tmp_path, mode):
     finally:
         proxy.stop()
     assert result.returncode == 1, result.stderr
-    texts = result.stdout + result.stderr + (tmp_path / "e.log").read_text() + (tmp_path / "s.json").read_text()
+    # every report the run wrote: errors.log, the summary, the manifest, the reconciliation, report.html
+    reports = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".dcm"]
+    assert {"e.log", "s.json", "manifest.jsonl", "reconciliation.csv", "report.html"} <= {p.name for p in reports}
+    texts = result.stdout + result.stderr + "".join(p.read_text(errors="replace") for p in reports)
     assert "pw-81b2a7" not in texts and "tok-3c9f0e" not in texts
     assert json.loads((tmp_path / "s.json").read_text())["counter"]["success"] == 1
 
