@@ -21,7 +21,7 @@ from dicom_transfer.errors import redact, redact_url
 from dicom_transfer.io.auth import AuthConfig, AuthError
 from dicom_transfer.io.files import CHUNK, open_url
 from dicom_transfer.io.multipart import MultipartError, boundary_of, iter_parts_to_files, remove_quietly
-from dicom_transfer.io.retry import BODY_ERRORS, RETRYABLE_STATUS, RetryPolicy, parse_retry_after
+from dicom_transfer.io.retry import BODY_ERRORS, RETRYABLE_STATUS, RetryableAnswer, RetryPolicy, parse_retry_after
 
 LOG = logging.getLogger(__name__)
 DICOM_JSON = "application/dicom+json"
@@ -184,31 +184,27 @@ class DicomwebClient:
         (``stream=False``), retried here too when the body is cut off (IncompleteRead, a reset
         mid-body, a broken chunked encoding): such an answer is transient, like a 5xx."""
         attempts = 1 if stream else self.retry.attempts
-        for attempt in range(attempts):
-            try:
-                response = (session or self.session).get(
-                    f"{self.url}{path}", params=params, timeout=self.timeout, headers={"Accept": accept},
-                    stream=stream, verify=self.verify)
-            except requests.exceptions.SSLError as exc:
-                raise DicomwebError(f"TLS verification of {self.safe_url} failed ({_short(exc)}); "
-                                    "give the server's CA with --ca-bundle") from None
-            except BODY_ERRORS as exc:
-                if attempt + 1 < attempts:
-                    LOG.info("GET %s%s: answer cut off (%s); retrying", self.safe_url, path, _short(exc))
-                    self.retry.sleep(attempt)
-                    continue
-                raise DicomwebError(f"GET {self.safe_url}{path}: the answer was cut off {attempts} times "
-                                    f"({_short(exc)})") from None
-            except requests.exceptions.RequestException as exc:
-                raise DicomwebError(f"cannot reach {self.safe_url}: {_short(exc)}") from None
-            except AuthError as exc:
-                raise DicomwebError(f"no credentials for {self.safe_url}: {exc}", 401) from None
-            if response.status_code >= 400:
-                raise DicomwebError(
-                    f"GET {self.safe_url}{path} answered {response.status_code} {response.reason}",
-                    response.status_code, response.text[:500])
-            return response
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        try:
+            for attempt in self.retry.tries(f"GET {self.safe_url}{path}", BODY_ERRORS, attempts):
+                with attempt:
+                    response = (session or self.session).get(
+                        f"{self.url}{path}", params=params, timeout=self.timeout, headers={"Accept": accept},
+                        stream=stream, verify=self.verify)
+        except requests.exceptions.SSLError as exc:
+            raise DicomwebError(f"TLS verification of {self.safe_url} failed ({_short(exc)}); "
+                                "give the server's CA with --ca-bundle") from None
+        except BODY_ERRORS as exc:
+            raise DicomwebError(f"GET {self.safe_url}{path}: the answer was cut off {attempts} times "
+                                f"({_short(exc)})") from None
+        except requests.exceptions.RequestException as exc:
+            raise DicomwebError(f"cannot reach {self.safe_url}: {_short(exc)}") from None
+        except AuthError as exc:
+            raise DicomwebError(f"no credentials for {self.safe_url}: {exc}", 401) from None
+        if response.status_code >= 400:
+            raise DicomwebError(
+                f"GET {self.safe_url}{path} answered {response.status_code} {response.reason}",
+                response.status_code, response.text[:500])
+        return response
 
     def paged(self, path: str, params: dict | None = None) -> Iterator[dict]:
         """Every QIDO-RS result of ``path``, fetched ``PAGE_SIZE`` at a time (never unbounded)."""
@@ -251,31 +247,24 @@ class DicomwebClient:
         DicomwebError
             When retries are exhausted or on a connection failure.
         """
-        last = None
-        for attempt in range(self.retry.attempts):
-            body = MultipartBody(parts)
-            try:
-                response = self.session.post(
-                    f"{self.url}/studies", data=body, timeout=self.timeout, verify=self.verify,
-                    headers={"Content-Type": body.content_type, "Accept": DICOM_JSON})
-            except requests.exceptions.SSLError as exc:
-                raise DicomwebError(f"TLS verification of {self.safe_url} failed ({_short(exc)}); "
-                                    "give the server's CA with --ca-bundle") from None
-            except AuthError as exc:
-                raise DicomwebError(f"no credentials for {self.safe_url}: {exc}", 401) from None
-            except requests.exceptions.RequestException as exc:
-                last = DicomwebError(f"STOW-RS to {self.safe_url} failed: {_short(exc)}")
-                LOG.info("STOW-RS attempt %d failed (%s); retrying", attempt + 1, _short(exc))
-                self.retry.sleep(attempt)
-                continue
-            if response.status_code in RETRYABLE_STATUS and attempt + 1 < self.retry.attempts:
-                LOG.info("STOW-RS answered %d; retrying", response.status_code)
-                self.retry.sleep(attempt, parse_retry_after(response.headers.get("Retry-After")))
-                continue
-            return response.status_code, _json_or_empty(response)
-        if last is not None:
-            raise last
-        raise DicomwebError(f"STOW-RS to {self.safe_url} kept failing", response.status_code)
+        try:
+            for attempt in self.retry.tries(f"STOW-RS to {self.safe_url}", (requests.exceptions.RequestException,)):
+                with attempt:
+                    body = MultipartBody(parts)
+                    response = self.session.post(
+                        f"{self.url}/studies", data=body, timeout=self.timeout, verify=self.verify,
+                        headers={"Content-Type": body.content_type, "Accept": DICOM_JSON})
+                    if response.status_code in RETRYABLE_STATUS and not attempt.last:
+                        raise RetryableAnswer(response.status_code,
+                                              parse_retry_after(response.headers.get("Retry-After")))
+        except requests.exceptions.SSLError as exc:
+            raise DicomwebError(f"TLS verification of {self.safe_url} failed ({_short(exc)}); "
+                                "give the server's CA with --ca-bundle") from None
+        except AuthError as exc:
+            raise DicomwebError(f"no credentials for {self.safe_url}: {exc}", 401) from None
+        except requests.exceptions.RequestException as exc:
+            raise DicomwebError(f"STOW-RS to {self.safe_url} failed: {_short(exc)}") from None
+        return response.status_code, _json_or_empty(response)
 
     # -- WADO-RS ----------------------------------------------------------
     def retrieve(self, path: str, transfer_syntax: str = "*") -> requests.Response:
@@ -319,9 +308,9 @@ class DicomwebClient:
         DicomwebError
             When the answer keeps failing, or on an error status.
         """
-        for attempt in range(attempts):
-            try:
-                with self.retrieve(path, transfer_syntax) as response:
+        try:
+            for attempt in self.retry.tries(f"WADO-RS {path}", (MultipartError, requests.RequestException), attempts):
+                with attempt, self.retrieve(path, transfer_syntax) as response:
                     boundary = boundary_of(response.headers.get("Content-Type", ""))
                     for _, part_path, size in iter_parts_to_files(response.iter_content(CHUNK), boundary,
                                                                   new_file):
@@ -329,11 +318,8 @@ class DicomwebClient:
                             yield part_path, size
                         finally:
                             remove_quietly(part_path)
-                return
-            except (MultipartError, requests.RequestException) as exc:
-                if attempt + 1 >= attempts:
-                    raise DicomwebError(f"retrieval of {path} kept failing: {_short(exc)}") from None
-                self.retry.sleep(attempt)
+        except (MultipartError, requests.RequestException) as exc:
+            raise DicomwebError(f"retrieval of {path} kept failing: {_short(exc)}") from None
 
 
 def _json_or_empty(response: requests.Response) -> dict:
