@@ -17,15 +17,14 @@ from apache_beam.metrics import Metrics
 from dicom_transfer import metrics
 from dicom_transfer.elements import OUTCOMES, FileRef, Outcome, instance_outcome
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
-from dicom_transfer.io.destination import Destination, ExistsWithOtherContent
+from dicom_transfer.io.destination import Destination
 from dicom_transfer.layout import Layout, LayoutError
 from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.resources import ResourceFilter
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, batched
-from dicom_transfer.transforms.place import Placements
+from dicom_transfer.transforms.place import Placements, place_file
 from dicom_transfer.transforms.route import MATCHED, UNMATCHED, UnmatchedFilterLines, filter_file_selection
 from dicom_transfer.transforms.validate import read_and_validate
-from dicom_transfer.transforms.write import not_replaced, provenance
 from dicom_transfer.vocabulary import Stage
 
 
@@ -103,15 +102,11 @@ class _CopyFn(beam.DoFn):
         except LayoutError as exc:
             return _Copied(True, ErrorRecord.create(instance.url, str(exc), Stage.ROUTE, uids=instance.uids), lines)
         target = self.destination.url_of(relative)
-        try:
-            kind, _ = self.destination.place(
-                relative, instance.url, instance.size, overwrite=self.overwrite, dry_run=self.dry_run,
-                source_md5=instance.md5, data=data, provenance=provenance(self.run, instance.url))
-        except ExistsWithOtherContent as exc:
-            return _Copied(True, not_replaced(instance.url, target, instance.uids, exc, self.run), lines)
-        except IO_ERRORS as exc:
-            return _Copied(True, ErrorRecord.create(instance.url, f"cannot write {target}: {error_text(exc)}",
-                                                    Stage.WRITE, uids=instance.uids), lines)
+        kind = place_file(self.destination, relative, instance.url, instance.size, source=instance.url,
+                          uids=instance.uids, run=self.run, overwrite=self.overwrite, dry_run=self.dry_run,
+                          source_md5=instance.md5, data=data)
+        if isinstance(kind, ErrorRecord):
+            return _Copied(True, kind, lines)
         # The manifest's checksum: of the bytes this worker read, validated and wrote (or compared);
         # a larger file goes from file to file in the kernel (sendfile), unseen, so it has none.
         sha256 = hashlib.sha256(data).hexdigest() if data is not None and not self.dry_run else None

@@ -1,19 +1,21 @@
-"""Place one retrieved instance (a file on local disk) at its layout path, and the journal in
-which a storage SCP outside the pipeline records what it placed (C-MOVE)."""
+"""Place one instance (a file) at its layout path — the one step copy, write, export and the DIMSE
+receivers share — and the journal in which a storage SCP outside the pipeline records what it
+placed (C-MOVE)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 from collections.abc import Mapping
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
 from dicom_transfer.elements import OUTCOMES, Outcome
-from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
-from dicom_transfer.io.destination import PLACED, Destination, ExistsWithOtherContent
+from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text, redact
+from dicom_transfer.io.destination import PLACED, Destination, ExistsWithOtherContent, Provenance
 from dicom_transfer.io.files import open_url, split_url
 from dicom_transfer.layout import Layout, LayoutError
 from dicom_transfer.progress import ProgressLog
@@ -25,30 +27,68 @@ def instance_identifier(study: str, series: str, sop: str) -> str:
     return f"{study}/{series}/{sop}"
 
 
+def provenance(run: str, source: str) -> Provenance | None:
+    """What an output of run ``run`` records about the input ``source`` it came from."""
+    return Provenance(run, redact(source)) if run else None
+
+
+def not_replaced(source: str, target: str, uids: tuple[str, ...], exc: ExistsWithOtherContent,
+                 run: str) -> ErrorRecord:
+    """The failure of the input ``source`` (whose ``(study, series, sop)`` UIDs are ``uids``) whose
+    output ``target`` holds other bytes, naming the input that output came from when it is known
+    (a conflicting duplicate, if it was this run)."""
+    other = exc.written_from
+    if other and run and other.run == run:
+        sop_uid = uids[2] if len(uids) > 2 else "?"
+        message = (f"conflicting duplicate: {source} and {other.source} both map to {target} "
+                   f"(SOP Instance UID {sop_uid}) but their bytes differ; {other.source} was written "
+                   "first and is kept")
+    elif other:
+        message = (f"{target} exists with different content, written from {other.source} by run "
+                   f"{other.run} (use --overwrite to replace it)")
+    else:
+        message = f"{target} exists with different content (use --overwrite to replace it)"
+    return ErrorRecord.create(source, message, Stage.WRITE, uids=uids)
+
+
+def place_file(destination: Destination, relative: str, url: str, size: int, *, source: str,
+               uids: tuple[str, ...] = (), run: str = "", **options: Any) -> str | ErrorRecord:
+    """The one "place an instance" step of copy, write, export and the DIMSE receivers: put the
+    file at ``url`` at ``relative`` with :meth:`Destination.place` (``options``: ``overwrite``,
+    ``dry_run``, ``move``, ``data``...), recording that run ``run`` wrote it from ``source``.
+
+    Returns the kind (``success`` or ``unchanged``), or the :class:`ErrorRecord` of ``source``: a
+    conflict (naming the input the output came from, when known) or an I/O failure.
+    """
+    target = destination.url_of(relative)
+    try:
+        kind, _ = destination.place(relative, url, size, provenance=provenance(run, source), **options)
+    except ExistsWithOtherContent as exc:
+        return not_replaced(source, target, uids, exc, run)
+    except IO_ERRORS as exc:
+        return ErrorRecord.create(source, f"cannot write {target}: {error_text(exc)}", Stage.WRITE, uids=uids)
+    return kind
+
+
 def place_instance(destination: Destination, layout: Layout, values: Mapping[str, object], path: str,
                    size: int, *, overwrite: bool = False, dry_run: bool = False) -> Outcome | ErrorRecord:
     """Route the validated file at ``path`` (attributes ``values``) by ``layout`` and move it
-    into place, with the unchanged/conflict rules of :meth:`Destination.place`.
+    into place (:func:`place_file`).
 
     Returns an :class:`Outcome` (``success`` or ``unchanged``), or the :class:`ErrorRecord`
     saying why it could not be placed (stage ``route`` or ``write``).
     """
-    identifier = instance_identifier(str(values["StudyInstanceUID"]), str(values["SeriesInstanceUID"]),
-                                     str(values["SOPInstanceUID"]))
+    uids = (str(values["StudyInstanceUID"]), str(values["SeriesInstanceUID"]), str(values["SOPInstanceUID"]))
+    identifier = instance_identifier(*uids)
     try:
         relative = layout.relative_path(values)
     except LayoutError as exc:
         return ErrorRecord.create(identifier, str(exc), Stage.ROUTE)
-    target = destination.url_of(relative)
-    try:
-        kind, _ = destination.place(relative, path, size, overwrite=overwrite, dry_run=dry_run, move=True)
-    except ExistsWithOtherContent:
-        return ErrorRecord.create(identifier, f"{target} exists with different content "
-                                  "(use --overwrite to replace it)", Stage.WRITE)
-    except IO_ERRORS as exc:
-        return ErrorRecord.create(identifier, f"cannot write {target}: {error_text(exc)}", Stage.WRITE)
-    return Outcome(kind, size, identifier, target, str(values["StudyInstanceUID"]),
-                   str(values["SeriesInstanceUID"]), str(values["SOPInstanceUID"]))
+    kind = place_file(destination, relative, path, size, source=identifier, uids=uids, overwrite=overwrite,
+                      dry_run=dry_run, move=True)
+    if isinstance(kind, ErrorRecord):
+        return kind
+    return Outcome(kind, size, identifier, destination.url_of(relative), *uids)
 
 
 class Placements:

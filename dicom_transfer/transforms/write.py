@@ -17,47 +17,22 @@ from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
 from dicom_transfer.elements import OUTCOMES, ValidInstance, instance_outcome
-from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text, redact
+from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.destination import (
     ABSENT,
     PLACED,
     Destination,
     Existing,
-    ExistsWithOtherContent,
-    Provenance,
     remove_url,
 )
 from dicom_transfer.io.files import scheme_of
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
 from dicom_transfer.transforms.duplicates import UNIQUE, keep_one
+from dicom_transfer.transforms.place import place_file
 from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)
-
-
-def provenance(run: str, source: str) -> Provenance | None:
-    """What an output of run ``run`` records about the input ``source`` it came from."""
-    return Provenance(run, redact(source)) if run else None
-
-
-def not_replaced(source: str, target: str, uids: tuple[str, str, str], exc: ExistsWithOtherContent,
-                 run: str) -> ErrorRecord:
-    """The failure of the input ``source`` (whose ``(study, series, sop)`` UIDs are ``uids``) whose
-    output ``target`` holds other bytes, naming the input that output came from when it is known
-    (a conflicting duplicate, if it was this run)."""
-    sop_uid = uids[2]
-    other = exc.written_from
-    if other and run and other.run == run:
-        message = (f"conflicting duplicate: {source} and {other.source} both map to {target} "
-                   f"(SOP Instance UID {sop_uid}) but their bytes differ; {other.source} was written "
-                   "first and is kept")
-    elif other:
-        message = (f"{target} exists with different content, written from {other.source} by run "
-                   f"{other.run} (use --overwrite to replace it)")
-    else:
-        message = f"{target} exists with different content (use --overwrite to replace it)"
-    return ErrorRecord.create(source, message, Stage.WRITE, uids=uids)
 
 
 class _WriteFn(BatchedIoFn):
@@ -79,22 +54,19 @@ class _WriteFn(BatchedIoFn):
     def work(self, element: tuple[str, ValidInstance] | tuple[str, ValidInstance, Existing | None]) -> list:
         relative, instance = element[:2]
         existing = element[2] if len(element) > 2 else None
-        target = self.destination.url_of(relative)
         staged = instance.origin is not None  # a file this run made: moved into place, never left behind
         try:
-            kind, _ = self.destination.place(relative, instance.url, instance.size, overwrite=self.overwrite,
-                                             dry_run=self.dry_run, source_md5=instance.md5, existing=existing,
-                                             move=staged, provenance=provenance(self.run, instance.source))
-        except ExistsWithOtherContent as exc:
-            return [beam.pvalue.TaggedOutput(FAILURES, not_replaced(instance.source, target, instance.uids,
-                                                                    exc, self.run))]
-        except IO_ERRORS as exc:
-            return [self._failure(instance, f"cannot write {target}: {error_text(exc)}")]
+            kind = place_file(self.destination, relative, instance.url, instance.size, source=instance.source,
+                              uids=instance.uids, run=self.run, overwrite=self.overwrite, dry_run=self.dry_run,
+                              source_md5=instance.md5, existing=existing, move=staged)
         finally:
             if staged:
                 remove_url(instance.url)
+        if isinstance(kind, ErrorRecord):
+            return [beam.pvalue.TaggedOutput(FAILURES, kind)]
         return [beam.pvalue.TaggedOutput(OUTCOMES, instance_outcome(
-            kind, instance, target, verified_md5=not self.destination.local and not self.dry_run))]
+            kind, instance, self.destination.url_of(relative),
+            verified_md5=not self.destination.local and not self.dry_run))]
 
     def account(self, output: beam.pvalue.TaggedOutput) -> None:
         if output.tag != OUTCOMES:
