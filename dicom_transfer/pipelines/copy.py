@@ -6,8 +6,7 @@ import dataclasses
 
 import apache_beam as beam
 
-from dicom_transfer.elements import OUTCOMES
-from dicom_transfer.errors import FAILURES, redact
+from dicom_transfer.errors import redact
 from dicom_transfer.io.files import scheme_of
 from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.deid import DeidConfig, deidentify_stage, staging_url
@@ -16,8 +15,8 @@ from dicom_transfer.report import RunReports, absolute
 from dicom_transfer.transforms import ExpandPatterns, RouteToLayout, WriteInstances, WriteReports
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS
 from dicom_transfer.transforms.copy_files import CopyFiles
-from dicom_transfer.transforms.expand import FILE_COUNTS, FILES, UNMATCHED
 from dicom_transfer.transforms.manifest import LayoutCheck, SkipUnchanged
+from dicom_transfer.transforms.results import Copied, Listed, QuickChecked, Routed, Written
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,35 +83,35 @@ def build_copy_pipeline(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCo
         inputs.failures += more_failures
         inputs.outcomes += more_outcomes
         extra["deidentification"] = config.deid.summary()
-    routed = instances | "RouteToLayout" >> RouteToLayout(config.layout)
-    written = routed["routed"] | "WriteInstances" >> WriteInstances(
+    routed: Routed = instances | "RouteToLayout" >> RouteToLayout(config.layout)
+    written: Written = routed.routed | "WriteInstances" >> WriteInstances(
         config.destination, overwrite=config.overwrite, dry_run=config.dry_run, threads=config.threads,
         run=config.run)
-    failures = (*inputs.failures, routed[FAILURES], written[FAILURES]) | "AllFailures" >> beam.Flatten()
-    outcomes = (written[OUTCOMES], *inputs.outcomes) | "AllOutcomes" >> beam.Flatten()
+    failures = (*inputs.failures, routed.failures, written.failures) | "AllFailures" >> beam.Flatten()
+    outcomes = (written.outcomes, *inputs.outcomes) | "AllOutcomes" >> beam.Flatten()
     return (failures, outcomes, inputs.unmatched, inputs.file_counts) | "WriteReports" >> _reports(config, extra)
 
 
 def _build_streaming(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCollection:
     """Expansion, then one step per file (:class:`CopyFiles`), then the reports."""
-    expanded = pipeline | "ExpandPatterns" >> ExpandPatterns(
+    expanded: Listed = pipeline | "ExpandPatterns" >> ExpandPatterns(
         config.patterns, strict=config.strict, exclude=[absolute(config.destination)])
-    files, skipped = expanded[FILES], None
+    files, skipped = expanded.files, None
     skip = config.skip_unchanged()
     if skip is not None:
-        checked = files | "SkipUnchanged" >> skip
-        files, skipped = checked[FILES], checked[OUTCOMES]
-    copied = files | "CopyFiles" >> CopyFiles(
+        checked: QuickChecked = files | "SkipUnchanged" >> skip
+        files, skipped = checked.files, checked.outcomes
+    copied: Copied = files | "CopyFiles" >> CopyFiles(
         config.destination, config.layout, run=config.run, filter_file=config.filter_file, strict=config.strict,
         overwrite=config.overwrite, dry_run=config.dry_run, threads=config.threads)
-    failures = (expanded[FAILURES], copied[FAILURES]) | "AllFailures" >> beam.Flatten()
-    unmatched = expanded[UNMATCHED]
-    if UNMATCHED in copied:
-        unmatched = (unmatched, copied[UNMATCHED]) | "AllUnmatched" >> beam.Flatten()
-    outcomes = copied[OUTCOMES]
+    failures = (expanded.failures, copied.failures) | "AllFailures" >> beam.Flatten()
+    unmatched = expanded.unmatched
+    if copied.unmatched is not None:
+        unmatched = (unmatched, copied.unmatched) | "AllUnmatched" >> beam.Flatten()
+    outcomes = copied.outcomes
     if skipped is not None:
         outcomes = (outcomes, skipped) | "AllOutcomes" >> beam.Flatten()
-    return (failures, outcomes, unmatched, expanded[FILE_COUNTS]) | "WriteReports" >> _reports(config, {})
+    return (failures, outcomes, unmatched, expanded.file_counts) | "WriteReports" >> _reports(config, {})
 
 
 def _reports(config: CopyConfig, extra: dict) -> WriteReports:

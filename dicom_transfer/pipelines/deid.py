@@ -9,14 +9,12 @@ import apache_beam as beam
 
 from dicom_transfer.deid.profile import ProfileOptions, load_table, parse_safe_private
 from dicom_transfer.deid.pseudonyms import DeidKeyError
-from dicom_transfer.elements import OUTCOMES
-from dicom_transfer.errors import FAILURES
 from dicom_transfer.io.files import open_url, scheme_of
 from dicom_transfer.io.preflight import StoreUnavailable, check_writable_file
 from dicom_transfer.pipelines.options import UsageError
 from dicom_transfer.report import absolute
-from dicom_transfer.transforms.deidentify import MAPPING, Deidentify, DeidSettings, WriteMapping
-from dicom_transfer.transforms.validate import INSTANCES
+from dicom_transfer.transforms.deidentify import Deidentify, DeidSettings, WriteMapping
+from dicom_transfer.transforms.results import Deidentified
 
 OPTION_FLAGS = ("retain_uids", "retain_device_identity", "retain_institution_identity",
                 "retain_patient_characteristics", "retain_longitudinal_full_dates",
@@ -88,8 +86,8 @@ def deidentify_stage(instances: beam.PCollection, config: DeidConfig, staging: s
                      threads: int) -> tuple[beam.PCollection, list[beam.PCollection], list[beam.PCollection]]:
     """Add :class:`Deidentify` (and the mapping table) after ``instances``: return the de-identified
     instances, and the failures and outcomes to report."""
-    deid = instances | "Deidentify" >> Deidentify(config.settings, staging, keywords, threads=threads,
-                                                  mapping=bool(config.mapping_url))
+    deid: Deidentified = instances | "Deidentify" >> Deidentify(config.settings, staging, keywords, threads=threads,
+                                                                mapping=bool(config.mapping_url))
     if config.mapping_url:
-        deid[MAPPING] | "WriteMapping" >> WriteMapping(config.mapping_url)
-    return deid[INSTANCES], [deid[FAILURES]], [deid[OUTCOMES]]
+        deid.mapping | "WriteMapping" >> WriteMapping(config.mapping_url)
+    return deid.instances, [deid.failures], [deid.outcomes]

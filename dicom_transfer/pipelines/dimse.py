@@ -22,8 +22,7 @@ from dicom_transfer.dimse import (
     parse_listen_address,
     parse_peer_address,
 )
-from dicom_transfer.elements import OUTCOMES
-from dicom_transfer.errors import FAILURES, redact
+from dicom_transfer.errors import redact
 from dicom_transfer.io.dimse import DimseError, DimseSettings, echo
 from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.configs import (
@@ -42,9 +41,8 @@ from dicom_transfer.pipelines.options import UsageError
 from dicom_transfer.pipelines.receiver import MoveReceiver, journal_of
 from dicom_transfer.report import RunReports
 from dicom_transfer.transforms import WriteReports
-from dicom_transfer.transforms.deidentify import MAPPING, WriteMapping
+from dicom_transfer.transforms.deidentify import WriteMapping
 from dicom_transfer.transforms.dimse_source import (
-    INSTANCES,
     DimseExpandToInstances,
     DimseResourcesToExport,
     DimseRetrieveAndWrite,
@@ -52,7 +50,7 @@ from dicom_transfer.transforms.dimse_source import (
 from dicom_transfer.transforms.dimse_store import DimseStoreInstances
 from dicom_transfer.transforms.manifest import LayoutCheck, TargetCheck
 from dicom_transfer.transforms.migrate_targets import PacsTarget
-from dicom_transfer.transforms.retrieve import RESOURCES
+from dicom_transfer.transforms.results import Found, Resources, Transferred, Written
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,11 +216,11 @@ def move_receiver(config: DimseExportConfig) -> Iterator[MoveReceiver | None]:
 def build_dimse_export_pipeline(pipeline: beam.Pipeline, config: DimseExportConfig) -> beam.PCollection:
     """Add the stages of an export from a PACS to ``pipeline``; return the summary URL's PCollection."""
     settings = config.settings
-    resources = pipeline | "ResourcesToExport" >> DimseResourcesToExport(
+    resources: Resources = pipeline | "ResourcesToExport" >> DimseResourcesToExport(
         settings, config.identifiers, config.identifiers_file, config.filter_file, config.date_chunks)
-    series = resources[RESOURCES] | "ExpandToInstances" >> DimseExpandToInstances(settings)
+    series: Found = resources.resources | "ExpandToInstances" >> DimseExpandToInstances(settings)
     move = config.move
-    exported = series[INSTANCES] | "RetrieveAndWrite" >> DimseRetrieveAndWrite(
+    exported: Transferred = series.instances | "RetrieveAndWrite" >> DimseRetrieveAndWrite(
         settings, config.destination, config.layout, config.overwrite, config.dry_run,
         move.ae_title if move else None, move.journal if move else None,
         deid=config.deid.settings if config.deid else None)
@@ -230,10 +228,10 @@ def build_dimse_export_pipeline(pipeline: beam.Pipeline, config: DimseExportConf
     if config.deid:
         extra["deidentification"] = config.deid.summary()
         if config.deid.mapping_url:
-            exported[MAPPING] | "WriteMapping" >> WriteMapping(config.deid.mapping_url)
-    failures = (resources[FAILURES], series[FAILURES], exported[FAILURES]) | "AllFailures" >> beam.Flatten()
+            exported.mapping | "WriteMapping" >> WriteMapping(config.deid.mapping_url)
+    failures = (resources.failures, series.failures, exported.failures) | "AllFailures" >> beam.Flatten()
     no_patterns = pipeline | "NoPatterns" >> beam.Create([])
-    return (failures, exported[OUTCOMES], no_patterns) | "WriteReports" >> WriteReports.for_run(
+    return (failures, exported.outcomes, no_patterns) | "WriteReports" >> WriteReports.for_run(
         config.reports, extra={"source": str(settings.peer), "destination": redact(config.destination),
                                "retrieval": f"C-MOVE to {move.ae_title}" if move else "C-GET", **extra},
         check=LayoutCheck(config.destination, config.layout))
@@ -242,10 +240,10 @@ def build_dimse_export_pipeline(pipeline: beam.Pipeline, config: DimseExportConf
 def build_dimse_import_pipeline(pipeline: beam.Pipeline, config: DimseImportConfig) -> beam.PCollection:
     """Add the stages of an import into a PACS to ``pipeline``; return the summary URL's PCollection."""
     inputs = read_inputs(pipeline, config.patterns, config.filter_file, strict=config.strict)
-    stored = inputs.instances | "StoreInstances" >> DimseStoreInstances(
+    stored: Written = inputs.instances | "StoreInstances" >> DimseStoreInstances(
         config.settings, check_existing=config.check_existing, dry_run=config.dry_run)
-    failures = (*inputs.failures, stored[FAILURES]) | "AllFailures" >> beam.Flatten()
-    outcomes = (stored[OUTCOMES], *inputs.outcomes) | "AllOutcomes" >> beam.Flatten()
+    failures = (*inputs.failures, stored.failures) | "AllFailures" >> beam.Flatten()
+    outcomes = (stored.outcomes, *inputs.outcomes) | "AllOutcomes" >> beam.Flatten()
     return (failures, outcomes, inputs.unmatched) | "WriteReports" >> WriteReports.for_run(
         config.reports, extra={"source": [redact(p) for p in config.patterns],
                                "destination": str(config.settings.peer)},

@@ -18,8 +18,7 @@ from collections.abc import Iterator
 
 import apache_beam as beam
 
-from dicom_transfer.elements import OUTCOMES
-from dicom_transfer.errors import FAILURES, redact
+from dicom_transfer.errors import redact
 from dicom_transfer.io.dicomweb import DicomwebClient
 from dicom_transfer.io.dimse import DimseSettings
 from dicom_transfer.layout import Layout
@@ -37,12 +36,12 @@ from dicom_transfer.pipelines.options import UsageError
 from dicom_transfer.pipelines.receiver import MoveReceiver, journal_of
 from dicom_transfer.report import RunReports
 from dicom_transfer.transforms import WriteReports
-from dicom_transfer.transforms.deidentify import MAPPING, WriteMapping
+from dicom_transfer.transforms.deidentify import WriteMapping
 from dicom_transfer.transforms.dimse_migrate import DimseMigrateSeries
-from dicom_transfer.transforms.dimse_source import INSTANCES, DimseExpandToInstances, DimseResourcesToExport
+from dicom_transfer.transforms.dimse_source import DimseExpandToInstances, DimseResourcesToExport
 from dicom_transfer.transforms.manifest import TargetCheck
 from dicom_transfer.transforms.migrate_targets import migration_target
-from dicom_transfer.transforms.retrieve import RESOURCES
+from dicom_transfer.transforms.results import Found, Resources, Transferred
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,10 +146,10 @@ def staging_receiver(config: DimseMigrateConfig) -> Iterator[MoveReceiver | None
 def build_dimse_migrate_pipeline(pipeline: beam.Pipeline, config: DimseMigrateConfig) -> beam.PCollection:
     """Add the stages of a migration from a PACS to ``pipeline``; return the summary URL's PCollection."""
     settings = config.settings
-    resources = pipeline | "ResourcesToExport" >> DimseResourcesToExport(
+    resources: Resources = pipeline | "ResourcesToExport" >> DimseResourcesToExport(
         settings, config.identifiers, config.identifiers_file, config.filter_file, config.date_chunks)
-    series = resources[RESOURCES] | "ExpandToInstances" >> DimseExpandToInstances(settings)
-    migrated = series[INSTANCES] | "MigrateSeries" >> DimseMigrateSeries(
+    series: Found = resources.resources | "ExpandToInstances" >> DimseExpandToInstances(settings)
+    migrated: Transferred = series.instances | "MigrateSeries" >> DimseMigrateSeries(
         settings, config.destination, max_instances=config.max_instances, max_bytes=config.max_bytes,
         concurrency=config.concurrency, verify_bytes=config.verify_bytes, dry_run=config.dry_run,
         move_destination=config.move.ae_title if config.move else None,
@@ -160,10 +159,10 @@ def build_dimse_migrate_pipeline(pipeline: beam.Pipeline, config: DimseMigrateCo
     if config.deid:
         extra["deidentification"] = config.deid.summary()
         if config.deid.mapping_url:  # a re-run moves only what is missing: earlier rows are kept
-            migrated[MAPPING] | "WriteMapping" >> WriteMapping(config.deid.mapping_url, merge_existing=True)
-    failures = (resources[FAILURES], series[FAILURES], migrated[FAILURES]) | "AllFailures" >> beam.Flatten()
+            migrated.mapping | "WriteMapping" >> WriteMapping(config.deid.mapping_url, merge_existing=True)
+    failures = (resources.failures, series.failures, migrated.failures) | "AllFailures" >> beam.Flatten()
     no_patterns = pipeline | "NoPatterns" >> beam.Create([])
-    return (failures, migrated[OUTCOMES], no_patterns) | "WriteReports" >> WriteReports.for_run(
+    return (failures, migrated.outcomes, no_patterns) | "WriteReports" >> WriteReports.for_run(
         config.reports,
         extra={"source": str(settings.peer), "destination": config.destination_name,
                "retrieval": f"C-MOVE to {config.move.ae_title}" if config.move else "C-GET",

@@ -6,18 +6,16 @@ import dataclasses
 
 import apache_beam as beam
 
-from dicom_transfer.elements import OUTCOMES
-from dicom_transfer.errors import FAILURES, redact
+from dicom_transfer.errors import redact
 from dicom_transfer.io.dicomweb import DicomwebClient
 from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.deid import DeidConfig
 from dicom_transfer.report import RunReports, absolute
 from dicom_transfer.transforms import WriteReports
-from dicom_transfer.transforms.deidentify import MAPPING, WriteMapping
+from dicom_transfer.transforms.deidentify import WriteMapping
 from dicom_transfer.transforms.manifest import LayoutCheck
+from dicom_transfer.transforms.results import Found, Resources, Transferred
 from dicom_transfer.transforms.retrieve import (
-    INSTANCES,
-    RESOURCES,
     ExpandToInstances,
     ResourcesToExport,
     RetrieveAndWrite,
@@ -49,26 +47,26 @@ def selected_series(pipeline: beam.Pipeline, client: DicomwebClient, selection) 
     """The instances ``selection`` names on ``client``'s server (its ``identifiers``,
     ``identifiers_file``, ``filter_file`` or ``all_studies``), grouped by series (a fusion break),
     and the failure outputs of resolving them."""
-    resources = pipeline | "ResourcesToExport" >> ResourcesToExport(
+    resources: Resources = pipeline | "ResourcesToExport" >> ResourcesToExport(
         client, selection.identifiers, selection.identifiers_file, selection.filter_file, selection.all_studies)
-    series = resources[RESOURCES] | "ExpandToInstances" >> ExpandToInstances(client)
-    return series[INSTANCES], (resources[FAILURES], series[FAILURES])
+    series: Found = resources.resources | "ExpandToInstances" >> ExpandToInstances(client)
+    return series.instances, (resources.failures, series.failures)
 
 
 def build_export_pipeline(pipeline: beam.Pipeline, config: ExportConfig) -> beam.PCollection:
     """Add the export stages to ``pipeline``; return the PCollection of the summary URL."""
     series, selection_failures = selected_series(pipeline, config.client, config)
-    exported = series | "RetrieveAndWrite" >> RetrieveAndWrite(
+    exported: Transferred = series | "RetrieveAndWrite" >> RetrieveAndWrite(
         config.client, config.destination, config.layout, config.transfer_syntax, config.overwrite,
         config.dry_run, deid=config.deid.settings if config.deid else None)
     extra = {}
     if config.deid:
         extra["deidentification"] = config.deid.summary()
         if config.deid.mapping_url:
-            exported[MAPPING] | "WriteMapping" >> WriteMapping(config.deid.mapping_url)
-    failures = (*selection_failures, exported[FAILURES]) | "AllFailures" >> beam.Flatten()
+            exported.mapping | "WriteMapping" >> WriteMapping(config.deid.mapping_url)
+    failures = (*selection_failures, exported.failures) | "AllFailures" >> beam.Flatten()
     no_patterns = pipeline | "NoPatterns" >> beam.Create([])
-    return (failures, exported[OUTCOMES], no_patterns) | "WriteReports" >> WriteReports.for_run(
+    return (failures, exported.outcomes, no_patterns) | "WriteReports" >> WriteReports.for_run(
         config.reports,
         extra={"source": config.client.safe_url, "destination": absolute(redact(config.destination)), **extra},
         check=LayoutCheck(config.destination, config.layout),

@@ -6,13 +6,13 @@ import dataclasses
 
 import apache_beam as beam
 
-from dicom_transfer.elements import OUTCOMES
-from dicom_transfer.errors import FAILURES, redact
+from dicom_transfer.errors import redact
 from dicom_transfer.io.dicomweb import DicomwebClient
 from dicom_transfer.pipelines.inputs import read_inputs
 from dicom_transfer.report import RunReports
 from dicom_transfer.transforms import WriteReports
 from dicom_transfer.transforms.manifest import DicomwebCheck
+from dicom_transfer.transforms.results import Written
 from dicom_transfer.transforms.store import StoreInstances
 
 
@@ -38,12 +38,12 @@ class ImportConfig:
 def build_import_pipeline(pipeline: beam.Pipeline, config: ImportConfig) -> beam.PCollection:
     """Add the import stages to ``pipeline``; return the PCollection of the summary URL."""
     inputs = read_inputs(pipeline, config.patterns, config.filter_file, strict=config.strict)
-    stored = inputs.instances | "StoreInstances" >> StoreInstances(
+    stored: Written = inputs.instances | "StoreInstances" >> StoreInstances(
         config.client, max_instances=config.max_instances, max_bytes=config.max_bytes,
         concurrency=config.concurrency, check_existing=config.check_existing,
         dry_run=config.dry_run)
-    failures = (*inputs.failures, stored[FAILURES]) | "AllFailures" >> beam.Flatten()
-    outcomes = (stored[OUTCOMES], *inputs.outcomes) | "AllOutcomes" >> beam.Flatten()
+    failures = (*inputs.failures, stored.failures) | "AllFailures" >> beam.Flatten()
+    outcomes = (stored.outcomes, *inputs.outcomes) | "AllOutcomes" >> beam.Flatten()
     return (failures, outcomes, inputs.unmatched, inputs.file_counts) | "WriteReports" >> WriteReports.for_run(
         config.reports,
         extra={"source": [redact(p) for p in config.patterns], "destination": config.client.safe_url},

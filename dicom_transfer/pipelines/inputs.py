@@ -7,12 +7,11 @@ from collections.abc import Iterable
 
 import apache_beam as beam
 
-from dicom_transfer.elements import OUTCOMES, Outcome, instance_outcome
-from dicom_transfer.errors import FAILURES
+from dicom_transfer.elements import Outcome, instance_outcome
 from dicom_transfer.metrics import FILTERED
 from dicom_transfer.transforms import ExpandPatterns, FilterInstances, ReadAndValidate
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS
-from dicom_transfer.transforms.expand import FILE_COUNTS
+from dicom_transfer.transforms.results import Found, Listed, QuickChecked, Selected
 
 
 @dataclasses.dataclass
@@ -38,18 +37,18 @@ def read_inputs(pipeline: beam.Pipeline, patterns: Iterable[str], filter_file: s
     ``strict``: a pattern or filter-file line that matches nothing is a failure, not a warning.
     ``skip``: what decides, before reading, which files need no reading (``SkipUnchanged``).
     """
-    expanded = pipeline | "ExpandPatterns" >> ExpandPatterns(patterns, strict=strict, exclude=exclude)
-    to_read, skipped = expanded["files"], []
+    expanded: Listed = pipeline | "ExpandPatterns" >> ExpandPatterns(patterns, strict=strict, exclude=exclude)
+    to_read, skipped = expanded.files, []
     if skip is not None:
-        checked_before = expanded["files"] | "SkipUnchanged" >> skip
-        to_read, skipped = checked_before["files"], [checked_before[OUTCOMES]]
-    checked = to_read | "ReadAndValidate" >> ReadAndValidate(keywords, threads=threads)
-    inputs = Inputs(checked["instances"], [expanded[FAILURES], checked[FAILURES]], skipped,
-                    expanded["unmatched"], expanded[FILE_COUNTS])
+        checked_before: QuickChecked = expanded.files | "SkipUnchanged" >> skip
+        to_read, skipped = checked_before.files, [checked_before.outcomes]
+    checked: Found = to_read | "ReadAndValidate" >> ReadAndValidate(keywords, threads=threads)
+    inputs = Inputs(checked.instances, [expanded.failures, checked.failures], skipped,
+                    expanded.unmatched, expanded.file_counts)
     if filter_file:
-        selected = inputs.instances | "FilterInstances" >> FilterInstances(filter_file, strict=strict)
-        inputs.instances = selected["instances"]
-        inputs.outcomes.append(selected[FILTERED] | "FilteredOutcomes" >> beam.Map(_filtered_outcome))
-        inputs.failures.append(selected[FAILURES])
-        inputs.unmatched = (inputs.unmatched, selected["unmatched"]) | "AllUnmatched" >> beam.Flatten()
+        selected: Selected = inputs.instances | "FilterInstances" >> FilterInstances(filter_file, strict=strict)
+        inputs.instances = selected.instances
+        inputs.outcomes.append(selected.filtered | "FilteredOutcomes" >> beam.Map(_filtered_outcome))
+        inputs.failures.append(selected.failures)
+        inputs.unmatched = (inputs.unmatched, selected.unmatched) | "AllUnmatched" >> beam.Flatten()
     return inputs

@@ -1,6 +1,6 @@
 """Beam PTransforms, one per user-visible step, each usable on its own.
 
-Each returns a dict of PCollections; failed inputs leave through
+Each returns a named tuple of PCollections (:mod:`.results`); failed inputs leave through
 ``failures`` as :class:`dicom_transfer.errors.ErrorRecord` values.
 """
 

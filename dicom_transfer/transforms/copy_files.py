@@ -23,7 +23,8 @@ from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.resources import ResourceFilter
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, batched
 from dicom_transfer.transforms.place import Placements, place_file
-from dicom_transfer.transforms.route import MATCHED, UNMATCHED, UnmatchedFilterLines, filter_file_selection
+from dicom_transfer.transforms.results import Copied, Unmatched
+from dicom_transfer.transforms.route import MATCHED, UnmatchedFilterLines, filter_file_selection
 from dicom_transfer.transforms.validate import read_and_validate
 from dicom_transfer.vocabulary import Stage
 
@@ -122,14 +123,14 @@ class CopyFiles(beam.PTransform):
     all in one step per file: it is written as soon as it is validated, from the bytes read to
     validate it. ``threads`` files are copied at once per worker.
 
-    Returns a dict with ``outcomes`` (:class:`Outcome`: ``success``, ``unchanged``,
+    Returns :class:`~.results.Copied`: ``outcomes`` (:class:`Outcome`: ``success``, ``unchanged``,
     ``filtered``), ``failures`` and, with a filter file, ``unmatched`` (its lines that
     selected nothing).
 
     Example::
 
         expanded = p | ExpandPatterns(["/data/in/**.dcm"])
-        copied = expanded["files"] | CopyFiles("/data/out", Layout.parse("uid"), run="run-1")
+        copied = expanded.files | CopyFiles("/data/out", Layout.parse("uid"), run="run-1")
     """
 
     def __init__(self, destination_url: str, layout: Layout, *, run: str = "", filter_file: str | None = None,
@@ -141,7 +142,7 @@ class CopyFiles(beam.PTransform):
         self.strict = strict
         self.threads = threads
 
-    def expand(self, files: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, files: beam.PCollection) -> Copied:
         side, selection = [], None
         if self.filter_file:
             selection = filter_file_selection(files.pipeline, self.filter_file)
@@ -150,7 +151,8 @@ class CopyFiles(beam.PTransform):
             files = files | "Batch" >> batched(self.threads)
         copied = files | "Copy" >> beam.ParDo(self.fn, *side).with_outputs(FAILURES, MATCHED, OUTCOMES)
         if selection is None or self.filter_file is None:
-            return {OUTCOMES: copied[OUTCOMES], FAILURES: copied[FAILURES]}
-        lines = copied[MATCHED] | "Unmatched" >> UnmatchedFilterLines(selection, self.filter_file, self.strict)
-        failures = (copied[FAILURES], lines[FAILURES]) | "Failures" >> beam.Flatten()
-        return {OUTCOMES: copied[OUTCOMES], FAILURES: failures, UNMATCHED: lines[UNMATCHED]}
+            return Copied(copied[OUTCOMES], copied[FAILURES])
+        lines: Unmatched = copied[MATCHED] | "Unmatched" >> UnmatchedFilterLines(
+            selection, self.filter_file, self.strict)
+        failures = (copied[FAILURES], lines.failures) | "Failures" >> beam.Flatten()
+        return Copied(copied[OUTCOMES], failures, lines.unmatched)

@@ -28,6 +28,7 @@ from dicom_transfer.part10 import InvalidInstance, validate_part10
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
 from dicom_transfer.transforms.place import place_instance
+from dicom_transfer.transforms.results import Deidentified
 from dicom_transfer.transforms.validate import INSTANCES, plain_value
 from dicom_transfer.vocabulary import Stage
 
@@ -220,7 +221,7 @@ class Deidentify(beam.PTransform):
     as bytes, never loaded. The de-identified files go to ``staging`` (a folder or object
     prefix the writing workers can read; :class:`WriteInstances` moves them into place).
 
-    Returns a dict with ``instances`` (staged :class:`ValidInstance`, new UIDs),
+    Returns :class:`~.results.Deidentified`: ``instances`` (staged :class:`ValidInstance`, new UIDs),
     ``mapping`` (:class:`MappingRow`, each at least once; none with ``mapping=False``),
     ``outcomes`` (one ``deidentified`` per instance) and ``failures`` (identified by the
     input's URL only).
@@ -228,8 +229,8 @@ class Deidentify(beam.PTransform):
     Example::
 
         settings = DeidSettings(ProfileOptions(retain_longitudinal_modified_dates=True), key_env="DEID_KEY")
-        deid = checked["instances"] | Deidentify(settings, staging="out/.staging")
-        deid["instances"] | RouteToLayout(Layout.parse("uid"))
+        deid = checked.instances | Deidentify(settings, staging="out/.staging")
+        deid.instances | RouteToLayout(Layout.parse("uid"))
     """
 
     def __init__(self, settings: DeidSettings, staging: str, keywords: Iterable[str] = (),
@@ -241,7 +242,7 @@ class Deidentify(beam.PTransform):
         self.threads = threads
         self.mapping = mapping
 
-    def expand(self, instances: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, instances: beam.PCollection) -> Deidentified:
         result = (
             instances
             | "Batch" >> batched(self.threads)
@@ -249,8 +250,7 @@ class Deidentify(beam.PTransform):
                                                    self.mapping))
             .with_outputs(FAILURES, MAPPING, OUTCOMES, main=INSTANCES)
         )
-        return {INSTANCES: result[INSTANCES], MAPPING: result[MAPPING], OUTCOMES: result[OUTCOMES],
-                FAILURES: result[FAILURES]}
+        return Deidentified(result[INSTANCES], result[MAPPING], result[OUTCOMES], result[FAILURES])
 
 
 class _MergeSightings(beam.CombineFn):
@@ -346,7 +346,7 @@ class WriteMapping(beam.PTransform):
 
     Example::
 
-        deid["mapping"] | WriteMapping("secure/mapping.csv")
+        deid.mapping | WriteMapping("secure/mapping.csv")
     """
 
     def __init__(self, url: str, merge_existing: bool = False) -> None:

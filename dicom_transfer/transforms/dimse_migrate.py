@@ -35,6 +35,7 @@ from dicom_transfer.transforms.deidentify import MAPPING, DeidSettings
 from dicom_transfer.transforms.dimse_source import context_groups, retrieval_contexts
 from dicom_transfer.transforms.migrate import _MigrateSeriesFn, _SeriesRun
 from dicom_transfer.transforms.place import clear_journal_entries, read_journal_entry
+from dicom_transfer.transforms.results import Transferred
 from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)
@@ -249,12 +250,12 @@ class DimseMigrateSeries(beam.PTransform):
     receiver that stages what it receives and records it in ``journal``. With ``deid``, each
     retrieved instance is de-identified before it is sent, as by ``MigrateSeries``.
 
-    Returns a dict with ``outcomes``, ``failures`` and ``mapping`` (empty without ``deid``).
+    Returns :class:`~.results.Transferred`: ``outcomes``, ``failures`` and ``mapping`` (empty without ``deid``).
 
     Example::
 
         series = resources | DimseExpandToInstances(settings)
-        moved = series["instances"] | DimseMigrateSeries(settings, destination)
+        moved = series.instances | DimseMigrateSeries(settings, destination)
     """
 
     def __init__(self, settings: DimseSettings, destination: DicomwebClient | DimseSettings,
@@ -266,6 +267,6 @@ class DimseMigrateSeries(beam.PTransform):
         self.fn = _DimseMigrateSeriesFn(settings, destination, max_instances, max_bytes, concurrency,
                                         verify_bytes, dry_run, move_destination, journal, deid)
 
-    def expand(self, series: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, series: beam.PCollection) -> Transferred:
         result = series | "RetrieveStoreVerify" >> beam.ParDo(self.fn).with_outputs(FAILURES, OUTCOMES, MAPPING)
-        return {OUTCOMES: result[OUTCOMES], FAILURES: result[FAILURES], MAPPING: result[MAPPING]}
+        return Transferred(result[OUTCOMES], result[FAILURES], result[MAPPING])

@@ -49,6 +49,7 @@ from dicom_transfer.transforms.place import (
     place_instance,
     read_journal_entry,
 )
+from dicom_transfer.transforms.results import Found, Resources, Transferred
 from dicom_transfer.transforms.retrieve import RESOURCES, ResourcesToExport
 from dicom_transfer.transforms.validate import validate_file
 from dicom_transfer.vocabulary import Stage
@@ -112,16 +113,16 @@ class DimseResourcesToExport(beam.PTransform):
         self.given = ResourcesToExport(None, identifiers, identifiers_file, filter_file)
         self.date_chunks = None if date_chunks is None else list(date_chunks)
 
-    def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
-        given = pbegin | "Given" >> self.given
+    def expand(self, pbegin: beam.pvalue.PBegin) -> Resources:
+        given: Resources = pbegin | "Given" >> self.given
         if self.date_chunks is None:
             return given
         listed = (pbegin | "DateChunks" >> beam.Create(self.date_chunks)
                   | "SpreadChunks" >> beam.Reshuffle()
                   | "FindStudies" >> beam.ParDo(_ListStudiesFn(self.settings)).with_outputs(
                       FAILURES, main=RESOURCES))
-        return {RESOURCES: (given[RESOURCES], listed[RESOURCES]) | "AllResources" >> beam.Flatten(),
-                FAILURES: (given[FAILURES], listed[FAILURES]) | "ListFailures" >> beam.Flatten()}
+        return Resources((given.resources, listed[RESOURCES]) | "AllResources" >> beam.Flatten(),
+                         (given.failures, listed[FAILURES]) | "ListFailures" >> beam.Flatten())
 
 
 class _ExpandFn(PeerDoFn):
@@ -178,11 +179,10 @@ class DimseExpandToInstances(beam.PTransform):
         super().__init__()
         self.settings = settings
 
-    def expand(self, resources: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, resources: beam.PCollection) -> Found:
         expanded = resources | "CFind" >> beam.ParDo(_ExpandFn(self.settings)).with_outputs(
             FAILURES, main=INSTANCES)
-        return {INSTANCES: expanded[INSTANCES] | "GroupBySeries" >> beam.GroupByKey(),
-                FAILURES: expanded[FAILURES]}
+        return Found(expanded[INSTANCES] | "GroupBySeries" >> beam.GroupByKey(), expanded[FAILURES])
 
 
 class _Series:
@@ -411,7 +411,7 @@ class DimseRetrieveAndWrite(beam.PTransform):
     instance by instance; what still fails is one record per instance. With ``deid`` (C-GET
     only), each instance is de-identified as it arrives and placed by its new UIDs.
 
-    Returns a dict with ``outcomes``, ``failures`` and ``mapping`` (empty without ``deid``).
+    Returns :class:`~.results.Transferred`: ``outcomes``, ``failures`` and ``mapping`` (empty without ``deid``).
     """
 
     def __init__(self, settings: DimseSettings, destination_url: str, layout: Layout, overwrite: bool = False,
@@ -424,6 +424,6 @@ class DimseRetrieveAndWrite(beam.PTransform):
         self.fn = _RetrieveFn(settings, destination_url, layout, overwrite, dry_run, move_destination, journal,
                               deid)
 
-    def expand(self, series: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, series: beam.PCollection) -> Transferred:
         result = series | "Retrieve" >> beam.ParDo(self.fn).with_outputs(FAILURES, OUTCOMES, MAPPING)
-        return {OUTCOMES: result[OUTCOMES], FAILURES: result[FAILURES], MAPPING: result[MAPPING]}
+        return Transferred(result[OUTCOMES], result[FAILURES], result[MAPPING])

@@ -19,7 +19,8 @@ from dicom_transfer.io.c_store import CStoreSender
 from dicom_transfer.io.dimse import DimseError, DimseSettings
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.dimse_source import WARNINGS
-from dicom_transfer.transforms.duplicates import UNIQUE, UniqueBySopUid
+from dicom_transfer.transforms.duplicates import UniqueBySopUid
+from dicom_transfer.transforms.results import Deduplicated, Written
 from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class DimseStoreInstances(beam.PTransform):
     record). Each C-STORE status becomes the instance's outcome: success, warning
     (counted ``dimse_warnings`` and logged), duplicate (``unchanged``) or failure.
 
-    Returns a dict with ``outcomes`` and ``failures``.
+    Returns :class:`~.results.Written`: ``outcomes`` and ``failures``.
 
     Example::
 
@@ -145,14 +146,14 @@ class DimseStoreInstances(beam.PTransform):
         super().__init__()
         self.fn = _StoreFn(settings, check_existing, dry_run)
 
-    def expand(self, instances: beam.PCollection) -> dict[str, beam.PCollection]:
-        resolved = instances | "UniqueBySopUid" >> UniqueBySopUid(stage=Stage.STORE)
+    def expand(self, instances: beam.PCollection) -> Written:
+        resolved: Deduplicated = instances | "UniqueBySopUid" >> UniqueBySopUid(stage=Stage.STORE)
         stored = (
-            resolved[UNIQUE]
+            resolved.unique
             | "KeyBySeries" >> beam.Map(_by_series)
             | "GroupBySeries" >> beam.GroupByKey()
             | "CStore" >> beam.ParDo(self.fn).with_outputs(FAILURES, OUTCOMES)
         )
-        return {OUTCOMES: (resolved[OUTCOMES], stored[OUTCOMES]) | "Outcomes" >> beam.Flatten(),
-                FAILURES: (resolved[FAILURES], stored[FAILURES]) | "Failures" >> beam.Flatten()}
+        return Written((resolved.outcomes, stored[OUTCOMES]) | "Outcomes" >> beam.Flatten(),
+                       (resolved.failures, stored[FAILURES]) | "Failures" >> beam.Flatten())
 

@@ -12,6 +12,7 @@ from dicom_transfer.elements import OUTCOMES, ValidInstance, instance_outcome
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.destination import remove_url, same_content
 from dicom_transfer.io.files import open_url
+from dicom_transfer.transforms.results import Deduplicated
 from dicom_transfer.vocabulary import Stage
 
 UNIQUE = "unique"
@@ -69,7 +70,7 @@ class ResolveDuplicates(beam.PTransform):
     wins; another one with identical bytes is counted ``unchanged``, one with
     different bytes is a failure naming both sources. Never a silent overwrite.
 
-    Returns a dict with ``unique`` (``(key, ValidInstance)``), ``outcomes`` and ``failures``.
+    Returns :class:`~.results.Deduplicated`: ``unique`` (``(key, ValidInstance)``), ``outcomes`` and ``failures``.
 
     Example::
 
@@ -80,13 +81,13 @@ class ResolveDuplicates(beam.PTransform):
         super().__init__()
         self.stage = stage
 
-    def expand(self, keyed: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, keyed: beam.PCollection) -> Deduplicated:
         result = (
             keyed
             | "GroupByTarget" >> beam.GroupByKey()
             | "KeepOne" >> beam.ParDo(_ResolveFn(self.stage)).with_outputs(FAILURES, OUTCOMES, main=UNIQUE)
         )
-        return {UNIQUE: result[UNIQUE], OUTCOMES: result[OUTCOMES], FAILURES: result[FAILURES]}
+        return Deduplicated(result[UNIQUE], result[OUTCOMES], result[FAILURES])
 
 
 def _by_sop_uid(instance: ValidInstance) -> tuple[str, ValidInstance]:
@@ -95,7 +96,7 @@ def _by_sop_uid(instance: ValidInstance) -> tuple[str, ValidInstance]:
 
 class UniqueBySopUid(beam.PTransform):
     """One instance per SOP Instance UID, as a store keeps them (:class:`ResolveDuplicates`
-    keyed by it). Returns a dict with ``unique`` (:class:`ValidInstance`), ``outcomes`` and
+    keyed by it). Returns :class:`~.results.Deduplicated`: ``unique`` (:class:`ValidInstance`), ``outcomes`` and
     ``failures``.
 
     Example::
@@ -107,8 +108,7 @@ class UniqueBySopUid(beam.PTransform):
         super().__init__()
         self.stage = stage
 
-    def expand(self, instances: beam.PCollection) -> dict[str, beam.PCollection]:
-        resolved = (instances | "KeyBySopUid" >> beam.Map(_by_sop_uid)
-                    | "ResolveDuplicates" >> ResolveDuplicates(stage=self.stage))
-        return {UNIQUE: resolved[UNIQUE] | "DropKey" >> beam.Values(), OUTCOMES: resolved[OUTCOMES],
-                FAILURES: resolved[FAILURES]}
+    def expand(self, instances: beam.PCollection) -> Deduplicated:
+        resolved: Deduplicated = (instances | "KeyBySopUid" >> beam.Map(_by_sop_uid)
+                                  | "ResolveDuplicates" >> ResolveDuplicates(stage=self.stage))
+        return resolved._replace(unique=resolved.unique | "DropKey" >> beam.Values())

@@ -15,6 +15,7 @@ from dicom_transfer.elements import FileRef
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.listing import NotAFile, list_pattern
 from dicom_transfer.progress import ProgressLog
+from dicom_transfer.transforms.results import Listed
 from dicom_transfer.vocabulary import Stage
 from dicom_transfer.wildcards import parse_pattern
 
@@ -108,7 +109,7 @@ class ExpandPatterns(beam.PTransform):
     files matched by several patterns and breaks fusion, so that reading and
     validation parallelise across workers.
 
-    Returns a dict with ``files`` (FileRef), ``failures`` (ErrorRecord),
+    Returns :class:`~.results.Listed`: ``files`` (FileRef), ``failures`` (ErrorRecord),
     ``unmatched`` (``("patterns", pattern)`` for each pattern that matched
     nothing; with ``strict`` those are failures instead) and ``file_counts``
     (numbers of distinct files, one per bundle: their sum is the number of files matched). Files below any of
@@ -117,7 +118,7 @@ class ExpandPatterns(beam.PTransform):
     Example::
 
         expanded = p | ExpandPatterns(["data/**.dcm"])
-        expanded["files"] | ReadAndValidate()
+        expanded.files | ReadAndValidate()
     """
 
     def __init__(self, patterns: Iterable[str], strict: bool = False, exclude: Iterable[str] = ()) -> None:
@@ -126,7 +127,7 @@ class ExpandPatterns(beam.PTransform):
         self.strict = strict
         self.exclude = tuple(exclude)
 
-    def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
+    def expand(self, pbegin: beam.pvalue.PBegin) -> Listed:
         expanded = (
             pbegin
             | "Patterns" >> beam.Create(self.patterns)
@@ -138,5 +139,4 @@ class ExpandPatterns(beam.PTransform):
             | "DeduplicateAndReshuffle" >> beam.GroupByKey()
             | "First" >> beam.ParDo(_FirstFn()).with_outputs(FILE_COUNTS, main=FILES)
         )
-        return {FILES: files[FILES], FAILURES: expanded[FAILURES], UNMATCHED: expanded[UNMATCHED],
-                FILE_COUNTS: files[FILE_COUNTS]}
+        return Listed(files[FILES], expanded[FAILURES], expanded[UNMATCHED], files[FILE_COUNTS])

@@ -34,6 +34,7 @@ from dicom_transfer.io.files import file_url, is_local, scheme_of, split_url
 from dicom_transfer.layout import Layout
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.migrate_targets import DicomwebTarget, MigrationTarget
+from dicom_transfer.transforms.results import QuickChecked
 
 LOG = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -659,12 +660,12 @@ class SkipUnchanged(beam.PTransform):
     modification time or listed MD5) and whose output is still there with the same size: counted
     ``unchanged`` without being read, as rsync's and gsutil's quick check do.
 
-    Returns a dict with ``files`` (to read as usual) and ``outcomes`` (the unchanged ones).
+    Returns :class:`~.results.QuickChecked`: ``files`` (to read as usual) and ``outcomes`` (the unchanged ones).
 
     Example::
 
         checked = files | SkipUnchanged("out/.dicom-transfer/run-1/manifest.jsonl", "out")
-        checked["files"] | ReadAndValidate()
+        checked.files | ReadAndValidate()
     """
 
     def __init__(self, previous_manifest_url: str, destination_url: str, exclude: str = "") -> None:
@@ -673,7 +674,7 @@ class SkipUnchanged(beam.PTransform):
         self.destination_url = destination_url
         self.exclude = exclude
 
-    def expand(self, files: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, files: beam.PCollection) -> QuickChecked:
         previous = (
             files.pipeline
             | "PreviousManifest" >> beam.Create([self.previous_manifest_url])
@@ -689,7 +690,7 @@ class SkipUnchanged(beam.PTransform):
                 UNREAD, OUTCOMES, main="candidates")
         )
         if scheme_of(self.destination_url) is None:  # checked already, one stat each
-            return {"files": matched[UNREAD], OUTCOMES: matched[OUTCOMES]}
+            return QuickChecked(matched[UNREAD], matched[OUTCOMES])
         checked = (
             matched["candidates"]
             | "GroupByOutputDirectory" >> beam.GroupByKey()
@@ -697,4 +698,4 @@ class SkipUnchanged(beam.PTransform):
                 UNREAD, OUTCOMES)
         )
         unread = (matched[UNREAD], checked[UNREAD]) | "FilesToRead" >> beam.Flatten()
-        return {"files": unread, OUTCOMES: checked[OUTCOMES]}
+        return QuickChecked(unread, checked[OUTCOMES])

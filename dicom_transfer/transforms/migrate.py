@@ -32,6 +32,7 @@ from dicom_transfer.progress import ProgressLog, format_bytes
 from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, RequestBatcher
 from dicom_transfer.transforms.deidentify import DEIDENTIFIED, MAPPING, DeidSettings, MappingRow, deidentify_file
 from dicom_transfer.transforms.migrate_targets import DicomwebTarget, MigrationTarget, migration_target
+from dicom_transfer.transforms.results import Transferred
 from dicom_transfer.transforms.validate import validate_file
 from dicom_transfer.vocabulary import Stage
 
@@ -396,12 +397,12 @@ class MigrateSeries(beam.PTransform):
     transfer syntax (never transcoded), a batch per pooled association; ``verify_bytes`` needs
     a DICOMweb destination.
 
-    Returns a dict with ``outcomes``, ``failures`` and ``mapping`` (empty without ``deid``).
+    Returns :class:`~.results.Transferred`: ``outcomes``, ``failures`` and ``mapping`` (empty without ``deid``).
 
     Example::
 
         series = resources | ExpandToInstances(source)
-        moved = series["instances"] | MigrateSeries(source, destination)
+        moved = series.instances | MigrateSeries(source, destination)
     """
 
     def __init__(self, source: DicomwebClient, destination: DicomwebClient | DimseSettings, max_instances: int = 32,
@@ -411,6 +412,6 @@ class MigrateSeries(beam.PTransform):
         self.fn = _MigrateSeriesFn(source, destination, max_instances, max_bytes, concurrency,
                                    verify_bytes, dry_run, deid)
 
-    def expand(self, series: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, series: beam.PCollection) -> Transferred:
         result = series | "RetrieveStoreVerify" >> beam.ParDo(self.fn).with_outputs(FAILURES, OUTCOMES, MAPPING)
-        return {OUTCOMES: result[OUTCOMES], FAILURES: result[FAILURES], MAPPING: result[MAPPING]}
+        return Transferred(result[OUTCOMES], result[FAILURES], result[MAPPING])

@@ -163,7 +163,7 @@ class WriteReports(beam.PTransform):
 
     Example::
 
-        (failures, written["outcomes"], files["unmatched"]) | WriteReports(
+        (failures, written.outcomes, files.unmatched) | WriteReports(
             errors_url="out/errors.log", summary_url="out/summary.json", operation_id="run-1",
             operation_type="copy", created_time=utc_now_iso())
     """

@@ -26,6 +26,7 @@ from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.resources import ResourcePath, parse_filter_line, parse_identifier
 from dicom_transfer.transforms.deidentify import DEIDENTIFIED, MAPPING, DeidSettings, deidentify_and_place
 from dicom_transfer.transforms.place import Placements, place_instance
+from dicom_transfer.transforms.results import Found, Resources, Transferred
 from dicom_transfer.transforms.validate import validate_file
 from dicom_transfer.vocabulary import Stage
 
@@ -104,7 +105,7 @@ class ResourcesToExport(beam.PTransform):
         self.filter_file = filter_file
         self.all_studies = all_studies
 
-    def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
+    def expand(self, pbegin: beam.pvalue.PBegin) -> Resources:
         resources, failures = [], []
         if self.identifiers:
             given = (pbegin | "Identifiers" >> beam.Create([(i, "--identifier") for i in self.identifiers])
@@ -126,8 +127,8 @@ class ResourcesToExport(beam.PTransform):
                           FAILURES, main=RESOURCES))
             resources.append(listed[RESOURCES])
             failures.append(listed[FAILURES])
-        return {RESOURCES: resources | "AllResources" >> beam.Flatten(pipeline=pbegin.pipeline),
-                FAILURES: failures | "ParseFailures" >> beam.Flatten(pipeline=pbegin.pipeline)}
+        return Resources(resources | "AllResources" >> beam.Flatten(pipeline=pbegin.pipeline),
+                         failures | "ParseFailures" >> beam.Flatten(pipeline=pbegin.pipeline))
 
 
 class _ExpandFn(_ClientFn):
@@ -187,11 +188,11 @@ class ExpandToInstances(beam.PTransform):
         super().__init__()
         self.client = client
 
-    def expand(self, resources: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, resources: beam.PCollection) -> Found:
         expanded = resources | "Qido" >> beam.ParDo(_ExpandFn(self.client)).with_outputs(
             FAILURES, main=INSTANCES)
         grouped = expanded[INSTANCES] | "GroupBySeries" >> beam.GroupByKey()
-        return {INSTANCES: grouped, FAILURES: expanded[FAILURES]}
+        return Found(grouped, expanded[FAILURES])
 
 
 class _RetrieveFn(_ClientFn):
@@ -325,7 +326,7 @@ class RetrieveAndWrite(beam.PTransform):
     atomically (``unchanged`` if already there). With ``deid``, each instance is de-identified
     (:func:`~dicom_transfer.transforms.deidentify.deidentify_file`) and placed by its new UIDs.
 
-    Returns a dict with ``outcomes``, ``failures`` and ``mapping`` (empty without ``deid``).
+    Returns :class:`~.results.Transferred`: ``outcomes``, ``failures`` and ``mapping`` (empty without ``deid``).
     """
 
     def __init__(self, client: DicomwebClient, destination_url: str, layout: Layout,
@@ -334,6 +335,6 @@ class RetrieveAndWrite(beam.PTransform):
         super().__init__()
         self.fn = _RetrieveFn(client, destination_url, layout, transfer_syntax, overwrite, dry_run, deid)
 
-    def expand(self, series: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, series: beam.PCollection) -> Transferred:
         result = series | "WadoRs" >> beam.ParDo(self.fn).with_outputs(FAILURES, OUTCOMES, MAPPING)
-        return {OUTCOMES: result[OUTCOMES], FAILURES: result[FAILURES], MAPPING: result[MAPPING]}
+        return Transferred(result[OUTCOMES], result[FAILURES], result[MAPPING])

@@ -13,6 +13,7 @@ from dicom_transfer.errors import FAILURES, ErrorRecord
 from dicom_transfer.io.files import open_url
 from dicom_transfer.layout import Layout, LayoutError
 from dicom_transfer.resources import ResourceFilter, iter_filter_file_lines
+from dicom_transfer.transforms.results import Routed, Selected, Unmatched
 from dicom_transfer.transforms.validate import INSTANCES
 from dicom_transfer.vocabulary import Stage
 
@@ -82,7 +83,7 @@ class UnmatchedFilterLines(beam.PTransform):
     """The lines of the filter file (``selection``, see :func:`filter_file_selection`) that no
     input matched, from the lines that matched (the ``matched`` output of a selecting step).
 
-    Returns a dict with ``unmatched`` (``("filterLines", line)``) and ``failures`` (those lines
+    Returns :class:`~.results.Unmatched`: ``unmatched`` (``("filterLines", line)``) and ``failures`` (those lines
     instead, when ``strict``).
     """
 
@@ -92,12 +93,12 @@ class UnmatchedFilterLines(beam.PTransform):
         self.filter_file_url = filter_file_url
         self.strict = strict
 
-    def expand(self, matched: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, matched: beam.PCollection) -> Unmatched:
         distinct = matched | "DistinctMatchedLines" >> beam.Distinct()
         unmatched = self.selection | "UnmatchedLines" >> beam.ParDo(
             _UnmatchedLinesFn(self.filter_file_url, self.strict), beam.pvalue.AsIter(distinct)
         ).with_outputs(FAILURES, main=UNMATCHED)
-        return {UNMATCHED: unmatched[UNMATCHED], FAILURES: unmatched[FAILURES]}
+        return Unmatched(unmatched[UNMATCHED], unmatched[FAILURES])
 
 
 class FilterInstances(beam.PTransform):
@@ -106,7 +107,7 @@ class FilterInstances(beam.PTransform):
     The file is read once per worker as a side input, so a large filter file
     does not bloat the pipeline graph.
 
-    Returns a dict with ``instances`` (selected), ``filtered``, ``unmatched``
+    Returns :class:`~.results.Selected`: ``instances`` (selected), ``filtered``, ``unmatched``
     (``("filterLines", line)`` for each line that selected nothing) and
     ``failures`` (those lines instead, when ``strict``).
 
@@ -120,14 +121,14 @@ class FilterInstances(beam.PTransform):
         self.filter_file_url = filter_file_url
         self.strict = strict
 
-    def expand(self, instances: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, instances: beam.PCollection) -> Selected:
         selection = filter_file_selection(instances.pipeline, self.filter_file_url)
         result = instances | "Select" >> beam.ParDo(
             _FilterFn(), beam.pvalue.AsSingleton(selection)
         ).with_outputs(metrics.FILTERED, MATCHED, main=INSTANCES)
-        lines = result[MATCHED] | "Unmatched" >> UnmatchedFilterLines(selection, self.filter_file_url, self.strict)
-        return {INSTANCES: result[INSTANCES], metrics.FILTERED: result[metrics.FILTERED],
-                UNMATCHED: lines[UNMATCHED], FAILURES: lines[FAILURES]}
+        lines: Unmatched = result[MATCHED] | "Unmatched" >> UnmatchedFilterLines(
+            selection, self.filter_file_url, self.strict)
+        return Selected(result[INSTANCES], result[metrics.FILTERED], lines.unmatched, lines.failures)
 
 
 class _RouteFn(beam.DoFn):
@@ -144,7 +145,7 @@ class _RouteFn(beam.DoFn):
 class RouteToLayout(beam.PTransform):
     """Pair each instance with its output path (relative to the destination).
 
-    Returns a dict with ``routed`` (``(relative_path, ValidInstance)``) and ``failures``.
+    Returns :class:`~.results.Routed`: ``routed`` (``(relative_path, ValidInstance)``) and ``failures``.
 
     Example::
 
@@ -155,7 +156,7 @@ class RouteToLayout(beam.PTransform):
         super().__init__()
         self.layout = layout
 
-    def expand(self, instances: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, instances: beam.PCollection) -> Routed:
         result = instances | "Route" >> beam.ParDo(_RouteFn(self.layout)).with_outputs(
             FAILURES, main=ROUTED)
-        return {ROUTED: result[ROUTED], FAILURES: result[FAILURES]}
+        return Routed(result[ROUTED], result[FAILURES])

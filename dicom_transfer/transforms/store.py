@@ -18,7 +18,8 @@ from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
 from dicom_transfer.io.stow_requests import StowSender
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, plan_requests
-from dicom_transfer.transforms.duplicates import UNIQUE, UniqueBySopUid
+from dicom_transfer.transforms.duplicates import UniqueBySopUid
+from dicom_transfer.transforms.results import Deduplicated, Written
 from dicom_transfer.vocabulary import Stage
 
 __all__ = ["StoreInstances", "plan_requests"]
@@ -136,7 +137,7 @@ class StoreInstances(beam.PTransform):
     ``dry_run`` nothing is sent: the instances the server does not hold are
     counted as what would be stored.
 
-    Returns a dict with ``outcomes`` and ``failures``.
+    Returns :class:`~.results.Written`: ``outcomes`` and ``failures``.
 
     Example::
 
@@ -153,16 +154,16 @@ class StoreInstances(beam.PTransform):
         self.concurrency = concurrency
         self.check_existing = check_existing
 
-    def expand(self, instances: beam.PCollection) -> dict[str, beam.PCollection]:
-        resolved = instances | "UniqueBySopUid" >> UniqueBySopUid(stage=Stage.STORE)
+    def expand(self, instances: beam.PCollection) -> Written:
+        resolved: Deduplicated = instances | "UniqueBySopUid" >> UniqueBySopUid(stage=Stage.STORE)
         stored = (
-            resolved[UNIQUE]
+            resolved.unique
             | "Batch" >> beam.BatchElements(min_batch_size=self.max_instances * self.concurrency,
                                             max_batch_size=self.max_instances * self.concurrency)
             | "StowRs" >> beam.ParDo(_StoreFn(self.client, self.max_instances, self.max_bytes,
                                               self.concurrency, self.check_existing, self.dry_run)
                                      ).with_outputs(FAILURES, OUTCOMES)
         )
-        outcomes = (resolved[OUTCOMES], stored[OUTCOMES]) | "Outcomes" >> beam.Flatten()
-        failures = (resolved[FAILURES], stored[FAILURES]) | "Failures" >> beam.Flatten()
-        return {OUTCOMES: outcomes, FAILURES: failures}
+        outcomes = (resolved.outcomes, stored[OUTCOMES]) | "Outcomes" >> beam.Flatten()
+        failures = (resolved.failures, stored[FAILURES]) | "Failures" >> beam.Flatten()
+        return Written(outcomes, failures)

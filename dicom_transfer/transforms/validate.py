@@ -15,6 +15,7 @@ from dicom_transfer.io.files import local_path, open_url
 from dicom_transfer.part10 import InvalidInstance, open_for_validation, read_head, validate_part10
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
+from dicom_transfer.transforms.results import Found
 from dicom_transfer.vocabulary import Stage
 
 INSTANCES = "instances"
@@ -118,12 +119,12 @@ class ReadAndValidate(beam.PTransform):
     Study, Series and SOP Instance UIDs are valid. Reads headers only; pixel
     data is skipped, never loaded. ``threads`` files are read at once per worker.
 
-    Returns a dict with ``instances`` (:class:`ValidInstance`) and ``failures``.
+    Returns :class:`~.results.Found`: ``instances`` (:class:`ValidInstance`) and ``failures``.
 
     Example::
 
         checked = files | ReadAndValidate(keywords=["PatientID"])
-        checked["instances"] | RouteToLayout(layout)
+        checked.instances | RouteToLayout(layout)
     """
 
     def __init__(self, keywords: Iterable[str] = (), threads: int = DEFAULT_THREADS) -> None:
@@ -132,11 +133,11 @@ class ReadAndValidate(beam.PTransform):
                               ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
         self.threads = threads
 
-    def expand(self, files: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, files: beam.PCollection) -> Found:
         result = (
             files
             | "Batch" >> batched(self.threads)
             | "Validate" >> beam.ParDo(_ValidateFn(self.keywords, self.threads)).with_outputs(
                 FAILURES, main=INSTANCES)
         )
-        return {INSTANCES: result[INSTANCES], FAILURES: result[FAILURES]}
+        return Found(result[INSTANCES], result[FAILURES])

@@ -30,6 +30,7 @@ from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
 from dicom_transfer.transforms.duplicates import UNIQUE, keep_one
 from dicom_transfer.transforms.place import place_file
+from dicom_transfer.transforms.results import Written
 from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ class WriteInstances(beam.PTransform):
     with the same bytes is ``unchanged``; with different bytes it is a failure unless
     ``overwrite``. ``dry_run`` decides everything but writes nothing.
 
-    Returns a dict with ``outcomes`` (:class:`Outcome`) and ``failures``.
+    Returns :class:`~.results.Written`: ``outcomes`` (:class:`Outcome`) and ``failures``.
 
     Example::
 
@@ -152,12 +153,12 @@ class WriteInstances(beam.PTransform):
         self.threads = threads
         self.run = run
 
-    def expand(self, routed: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, routed: beam.PCollection) -> Written:
         write = _WriteFn(self.destination_url, self.overwrite, self.dry_run, self.threads, self.run)
         if scheme_of(self.destination_url) is None:  # local disk: written as they come, decided by the link
             written = routed | "Batch" >> batched(self.threads) | "Write" >> beam.ParDo(write).with_outputs(
                 FAILURES, OUTCOMES)
-            return {OUTCOMES: written[OUTCOMES], FAILURES: written[FAILURES]}
+            return Written(written[OUTCOMES], written[FAILURES])
         # an object store: one listing per output directory instead of a request per instance
         resolved = (
             routed
@@ -174,4 +175,4 @@ class WriteInstances(beam.PTransform):
         )
         outcomes = (resolved[OUTCOMES], written[OUTCOMES]) | "Outcomes" >> beam.Flatten()
         failures = (resolved[FAILURES], written[FAILURES]) | "Failures" >> beam.Flatten()
-        return {OUTCOMES: outcomes, FAILURES: failures}
+        return Written(outcomes, failures)
