@@ -203,8 +203,11 @@ def bucket(stores, request):
 # -- test tiers ------------------------------------------------------------------------------------
 # `pytest -m "not servers and not subprocess"` is the fast tier for the inner loop: unit tests and
 # in-process pipelines. The README's test command runs everything.
-SERVER_FIXTURES = {"orthanc", "stores", "bucket", "loaded", "server", "servers",
-                   "source", "destination"}  # the last two: test_migrate_cli's two Orthanc servers
+# Each fixture here starts a real server (pytest lists the fixtures a test uses transitively).
+SERVER_FIXTURES = {"orthanc", "orthancs", "stores", "bucket", "loaded", "server", "servers",
+                   "source", "destination",  # test_migrate_cli's two Orthanc servers
+                   "destination_server", "pacs", "pacs_server", "echo_scp",  # Orthanc, dcmqrscp, an SCP
+                   "dask_cluster"}  # a dask.distributed scheduler and 2 worker processes
 
 
 @pytest.fixture(autouse=True)

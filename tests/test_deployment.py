@@ -38,8 +38,10 @@ def command_flags(name: str) -> set[str]:
 
 
 def copy_job(argv: list[str]) -> tuple[beam.Pipeline, PipelineOptions]:
-    """The copy pipeline a command line builds, and its Beam options."""
-    args, beam_argv = parse_command(["copy", *argv])
+    """The copy pipeline a command line builds, and its Beam options. ``--checksum``: no earlier
+    manifest is looked for in the destination while the run is built, which would ask GCS (the
+    graph of a first run is the same)."""
+    args, beam_argv = parse_command(["copy", "--checksum", *argv])
     options = PipelineOptions(beam_argv)
     pipeline = beam.Pipeline(options=options)
     build_copy_pipeline(pipeline, copy_config(args))
