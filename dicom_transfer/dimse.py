@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import re
-import struct
 from collections.abc import Iterable, Iterator
 
 MAX_CONTEXTS = 128  # presentation contexts per association (odd IDs 1..255, PS3.8 §9.3.2.2)
@@ -152,41 +151,6 @@ def store_outcome(status: int) -> str:
         return UNCHANGED
     category = status_category(status)
     return category if category in (SUCCESS, WARNING) else FAILURE
-
-
-# -- C-STORE request on the wire (PS3.7 9.3.1.1, PS3.8 9.3.5) ---------------------------------
-
-C_STORE_RQ = 0x0001
-PRIORITY_LOW = 0x0002  # pynetdicom's default for send_c_store
-_ELEMENT = struct.Struct("<HHL")
-_US = struct.Struct("<H")
-_PDU_HEADER = struct.Struct(">BBL")
-_PDV_HEADER = struct.Struct(">LBB")
-COMMAND_LAST, DATA, DATA_LAST = 0x03, 0x00, 0x02  # message control headers of a PDV
-
-
-def c_store_command(message_id: int, sop_class: str, sop_instance: str, priority: int = PRIORITY_LOW) -> bytes:
-    """The command set of a C-STORE request with a data set, encoded as every command set is
-    (implicit VR little endian, with its group length), ready to send as a PDV."""
-    def element(number: int, value: bytes) -> bytes:
-        return _ELEMENT.pack(0x0000, number, len(value)) + value
-
-    def uid(text: str) -> bytes:
-        raw = text.encode("ascii")
-        return raw + b"\0" if len(raw) % 2 else raw
-
-    body = b"".join((
-        element(0x0002, uid(sop_class)), element(0x0100, _US.pack(C_STORE_RQ)),
-        element(0x0110, _US.pack(message_id)), element(0x0700, _US.pack(priority)),
-        element(0x0800, _US.pack(0x0001)),  # a data set follows
-        element(0x1000, uid(sop_instance))))
-    return element(0x0000, struct.pack("<L", len(body))) + body
-
-
-def p_data_pdu(context_id: int, header: int, fragment: bytes) -> bytes:
-    """A P-DATA-TF PDU carrying one presentation data value (a command or data set fragment)."""
-    return (_PDU_HEADER.pack(0x04, 0x00, len(fragment) + 6) + _PDV_HEADER.pack(len(fragment) + 2, context_id, header)
-            + fragment)
 
 
 # -- study dates --------------------------------------------------------------------------------

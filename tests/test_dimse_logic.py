@@ -11,7 +11,6 @@ import pytest
 from dicom_transfer.dimse import (
     MAX_CONTEXTS,
     PeerAddress,
-    c_store_command,
     check_ae_title,
     date_chunks,
     group_contexts,
@@ -22,6 +21,7 @@ from dicom_transfer.dimse import (
     status_text,
     store_outcome,
 )
+from dicom_transfer.dimse_wire import c_store_command
 
 
 def test_peer_addresses():

@@ -18,28 +18,23 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from pydicom.dataset import Dataset
 
-from dicom_transfer.dimse import (
-    COMMAND_LAST,
-    DATA,
-    DATA_LAST,
-    PeerAddress,
-    c_store_command,
-    p_data_pdu,
-    status_category,
-    status_text,
-)
+from dicom_transfer.dimse import PeerAddress, status_category, status_text
+from dicom_transfer.dimse_wire import COMMAND_LAST, DATA, DATA_LAST, c_store_command, p_data_pdu
+from dicom_transfer.io.c_get import Arrival, GetRequest, StoreHandler, WireError, c_get
 from dicom_transfer.part10 import FileMeta
 
 try:
     from pynetdicom import AE, _config, build_role, evt
+    from pynetdicom.dsutils import decode, encode
     HAVE_PYNETDICOM = True
 except ImportError:  # pragma: no cover - the [dimse] extra is not installed
     HAVE_PYNETDICOM = False
@@ -194,7 +189,7 @@ class Link:
         self.settings = settings
         self.proposed = {(abstract, syntax) for abstract, syntaxes in contexts for syntax in syntaxes}
         self.scp_roles = set(scp_roles)
-        self.on_store: Callable | None = None
+        self.on_store: StoreHandler | None = None
         self.rejection: str | None = None
         self.connected = False
         _quiet_pynetdicom()
@@ -263,10 +258,15 @@ class Link:
                     "presentation contexts, or refused this calling AE title)")
         return f"{where} closed the connection without accepting the association"
 
-    def _store(self, event) -> int:
+    def _arrived(self, arrival: Arrival) -> int:
+        """A C-STORE sub-operation of a C-GET: ``on_store``'s status."""
         if self.on_store is None:
             return 0xA801  # not expecting instances on this association
-        return self.on_store(event)
+        return self.on_store(arrival)
+
+    def _store(self, event) -> int:
+        """A C-STORE sub-operation received by pynetdicom (C-GET with ``-v``: see :meth:`retrieve`)."""
+        return self._arrived(arrival_of(event))
 
     def covers(self, contexts: Iterable[tuple[str, str]], scp_roles: Iterable[str] = ()) -> bool:
         """True if this association was negotiated for all of ``contexts`` and roles."""
@@ -317,6 +317,8 @@ class Link:
         DimseError
             The association broke or timed out (no final response).
         """
+        if move_destination is None and not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
+            return self._c_get(query)
         if move_destination is None:
             responses = self.association.send_c_get(query, GET_MODEL)
         else:
@@ -329,6 +331,62 @@ class Link:
         if final is None:
             raise DimseError(f"{self.settings.where}: no final retrieve response")
         return final
+
+    def _c_get(self, query: Dataset) -> Dataset:
+        """C-GET with this side reading the association's socket (:mod:`dicom_transfer.io.c_get`):
+        the sub-operations go to ``on_store``. Raises DimseError."""
+        syntax = next((s for s in EXPLICIT_AND_IMPLICIT if (GET_MODEL, s) in self.context_ids), None)
+        if syntax is None:
+            raise NoContext(f"{self.settings.where} accepted no presentation context for C-GET")
+        self.message_id = self.message_id % 0xFFFF + 1
+        request = GetRequest(
+            self.message_id, GET_MODEL, self.context_ids[(GET_MODEL, syntax)] or 0,
+            encode(query, syntax == "1.2.840.10008.1.2", True) or b"",
+            {cx.context_id: str(cx.transfer_syntax[0]) for cx in self.association.accepted_contexts
+             if cx.context_id is not None},
+            self.association.acceptor.maximum_length or 0)
+        try:
+            with self._socket_lent() as sock:
+                final, leftover = c_get(sock, request, self._arrived)
+        except WireError as exc:  # aborted once the DUL reads the socket again
+            self.abort()
+            raise DimseError(f"C-GET from {self.settings.where}: {exc}") from None
+        if leftover:  # the peer sent more after its final answer: this association is not reused
+            LOG.warning("%s sent %d bytes after its final C-GET response; aborting the association",
+                        self.settings.where, leftover)
+            self.abort()
+        return decode(io.BytesIO(final), True, True)
+
+    @contextlib.contextmanager
+    def _socket_lent(self) -> Iterator[socket.socket]:
+        """The association's socket, for this thread alone to read: pynetdicom's DUL thread,
+        which otherwise reads every PDU, looks away until the block ends (its check for
+        incoming data answers "none"; the handshake makes sure it is not inside a read)."""
+        association = self.association
+        dul = association.dul
+        sock = dul.socket.socket if dul.socket is not None else None
+        if sock is None or not association.is_established:
+            raise DimseError(f"the association with {self.settings.where} has no connection")
+        looked_away = threading.Event()
+
+        def no_transport_event() -> bool:
+            looked_away.set()
+            return False
+
+        dul._is_transport_event = no_transport_event
+        try:
+            while not looked_away.wait(0.01):
+                if not dul.is_alive():
+                    raise DimseError(f"the association with {self.settings.where} has ended")
+            dul._run_loop_delay = IDLE_POLL  # nothing for it to do meanwhile
+            sock.settimeout(self.settings.timeout)
+            yield sock
+        finally:
+            with contextlib.suppress(OSError):
+                sock.settimeout(None)
+            del dul._is_transport_event
+            dul._run_loop_delay = BUSY_POLL
+            dul._idle_timer.restart()  # the idle time ran while this thread read
 
     def store(self, path: str, meta: FileMeta | None = None) -> int:
         """C-STORE the Part-10 file at ``path`` (its data set bytes as they are); the status code.
@@ -561,10 +619,10 @@ def final_counts(status: Dataset) -> dict[str, int]:
 
 
 
-def start_storage_scp(ae_title: str, host: str, port: int, on_store: Callable, max_associations: int = 16):
+def start_storage_scp(ae_title: str, host: str, port: int, on_store: StoreHandler, max_associations: int = 16):
     """A storage SCP (every storage SOP class, every transfer syntax, so that nothing needs
-    transcoding) on ``host:port``, answering each C-STORE with ``on_store(event)``'s status;
-    received data sets are at ``event.dataset_path``. Returns the server: ``shutdown()`` stops it."""
+    transcoding) on ``host:port``, answering each C-STORE with ``on_store(arrival)``'s status
+    (an :class:`~dicom_transfer.io.c_get.Arrival`). Returns the server: ``shutdown()`` stops it."""
     require_pynetdicom()
     use_raw_datasets()
     from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
@@ -581,4 +639,11 @@ def start_storage_scp(ae_title: str, host: str, port: int, on_store: Callable, m
             ae.add_supported_context(context.abstract_syntax, syntaxes)
     ae.add_supported_context(VERIFICATION, ALL_TRANSFER_SYNTAXES[:2])
     return ae.start_server((host, port), block=False, evt_handlers=[
-        (evt.EVT_CONN_OPEN, _set_nodelay), (evt.EVT_C_STORE, on_store)])
+        (evt.EVT_CONN_OPEN, _set_nodelay), (evt.EVT_C_STORE, lambda event: on_store(arrival_of(event)))])
+
+
+def arrival_of(event) -> Arrival:
+    """A C-STORE received by pynetdicom (``STORE_RECV_CHUNKED_DATASET``) as an :class:`Arrival`."""
+    request = event.request
+    return Arrival(str(event.dataset_path), str(getattr(request, "AffectedSOPClassUID", "") or ""),
+                   str(getattr(request, "AffectedSOPInstanceUID", "") or ""))

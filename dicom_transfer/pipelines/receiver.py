@@ -26,6 +26,7 @@ import threading
 from dicom_transfer.dimse import check_ae_title, parse_listen_address
 from dicom_transfer.elements import Outcome
 from dicom_transfer.errors import ErrorRecord
+from dicom_transfer.io.c_get import Arrival
 from dicom_transfer.io.destination import Destination
 from dicom_transfer.io.dimse import start_storage_scp
 from dicom_transfer.layout import Layout
@@ -74,10 +75,10 @@ class MoveReceiver:
             self.server.shutdown()
             self.server = None
 
-    def _on_store(self, event) -> int:
-        path = str(event.dataset_path)
+    def _on_store(self, arrival: Arrival) -> int:
+        path = arrival.dataset_path
         result = receive_file(path, self.destination, self.layout, None, None, overwrite=self.overwrite,
-                              dry_run=self.dry_run, sop=str(getattr(event.request, "AffectedSOPInstanceUID", "")))
+                              dry_run=self.dry_run, sop=arrival.sop_instance)
         with contextlib.suppress(OSError):
             os.unlink(path)
         named = result.source if isinstance(result, Outcome) else result.identifier

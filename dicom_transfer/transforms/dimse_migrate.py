@@ -28,6 +28,7 @@ import apache_beam as beam
 from dicom_transfer.dimse import status_category, status_text
 from dicom_transfer.elements import OUTCOMES, ValidInstance
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
+from dicom_transfer.io.c_get import Arrival
 from dicom_transfer.io.dicomweb import DicomwebClient
 from dicom_transfer.io.dimse import AssociationPool, DimseError, DimseSettings, final_counts, query
 from dicom_transfer.io.files import local_path, open_url, split_url
@@ -52,11 +53,11 @@ class _Arrivals:
         self.timeout = timeout
         self.closed = threading.Event()
 
-    def receive(self, event) -> int:
+    def receive(self, arrival: Arrival) -> int:
         """A C-STORE sub-operation (on the C-GET's thread): move the received Part-10 file into
         the spool and queue it. The data set is validated on the series' thread; an instance
         that fails there is a record of this run, not of the PACS."""
-        path = str(event.dataset_path)
+        path = arrival.dataset_path
         if self.closed.is_set():
             os.unlink(path)
             return REFUSED

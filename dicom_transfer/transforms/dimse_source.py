@@ -23,6 +23,7 @@ from dicom_transfer import metrics
 from dicom_transfer.dimse import group_contexts, status_category, status_text
 from dicom_transfer.elements import OUTCOMES, FileRef, Outcome, ValidInstance
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
+from dicom_transfer.io.c_get import Arrival
 from dicom_transfer.io.destination import Destination
 from dicom_transfer.io.dimse import (
     COMMON_STORAGE_CLASSES,
@@ -296,7 +297,7 @@ class _RetrieveFn(PeerDoFn):
             if self.move_destination and self.journal:
                 clear_journal_entries(self.journal, state.study, state.series, state.missing())
             with self.pool.borrow(contexts, roles) as link:
-                link.on_store = lambda event: self._receive(event, state)
+                link.on_store = lambda arrival: self._receive(arrival, state)
                 final = link.retrieve(identifier, self.move_destination)
         except IO_ERRORS as exc:
             if not isinstance(exc, DimseError):
@@ -314,11 +315,12 @@ class _RetrieveFn(PeerDoFn):
             return None
         return f"{'C-MOVE' if self.move_destination else 'C-GET'} answered {status_text(code)}"
 
-    def _receive(self, event, state: _Series) -> int:
+    def _receive(self, arrival: Arrival, state: _Series) -> int:
         """A C-STORE sub-operation of a C-GET (on the association's thread): validate and place
         the data set as received; the answer tells the PACS whether it was taken."""
-        path = str(event.dataset_path)
-        checked = check_received(path, self.layout, (state.study, state.series), set(state.wanted), _sop_of(event))
+        path = arrival.dataset_path
+        checked = check_received(path, self.layout, (state.study, state.series), set(state.wanted),
+                                 arrival.sop_instance)
         deidentified: list[beam.pvalue.TaggedOutput] = []
         result: Outcome | ErrorRecord
         if isinstance(checked, ErrorRecord):
@@ -336,7 +338,7 @@ class _RetrieveFn(PeerDoFn):
         with state.lock:
             state.deidentified += deidentified
             state.results.append(result)
-            state.received.add(_sop_of(event) or _named(result).rsplit("/", 1)[-1])
+            state.received.add(arrival.sop_instance or _named(result).rsplit("/", 1)[-1])
         return 0x0000 if isinstance(result, Outcome) else 0xA700 if result.stage == Stage.WRITE else 0xC000
 
     def _reconcile(self, state: _Series) -> None:
@@ -353,13 +355,6 @@ class _RetrieveFn(PeerDoFn):
                 with state.lock:
                     state.results.append(result)
                     state.received.add(sop)
-
-
-def _sop_of(event) -> str:
-    """The SOP Instance UID a C-STORE request announces ("" if it has none)."""
-    with contextlib.suppress(AttributeError, TypeError):
-        return str(event.request.AffectedSOPInstanceUID or "")
-    return ""
 
 
 def _named(result: Outcome | ErrorRecord) -> str:

@@ -1,0 +1,288 @@
+"""One C-GET read off the association's socket by this side: the C-STORE sub-operations
+written to Part-10 files as they arrive, each answered with its handler's status.
+
+pynetdicom hands each sub-operation through its DUL thread (a PDU decoded into objects,
+the command set decoded by pydicom, a file meta written by pydicom) and encodes each
+response with pydicom: several milliseconds of CPU per instance, shared with that thread,
+where dcmtk's ``getscu`` spends a fraction of one. Here the command sets are read and
+written as bytes (:mod:`dicom_transfer.dimse_wire`) and each data set goes to its file as
+it arrives, fragment by fragment, never decoded. The association stays pynetdicom's:
+it is negotiated, released and aborted there; :class:`~dicom_transfer.io.dimse.Link`
+lends this module its socket for the length of one C-GET.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import socket
+import tempfile
+from collections.abc import Callable
+
+from dicom_transfer.deid.encoding import file_meta_bytes
+from dicom_transfer.dimse import status_category
+from dicom_transfer.dimse_wire import (
+    A_ABORT,
+    A_RELEASE_RQ,
+    AFFECTED_SOP_CLASS,
+    AFFECTED_SOP_INSTANCE,
+    C_GET_RSP,
+    C_STORE_RQ,
+    COMMAND_FIELD,
+    IS_COMMAND,
+    IS_LAST,
+    MESSAGE_ID,
+    P_DATA_TF,
+    PDU_HEADER,
+    RESPONDED_TO,
+    STATUS,
+    MalformedMessage,
+    c_get_command,
+    c_store_response,
+    command_uid,
+    command_us,
+    decode_command,
+    has_data_set,
+    p_data_pdus,
+    split_pdvs,
+)
+
+READ_SIZE = 256 << 10  # bytes asked of the socket at once: several small instances in one read
+NOT_SUPPORTED = 0x0122  # SOP class not supported: a sub-operation on a context not negotiated
+CANNOT_UNDERSTAND = 0xC000
+OUT_OF_RESOURCES = 0xA700  # the received data set could not be kept
+
+
+@dataclasses.dataclass(frozen=True)
+class Arrival:
+    """An instance a peer sent with C-STORE: the Part-10 file holding it (the data set's bytes
+    as received, behind a file meta rebuilt from the request) and the UIDs the request named.
+    The handler that takes it owns the file."""
+
+    dataset_path: str
+    sop_class: str
+    sop_instance: str
+
+
+StoreHandler = Callable[[Arrival], int]
+
+
+class WireError(Exception):
+    """The C-GET cannot go on on this association (the caller aborts it): says why."""
+
+
+@dataclasses.dataclass
+class GetRequest:
+    """What one C-GET sends and how its answers are read."""
+
+    message_id: int
+    model: str
+    context_id: int  # of the query/retrieve model
+    identifier: bytes  # encoded in that context's transfer syntax
+    syntaxes: dict[int, str]  # accepted context ID -> transfer syntax (storage contexts included)
+    peer_max_pdu: int  # what the peer accepts per PDU (0: any length)
+
+
+class _Reader:
+    """PDUs off a socket, read in large pieces."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+        self.start = 0
+
+    def _need(self, count: int) -> None:
+        while len(self.buffer) - self.start < count:
+            if self.start:
+                del self.buffer[:self.start]
+                self.start = 0
+            chunk = self.sock.recv(max(READ_SIZE, count - len(self.buffer)))
+            if not chunk:
+                raise WireError("the peer closed the connection")
+            self.buffer += chunk
+
+    def pdu(self) -> tuple[int, memoryview]:
+        """The next PDU: its type and body."""
+        self._need(6)
+        kind, _, length = PDU_HEADER.unpack_from(self.buffer, self.start)
+        self._need(6 + length)
+        body = memoryview(bytes(self.buffer[self.start + 6:self.start + 6 + length]))
+        self.start += 6 + length
+        return kind, body
+
+    @property
+    def pending(self) -> int:
+        """Bytes received and not read yet."""
+        return len(self.buffer) - self.start
+
+
+class _Incoming:
+    """The data set of one C-STORE sub-operation, written to its file as it arrives."""
+
+    def __init__(self, command: dict[int, bytes], syntax: str, spool: str | None) -> None:
+        self.command = command
+        self.sop_class = command_uid(command, AFFECTED_SOP_CLASS)
+        self.sop_instance = command_uid(command, AFFECTED_SOP_INSTANCE)
+        handle, self.path = tempfile.mkstemp(prefix=".c-get-", suffix=".dcm", dir=spool)
+        self.file = os.fdopen(handle, "wb")
+        self.failed = False
+        try:
+            self.file.write(file_meta_bytes(self.sop_class, self.sop_instance, syntax))
+        except BaseException:
+            self.discard()
+            raise
+
+    def write(self, fragment: memoryview) -> None:
+        """One more fragment; a local write failure is noted (the instance is refused once
+        whole), not taken for the connection's."""
+        if self.failed:
+            return
+        try:
+            self.file.write(fragment)
+        except OSError:
+            self.failed = True
+            self.discard()
+
+    def close(self) -> bool:
+        """Close the file; ``False`` (and no file left) if it could not be written whole."""
+        if not self.failed:
+            try:
+                self.file.close()
+                return True
+            except OSError:
+                pass
+        self.discard()
+        return False
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+            os.unlink(self.path)
+
+
+def c_get(sock: socket.socket, request: GetRequest, on_store: StoreHandler, spool: str | None = None
+          ) -> tuple[bytes, int]:
+    """Send the C-GET ``request`` on ``sock`` and serve its C-STORE sub-operations with
+    ``on_store`` until the final response; returns that response's command set (encoded) and
+    the number of bytes the peer sent after it (0 unless it misbehaves). Received files go to
+    ``spool`` (default: the temporary folder).
+
+    Raises
+    ------
+    WireError
+        The peer aborted, released or closed the association, sent something unreadable, or
+        nothing within the socket's timeout.
+    """
+    session = _Session(sock, request, on_store, spool)
+    try:
+        sock.sendall(p_data_pdus(request.context_id, True, c_get_command(request.message_id, request.model),
+                                 request.peer_max_pdu)
+                     + p_data_pdus(request.context_id, False, request.identifier, request.peer_max_pdu))
+        while session.final is None or session.skipping:
+            session.read_pdu()
+        return session.final, session.reader.pending
+    except MalformedMessage as exc:
+        raise WireError(f"the peer sent a malformed message: {exc}") from None
+    except TimeoutError:
+        raise WireError(f"no answer within {sock.gettimeout()} s") from None
+    except OSError as exc:
+        raise WireError(f"the connection failed: {exc}") from None
+    finally:
+        if session.incoming is not None:
+            session.incoming.discard()
+
+
+class _Session:
+    """The state of one C-GET between PDUs."""
+
+    def __init__(self, sock: socket.socket, request: GetRequest, on_store: StoreHandler, spool: str | None) -> None:
+        self.sock = sock
+        self.request = request
+        self.on_store = on_store
+        self.spool = spool
+        self.reader = _Reader(sock)
+        self.command = bytearray()  # fragments of the command set being received
+        self.incoming: _Incoming | None = None
+        self.skipping = False  # in the data set of a message this side does not keep
+        self.final: bytes | None = None  # the final C-GET response's command set
+
+    def read_pdu(self) -> None:
+        kind, body = self.reader.pdu()
+        if kind == A_ABORT:
+            raise WireError("the peer aborted the association")
+        if kind == A_RELEASE_RQ:
+            raise WireError("the peer asked to release the association before its final C-GET response")
+        if kind != P_DATA_TF:
+            raise WireError(f"the peer sent an unexpected PDU (type 0x{kind:02X}) during the C-GET")
+        for context_id, header, fragment in split_pdvs(body):
+            if header & IS_COMMAND:
+                self.command += fragment
+                if header & IS_LAST:
+                    raw, self.command = bytes(self.command), bytearray()
+                    self._on_command(context_id, raw)
+            elif self.incoming is not None:
+                self.incoming.write(fragment)
+                if header & IS_LAST:
+                    arrived, self.incoming = self.incoming, None
+                    _deliver(self.sock, self.request, context_id, arrived, self.on_store)
+            elif self.skipping:
+                self.skipping = not header & IS_LAST
+            else:
+                raise WireError("the peer sent a data set fragment without its command")
+
+    def _on_command(self, context_id: int, raw: bytes) -> None:
+        message = decode_command(raw)
+        field = command_us(message, COMMAND_FIELD)
+        if field == C_STORE_RQ:
+            self.incoming = _start_store(self.sock, self.request, context_id, message, self.spool)
+            self.skipping = self.incoming is None and has_data_set(message)
+        elif field == C_GET_RSP:
+            if command_us(message, RESPONDED_TO) != self.request.message_id:
+                raise WireError("the peer answered another C-GET request")
+            status = command_us(message, STATUS)
+            if status is None:
+                raise WireError("a C-GET response without a status")
+            if status_category(status) != "pending":
+                self.final, self.skipping = raw, has_data_set(message)  # a final identifier is not kept
+        else:
+            raise WireError(f"the peer sent an unexpected DIMSE message (0x{field or 0:04X}) during the C-GET")
+
+
+def _start_store(sock: socket.socket, request: GetRequest, context_id: int, command: dict[int, bytes],
+                 spool: str | None) -> _Incoming | None:
+    """A C-STORE request: the file its data set goes to, or ``None`` when it is answered
+    already (no data set, a context that was not negotiated, no room for the file)."""
+    syntax = request.syntaxes.get(context_id)
+    if not has_data_set(command):
+        _answer(sock, request, context_id, command, CANNOT_UNDERSTAND)
+    elif syntax is None:
+        _answer(sock, request, context_id, command, NOT_SUPPORTED)
+    else:
+        try:
+            return _Incoming(command, syntax, spool)
+        except OSError:
+            _answer(sock, request, context_id, command, OUT_OF_RESOURCES)
+    return None
+
+
+def _deliver(sock: socket.socket, request: GetRequest, context_id: int, arrived: _Incoming,
+             on_store: StoreHandler) -> None:
+    """Close the received file, hand it to ``on_store`` and answer with its status."""
+    if not arrived.close():
+        _answer(sock, request, context_id, arrived.command, OUT_OF_RESOURCES)
+        return
+    try:
+        status = on_store(Arrival(arrived.path, arrived.sop_class, arrived.sop_instance))
+    except BaseException:
+        arrived.discard()
+        raise
+    _answer(sock, request, context_id, arrived.command, status)
+
+
+def _answer(sock: socket.socket, request: GetRequest, context_id: int, command: dict[int, bytes],
+            status: int) -> None:
+    responding_to = command_us(command, MESSAGE_ID) or 0
+    response = c_store_response(responding_to, command_uid(command, AFFECTED_SOP_CLASS),
+                                command_uid(command, AFFECTED_SOP_INSTANCE), status)
+    sock.sendall(p_data_pdus(context_id, True, response, request.peer_max_pdu))
