@@ -129,12 +129,17 @@ def validate_part10(
                 "uid", f"{keyword} {_shorten(value)!r} is not a valid UID: {problem}"
             )
         uids.append(value)
-    attributes = {}
-    if wanted:
+    attributes: dict[str, object] = {}
+    # The UIDs checked above are their decoded values already (pydicom would read the same
+    # digits and dots); the rest are decoded by pydicom, which costs ~0.1 ms an attribute.
+    decoded = dict(zip((STUDY_UID, SERIES_UID, SOP_UID), uids, strict=True))
+    if any(tag not in decoded for tag in wanted.values()):
         dataset = Dataset({Tag(tag): element for tag, element in walker.captured.items()})
         dataset.set_original_encoding(implicit, little, None)
     for keyword, tag in wanted.items():
-        if tag in walker.captured:
+        if tag in decoded:
+            attributes[keyword] = decoded[tag]
+        elif tag in walker.captured:
             try:
                 attributes[keyword] = dataset[tag].value
             except Exception as exc:  # pydicom raises many types for bad values

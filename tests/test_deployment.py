@@ -37,6 +37,39 @@ def command_flags(name: str) -> set[str]:
     return {s for action in sub._actions for s in action.option_strings}
 
 
+# CLI options that are deliberately not Flex Template parameters, and why.
+_SECRET = ("names an environment variable, which a template launch cannot set; a secret is never a template "
+           "parameter (it would show in the job's parameters): use auth=google or deid_key_file")
+NOT_TEMPLATE_PARAMETERS = {
+    "detach": "the launcher always submits the job detached",
+    "dry_run": "--dry_run is Dataflow's own option (the job is built, not run): a dry run is a command-line run",
+    "verbose": "the launcher has no terminal: Dataflow's job page shows progress and worker logs",
+    "quiet": "the launcher has no terminal",
+    "progress": "the launcher has no terminal",
+    "progress_interval": "the launcher has no terminal",
+    "log_file": "a file on the launcher's VM, which is gone once the job is submitted",
+    "token_env": _SECRET, "source_token_env": _SECRET, "password_env": _SECRET, "source_password_env": _SECRET,
+    "deid_key_env": _SECRET,
+    "username": "HTTP basic needs its password from an environment variable (password_env)",
+    "source_username": "HTTP basic needs its password from an environment variable (source_password_env)",
+    "token_command": "a command to run on the launcher and workers is not taken from a template form",
+    "source_token_command": "a command to run on the launcher and workers is not taken from a template form",
+    "token_lifetime": "only with token_command", "source_token_lifetime": "only with source_token_command",
+}
+
+
+def template_names(name: str) -> set[str]:
+    """The template parameter name of every option of a command (``--max-associations``:
+    ``max_associations``), one per option (its first long spelling)."""
+    sub = command_parser(build_parser(), name)
+    names = set()
+    for action in sub._actions:
+        spellings = [s for s in action.option_strings if s.startswith("--") and s not in ("--help", "--version")]
+        if spellings:
+            names.add(spellings[0][2:].replace("-", "_"))
+    return names
+
+
 def copy_job(argv: list[str]) -> tuple[beam.Pipeline, PipelineOptions]:
     """The copy pipeline a command line builds, and its Beam options. ``--checksum``: no earlier
     manifest is looked for in the destination while the run is built, which would ask GCS (the
@@ -174,12 +207,20 @@ def test_template_metadata_matches_the_cli_options(name):
         for regex in parameter.get("regexes", []):
             re.compile(regex)
     declared = {p["name"] for p in meta["parameters"]}
+    missing = {option for option in template_names(name) - declared if option not in NOT_TEMPLATE_PARAMETERS}
+    assert not missing, f"options of {name} without a template parameter: {sorted(missing)}"
     required = {"copy": {"input", "input_list", "output"},
                 "import": {"input", "input_list", "dicomweb_url", "errors", "summary"},
                 "export": {"dicomweb_url", "output", "identifier", "identifiers_file", "filter_file", "all"},
                 "migrate": {"source_dicomweb_url", "dicomweb_url", "identifier", "identifiers_file", "filter_file",
                             "all", "errors", "summary", "source_auth", "auth", "verify_bytes"}}
     assert required[name] <= declared
+    # A PACS can stand in for the DICOMweb server: the URL is then not needed
+    alternatives = {"import": ["dicomweb_url"], "export": ["dicomweb_url"],
+                    "migrate": ["dicomweb_url", "source_dicomweb_url"]}
+    for parameter in meta["parameters"]:
+        if parameter["name"] in alternatives.get(name, ()):
+            assert parameter["isOptional"], parameter["name"]
 
 
 def test_one_dockerfile_serves_every_template_and_its_workers():

@@ -309,8 +309,9 @@ class Link:
                 continue
             self._raise_unless_done(code, "C-FIND")
 
-    def retrieve(self, query: Dataset, move_destination: str | None = None) -> Dataset:
+    def retrieve(self, query: Dataset, move_destination: str | None = None, spool: str | None = None) -> Dataset:
         """C-GET (``move_destination`` None) or C-MOVE; returns the final response status.
+        A C-GET's instances are written to files in ``spool`` (default: the temporary folder).
 
         Raises
         ------
@@ -318,7 +319,7 @@ class Link:
             The association broke or timed out (no final response).
         """
         if move_destination is None and not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
-            return self._c_get(query)
+            return self._c_get(query, spool)
         if move_destination is None:
             responses = self.association.send_c_get(query, GET_MODEL)
         else:
@@ -332,7 +333,7 @@ class Link:
             raise DimseError(f"{self.settings.where}: no final retrieve response")
         return final
 
-    def _c_get(self, query: Dataset) -> Dataset:
+    def _c_get(self, query: Dataset, spool: str | None) -> Dataset:
         """C-GET with this side reading the association's socket (:mod:`dicom_transfer.io.c_get`):
         the sub-operations go to ``on_store``. Raises DimseError."""
         syntax = next((s for s in EXPLICIT_AND_IMPLICIT if (GET_MODEL, s) in self.context_ids), None)
@@ -347,7 +348,7 @@ class Link:
             self.association.acceptor.maximum_length or 0)
         try:
             with self._socket_lent() as sock:
-                final, leftover = c_get(sock, request, self._arrived)
+                final, leftover = c_get(sock, request, self._arrived, spool)
         except WireError as exc:  # aborted once the DUL reads the socket again
             self.abort()
             raise DimseError(f"C-GET from {self.settings.where}: {exc}") from None

@@ -173,7 +173,7 @@ class _DimseMigrateSeriesFn(_MigrateSeriesFn):
         try:
             with self.peers.borrow(contexts, roles) as link:
                 link.on_store = arrivals.receive
-                final = link.retrieve(identifier)
+                final = link.retrieve(identifier, spool=arrivals.spool)
         except DimseError as exc:
             return str(exc)
         finally:

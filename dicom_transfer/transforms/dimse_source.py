@@ -245,6 +245,7 @@ class _RetrieveFn(PeerDoFn):
     def setup(self) -> None:
         super().setup()
         self.destination = Destination(self.destination_url)
+        self.spool = None if self.dry_run else self.destination.staging_directory()  # placing is a rename
         self.placements.start("export")
         self.deidentifier = self.deid.deidentifier() if self.deid else None
 
@@ -298,7 +299,7 @@ class _RetrieveFn(PeerDoFn):
                 clear_journal_entries(self.journal, state.study, state.series, state.missing())
             with self.pool.borrow(contexts, roles) as link:
                 link.on_store = lambda arrival: self._receive(arrival, state)
-                final = link.retrieve(identifier, self.move_destination)
+                final = link.retrieve(identifier, self.move_destination, self.spool)
         except IO_ERRORS as exc:
             if not isinstance(exc, DimseError):
                 return f"cannot clear the receiver's journal: {error_text(exc)}"
