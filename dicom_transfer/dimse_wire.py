@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
 C_GET_RQ, C_GET_RSP = 0x0010, 0x8010
+C_FIND_RQ, C_FIND_RSP = 0x0020, 0x8020
 NO_DATA_SET = 0x0101  # (0000,0800) Command Data Set Type: no data set follows
 PRIORITY_LOW = 0x0002  # pynetdicom's default for send_c_store and send_c_get
 
@@ -69,10 +70,11 @@ def c_store_response(responding_to: int, sop_class: str, sop_instance: str, stat
         AFFECTED_SOP_INSTANCE: _uid(sop_instance)})
 
 
-def c_get_command(message_id: int, model: str, priority: int = PRIORITY_LOW) -> bytes:
-    """The command set of a C-GET request (its identifier follows as the data set)."""
+def query_command(field: int, message_id: int, model: str, priority: int = PRIORITY_LOW) -> bytes:
+    """The command set of a C-FIND or C-GET request (``field`` ``C_FIND_RQ`` or ``C_GET_RQ``) in
+    the query/retrieve ``model``; its identifier follows as the data set."""
     return encode_command({
-        AFFECTED_SOP_CLASS: _uid(model), COMMAND_FIELD: _US.pack(C_GET_RQ), MESSAGE_ID: _US.pack(message_id),
+        AFFECTED_SOP_CLASS: _uid(model), COMMAND_FIELD: _US.pack(field), MESSAGE_ID: _US.pack(message_id),
         PRIORITY: _US.pack(priority), DATA_SET_TYPE: _US.pack(0x0001)})
 
 

@@ -21,7 +21,19 @@ from dicom_transfer.dimse import (
     status_text,
     store_outcome,
 )
-from dicom_transfer.dimse_wire import c_store_command
+from dicom_transfer.dimse_wire import (
+    C_FIND_RQ,
+    C_GET_RQ,
+    MalformedMessage,
+    c_store_command,
+    c_store_response,
+    command_uid,
+    command_us,
+    decode_command,
+    p_data_pdus,
+    query_command,
+    split_pdvs,
+)
 
 
 def test_peer_addresses():
@@ -160,6 +172,63 @@ def test_c_store_command_is_what_pynetdicom_encodes(sop_class, sop, message_id):
     message = C_STORE_RQ()
     message.primitive_to_message(request)
     assert c_store_command(message_id, sop_class, sop) == encode(message.command_set, True, True)
+
+
+def _pynetdicom_command(message_class: str, primitive_class: str, **values) -> bytes:
+    import io
+
+    from pynetdicom import dimse_messages, dimse_primitives
+    from pynetdicom.dsutils import encode
+
+    primitive = getattr(dimse_primitives, primitive_class)()
+    for name, value in values.items():
+        setattr(primitive, name, value)
+    message = getattr(dimse_messages, message_class)()
+    if message_class.endswith("_RQ"):
+        primitive.Identifier = io.BytesIO(b"data")  # (C-STORE: DataSet) a data set follows
+        if primitive_class == "C_STORE":
+            primitive.DataSet = primitive.Identifier
+    message.primitive_to_message(primitive)
+    return encode(message.command_set, True, True)
+
+
+@pytest.mark.parametrize("status", [0x0000, 0xA700, 0xC000, 0xB007])
+def test_c_store_response_is_what_pynetdicom_encodes(status):
+    """C-GET sub-operations are answered by the product (io.query_retrieve): the same bytes."""
+    pytest.importorskip("pynetdicom")
+    expected = _pynetdicom_command("C_STORE_RSP", "C_STORE", MessageIDBeingRespondedTo=7, Status=status,
+                                   AffectedSOPClassUID="1.2.840.10008.5.1.4.1.1.4",
+                                   AffectedSOPInstanceUID="1.2.3.45")
+    assert c_store_response(7, "1.2.840.10008.5.1.4.1.1.4", "1.2.3.45", status) == expected
+
+
+@pytest.mark.parametrize(("field", "message", "primitive", "model"), [
+    (C_GET_RQ, "C_GET_RQ", "C_GET", "1.2.840.10008.5.1.4.1.2.2.3"),
+    (C_FIND_RQ, "C_FIND_RQ", "C_FIND", "1.2.840.10008.5.1.4.1.2.2.1")])
+def test_query_commands_are_what_pynetdicom_encodes(field, message, primitive, model):
+    pytest.importorskip("pynetdicom")
+    expected = _pynetdicom_command(message, primitive, MessageID=65535, Priority=2, AffectedSOPClassUID=model)
+    assert query_command(field, 65535, model) == expected
+
+
+def test_command_sets_and_pdus_read_back():
+    command = decode_command(c_store_response(3, "1.2.840.10008.5.1.4.1.1.2", "1.2.3", 0xC000))
+    assert command_us(command, 0x0120) == 3 and command_us(command, 0x0900) == 0xC000
+    assert command_uid(command, 0x1000) == "1.2.3"  # its padding NUL removed
+    with pytest.raises(MalformedMessage):
+        decode_command(c_store_response(3, "1.2", "1.2.3", 0)[:-2])
+    payload = bytes(range(256)) * 40  # 10,240 bytes in PDUs of at most 4,096
+    stream = p_data_pdus(5, False, payload, 4096)
+    pdvs, offset = [], 0
+    while offset < len(stream):
+        length = int.from_bytes(stream[offset + 2:offset + 6], "big")
+        assert stream[offset] == 0x04 and length <= 4096  # the maximum is of the PDU's variable field
+        pdvs += list(split_pdvs(memoryview(stream[offset + 6:offset + 6 + length])))
+        offset += 6 + length
+    assert [(cx, header) for cx, header, _ in pdvs] == [(5, 0x00), (5, 0x00), (5, 0x02)]
+    assert b"".join(bytes(fragment) for _, _, fragment in pdvs) == payload
+    with pytest.raises(MalformedMessage):
+        list(split_pdvs(memoryview(stream[6:100])))
 
 
 @pytest.mark.parametrize("flag", ["--move-journal", "--move-staging"])

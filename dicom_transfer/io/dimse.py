@@ -29,7 +29,7 @@ from pydicom.dataset import Dataset
 
 from dicom_transfer.dimse import PeerAddress, status_category, status_text
 from dicom_transfer.dimse_wire import COMMAND_LAST, DATA, DATA_LAST, c_store_command, p_data_pdu
-from dicom_transfer.io.c_get import Arrival, GetRequest, StoreHandler, WireError, c_get
+from dicom_transfer.io.query_retrieve import Arrival, QueryRequest, StoreHandler, WireError, c_find, c_get
 from dicom_transfer.part10 import FileMeta
 
 try:
@@ -301,6 +301,9 @@ class Link:
         DimseError
             A failure status, or the association broke.
         """
+        if not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
+            yield from self._c_find(query)
+            return
         for status, identifier in self.association.send_c_find(query, FIND_MODEL):
             code = self._status_code(status, "C-FIND")
             if status_category(code) == "pending":
@@ -333,30 +336,58 @@ class Link:
             raise DimseError(f"{self.settings.where}: no final retrieve response")
         return final
 
+    def _c_find(self, query: Dataset) -> Iterator[Dataset]:
+        """C-FIND with this side reading the association's socket
+        (:mod:`dicom_transfer.io.query_retrieve`). Raises DimseError."""
+        request, implicit = self._request(FIND_MODEL, query, "C-FIND")
+        try:
+            with self._socket_lent() as sock:
+                identifiers, final, leftover = c_find(sock, request)
+        except WireError as exc:  # aborted once the DUL reads the socket again
+            self.abort()
+            raise DimseError(f"C-FIND to {self.settings.where}: {exc}") from None
+        self._after(final, leftover, "C-FIND")
+        for identifier in identifiers:
+            yield decode(io.BytesIO(identifier), implicit, True)
+
     def _c_get(self, query: Dataset, spool: str | None) -> Dataset:
-        """C-GET with this side reading the association's socket (:mod:`dicom_transfer.io.c_get`):
-        the sub-operations go to ``on_store``. Raises DimseError."""
-        syntax = next((s for s in EXPLICIT_AND_IMPLICIT if (GET_MODEL, s) in self.context_ids), None)
-        if syntax is None:
-            raise NoContext(f"{self.settings.where} accepted no presentation context for C-GET")
-        self.message_id = self.message_id % 0xFFFF + 1
-        request = GetRequest(
-            self.message_id, GET_MODEL, self.context_ids[(GET_MODEL, syntax)] or 0,
-            encode(query, syntax == "1.2.840.10008.1.2", True) or b"",
-            {cx.context_id: str(cx.transfer_syntax[0]) for cx in self.association.accepted_contexts
-             if cx.context_id is not None},
-            self.association.acceptor.maximum_length or 0)
+        """C-GET with this side reading the association's socket
+        (:mod:`dicom_transfer.io.query_retrieve`): the sub-operations go to ``on_store``.
+        Raises DimseError."""
+        request, _ = self._request(GET_MODEL, query, "C-GET")
         try:
             with self._socket_lent() as sock:
                 final, leftover = c_get(sock, request, self._arrived, spool)
         except WireError as exc:  # aborted once the DUL reads the socket again
             self.abort()
             raise DimseError(f"C-GET from {self.settings.where}: {exc}") from None
-        if leftover:  # the peer sent more after its final answer: this association is not reused
-            LOG.warning("%s sent %d bytes after its final C-GET response; aborting the association",
-                        self.settings.where, leftover)
+        return self._after(final, leftover, "C-GET")
+
+    def _request(self, model: str, query: Dataset, operation: str) -> tuple[QueryRequest, bool]:
+        """A C-FIND or C-GET request of ``query`` on this association, and whether its
+        identifiers are implicit VR."""
+        syntax = next((s for s in EXPLICIT_AND_IMPLICIT if (model, s) in self.context_ids), None)
+        if syntax is None:
+            raise NoContext(f"{self.settings.where} accepted no presentation context for {operation}")
+        implicit = syntax == "1.2.840.10008.1.2"
+        self.message_id = self.message_id % 0xFFFF + 1
+        return QueryRequest(
+            self.message_id, model, self.context_ids[(model, syntax)] or 0, encode(query, implicit, True) or b"",
+            {cx.context_id: str(cx.transfer_syntax[0]) for cx in self.association.accepted_contexts
+             if cx.context_id is not None},
+            self.association.acceptor.maximum_length or 0), implicit
+
+    def _after(self, final: bytes, leftover: int, operation: str) -> Dataset:
+        """The final response's status; an association on which the peer sent more after it
+        is not reused. Raises DimseError for a failure status of a C-FIND."""
+        if leftover:
+            LOG.warning("%s sent %d bytes after its final %s response; aborting the association",
+                        self.settings.where, leftover, operation)
             self.abort()
-        return decode(io.BytesIO(final), True, True)
+        status = decode(io.BytesIO(final), True, True)
+        if operation == "C-FIND":
+            self._check_final(status, operation)
+        return status
 
     @contextlib.contextmanager
     def _socket_lent(self) -> Iterator[socket.socket]:
@@ -623,7 +654,7 @@ def final_counts(status: Dataset) -> dict[str, int]:
 def start_storage_scp(ae_title: str, host: str, port: int, on_store: StoreHandler, max_associations: int = 16):
     """A storage SCP (every storage SOP class, every transfer syntax, so that nothing needs
     transcoding) on ``host:port``, answering each C-STORE with ``on_store(arrival)``'s status
-    (an :class:`~dicom_transfer.io.c_get.Arrival`). Returns the server: ``shutdown()`` stops it."""
+    (an :class:`~dicom_transfer.io.query_retrieve.Arrival`). Returns the server: ``shutdown()`` stops it."""
     require_pynetdicom()
     use_raw_datasets()
     from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts

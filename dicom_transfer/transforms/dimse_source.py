@@ -23,7 +23,6 @@ from dicom_transfer import metrics
 from dicom_transfer.dimse import group_contexts, status_category, status_text
 from dicom_transfer.elements import OUTCOMES, FileRef, Outcome, ValidInstance
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
-from dicom_transfer.io.c_get import Arrival
 from dicom_transfer.io.destination import Destination
 from dicom_transfer.io.dimse import (
     COMMON_STORAGE_CLASSES,
@@ -39,6 +38,7 @@ from dicom_transfer.io.dimse import (
     final_counts,
     query,
 )
+from dicom_transfer.io.query_retrieve import Arrival
 from dicom_transfer.layout import Layout
 from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.resources import ResourcePath

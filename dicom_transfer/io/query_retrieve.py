@@ -1,14 +1,15 @@
-"""One C-GET read off the association's socket by this side: the C-STORE sub-operations
-written to Part-10 files as they arrive, each answered with its handler's status.
+"""C-FIND and C-GET read off the association's socket by this side: the answers of a C-FIND
+collected, the C-STORE sub-operations of a C-GET written to Part-10 files as they arrive,
+each answered with its handler's status.
 
-pynetdicom hands each sub-operation through its DUL thread (a PDU decoded into objects,
-the command set decoded by pydicom, a file meta written by pydicom) and encodes each
-response with pydicom: several milliseconds of CPU per instance, shared with that thread,
-where dcmtk's ``getscu`` spends a fraction of one. Here the command sets are read and
+pynetdicom hands every message through its DUL thread (a PDU decoded into objects, the
+command set decoded by pydicom, for a C-STORE a file meta written by pydicom) and encodes
+each response with pydicom: several milliseconds of CPU per instance, shared with that
+thread, where dcmtk's ``getscu`` spends a fraction of one. Here command sets are read and
 written as bytes (:mod:`dicom_transfer.dimse_wire`) and each data set goes to its file as
-it arrives, fragment by fragment, never decoded. The association stays pynetdicom's:
-it is negotiated, released and aborted there; :class:`~dicom_transfer.io.dimse.Link`
-lends this module its socket for the length of one C-GET.
+it arrives, fragment by fragment, never decoded. The association stays pynetdicom's: it is
+negotiated, released and aborted there; :class:`~dicom_transfer.io.dimse.Link` lends this
+module its socket for the length of one request.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from dicom_transfer.dimse_wire import (
     A_RELEASE_RQ,
     AFFECTED_SOP_CLASS,
     AFFECTED_SOP_INSTANCE,
+    C_FIND_RQ,
+    C_FIND_RSP,
+    C_GET_RQ,
     C_GET_RSP,
     C_STORE_RQ,
     COMMAND_FIELD,
@@ -38,13 +42,13 @@ from dicom_transfer.dimse_wire import (
     RESPONDED_TO,
     STATUS,
     MalformedMessage,
-    c_get_command,
     c_store_response,
     command_uid,
     command_us,
     decode_command,
     has_data_set,
     p_data_pdus,
+    query_command,
     split_pdvs,
 )
 
@@ -69,12 +73,12 @@ StoreHandler = Callable[[Arrival], int]
 
 
 class WireError(Exception):
-    """The C-GET cannot go on on this association (the caller aborts it): says why."""
+    """The request cannot go on on this association (the caller aborts it): says why."""
 
 
 @dataclasses.dataclass
-class GetRequest:
-    """What one C-GET sends and how its answers are read."""
+class QueryRequest:
+    """What one C-FIND or C-GET sends and how its answers are read."""
 
     message_id: int
     model: str
@@ -161,7 +165,22 @@ class _Incoming:
             os.unlink(self.path)
 
 
-def c_get(sock: socket.socket, request: GetRequest, on_store: StoreHandler, spool: str | None = None
+def c_find(sock: socket.socket, request: QueryRequest) -> tuple[list[bytes], bytes, int]:
+    """Send the C-FIND ``request`` on ``sock``; returns the identifiers its pending responses
+    carried (each encoded in the request's transfer syntax), the final response's command set
+    and the number of bytes the peer sent after it (0 unless it misbehaves).
+
+    Raises
+    ------
+    WireError
+        As :func:`c_get`.
+    """
+    session = _Session(sock, request, C_FIND_RSP, None, None)
+    final = session.run(C_FIND_RQ)
+    return session.identifiers, final, session.reader.pending
+
+
+def c_get(sock: socket.socket, request: QueryRequest, on_store: StoreHandler, spool: str | None = None
           ) -> tuple[bytes, int]:
     """Send the C-GET ``request`` on ``sock`` and serve its C-STORE sub-operations with
     ``on_store`` until the final response; returns that response's command set (encoded) and
@@ -174,82 +193,105 @@ def c_get(sock: socket.socket, request: GetRequest, on_store: StoreHandler, spoo
         The peer aborted, released or closed the association, sent something unreadable, or
         nothing within the socket's timeout.
     """
-    session = _Session(sock, request, on_store, spool)
-    try:
-        sock.sendall(p_data_pdus(request.context_id, True, c_get_command(request.message_id, request.model),
-                                 request.peer_max_pdu)
-                     + p_data_pdus(request.context_id, False, request.identifier, request.peer_max_pdu))
-        while session.final is None or session.skipping:
-            session.read_pdu()
-        return session.final, session.reader.pending
-    except MalformedMessage as exc:
-        raise WireError(f"the peer sent a malformed message: {exc}") from None
-    except TimeoutError:
-        raise WireError(f"no answer within {sock.gettimeout()} s") from None
-    except OSError as exc:
-        raise WireError(f"the connection failed: {exc}") from None
-    finally:
-        if session.incoming is not None:
-            session.incoming.discard()
+    session = _Session(sock, request, C_GET_RSP, on_store, spool)
+    final = session.run(C_GET_RQ)
+    return final, session.reader.pending
 
 
 class _Session:
-    """The state of one C-GET between PDUs."""
+    """One request and its answers, and the state of the exchange between PDUs."""
 
-    def __init__(self, sock: socket.socket, request: GetRequest, on_store: StoreHandler, spool: str | None) -> None:
+    def __init__(self, sock: socket.socket, request: QueryRequest, response_field: int,
+                 on_store: StoreHandler | None, spool: str | None) -> None:
         self.sock = sock
         self.request = request
+        self.response_field = response_field
         self.on_store = on_store
         self.spool = spool
         self.reader = _Reader(sock)
         self.command = bytearray()  # fragments of the command set being received
-        self.incoming: _Incoming | None = None
-        self.skipping = False  # in the data set of a message this side does not keep
-        self.final: bytes | None = None  # the final C-GET response's command set
+        self.incoming: _Incoming | None = None  # a C-STORE's data set being received
+        self.data: bytearray | None = None  # a response's data set being received
+        self.pending = False  # that response is a pending one (its identifier is kept)
+        self.skipping = False  # the data set of a sub-operation answered already
+        self.identifiers: list[bytes] = []
+        self.final: bytes | None = None  # the final response's command set
+
+    def run(self, request_field: int) -> bytes:
+        request = self.request
+        try:
+            self.sock.sendall(
+                p_data_pdus(request.context_id, True, query_command(request_field, request.message_id, request.model),
+                            request.peer_max_pdu)
+                + p_data_pdus(request.context_id, False, request.identifier, request.peer_max_pdu))
+            while self.final is None or self.data is not None:
+                self.read_pdu()
+            return self.final
+        except MalformedMessage as exc:
+            raise WireError(f"the peer sent a malformed message: {exc}") from None
+        except TimeoutError:
+            raise WireError(f"no answer within {self.sock.gettimeout()} s") from None
+        except OSError as exc:
+            raise WireError(f"the connection failed: {exc}") from None
+        finally:
+            if self.incoming is not None:
+                self.incoming.discard()
 
     def read_pdu(self) -> None:
         kind, body = self.reader.pdu()
         if kind == A_ABORT:
             raise WireError("the peer aborted the association")
         if kind == A_RELEASE_RQ:
-            raise WireError("the peer asked to release the association before its final C-GET response")
+            raise WireError("the peer asked to release the association before its final response")
         if kind != P_DATA_TF:
-            raise WireError(f"the peer sent an unexpected PDU (type 0x{kind:02X}) during the C-GET")
+            raise WireError(f"the peer sent an unexpected PDU (type 0x{kind:02X})")
         for context_id, header, fragment in split_pdvs(body):
             if header & IS_COMMAND:
                 self.command += fragment
                 if header & IS_LAST:
                     raw, self.command = bytes(self.command), bytearray()
                     self._on_command(context_id, raw)
-            elif self.incoming is not None:
-                self.incoming.write(fragment)
-                if header & IS_LAST:
-                    arrived, self.incoming = self.incoming, None
-                    _deliver(self.sock, self.request, context_id, arrived, self.on_store)
-            elif self.skipping:
-                self.skipping = not header & IS_LAST
             else:
-                raise WireError("the peer sent a data set fragment without its command")
+                self._on_data(context_id, header, fragment)
+
+    def _on_data(self, context_id: int, header: int, fragment: memoryview) -> None:
+        if self.incoming is not None and self.on_store is not None:
+            self.incoming.write(fragment)
+            if header & IS_LAST:
+                arrived, self.incoming = self.incoming, None
+                _deliver(self.sock, self.request, context_id, arrived, self.on_store)
+        elif self.data is not None:
+            self.data += fragment
+            if header & IS_LAST:
+                if self.pending:
+                    self.identifiers.append(bytes(self.data))
+                self.data = None
+        elif self.skipping:
+            self.skipping = not header & IS_LAST
+        else:
+            raise WireError("the peer sent a data set fragment without its command")
 
     def _on_command(self, context_id: int, raw: bytes) -> None:
         message = decode_command(raw)
         field = command_us(message, COMMAND_FIELD)
-        if field == C_STORE_RQ:
+        if field == C_STORE_RQ and self.on_store is not None:
             self.incoming = _start_store(self.sock, self.request, context_id, message, self.spool)
             self.skipping = self.incoming is None and has_data_set(message)
-        elif field == C_GET_RSP:
+        elif field == self.response_field:
             if command_us(message, RESPONDED_TO) != self.request.message_id:
-                raise WireError("the peer answered another C-GET request")
+                raise WireError("the peer answered another request")
             status = command_us(message, STATUS)
             if status is None:
-                raise WireError("a C-GET response without a status")
-            if status_category(status) != "pending":
-                self.final, self.skipping = raw, has_data_set(message)  # a final identifier is not kept
+                raise WireError("a response without a status")
+            self.pending = status_category(status) == "pending"
+            if not self.pending:
+                self.final = raw
+            self.data = bytearray() if has_data_set(message) else None
         else:
-            raise WireError(f"the peer sent an unexpected DIMSE message (0x{field or 0:04X}) during the C-GET")
+            raise WireError(f"the peer sent an unexpected DIMSE message (0x{field or 0:04X})")
 
 
-def _start_store(sock: socket.socket, request: GetRequest, context_id: int, command: dict[int, bytes],
+def _start_store(sock: socket.socket, request: QueryRequest, context_id: int, command: dict[int, bytes],
                  spool: str | None) -> _Incoming | None:
     """A C-STORE request: the file its data set goes to, or ``None`` when it is answered
     already (no data set, a context that was not negotiated, no room for the file)."""
@@ -266,7 +308,7 @@ def _start_store(sock: socket.socket, request: GetRequest, context_id: int, comm
     return None
 
 
-def _deliver(sock: socket.socket, request: GetRequest, context_id: int, arrived: _Incoming,
+def _deliver(sock: socket.socket, request: QueryRequest, context_id: int, arrived: _Incoming,
              on_store: StoreHandler) -> None:
     """Close the received file, hand it to ``on_store`` and answer with its status."""
     if not arrived.close():
@@ -280,7 +322,7 @@ def _deliver(sock: socket.socket, request: GetRequest, context_id: int, arrived:
     _answer(sock, request, context_id, arrived.command, status)
 
 
-def _answer(sock: socket.socket, request: GetRequest, context_id: int, command: dict[int, bytes],
+def _answer(sock: socket.socket, request: QueryRequest, context_id: int, command: dict[int, bytes],
             status: int) -> None:
     responding_to = command_us(command, MESSAGE_ID) or 0
     response = c_store_response(responding_to, command_uid(command, AFFECTED_SOP_CLASS),
