@@ -193,6 +193,7 @@ class _Series:
         self.study = study
         self.series = series
         self.wanted = wanted  # sop -> sop class
+        self.wanted_sops = set(wanted)  # not made again for each instance: a series may hold thousands
         self.results: list[Outcome | ErrorRecord] = []
         self.deidentified: list[beam.pvalue.TaggedOutput] = []  # mapping rows, deidentified outcomes
         self.received: set[str] = set()
@@ -320,7 +321,7 @@ class _RetrieveFn(PeerDoFn):
         """A C-STORE sub-operation of a C-GET (on the association's thread): validate and place
         the data set as received; the answer tells the PACS whether it was taken."""
         path = arrival.dataset_path
-        checked = check_received(path, self.layout, (state.study, state.series), set(state.wanted),
+        checked = check_received(path, self.layout, (state.study, state.series), state.wanted_sops,
                                  arrival.sop_instance)
         deidentified: list[beam.pvalue.TaggedOutput] = []
         result: Outcome | ErrorRecord
