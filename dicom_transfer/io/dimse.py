@@ -8,10 +8,18 @@ instances) and given back open, so consecutive elements reuse it. At most
 Every socket gets ``TCP_NODELAY``: DIMSE sends a command and its data set as
 separate small writes, which Nagle's algorithm would hold for a delayed ACK.
 
-Data sets are sent and received as the bytes on the wire, never decoded:
-``STORE_SEND_CHUNKED_DATASET`` sends a file's data set from disk (it needs an
-accepted context of the file's own transfer syntax: nothing is transcoded), and
-``STORE_RECV_CHUNKED_DATASET`` writes what arrives to a Part-10 file.
+pynetdicom negotiates, releases and aborts associations. While one is borrowed, the
+requests that come once per instance or per series (C-STORE, C-FIND, C-GET) are
+exchanged by this side on its socket (:mod:`dicom_transfer.io.dimse_exchange`),
+pynetdicom's threads looking away: its per-message pydicom work and thread hand-offs
+cost milliseconds per instance. C-ECHO, C-MOVE, and every service with ``-v``
+(pynetdicom's logger at debug level) go through pynetdicom.
+
+Data sets are sent and received as the bytes on the wire, never decoded: a file's data
+set is sent from disk (it needs an accepted context of the file's own transfer syntax:
+nothing is transcoded), and what arrives is written to a Part-10 file as it comes
+(pynetdicom's ``STORE_SEND_CHUNKED_DATASET`` and ``STORE_RECV_CHUNKED_DATASET`` where
+it does the work).
 """
 
 from __future__ import annotations
@@ -28,8 +36,16 @@ from collections.abc import Iterable, Iterator
 from pydicom.dataset import Dataset
 
 from dicom_transfer.dimse import PeerAddress, status_category, status_text
-from dicom_transfer.dimse_wire import COMMAND_LAST, DATA, DATA_LAST, c_store_command, p_data_pdu
-from dicom_transfer.io.query_retrieve import Arrival, QueryRequest, StoreHandler, WireError, c_find, c_get
+from dicom_transfer.io.dimse_exchange import (
+    Arrival,
+    QueryRequest,
+    StoreHandler,
+    Wire,
+    WireError,
+    c_find,
+    c_get,
+    c_store,
+)
 from dicom_transfer.part10 import FileMeta
 
 try:
@@ -215,6 +231,7 @@ class Link:
             (str(cx.abstract_syntax), str(cx.transfer_syntax[0])): cx.context_id
             for cx in self.association.accepted_contexts if cx.as_scu}
         self.message_id = 0
+        self.wire: Wire | None = None  # the socket, while this side reads it (see _lend)
         self.checkpoint = _Checkpoint()
         self.association._reactor_checkpoint = self.checkpoint
 
@@ -231,6 +248,7 @@ class Link:
     def disengage(self) -> None:
         """Idle in the pool: the reactor running (it notices a release or abort by the peer and
         the network timeout), the DUL polling at pynetdicom's pace."""
+        self._unlend()
         self.association.dul._run_loop_delay = IDLE_POLL
         self.checkpoint.held = False
         self.checkpoint.set()
@@ -290,6 +308,7 @@ class Link:
     # -- services ------------------------------------------------------------------------------
 
     def echo(self) -> None:
+        self._unlend()
         status = self.association.send_c_echo()
         self._check_final(status, "C-ECHO")
 
@@ -304,6 +323,7 @@ class Link:
         if not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
             yield from self._c_find(query)
             return
+        self._unlend()
         for status, identifier in self.association.send_c_find(query, FIND_MODEL):
             code = self._status_code(status, "C-FIND")
             if status_category(code) == "pending":
@@ -323,6 +343,7 @@ class Link:
         """
         if move_destination is None and not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
             return self._c_get(query, spool)
+        self._unlend()
         if move_destination is None:
             responses = self.association.send_c_get(query, GET_MODEL)
         else:
@@ -338,30 +359,28 @@ class Link:
 
     def _c_find(self, query: Dataset) -> Iterator[Dataset]:
         """C-FIND with this side reading the association's socket
-        (:mod:`dicom_transfer.io.query_retrieve`). Raises DimseError."""
+        (:mod:`dicom_transfer.io.dimse_exchange`). Raises DimseError."""
         request, implicit = self._request(FIND_MODEL, query, "C-FIND")
         try:
-            with self._socket_lent() as sock:
-                identifiers, final, leftover = c_find(sock, request)
-        except WireError as exc:  # aborted once the DUL reads the socket again
+            identifiers, final = c_find(self._lend(), request)
+        except WireError as exc:
             self.abort()
             raise DimseError(f"C-FIND to {self.settings.where}: {exc}") from None
-        self._after(final, leftover, "C-FIND")
+        self._after(final, "C-FIND")
         for identifier in identifiers:
             yield decode(io.BytesIO(identifier), implicit, True)
 
     def _c_get(self, query: Dataset, spool: str | None) -> Dataset:
         """C-GET with this side reading the association's socket
-        (:mod:`dicom_transfer.io.query_retrieve`): the sub-operations go to ``on_store``.
+        (:mod:`dicom_transfer.io.dimse_exchange`): the sub-operations go to ``on_store``.
         Raises DimseError."""
         request, _ = self._request(GET_MODEL, query, "C-GET")
         try:
-            with self._socket_lent() as sock:
-                final, leftover = c_get(sock, request, self._arrived, spool)
-        except WireError as exc:  # aborted once the DUL reads the socket again
+            final = c_get(self._lend(), request, self._arrived, spool)
+        except WireError as exc:
             self.abort()
             raise DimseError(f"C-GET from {self.settings.where}: {exc}") from None
-        return self._after(final, leftover, "C-GET")
+        return self._after(final, "C-GET")
 
     def _request(self, model: str, query: Dataset, operation: str) -> tuple[QueryRequest, bool]:
         """A C-FIND or C-GET request of ``query`` on this association, and whether its
@@ -377,23 +396,21 @@ class Link:
              if cx.context_id is not None},
             self.association.acceptor.maximum_length or 0), implicit
 
-    def _after(self, final: bytes, leftover: int, operation: str) -> Dataset:
-        """The final response's status; an association on which the peer sent more after it
-        is not reused. Raises DimseError for a failure status of a C-FIND."""
-        if leftover:
-            LOG.warning("%s sent %d bytes after its final %s response; aborting the association",
-                        self.settings.where, leftover, operation)
-            self.abort()
+    def _after(self, final: bytes, operation: str) -> Dataset:
+        """The final response's status. Raises DimseError for a failure status of a C-FIND."""
+        self._check_clean(operation)
         status = decode(io.BytesIO(final), True, True)
         if operation == "C-FIND":
             self._check_final(status, operation)
         return status
 
-    @contextlib.contextmanager
-    def _socket_lent(self) -> Iterator[socket.socket]:
-        """The association's socket, for this thread alone to read: pynetdicom's DUL thread,
-        which otherwise reads every PDU, looks away until the block ends (its check for
-        incoming data answers "none"; the handshake makes sure it is not inside a read)."""
+    def _lend(self) -> Wire:
+        """The association's socket, for this thread alone to read until :meth:`_unlend`
+        (``disengage()``): pynetdicom's DUL thread, which otherwise reads every PDU, looks away
+        (its check for incoming data answers "none"; the handshake makes sure it is not inside
+        a read) and polls slowly, since it has nothing to do. Raises DimseError."""
+        if self.wire is not None:
+            return self.wire
         association = self.association
         dul = association.dul
         sock = dul.socket.socket if dul.socket is not None else None
@@ -406,19 +423,27 @@ class Link:
             return False
 
         dul._is_transport_event = no_transport_event
-        try:
-            while not looked_away.wait(0.01):
-                if not dul.is_alive():
-                    raise DimseError(f"the association with {self.settings.where} has ended")
-            dul._run_loop_delay = IDLE_POLL  # nothing for it to do meanwhile
-            sock.settimeout(self.settings.timeout)
-            yield sock
-        finally:
-            with contextlib.suppress(OSError):
-                sock.settimeout(None)
+        while not looked_away.wait(0.01):
+            if not dul.is_alive():
+                del dul._is_transport_event
+                raise DimseError(f"the association with {self.settings.where} has ended")
+        dul._run_loop_delay = IDLE_POLL
+        sock.settimeout(self.settings.timeout)
+        self.wire = Wire(sock)
+        return self.wire
+
+    def _unlend(self) -> None:
+        """The DUL thread reads the socket again (pynetdicom's own services, a release, an abort)."""
+        if self.wire is None:
+            return
+        dul = self.association.dul
+        with contextlib.suppress(OSError):
+            self.wire.sock.settimeout(None)
+        self.wire = None
+        with contextlib.suppress(AttributeError):
             del dul._is_transport_event
-            dul._run_loop_delay = BUSY_POLL
-            dul._idle_timer.restart()  # the idle time ran while this thread read
+        dul._run_loop_delay = BUSY_POLL
+        dul._idle_timer.restart()  # the idle time ran while this side read
 
     def store(self, path: str, meta: FileMeta | None = None) -> int:
         """C-STORE the Part-10 file at ``path`` (its data set bytes as they are); the status code.
@@ -441,47 +466,30 @@ class Link:
 
     def _send_store(self, path: str, meta: FileMeta) -> int:
         """C-STORE without pynetdicom's per-message pydicom work (about 1 ms of CPU per instance,
-        most of a small instance's cost): the command set is encoded by
-        :func:`~dicom_transfer.dimse.c_store_command` (the bytes pynetdicom would send), framed
-        in P-DATA-TF PDUs and written to the socket with the data set's first fragment (the DUL
-        has nothing else to send on a borrowed association: its reactor is paused, see
-        :class:`_Checkpoint`); the response is received and decoded by pynetdicom as usual."""
+        most of a small instance's cost): sent and answered on the lent socket
+        (:func:`~dicom_transfer.io.dimse_exchange.c_store`), with command sets of
+        :mod:`dicom_transfer.dimse_wire` (the bytes pynetdicom would send)."""
         context_id = self.context_ids.get((meta.sop_class, meta.transfer_syntax))
         if context_id is None:
             raise NoContext(f"{self.settings.where} accepted no presentation context for it (nothing is "
                             f"transcoded): SOP class {meta.sop_class}, transfer syntax {meta.transfer_syntax}")
-        association = self.association
         self.message_id = self.message_id % 0xFFFF + 1
-        maximum = association.acceptor.maximum_length or 0  # 0: any length
-        fragment = maximum - 6 if maximum > 6 else 1 << 30
-        association._reactor_checkpoint.clear()  # as send_c_store does: the reactor takes no answer of ours
-        while not association._is_paused and association.is_alive():
-            time.sleep(0.0001)
         try:
-            with open(path, "rb") as data:
-                data.seek(meta.dataset_offset)
-                chunk = data.read(fragment)
-                pdus = [p_data_pdu(context_id, COMMAND_LAST,
-                                   c_store_command(self.message_id, meta.sop_class, meta.sop_instance))]
-                socket = association.dul.socket
-                if socket is None:
-                    raise DimseError(f"C-STORE: the association with {self.settings.where} has no connection")
-                while True:
-                    following = data.read(fragment) if len(chunk) == fragment else b""
-                    pdus.append(p_data_pdu(context_id, DATA if following else DATA_LAST, chunk))
-                    socket.send(b"".join(pdus))
-                    if not following:
-                        break
-                    chunk, pdus = following, []
-            _, response = association.dimse.get_msg(block=True)
-        finally:
-            association._reactor_checkpoint.set()
-        if response is None or getattr(response, "MessageIDBeingRespondedTo", None) != self.message_id \
-                or response.Status is None:
+            status = c_store(self._lend(), context_id, self.message_id, meta, path,
+                             self.association.acceptor.maximum_length or 0)
+        except WireError as exc:
             self.abort()
-            raise DimseError(f"C-STORE: no answer from {self.settings.where} (timeout, or the association "
-                             "was aborted)")
-        return int(response.Status)
+            raise DimseError(f"C-STORE to {self.settings.where}: {exc}") from None
+        self._check_clean("C-STORE")
+        return status
+
+    def _check_clean(self, operation: str) -> None:
+        """An association on which the peer sent more than the answer is not reused (what
+        follows would be taken for the next answer)."""
+        if self.wire is not None and self.wire.pending:
+            LOG.warning("%s sent %d bytes after its %s response; aborting the association",
+                        self.settings.where, self.wire.pending, operation)
+            self.abort()
 
     def _status_code(self, status: Dataset, operation: str) -> int:
         if status is None or "Status" not in status:
@@ -654,7 +662,7 @@ def final_counts(status: Dataset) -> dict[str, int]:
 def start_storage_scp(ae_title: str, host: str, port: int, on_store: StoreHandler, max_associations: int = 16):
     """A storage SCP (every storage SOP class, every transfer syntax, so that nothing needs
     transcoding) on ``host:port``, answering each C-STORE with ``on_store(arrival)``'s status
-    (an :class:`~dicom_transfer.io.query_retrieve.Arrival`). Returns the server: ``shutdown()`` stops it."""
+    (an :class:`~dicom_transfer.io.dimse_exchange.Arrival`). Returns the server: ``shutdown()`` stops it."""
     require_pynetdicom()
     use_raw_datasets()
     from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts

@@ -28,7 +28,7 @@ from dicom_transfer.elements import Outcome
 from dicom_transfer.errors import ErrorRecord
 from dicom_transfer.io.destination import Destination
 from dicom_transfer.io.dimse import start_storage_scp
-from dicom_transfer.io.query_retrieve import Arrival
+from dicom_transfer.io.dimse_exchange import Arrival
 from dicom_transfer.layout import Layout
 from dicom_transfer.transforms.dimse_source import receive_file
 from dicom_transfer.transforms.place import write_journal_entry

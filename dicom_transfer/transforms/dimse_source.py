@@ -38,7 +38,7 @@ from dicom_transfer.io.dimse import (
     final_counts,
     query,
 )
-from dicom_transfer.io.query_retrieve import Arrival
+from dicom_transfer.io.dimse_exchange import Arrival
 from dicom_transfer.layout import Layout
 from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.resources import ResourcePath

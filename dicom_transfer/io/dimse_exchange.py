@@ -1,6 +1,6 @@
-"""C-FIND and C-GET read off the association's socket by this side: the answers of a C-FIND
-collected, the C-STORE sub-operations of a C-GET written to Part-10 files as they arrive,
-each answered with its handler's status.
+"""DIMSE requests and their answers on the association's socket, exchanged by this side:
+the answers of a C-FIND collected, the C-STORE sub-operations of a C-GET written to Part-10
+files as they arrive (each answered with its handler's status), the answer of a C-STORE read.
 
 pynetdicom hands every message through its DUL thread (a PDU decoded into objects, the
 command set decoded by pydicom, for a C-STORE a file meta written by pydicom) and encodes
@@ -9,7 +9,7 @@ thread, where dcmtk's ``getscu`` spends a fraction of one. Here command sets are
 written as bytes (:mod:`dicom_transfer.dimse_wire`) and each data set goes to its file as
 it arrives, fragment by fragment, never decoded. The association stays pynetdicom's: it is
 negotiated, released and aborted there; :class:`~dicom_transfer.io.dimse.Link` lends this
-module its socket for the length of one request.
+module its socket (a :class:`Wire`) while it is borrowed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import dataclasses
 import os
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from dicom_transfer.deid.encoding import file_meta_bytes
 from dicom_transfer.dimse import status_category
@@ -33,7 +33,11 @@ from dicom_transfer.dimse_wire import (
     C_GET_RQ,
     C_GET_RSP,
     C_STORE_RQ,
+    C_STORE_RSP,
     COMMAND_FIELD,
+    COMMAND_LAST,
+    DATA,
+    DATA_LAST,
     IS_COMMAND,
     IS_LAST,
     MESSAGE_ID,
@@ -42,15 +46,18 @@ from dicom_transfer.dimse_wire import (
     RESPONDED_TO,
     STATUS,
     MalformedMessage,
+    c_store_command,
     c_store_response,
     command_uid,
     command_us,
     decode_command,
     has_data_set,
+    p_data_pdu,
     p_data_pdus,
     query_command,
     split_pdvs,
 )
+from dicom_transfer.part10 import FileMeta
 
 READ_SIZE = 256 << 10  # bytes asked of the socket at once: several small instances in one read
 NOT_SUPPORTED = 0x0122  # SOP class not supported: a sub-operation on a context not negotiated
@@ -88,8 +95,8 @@ class QueryRequest:
     peer_max_pdu: int  # what the peer accepts per PDU (0: any length)
 
 
-class _Reader:
-    """PDUs off a socket, read in large pieces."""
+class Wire:
+    """An association's socket: PDUs read off it in large pieces, bytes written to it."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -119,6 +126,9 @@ class _Reader:
     def pending(self) -> int:
         """Bytes received and not read yet."""
         return len(self.buffer) - self.start
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
 
 
 class _Incoming:
@@ -165,27 +175,25 @@ class _Incoming:
             os.unlink(self.path)
 
 
-def c_find(sock: socket.socket, request: QueryRequest) -> tuple[list[bytes], bytes, int]:
-    """Send the C-FIND ``request`` on ``sock``; returns the identifiers its pending responses
-    carried (each encoded in the request's transfer syntax), the final response's command set
-    and the number of bytes the peer sent after it (0 unless it misbehaves).
+def c_find(wire: Wire, request: QueryRequest) -> tuple[list[bytes], bytes]:
+    """Send the C-FIND ``request`` on ``wire``; returns the identifiers its pending responses
+    carried (each encoded in the request's transfer syntax) and the final response's command set.
 
     Raises
     ------
     WireError
         As :func:`c_get`.
     """
-    session = _Session(sock, request, C_FIND_RSP, None, None)
+    session = _Session(wire, request, C_FIND_RSP, None, None)
     final = session.run(C_FIND_RQ)
-    return session.identifiers, final, session.reader.pending
+    return session.identifiers, final
 
 
-def c_get(sock: socket.socket, request: QueryRequest, on_store: StoreHandler, spool: str | None = None
-          ) -> tuple[bytes, int]:
-    """Send the C-GET ``request`` on ``sock`` and serve its C-STORE sub-operations with
-    ``on_store`` until the final response; returns that response's command set (encoded) and
-    the number of bytes the peer sent after it (0 unless it misbehaves). Received files go to
-    ``spool`` (default: the temporary folder).
+def c_get(wire: Wire, request: QueryRequest, on_store: StoreHandler, spool: str | None = None
+          ) -> bytes:
+    """Send the C-GET ``request`` on ``wire`` and serve its C-STORE sub-operations with
+    ``on_store`` until the final response; returns that response's command set (encoded).
+    Received files go to ``spool`` (default: the temporary folder).
 
     Raises
     ------
@@ -193,22 +201,20 @@ def c_get(sock: socket.socket, request: QueryRequest, on_store: StoreHandler, sp
         The peer aborted, released or closed the association, sent something unreadable, or
         nothing within the socket's timeout.
     """
-    session = _Session(sock, request, C_GET_RSP, on_store, spool)
-    final = session.run(C_GET_RQ)
-    return final, session.reader.pending
+    session = _Session(wire, request, C_GET_RSP, on_store, spool)
+    return session.run(C_GET_RQ)
 
 
 class _Session:
     """One request and its answers, and the state of the exchange between PDUs."""
 
-    def __init__(self, sock: socket.socket, request: QueryRequest, response_field: int,
+    def __init__(self, wire: Wire, request: QueryRequest, response_field: int,
                  on_store: StoreHandler | None, spool: str | None) -> None:
-        self.sock = sock
+        self.wire = wire
         self.request = request
         self.response_field = response_field
         self.on_store = on_store
         self.spool = spool
-        self.reader = _Reader(sock)
         self.command = bytearray()  # fragments of the command set being received
         self.incoming: _Incoming | None = None  # a C-STORE's data set being received
         self.data: bytearray | None = None  # a response's data set being received
@@ -220,32 +226,20 @@ class _Session:
     def run(self, request_field: int) -> bytes:
         request = self.request
         try:
-            self.sock.sendall(
-                p_data_pdus(request.context_id, True, query_command(request_field, request.message_id, request.model),
-                            request.peer_max_pdu)
-                + p_data_pdus(request.context_id, False, request.identifier, request.peer_max_pdu))
-            while self.final is None or self.data is not None:
-                self.read_pdu()
-            return self.final
-        except MalformedMessage as exc:
-            raise WireError(f"the peer sent a malformed message: {exc}") from None
-        except TimeoutError:
-            raise WireError(f"no answer within {self.sock.gettimeout()} s") from None
-        except OSError as exc:
-            raise WireError(f"the connection failed: {exc}") from None
+            with _wire_errors(self.wire):
+                self.wire.send(
+                    p_data_pdus(request.context_id, True,
+                                query_command(request_field, request.message_id, request.model), request.peer_max_pdu)
+                    + p_data_pdus(request.context_id, False, request.identifier, request.peer_max_pdu))
+                while self.final is None or self.data is not None:
+                    self.read_pdu()
+                return self.final
         finally:
             if self.incoming is not None:
                 self.incoming.discard()
 
     def read_pdu(self) -> None:
-        kind, body = self.reader.pdu()
-        if kind == A_ABORT:
-            raise WireError("the peer aborted the association")
-        if kind == A_RELEASE_RQ:
-            raise WireError("the peer asked to release the association before its final response")
-        if kind != P_DATA_TF:
-            raise WireError(f"the peer sent an unexpected PDU (type 0x{kind:02X})")
-        for context_id, header, fragment in split_pdvs(body):
+        for context_id, header, fragment in split_pdvs(_p_data(self.wire)):
             if header & IS_COMMAND:
                 self.command += fragment
                 if header & IS_LAST:
@@ -259,7 +253,7 @@ class _Session:
             self.incoming.write(fragment)
             if header & IS_LAST:
                 arrived, self.incoming = self.incoming, None
-                _deliver(self.sock, self.request, context_id, arrived, self.on_store)
+                _deliver(self.wire, self.request, context_id, arrived, self.on_store)
         elif self.data is not None:
             self.data += fragment
             if header & IS_LAST:
@@ -275,7 +269,7 @@ class _Session:
         message = decode_command(raw)
         field = command_us(message, COMMAND_FIELD)
         if field == C_STORE_RQ and self.on_store is not None:
-            self.incoming = _start_store(self.sock, self.request, context_id, message, self.spool)
+            self.incoming = _start_store(self.wire, self.request, context_id, message, self.spool)
             self.skipping = self.incoming is None and has_data_set(message)
         elif field == self.response_field:
             if command_us(message, RESPONDED_TO) != self.request.message_id:
@@ -291,40 +285,115 @@ class _Session:
             raise WireError(f"the peer sent an unexpected DIMSE message (0x{field or 0:04X})")
 
 
-def _start_store(sock: socket.socket, request: QueryRequest, context_id: int, command: dict[int, bytes],
+def c_store(wire: Wire, context_id: int, message_id: int, meta: FileMeta, path: str, peer_max_pdu: int) -> int:
+    """C-STORE the data set of the Part-10 file at ``path`` as it is (from ``meta.dataset_offset``)
+    on presentation context ``context_id``; the status of the answer. The command set and the
+    data set's first fragment go in one write.
+
+    Raises
+    ------
+    OSError
+        The file cannot be opened or read (nothing was sent).
+    WireError
+        As :func:`c_get` (the association cannot be used any more).
+    """
+    fragment = peer_max_pdu - 6 if peer_max_pdu > 6 else 1 << 30
+    with open(path, "rb") as data:
+        data.seek(meta.dataset_offset)
+        chunk = data.read(fragment)
+        pdus = [p_data_pdu(context_id, COMMAND_LAST, c_store_command(message_id, meta.sop_class, meta.sop_instance))]
+        with _wire_errors(wire):
+            while True:
+                following = data.read(fragment) if len(chunk) == fragment else b""
+                pdus.append(p_data_pdu(context_id, DATA if following else DATA_LAST, chunk))
+                wire.send(b"".join(pdus))
+                if not following:
+                    break
+                chunk, pdus = following, []
+    command = bytearray()
+    with _wire_errors(wire):
+        while True:
+            for _, header, piece in split_pdvs(_p_data(wire)):
+                if not header & IS_COMMAND:
+                    raise WireError("the peer sent a data set where a C-STORE response was expected")
+                command += piece
+                if header & IS_LAST:
+                    return _store_status(decode_command(command), message_id)
+
+
+def _store_status(message: dict[int, bytes], message_id: int) -> int:
+    status = command_us(message, STATUS)
+    if command_us(message, COMMAND_FIELD) != C_STORE_RSP or command_us(message, RESPONDED_TO) != message_id \
+            or status is None:
+        raise WireError(f"the peer answered C-STORE request {message_id} with something else")
+    return status
+
+
+def _p_data(wire: Wire) -> memoryview:
+    """The body of the next PDU, a P-DATA-TF one.
+
+    Raises
+    ------
+    WireError
+        The peer aborted or released the association, or sent another kind of PDU.
+    """
+    kind, body = wire.pdu()
+    if kind == A_ABORT:
+        raise WireError("the peer aborted the association")
+    if kind == A_RELEASE_RQ:
+        raise WireError("the peer asked to release the association before its answer")
+    if kind != P_DATA_TF:
+        raise WireError(f"the peer sent an unexpected PDU (type 0x{kind:02X})")
+    return body
+
+
+@contextlib.contextmanager
+def _wire_errors(wire: Wire) -> Iterator[None]:
+    """What goes wrong on the wire, as a :class:`WireError` saying what."""
+    try:
+        yield
+    except MalformedMessage as exc:
+        raise WireError(f"the peer sent a malformed message: {exc}") from None
+    except TimeoutError:
+        raise WireError(f"no answer within {wire.sock.gettimeout()} s") from None
+    except OSError as exc:
+        raise WireError(f"the connection failed: {exc}") from None
+
+
+def _start_store(wire: Wire, request: QueryRequest, context_id: int, command: dict[int, bytes],
                  spool: str | None) -> _Incoming | None:
     """A C-STORE request: the file its data set goes to, or ``None`` when it is answered
     already (no data set, a context that was not negotiated, no room for the file)."""
     syntax = request.syntaxes.get(context_id)
     if not has_data_set(command):
-        _answer(sock, request, context_id, command, CANNOT_UNDERSTAND)
+        _answer(wire, request, context_id, command, CANNOT_UNDERSTAND)
     elif syntax is None:
-        _answer(sock, request, context_id, command, NOT_SUPPORTED)
+        _answer(wire, request, context_id, command, NOT_SUPPORTED)
     else:
         try:
             return _Incoming(command, syntax, spool)
         except OSError:
-            _answer(sock, request, context_id, command, OUT_OF_RESOURCES)
+            _answer(wire, request, context_id, command, OUT_OF_RESOURCES)
     return None
 
 
-def _deliver(sock: socket.socket, request: QueryRequest, context_id: int, arrived: _Incoming,
+def _deliver(wire: Wire, request: QueryRequest, context_id: int, arrived: _Incoming,
              on_store: StoreHandler) -> None:
     """Close the received file, hand it to ``on_store`` and answer with its status."""
     if not arrived.close():
-        _answer(sock, request, context_id, arrived.command, OUT_OF_RESOURCES)
+        _answer(wire, request, context_id, arrived.command, OUT_OF_RESOURCES)
         return
     try:
         status = on_store(Arrival(arrived.path, arrived.sop_class, arrived.sop_instance))
     except BaseException:
         arrived.discard()
         raise
-    _answer(sock, request, context_id, arrived.command, status)
+    _answer(wire, request, context_id, arrived.command, status)
 
 
-def _answer(sock: socket.socket, request: QueryRequest, context_id: int, command: dict[int, bytes],
+def _answer(wire: Wire, request: QueryRequest, context_id: int, command: dict[int, bytes],
             status: int) -> None:
     responding_to = command_us(command, MESSAGE_ID) or 0
     response = c_store_response(responding_to, command_uid(command, AFFECTED_SOP_CLASS),
                                 command_uid(command, AFFECTED_SOP_INSTANCE), status)
-    sock.sendall(p_data_pdus(context_id, True, response, request.peer_max_pdu))
+    wire.send(p_data_pdus(context_id, True, response, request.peer_max_pdu))
