@@ -10,12 +10,19 @@ C-GET of the same study from one more Orthanc (loaded by storescu):
 
 4. dcmtk ``getscu`` (one study-level C-GET, ``TCP_NODELAY=1``);
 5. ``dicom-transfer export --dimse-source --identifier STUDY`` (start-up subtracted likewise);
-6. ``dicom-transfer migrate --dimse-destination`` of that study from the same Orthanc's DICOMweb
+6. its two DIMSE steps in-process, without Beam (the DoFns the pipeline runs): C-FIND of the
+   study's instances (series, then image level), and their retrieval by series-level C-GETs,
+   each instance validated and placed by the layout as it arrives;
+7. ``dicom-transfer migrate --dimse-destination`` of that study from the same Orthanc's DICOMweb
    into a fresh Orthanc's DICOM port (start-up subtracted likewise).
+
+getscu does one study-level C-GET and writes what comes; the export also enumerates the study
+with C-FIND (to check per-series counts), validates and places each instance without ever
+overwriting, and writes its manifest and reports.
 
 Each is run ``--rounds`` times (default 3), interleaved; the best time of each counts.
 
-    python benchmarks/bench_dimse.py [--count 1000] [--rounds 3] [--no-get]
+    python benchmarks/bench_dimse.py [--count 1000] [--rounds 3] [--no-get | --no-store]
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -119,6 +127,37 @@ def store_round(work: Path, many: Path, one: Path, count: int, round_: int) -> d
     return seconds
 
 
+def dimse_steps(work: Path, server: OrthancPacs, study: str, count: int, round_: int) -> dict[str, float]:
+    """Seconds of the export's C-FIND and C-GET steps in this process, without Beam."""
+    from collections import defaultdict
+
+    from dicom_transfer.dimse import parse_peer_address
+    from dicom_transfer.io.dimse import DimseSettings
+    from dicom_transfer.layout import Layout
+    from dicom_transfer.resources import ResourcePath
+    from dicom_transfer.transforms.dimse_source import _ExpandFn, _RetrieveFn
+
+    settings = DimseSettings(parse_peer_address(server.address), CALLING_AE)
+    expand = _ExpandFn(settings)
+    retrieve = _RetrieveFn(settings, str(work / f"steps-{round_}"), Layout.parse("uid"), False, False, None, None)
+    expand.setup()
+    retrieve.setup()
+    try:
+        started = time.perf_counter()
+        found = list(expand.process(ResourcePath(study)))
+        found_at = time.perf_counter()
+        series: dict = defaultdict(list)
+        for key, value in found:
+            series[key].append(value)
+        outputs = [output for element in series.items() for output in retrieve.process(element)]
+        done = time.perf_counter()
+    finally:
+        retrieve.teardown()
+        expand.teardown()
+    assert len(found) == len(outputs) == count and all(o.tag == "outcomes" for o in outputs)
+    return {"C-FIND step": found_at - started, "C-GET step": done - found_at}
+
+
 def get_round(work: Path, server: OrthancPacs, study: str, count: int, round_: int) -> dict[str, float]:
     """Seconds of getscu and of the product's C-GET export of the study (and of a one-instance one)."""
     out = work / f"getscu-{round_}"
@@ -133,6 +172,7 @@ def get_round(work: Path, server: OrthancPacs, study: str, count: int, round_: i
     seconds["dicom-transfer export (C-GET)"] = timed(cli("export", "--dimse-source", server.address, "--identifier",
                                                          study, "--output", str(work / f"export-{round_}")))
     assert len(list((work / f"export-{round_}").rglob("*.dcm"))) == count
+    seconds.update(dimse_steps(work, server, study, count, round_))
     destination = fresh_orthanc(work, f"migrate-{round_}")
     try:  # the same study from this Orthanc's DICOMweb into another one's DICOM port
         migrate = cli("migrate", "--source-dicomweb-url", server.dicomweb, "--dimse-destination",
@@ -165,7 +205,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds; the best time of each counts.")
-    parser.add_argument("--no-get", action="store_true", help="C-STORE only (skip the C-GET comparison).")
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--no-get", action="store_true", help="C-STORE only (skip the C-GET comparison).")
+    choice.add_argument("--no-store", action="store_true", help="C-GET only (skip the C-STORE comparison).")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-dimse-"))
     count = args.count
@@ -174,33 +216,41 @@ def main() -> None:
         study = make_instances(many, count, "many")
         make_instances(one, 1, "one")
         best: dict[str, float] = {}
-        for round_ in range(args.rounds):  # interleaved, best of each: a busy machine slows a run, never speeds it
-            for name, seconds in store_round(work, many, one, count, round_).items():
-                best[name] = min(best.get(name, seconds), seconds)
+        if not args.no_store:
+            for round_ in range(args.rounds):  # interleaved, best of each: a busy machine slows a run, never speeds it
+                for name, seconds in store_round(work, many, one, count, round_).items():
+                    best[name] = min(best.get(name, seconds), seconds)
         if not args.no_get:
             get_rounds(work, many, one, study, count, args.rounds, best)
-        rates = {
-            "storescu": count / best["storescu"],
-            "pynetdicom loop": count / best["pynetdicom loop"],
-            "dicom-transfer import": count / max(best["dicom-transfer import"] - best["start-up"], 1e-3),
-        }
+        rates = {}
+        if not args.no_store:
+            rates["storescu"] = count / best["storescu"]
+            rates["pynetdicom loop"] = count / best["pynetdicom loop"]
+            rates["dicom-transfer import"] = count / max(best["dicom-transfer import"] - best["start-up"], 1e-3)
         if not args.no_get:
             rates["getscu"] = count / best["getscu"]
             rates["dicom-transfer export (C-GET)"] = count / max(best["dicom-transfer export (C-GET)"]
                                                                  - best["export start-up"], 1e-3)
+            rates["  its C-FIND step"] = count / best["C-FIND step"]
+            rates["  its C-GET step"] = count / best["C-GET step"]
             name = "dicom-transfer migrate (WADO-RS -> C-STORE)"
             rates[name] = count / max(best[name] - best["migrate start-up"], 1e-3)
+        startup = best.get("start-up", best.get("export start-up", 0.0))
         print(f"{count} instances of ~4 KB, Orthanc on loopback (instances/s, best of {args.rounds} interleaved "
-              f"rounds; dicom-transfer's start-up, {best['start-up']:.1f} s, subtracted)")
+              f"rounds; dicom-transfer's start-up, {startup:.1f} s, subtracted)")
         for name, rate in rates.items():
-            print(f"  {name:32s} {rate:8.1f}")
-        print(f"C-STORE: {rates['dicom-transfer import'] / rates['storescu']:.2f} x storescu, "
-              f"{rates['dicom-transfer import'] / rates['pynetdicom loop']:.2f} x the pynetdicom loop")
+            print(f"  {name:44s} {rate:8.1f}")
+        if not args.no_store:
+            print(f"C-STORE: {rates['dicom-transfer import'] / rates['storescu']:.2f} x storescu, "
+                  f"{rates['dicom-transfer import'] / rates['pynetdicom loop']:.2f} x the pynetdicom loop")
         if not args.no_get:
-            print(f"C-GET:   {rates['dicom-transfer export (C-GET)'] / rates['getscu']:.2f} x getscu")
-            print(f"migrate from DICOMweb into a PACS: "
-                  f"{rates['dicom-transfer migrate (WADO-RS -> C-STORE)'] / rates['storescu']:.2f} x storescu "
-                  "(which sends from local files)")
+            print(f"C-GET:   export {rates['dicom-transfer export (C-GET)'] / rates['getscu']:.2f} x getscu; "
+                  f"its C-GET step {rates['  its C-GET step'] / rates['getscu']:.2f} x getscu, both steps "
+                  f"{count / (best['C-FIND step'] + best['C-GET step']) / rates['getscu']:.2f} x getscu")
+            if not args.no_store:
+                print(f"migrate from DICOMweb into a PACS: "
+                      f"{rates['dicom-transfer migrate (WADO-RS -> C-STORE)'] / rates['storescu']:.2f} x storescu "
+                      "(which sends from local files)")
         if LOOP_RACES:
             print(f"The plain pynetdicom loop lost a C-STORE response to its own reactor {len(LOOP_RACES)} "
                   "time(s) and was run again.")
