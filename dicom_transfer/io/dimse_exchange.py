@@ -60,6 +60,9 @@ from dicom_transfer.dimse_wire import (
 from dicom_transfer.part10 import FileMeta
 
 READ_SIZE = 256 << 10  # bytes asked of the socket at once: several small instances in one read
+# This side announces 1 MB PDUs (io.dimse.MAX_PDU); a PDU that says it is longer than this is a
+# corrupt stream, not something to hold in memory
+LONGEST_PDU = 64 << 20
 NOT_SUPPORTED = 0x0122  # SOP class not supported: a sub-operation on a context not negotiated
 CANNOT_UNDERSTAND = 0xC000
 OUT_OF_RESOURCES = 0xA700  # the received data set could not be kept
@@ -117,6 +120,8 @@ class Wire:
         """The next PDU: its type and body."""
         self._need(6)
         kind, _, length = PDU_HEADER.unpack_from(self.buffer, self.start)
+        if length > LONGEST_PDU:
+            raise WireError(f"the peer sent a PDU of {length} bytes (this side accepts 1 MB)")
         self._need(6 + length)
         body = memoryview(bytes(self.buffer[self.start + 6:self.start + 6 + length]))
         self.start += 6 + length
