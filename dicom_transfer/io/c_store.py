@@ -25,12 +25,12 @@ from dicom_transfer.io.destination import Destination
 from dicom_transfer.io.dimse import (
     EXPLICIT_AND_IMPLICIT,
     FIND_MODEL,
-    AssociationPool,
     DimseError,
     DimseSettings,
     NoContext,
     query,
 )
+from dicom_transfer.io.dimse_pool import AssociationPool
 from dicom_transfer.io.files import local_path
 from dicom_transfer.io.stow_requests import Storable
 from dicom_transfer.part10 import FileMeta, read_file_meta

@@ -1,12 +1,9 @@
 """A DIMSE client (pynetdicom): pooled associations, C-ECHO, C-FIND, C-GET, C-MOVE and C-STORE.
 
 Associations to one peer are shared by the DoFns of a worker process through an
-:class:`AssociationPool`: a DoFn joins it in ``setup()`` and leaves it in
-``teardown()``; an association is borrowed for one element (a series, a batch of
-instances) and given back open, so consecutive elements reuse it. At most
-``max_associations`` are open per process and peer, below what the PACS accepts.
-Every socket gets ``TCP_NODELAY``: DIMSE sends a command and its data set as
-separate small writes, which Nagle's algorithm would hold for a delayed ACK.
+:class:`~dicom_transfer.io.dimse_pool.AssociationPool`. Every socket gets ``TCP_NODELAY``:
+DIMSE sends a command and its data set as separate small writes, which Nagle's algorithm
+would hold for a delayed ACK.
 
 pynetdicom negotiates, releases and aborts associations. While one is borrowed, the
 requests that come once per instance or per series (C-STORE, C-FIND, C-GET) are
@@ -86,7 +83,6 @@ COMMON_STORAGE_CLASSES = (  # when C-FIND does not report SOP Class UIDs (dcmqrs
     "1.2.840.10008.5.1.4.1.1.30",
 )
 COMMON_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.4.50")
-OPEN_ATTEMPTS = 3
 BUSY_POLL = 0.0002  # seconds between the DUL's polls of a borrowed association (pynetdicom: 0.001)
 IDLE_POLL = 0.005  # idle in the pool: it only has to notice a release, an abort or the timeout
 MAX_PDU = 1 << 20  # what this side accepts per PDU (fewer, larger PDUs for large instances)
@@ -504,121 +500,6 @@ class Link:
     def _raise_unless_done(self, code: int, operation: str) -> None:
         if status_category(code) not in ("success", "warning"):
             raise DimseError(f"{operation} to {self.settings.where} failed: {status_text(code)}")
-
-
-class AssociationPool:
-    """The associations of one worker process to one peer (see the module docstring)."""
-
-    _pools: dict[DimseSettings, AssociationPool] = {}
-    _lock = threading.Lock()
-
-    def __init__(self, settings: DimseSettings) -> None:
-        self.settings = settings
-        self.slots = threading.BoundedSemaphore(settings.max_associations)
-        self.idle: list[Link] = []
-        self.users = 0
-        self.lock = threading.Lock()
-
-    @classmethod
-    def join(cls, settings: DimseSettings) -> AssociationPool:
-        """The process's pool for ``settings`` (a DoFn's ``setup()``)."""
-        with cls._lock:
-            pool = cls._pools.setdefault(settings, AssociationPool(settings))
-            pool.users += 1
-            return pool
-
-    def leave(self) -> None:
-        """A DoFn's ``teardown()``: the last one to leave releases the idle associations."""
-        with self.lock:
-            self.users -= 1
-            closing = self.idle if self.users <= 0 else []
-            if self.users <= 0:
-                self.idle = []
-        for link in closing:
-            self._close(link)
-
-    @contextlib.contextmanager
-    def borrow(self, contexts: list[tuple[str, tuple[str, ...]]], scp_roles: Iterable[str] = ()
-               ) -> Iterator[Link]:
-        """An association negotiated for ``contexts`` (``(abstract syntax, syntaxes)``), reused
-        when an idle one covers them. A borrower that hits a ``DimseError`` gets it aborted
-        rather than given back.
-
-        Raises
-        ------
-        AssociationFailed
-            The peer could not be reached or refused the association.
-        """
-        pairs = [(abstract, syntax) for abstract, syntaxes in contexts for syntax in syntaxes]
-        roles = list(scp_roles)
-        link = self._take(pairs, roles)
-        if link is None:
-            link = self._open(contexts, roles, pairs)
-        try:
-            link.engage()
-            yield link
-        except DimseError:
-            link.abort()
-            self.slots.release()
-            raise
-        except BaseException:
-            self._close(link)
-            raise
-        link.on_store = None
-        link.disengage()
-        if link.alive:
-            with self.lock:
-                self.idle.append(link)
-        else:
-            self.slots.release()
-
-    def _open(self, contexts: list[tuple[str, tuple[str, ...]]], roles: list[str],
-              pairs: list[tuple[str, str]]) -> Link:
-        """A new association (or one that became idle while waiting for a slot and covers
-        ``pairs``). When the peer refuses it, this process's idle ones are closed (a PACS may
-        take fewer associations than the cap) and it is asked again, ``OPEN_ATTEMPTS`` times in
-        all, with a short backoff."""
-        for attempt in range(OPEN_ATTEMPTS):
-            if (idle := self._acquire_slot(pairs, roles)) is not None:
-                return idle
-            try:
-                return Link(self.settings, contexts, roles)
-            except AssociationFailed:
-                self.slots.release()
-                if attempt + 1 >= OPEN_ATTEMPTS:
-                    raise
-                with self.lock:
-                    spare, self.idle = self.idle, []
-                for link in spare:
-                    self._close(link)
-                time.sleep(0.1 * 2 ** attempt)  # a busy PACS refuses for a moment
-            except BaseException:
-                self.slots.release()
-                raise
-        raise AssertionError("unreachable")
-
-    def _take(self, pairs: list[tuple[str, str]], roles: list[str]) -> Link | None:
-        with self.lock:
-            for link in self.idle:
-                if link.covers(pairs, roles):
-                    self.idle.remove(link)
-                    return link
-        return None
-
-    def _acquire_slot(self, pairs: list[tuple[str, str]], roles: list[str]) -> Link | None:
-        """A free slot (``None``), or an association covering ``pairs`` given back meanwhile."""
-        while not self.slots.acquire(timeout=0.05):
-            if (link := self._take(pairs, roles)) is not None:
-                return link
-            with self.lock:  # no free slot: an idle association of other contexts gives its own
-                victim = self.idle.pop(0) if self.idle else None
-            if victim is not None:
-                self._close(victim)
-        return None
-
-    def _close(self, link: Link) -> None:
-        link.close()
-        self.slots.release()
 
 
 def echo(settings: DimseSettings) -> None:

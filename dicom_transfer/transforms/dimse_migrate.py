@@ -29,8 +29,9 @@ from dicom_transfer.dimse import status_category, status_text
 from dicom_transfer.elements import OUTCOMES, ValidInstance
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.dicomweb import DicomwebClient
-from dicom_transfer.io.dimse import AssociationPool, DimseError, DimseSettings, final_counts, query
+from dicom_transfer.io.dimse import DimseError, DimseSettings, final_counts, query
 from dicom_transfer.io.dimse_exchange import Arrival
+from dicom_transfer.io.dimse_pool import AssociationPool
 from dicom_transfer.io.files import local_path, open_url, split_url
 from dicom_transfer.transforms.deidentify import MAPPING, DeidSettings
 from dicom_transfer.transforms.dimse_source import context_groups, retrieval_contexts

@@ -32,13 +32,13 @@ from dicom_transfer.io.dimse import (
     GET_MODEL,
     MOVE_MODEL,
     RETRIEVE_SYNTAXES,
-    AssociationPool,
     DimseError,
     DimseSettings,
     final_counts,
     query,
 )
 from dicom_transfer.io.dimse_exchange import Arrival
+from dicom_transfer.io.dimse_pool import AssociationPool
 from dicom_transfer.layout import Layout
 from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.resources import ResourcePath
