@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_copy import make_files  # noqa: E402
+from bench_copy import make_files, with_code_from  # noqa: E402
 from measure import peak_rss_mb, timed  # noqa: E402
 
 from dicom_transfer.deid.profile import Profile, ProfileOptions  # noqa: E402
@@ -84,13 +84,19 @@ PYDICOM_LOOP = textwrap.dedent("""
 """)
 
 
-def commands(src: Path, dst: Path) -> dict[str, list[str]]:
-    return {
+BASELINE = "same, code of --baseline-src (in-process)"
+
+
+def commands(src: Path, dst: Path, baseline_src: str | None = None) -> dict[str, list[str]]:
+    found = {
         "pydicom loop": [PYTHON, "-c", PYDICOM_LOOP, str(src), str(dst)],
         "dicom-transfer (in-process)": [*CLI, "copy", "--input", str(src), "--output", str(dst), *DEID],
         "dicom-transfer (2 processes)": [*CLI, "copy", "--input", str(src), "--output", str(dst), *DEID,
                                          *TWO_PROCESSES],
     }
+    if baseline_src:
+        found[BASELINE] = [*with_code_from(baseline_src), "copy", "--input", str(src), "--output", str(dst), *DEID]
+    return found
 
 
 def timed_cpu(command: list[str]) -> tuple[float, float]:
@@ -101,7 +107,8 @@ def timed_cpu(command: list[str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def marginal(work: Path, count: int, pixel_bytes: int, repeat: int) -> dict[str, tuple[float, float]]:
+def marginal(work: Path, count: int, pixel_bytes: int, repeat: int,
+             baseline_src: str | None = None) -> dict[str, tuple[float, float]]:
     """Per command, the marginal wall time and CPU time per file: each the median of ``repeat``
     alternating runs."""
     src, one, dst = work / "src", work / "one", work / "dst"
@@ -111,13 +118,13 @@ def marginal(work: Path, count: int, pixel_bytes: int, repeat: int) -> dict[str,
     print(f"{count} files of {size // count // 1024} KB ({size / 1e6:.0f} MB), median of {repeat} runs")
     runs: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for _ in range(repeat):
-        for name, command in commands(src, dst).items():
-            for what, run in (("full", command), ("start-up", commands(one, dst)[name])):
+        for name, command in commands(src, dst, baseline_src).items():
+            for what, run in (("full", command), ("start-up", commands(one, dst, baseline_src)[name])):
                 shutil.rmtree(dst, ignore_errors=True)
                 runs.setdefault((name, what), []).append(timed_cpu(run))
             shutil.rmtree(dst, ignore_errors=True)
     median: dict[str, tuple[float, float]] = {}
-    for name in commands(src, dst):
+    for name in commands(src, dst, baseline_src):
         per_run = [tuple(max(f - s, 1e-9) / max(count - 1, 1) for f, s in zip(full, startup, strict=True))
                    for full, startup in zip(runs[(name, "full")], runs[(name, "start-up")], strict=True)]
         median[name] = tuple(map(statistics.median, zip(*per_run, strict=True)))
@@ -172,11 +179,13 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--huge", type=int, default=1 << 30, help="bytes of pixel data of the large instance")
     parser.add_argument("--workdir", default=None)
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each command; the best counts")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each command; the median counts")
+    parser.add_argument("--baseline-src", default=None, metavar="DIR",
+                        help="also run the code in DIR (an older checkout), alternated with this one")
     args = parser.parse_args()
     os.environ["DEID_KEY"] = KEY
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dt-bench-deid-"))
-    per_file = marginal(work, args.count, 512 * 1024 - 2048, args.repeat)
+    per_file = marginal(work, args.count, 512 * 1024 - 2048, args.repeat, args.baseline_src)
     own = own_work(work / "src", work / "own", args.repeat)
 
     huge_dir, tiny_dir = work / "huge", work / "tiny"
@@ -191,7 +200,7 @@ def main() -> None:
 
     loop_wall, loop_cpu = per_file["pydicom loop"]
     print("\nSummary")
-    for name in ("dicom-transfer (in-process)", "dicom-transfer (2 processes)"):
+    for name in [n for n in per_file if n != "pydicom loop"]:
         wall, cpu = per_file[name]
         print(f"  {name}: {loop_wall / wall:.2f} x the pydicom loop's marginal throughput "
               f"({loop_cpu / cpu:.2f} x in CPU time per file)")

@@ -111,6 +111,25 @@ def validate_part10(
     InvalidInstance
         Saying which check failed and where.
     """
+    return _validate(stream, size, keywords, head)[0]
+
+
+def validate_and_map(stream: BinaryIO, size: int, head: bytes | None = None
+                     ) -> tuple[InstanceHeader, list[tuple[int, int, int]] | None]:
+    """:func:`validate_part10` and :func:`map_elements` in one walk of the file: its header, and
+    where each top-level element is (``None`` for a deflated dataset).
+
+    Raises
+    ------
+    InvalidInstance
+        As :func:`validate_part10`.
+    """
+    header, walker = _validate(stream, size, (), head)
+    return header, None if header.transfer_syntax in DEFLATED else walker.elements
+
+
+def _validate(stream: BinaryIO, size: int, keywords: Iterable[str],
+              head: bytes | None) -> tuple[InstanceHeader, _Walker]:
     wanted = keyword_tags(keywords)
     capture = {STUDY_UID, SERIES_UID, SOP_UID, SPECIFIC_CHARACTER_SET, *wanted.values()}
     transfer_syntax, walker = _walk_file(stream, size, capture, head)
@@ -139,7 +158,7 @@ def validate_part10(
                 attributes[keyword] = dataset[tag].value
             except Exception as exc:  # pydicom raises many types for bad values
                 raise InvalidInstance("parse", f"{keyword} cannot be decoded: {exc}") from exc
-    return InstanceHeader(uids[0], uids[1], uids[2], transfer_syntax, size, attributes)
+    return InstanceHeader(uids[0], uids[1], uids[2], transfer_syntax, size, attributes), walker
 
 
 @dataclasses.dataclass(frozen=True)

@@ -148,10 +148,15 @@ class Deidentifier:
         key alone: what a destination holds can be compared with a source without a mapping table)."""
         return original if self.profile.options.retain_uids else self.pseudonyms.uid(original)
 
-    def rewrite(self, source: BinaryIO, size: int, out: BinaryIO, keywords: tuple[str, ...] = ()) -> Rewritten:
+    def rewrite(self, source: BinaryIO, size: int, out: BinaryIO, keywords: tuple[str, ...] = (),
+                mapped: tuple[str, list[tuple[int, int, int]] | None] | None = None,
+                head: bytes = b"") -> Rewritten:
         """De-identify the file in ``source`` (``size`` bytes, seekable) into ``out``.
 
-        ``keywords``: attributes to return (as de-identified) for an output layout.
+        ``keywords``: attributes to return (as de-identified) for an output layout. ``mapped``:
+        what :func:`~dicom_transfer.part10.map_elements` gives for this file, when the walk that
+        validated it found it already (the file is then not walked again); ``head``: the file's
+        first bytes, when they are in memory already (not read again).
 
         Raises
         ------
@@ -160,16 +165,16 @@ class Deidentifier:
         DeidentificationError
             Burned-in annotation (unless allowed), or a header pydicom cannot decode.
         """
-        transfer_syntax, elements = map_elements(source, size)
+        transfer_syntax, elements = mapped or map_elements(source, size)
         asked = {t for t in map(tag_for_keyword, keywords) if t is not None}
         wanted, returned = WANTED_TAGS | asked, RETURNED_TAGS | asked
         try:
             if elements is None or sum(e - s for t, s, e in elements if t not in PIXEL_TAGS) > MAX_HEADER_BYTES:
                 header, mapping = self._rewrite_with_pydicom(source, size, out, transfer_syntax, elements)
             else:
-                done = self._splice_bytes(source, out, transfer_syntax, elements, wanted, returned) \
+                done = self._splice_bytes(source, out, transfer_syntax, elements, wanted, returned, head) \
                     if self.by_bytes else None
-                header, mapping = done or self._splice(source, out, transfer_syntax, elements, wanted)
+                header, mapping = done or self._splice(source, out, transfer_syntax, elements, wanted, head)
             attributes = {k: header[k].value for k in keywords if k in header}
             return Rewritten(str(header.StudyInstanceUID), str(header.SeriesInstanceUID),
                              str(header.SOPInstanceUID), transfer_syntax, out.tell(), attributes, mapping)
@@ -183,13 +188,13 @@ class Deidentifier:
             raise DeidentificationError(f"cannot de-identify the header ({type(exc).__name__})") from None
 
     def _splice(self, source: BinaryIO, out: BinaryIO, transfer_syntax: str, elements: list[tuple[int, int, int]],
-                wanted: AbstractSet[int]) -> tuple[Dataset, dict]:
+                wanted: AbstractSet[int], head: bytes = b"") -> tuple[Dataset, dict]:
         """Parse only the elements the profile may change; copy the others, pixel data included, as bytes."""
         implicit, little = transfer_syntax == IMPLICIT_VR_LE, transfer_syntax != EXPLICIT_VR_BE
         kept: list[tuple[int, int, int, bytes | None]] = []  # (tag, start, end, bytes; None: copy from source)
         to_parse = []
         original: dict[int, bytes] = {}  # the parsed elements' bytes, written again if they do not change
-        read = HeaderReader(source, elements)
+        read = HeaderReader(source, elements, head)
         for tag, start, end in elements:
             if tag in PIXEL_TAGS:
                 kept.append((tag, start, end, None))
@@ -235,13 +240,13 @@ class Deidentifier:
 
     def _splice_bytes(self, source: BinaryIO, out: BinaryIO, transfer_syntax: str,
                       elements: list[tuple[int, int, int]], wanted: AbstractSet[int],
-                      returned: AbstractSet[int]) -> tuple[Dataset, dict] | None:
+                      returned: AbstractSet[int], head: bytes = b"") -> tuple[Dataset, dict] | None:
         """What :meth:`_splice` writes, made from the elements' bytes without a pydicom dataset walk,
         for explicit VR little endian headers of plain ASCII values and no sequence to look into
         (the usual case); ``None``, with nothing written, for anything else (then :meth:`_splice`)."""
         if transfer_syntax != ExplicitVRLittleEndian or not elements:
             return None
-        read = HeaderReader(source, elements)
+        read = HeaderReader(source, elements, head)
         try:
             splice = _ByteSplice(self, read, elements, wanted, returned)
         except _Unusual:
