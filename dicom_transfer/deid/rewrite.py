@@ -242,13 +242,15 @@ class Deidentifier:
                       elements: list[tuple[int, int, int]], wanted: AbstractSet[int],
                       returned: AbstractSet[int], head: bytes = b"") -> tuple[Dataset, dict] | None:
         """What :meth:`_splice` writes, made from the elements' bytes without a pydicom dataset walk,
-        for explicit VR little endian headers of plain ASCII values and no sequence to look into
-        (the usual case); ``None``, with nothing written, for anything else (then :meth:`_splice`)."""
-        if transfer_syntax != ExplicitVRLittleEndian or not elements:
+        for explicit or implicit VR little endian headers of plain ASCII values and no sequence to
+        look into (the usual case); ``None``, with nothing written, for anything else (then
+        :meth:`_splice`)."""
+        if transfer_syntax not in (ExplicitVRLittleEndian, IMPLICIT_VR_LE) or not elements:
             return None
+        implicit = transfer_syntax == IMPLICIT_VR_LE
         read = HeaderReader(source, elements, head)
         try:
-            splice = _ByteSplice(self, read, elements, wanted, returned)
+            splice = _ByteSplice(self, read, elements, wanted, returned, implicit)
         except _Unusual:
             return None
         if not self.allow_burned_in:
@@ -258,7 +260,8 @@ class Deidentifier:
         for element in self.marks:
             header[element.tag] = element
         out.write(file_meta_bytes(splice.sop_class, header.SOPInstanceUID, transfer_syntax))
-        for _, start, end, data in sorted([*splice.parts, *self._marks_encoded(False, True)], key=lambda e: e[0]):
+        for _, start, end, data in sorted([*splice.parts, *self._marks_encoded(implicit, True)],
+                                          key=lambda e: e[0]):
             if data is None:
                 copy_range(source, out, start, end)
             else:
@@ -531,7 +534,8 @@ class _ByteSplice:
     """
 
     def __init__(self, deidentifier: Deidentifier, read: HeaderReader, elements: list[tuple[int, int, int]],
-                 wanted: AbstractSet[int], returned: AbstractSet[int]) -> None:
+                 wanted: AbstractSet[int], returned: AbstractSet[int], implicit: bool = False) -> None:
+        self.implicit = implicit
         self.profile = deidentifier.profile
         self.pseudonyms = deidentifier.pseudonyms
         self.retain_uids = self.profile.options.retain_uids
@@ -545,7 +549,7 @@ class _ByteSplice:
         self.patient_id = ""
         for tag, start, end in elements:
             if tag == PATIENT_ID:
-                self.patient_id = self._patient_id(self._split(read(start, end))[3])
+                self.patient_id = self._patient_id(self._split(tag, read(start, end))[3])
         previous = -1
         for tag, start, end in elements:
             if tag <= previous:
@@ -553,9 +557,15 @@ class _ByteSplice:
             previous = tag
             self._element(tag, start, end)
 
-    @staticmethod
-    def _split(data: bytes) -> tuple[str, int, int, bytes]:
-        """VR, length, offset of the value and value of one element's bytes."""
+    def _split(self, tag: int, data: bytes) -> tuple[str, int, int, bytes]:
+        """VR, length, offset of the value and value of one element's bytes (in implicit VR, the VR
+        pydicom gives the tag: that of the dictionary)."""
+        if self.implicit:
+            vr = _implicit_vr(tag)
+            length = struct.unpack_from("<L", data, 4)[0]
+            if length == 0xFFFFFFFF or vr not in _PLAIN_VRS:
+                raise _Unusual
+            return vr.decode("ascii"), length, 8, data[8:]
         vr = data[4:6]
         if vr in _LONG_VRS:
             length, offset = struct.unpack_from("<L", data, 8)[0], 12
@@ -576,7 +586,8 @@ class _ByteSplice:
         """Private attributes, group lengths, file meta elements and the marks' old values (a
         sequence there would be walked first: not here)."""
         group = tag >> 16
-        if tag in MARK_TAGS and self.read(start, end)[4:6] not in (b"CS", b"LO"):
+        if tag in MARK_TAGS and (_implicit_vr(tag) if self.implicit else self.read(start, end)[4:6]) not in (b"CS",
+                                                                                                             b"LO"):
             raise _Unusual
         return tag in MARK_TAGS or bool(group & 1) or tag & 0xFFFF == 0 or group == 0x0002
 
@@ -591,10 +602,10 @@ class _ByteSplice:
         if not wanted and action == REMOVE:
             return
         data = self.read(start, end)
-        vr, length, offset, value = self._split(data)
-        if not wanted and action in (None, KEEP) and vr != "UI":
+        if not wanted and action in (None, KEEP) and self._copied_as_it_is(tag, data):
             self.parts.append((tag, start, end, data))
             return
+        vr, length, offset, value = self._split(tag, data)
         if not _PLAIN.fullmatch(value):
             raise _Unusual  # not plain ASCII text: pydicom decodes and encodes it
         if tag in (BURNED_IN, SOP_CLASS, MODALITY):
@@ -605,13 +616,22 @@ class _ByteSplice:
         if new is KEPT:
             self.parts.append((tag, start, end, data))
             if tag in self.returned:
-                self.header.append(RawDataElement(BaseTag(tag), vr, length, value, start + offset, False, True))
+                self.header.append(RawDataElement(BaseTag(tag), vr, length, value, start + offset, self.implicit,
+                                                  True))
             return
         if not (new is None or isinstance(new, (str, list))):  # the byte path holds text values only
             raise TypeError(f"no text value for {_tag_text(tag)}")
-        self.parts.append((tag, start, end, _text_element(tag, vr, new)))
+        self.parts.append((tag, start, end, _text_element(tag, vr, new, self.implicit)))
         if tag in self.returned:
             self.header.append(DataElement(tag, vr, new, validation_mode=IGNORE))
+
+    def _copied_as_it_is(self, tag: int, data: bytes) -> bool:
+        """Whether the walk copies an element the profile keeps as it is: not a UID (which may be
+        replaced), nor, in implicit VR (where the VR does not matter otherwise), a sequence or an
+        element of unknown VR."""
+        if self.implicit:
+            return _keeps_implicit(tag)
+        return self._split(tag, data)[0] != "UI"
 
     def _remember_text(self, tag: int, vr: str, value: bytes) -> None:
         """What :func:`_text` gives for an attribute the burned-in check reads."""
@@ -661,12 +681,12 @@ class _ByteSplice:
         return values if len(values) > 1 else (values[0] if values else "")
 
 
-def _text_element(tag: int, vr: str, value: str | list[str] | None) -> bytes:
-    """What :func:`encode_simple` writes (explicit VR little endian) for ``DataElement(tag, vr, value)``
-    made by the walk: empty, or plain ASCII text (and a PN pseudonym, which pydicom writes alike);
-    raise :class:`_Unusual` where it would answer ``None``."""
+def _text_element(tag: int, vr: str, value: str | list[str] | None, implicit: bool = False) -> bytes:
+    """What :func:`encode_simple` writes (explicit or implicit VR little endian) for
+    ``DataElement(tag, vr, value)`` made by the walk: empty, or plain ASCII text (and a PN
+    pseudonym, which pydicom writes alike); raise :class:`_Unusual` where it would answer ``None``."""
     if value is None or value == "":
-        return element_header(tag, vr, 0, False, True)
+        return element_header(tag, vr, 0, implicit, True)
     values = [value] if isinstance(value, str) else value
     if not (vr in TEXT_VRS or vr == "PN" and len(values) == 1 and values[0].isalnum()) \
             or not all(_PRINTABLE.fullmatch(v) for v in values):
@@ -674,9 +694,31 @@ def _text_element(tag: int, vr: str, value: str | list[str] | None) -> bytes:
     data = "\\".join(values).encode("ascii")
     if len(data) % 2:
         data += b"\0" if vr == "UI" else b" "
-    if len(data) > 0xFFFF and vr.encode("ascii") not in _LONG_VRS:
+    if not implicit and len(data) > 0xFFFF and vr.encode("ascii") not in _LONG_VRS:
         raise _Unusual
-    return element_header(tag, vr, len(data), False, True) + data
+    return element_header(tag, vr, len(data), implicit, True) + data
+
+
+@lru_cache(maxsize=4096)
+def _implicit_vr(tag: int) -> bytes:
+    """The VR pydicom reads an implicit VR element of ``tag`` with: the dictionary's (``b"??"`` for
+    a tag it does not know, or one of several VRs: the byte path leaves those to the walk)."""
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return b"??"
+    return vr.encode("ascii") if len(vr) == 2 else b"??"
+
+
+@lru_cache(maxsize=4096)
+def _keeps_implicit(tag: int) -> bool:
+    """An implicit VR element the walk copies as it is when the profile keeps it (:meth:`Deidentifier._plan`):
+    a known tag that is not a sequence, a UID or of unknown VR."""
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return False
+    return vr.split(" or ")[0] not in ("SQ", "UI", "UN")
 
 
 def _marks(profile: Profile) -> list[DataElement]:
