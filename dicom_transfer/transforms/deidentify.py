@@ -121,10 +121,7 @@ def deidentify_file(deidentifier: Deidentifier, instance: ValidInstance, staging
             if source is None:
                 source = stack.enter_context(open_url(instance.url, size=instance.size))
             out = stack.enter_context(open(written, "w+b"))
-            result = deidentifier.rewrite(source, instance.size, out, keywords, mapped, head)
-            out.seek(0)
-            # headers only: the walker walks the header from its first bytes and seeks over values
-            validate_part10(out, result.size, head=read_head(out, OUTPUT_HEAD))
+            done = rewrite_checked(deidentifier, instance, source, out, url, keywords, mapped, head)
         if staging_path is None:
             fs, path = split_url(url)
             fs.put_file(written, path)
@@ -134,6 +131,21 @@ def deidentify_file(deidentifier: Deidentifier, instance: ValidInstance, staging
     finally:
         if staging_path is None:
             remove_local(written)
+    return done
+
+
+def rewrite_checked(deidentifier: Deidentifier, instance: ValidInstance, source: BinaryIO, out: BinaryIO, url: str,
+                    keywords: tuple[str, ...] = (),
+                    mapped: tuple[str, list[tuple[int, int, int]] | None] | None = None,
+                    head: bytes = b"") -> tuple[ValidInstance, list[MappingRow]]:
+    """De-identify ``instance`` from ``source`` into ``out`` (a new file, open for reading too) and
+    check the new bytes with the project's validator; return the instance it holds (at ``url``)
+    and the replacements made (see :func:`deidentify_file`).
+    """
+    result = deidentifier.rewrite(source, instance.size, out, keywords, mapped, head)
+    out.seek(0)
+    # headers only: the walker walks the header from its first bytes and seeks over values
+    validate_part10(out, result.size, head=read_head(out, OUTPUT_HEAD))
     staged = ValidInstance(url, result.size, result.study_uid, result.series_uid, result.sop_uid,
                            result.transfer_syntax,
                            tuple(sorted((k, plain_value(v)) for k, v in result.attributes.items())),

@@ -11,7 +11,10 @@ steps.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import os
 from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -20,8 +23,9 @@ from dicom_transfer import metrics
 from dicom_transfer.deid.rewrite import DeidentificationError
 from dicom_transfer.elements import OUTCOMES, FileRef, Outcome, ValidInstance, instance_outcome
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
+from dicom_transfer.io.atomic import open_unnamed
 from dicom_transfer.io.destination import Destination, ExistsWithOtherContent, remove_local
-from dicom_transfer.io.files import open_url
+from dicom_transfer.io.files import local_path, open_url
 from dicom_transfer.layout import Layout, LayoutError
 from dicom_transfer.part10 import InvalidInstance, read_head, validate_and_map
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, batched
@@ -31,7 +35,8 @@ from dicom_transfer.transforms.deidentify import (
     SEEN_ROWS,
     DeidSettings,
     MappingRow,
-    deidentify_file,
+    rewrite_checked,
+    staged_name,
 )
 from dicom_transfer.transforms.place import Placements
 from dicom_transfer.transforms.results import Transferred
@@ -72,6 +77,8 @@ class _DeidentifyFilesFn(beam.DoFn):
     def setup(self) -> None:
         self.deidentifier = self.settings.deidentifier()
         self.destination = Destination(self.destination_url)
+        self.staging_path = local_path(self.staging) or self.staging  # the destination is local
+        os.makedirs(self.staging_path, exist_ok=True)
         self.placements.start("deidentify" if not self.dry_run else "dry-run")
         self.pool = concurrent.futures.ThreadPoolExecutor(self.threads) if self.threads > 1 else None
 
@@ -120,24 +127,40 @@ class _DeidentifyFilesFn(beam.DoFn):
                                                            Stage.VALIDATE))
                 instance = ValidInstance(ref.url, ref.size, header.study_uid, header.series_uid, header.sop_uid,
                                          header.transfer_syntax, (), ref.md5, source_version=ref.version)
-                try:
-                    staged, rows = deidentify_file(self.deidentifier, instance, self.staging, self.layout.keywords,
-                                                   source=source, mapped=(header.transfer_syntax, elements),
-                                                   head=head)
-                except (DeidentificationError, InvalidInstance) as exc:
-                    return _Done(True, ErrorRecord.create(ref.url, f"cannot de-identify: {exc}", Stage.DEIDENTIFY))
-                except IO_ERRORS as exc:
-                    return _Done(True, ErrorRecord.create(ref.url, f"cannot de-identify: {error_text(exc)}",
-                                                          Stage.DEIDENTIFY))
+                with self._output(ref.url) as (out, url, unnamed):
+                    try:
+                        staged, rows = rewrite_checked(self.deidentifier, instance, source, out, url,
+                                                       self.layout.keywords, (header.transfer_syntax, elements), head)
+                    except (DeidentificationError, InvalidInstance) as exc:
+                        return _Done(True, ErrorRecord.create(ref.url, f"cannot de-identify: {exc}",
+                                                              Stage.DEIDENTIFY))
+                    except IO_ERRORS as exc:
+                        return _Done(True, ErrorRecord.create(ref.url, f"cannot de-identify: {error_text(exc)}",
+                                                              Stage.DEIDENTIFY))
+                    result = self.place(staged, unnamed)
         except IO_ERRORS as exc:
             return _Done(False, ErrorRecord.create(ref.url, f"cannot read file: {error_text(exc)}", Stage.READ))
-        try:
-            result = self.place(staged)
-        finally:
-            remove_local(staged.url)
         return _Done(True, result, Outcome(DEIDENTIFIED, staged.size, ref.url, ""), rows if self.mapping else ())
 
-    def place(self, staged: ValidInstance) -> Outcome | ErrorRecord:
+    @contextlib.contextmanager
+    def _output(self, source_url: str) -> Iterator[tuple[BinaryIO, str, int | None]]:
+        """A new file on the destination's file system for the de-identified bytes: unnamed
+        (linked into place once complete; nothing is left of it otherwise) where the system
+        allows it, else named in the staging folder. Yields it open, its path and its descriptor
+        if it is unnamed."""
+        fd = open_unnamed(self.staging_path)
+        if fd is not None:
+            with os.fdopen(fd, "w+b") as out:
+                yield out, f"/proc/self/fd/{fd}", fd
+            return
+        path = os.path.join(self.staging_path, staged_name(source_url))
+        try:
+            with open(path, "w+b") as out:
+                yield out, path, None
+        finally:
+            remove_local(path)
+
+    def place(self, staged: ValidInstance, unnamed: int | None) -> Outcome | ErrorRecord:
         """Move the de-identified file into place by its new UIDs (as :class:`WriteInstances` does)."""
         try:
             relative = self.layout.relative_path(staged.values())
@@ -146,7 +169,7 @@ class _DeidentifyFilesFn(beam.DoFn):
         target = self.destination.url_of(relative)
         try:
             kind, _ = self.destination.place(relative, staged.url, staged.size, overwrite=self.overwrite,
-                                             dry_run=self.dry_run, move=True,
+                                             dry_run=self.dry_run, move=True, unnamed=unnamed,
                                              provenance=provenance(self.run, staged.source))
         except ExistsWithOtherContent as exc:
             return not_replaced(staged.source, target, staged.uids, exc, self.run)
