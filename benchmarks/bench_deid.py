@@ -7,7 +7,7 @@ single-file time (start-up) is subtracted, so the ratio compares marginal throug
 and CPU time per file: user + system of the command and its children, which the load of other
 processes on a shared machine disturbs less); each figure is the median of ``--repeat``
 alternating runs. Then what the product's own per-file work costs outside Beam (validating the
-input, the rewrite with its copy of the pixel data, validating the output, the move into place),
+input, the rewrite with its copy of the pixel data, validating the output, the link into place),
 so that the rest of the pipeline's marginal CPU time is Beam's; and the peak RSS of
 de-identifying one sparse 1 GB multi-frame instance.
 
@@ -35,8 +35,10 @@ from measure import peak_rss_mb, timed  # noqa: E402
 from dicom_transfer.deid.profile import Profile, ProfileOptions  # noqa: E402
 from dicom_transfer.deid.pseudonyms import Pseudonyms  # noqa: E402
 from dicom_transfer.deid.rewrite import Deidentifier  # noqa: E402
-from dicom_transfer.part10 import validate_part10  # noqa: E402
+from dicom_transfer.io.atomic import link_unnamed, open_unnamed  # noqa: E402
+from dicom_transfer.part10 import read_head, validate_and_map, validate_part10  # noqa: E402
 from dicom_transfer.sample import uid_for, write_large_instance  # noqa: E402
+from dicom_transfer.transforms.validate import HEAD  # noqa: E402
 
 PYTHON = sys.executable
 CLI = [PYTHON, "-m", "dicom_transfer.pipelines.cli"]
@@ -135,44 +137,49 @@ def marginal(work: Path, count: int, pixel_bytes: int, repeat: int,
 
 
 def own_work(src: Path, out: Path, repeat: int) -> dict[str, float]:
-    """CPU seconds per file of the product's own work outside Beam (medians of ``repeat`` runs):
-    validating the input, the rewrite (header and pixel data copy), validating the output, the
-    move into place; and, for scale, a bare in-kernel copy of each file (what any tool pays to
-    write the bytes, the loop too)."""
+    """CPU seconds per file of the product's own work outside Beam, step by step as
+    ``DeidentifyFiles`` does it (medians of ``repeat`` runs): validating the input (the same
+    walk maps its elements), the rewrite into an unnamed file (header and pixel data copy),
+    validating the output, linking it into place; and, for scale, a bare in-kernel copy of each
+    file (what any tool pays to write the bytes, the loop too)."""
     deidentifier = Deidentifier(Profile(ProfileOptions()), Pseudonyms(KEY.encode()))
     files = sorted(src.rglob("*.dcm"))
     runs: dict[str, list[float]] = {}
+    steps = ("validate and map input", "rewrite", "validate output", "link into place",
+             "of which a bare copy of the file")
     for _ in range(repeat):
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-        spent = dict.fromkeys(("validate input", "rewrite", "validate output", "move into place",
-                               "of which a bare copy of the file"), 0.0)
+        spent = dict.fromkeys(steps, 0.0)
         for number, path in enumerate(files):
             size = path.stat().st_size
-            staged, placed = out / f"{number}.staged", out / f"{number}.dcm"
             started = time.process_time()
             with open(path, "rb") as source:
-                validate_part10(source, size)
-            checked = time.process_time()
-            with open(path, "rb") as source, open(staged, "w+b") as written:
-                result = deidentifier.rewrite(source, size, written)
-                rewritten = time.process_time()
-                written.seek(0)
-                validate_part10(written, result.size)
-            validated = time.process_time()
-            os.replace(staged, placed)
+                head = read_head(source, HEAD)
+                header, elements = validate_and_map(source, size, head)
+                checked = time.process_time()
+                fd = open_unnamed(str(out))
+                assert fd is not None
+                with os.fdopen(fd, "w+b") as written:
+                    result = deidentifier.rewrite(source, size, written, (), (header.transfer_syntax, elements),
+                                                  head)
+                    rewritten = time.process_time()
+                    written.seek(0)
+                    validate_part10(written, result.size, head=read_head(written, HEAD))
+                    validated = time.process_time()
+                    link_unnamed(fd, str(out / f"{number}.dcm"), overwrite=False)
             moved = time.process_time()
             with open(path, "rb") as source, open(out / f"{number}.copy", "wb") as copy:
                 os.copy_file_range(source.fileno(), copy.fileno(), size)  # (Linux) the floor: the bytes alone
             copied = time.process_time()
-            spent["of which a bare copy of the file"] += copied - moved
-            for what, seconds in zip(list(spent)[:4], (checked - started, rewritten - checked, validated - rewritten,
-                                             moved - validated), strict=True):
+            for what, seconds in zip(steps, (checked - started, rewritten - checked, validated - rewritten,
+                                             moved - validated, copied - moved), strict=True):
                 spent[what] += seconds
         for what, seconds in spent.items():
             runs.setdefault(what, []).append(seconds / len(files))
     shutil.rmtree(out, ignore_errors=True)
     return {what: statistics.median(values) for what, values in runs.items()}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)

@@ -425,8 +425,9 @@ class _Walker:
 
         Most elements of a header are such: this loop does for them what :meth:`_header`,
         :meth:`_check_fits` and :meth:`_skip` would, without a call or a read per element.
-        It stops at the first element it cannot decide alone (another VR, an item, a value to
-        capture, one that does not fit), leaving it, and every verdict, to the general walk.
+        Values to capture are captured from those bytes too, as :meth:`_element_value` does.
+        It stops at the first element it cannot decide alone (another VR, an item, a value too
+        long to capture, one that does not fit), leaving it, and every verdict, to the general walk.
         """
         data, pos = self.data, self.pos
         if data is None:
@@ -442,17 +443,25 @@ class _Walker:
                 break
             vr = data[pos + 4:pos + 6]
             if vr in SHORT_VRS:
-                value_end = pos + 8 + unpack_short(data, pos + 6)[0]
+                value_start = pos + 8
+                value_end = value_start + unpack_short(data, pos + 6)[0]
             elif vr in LONG_VRS and vr != b"SQ" and pos + 12 <= stop:
                 length = unpack_long(data, pos + 8)[0]
                 if length == UNDEFINED:
                     break
-                value_end = pos + 12 + length
+                value_start = pos + 12
+                value_end = value_start + length
             else:
                 break
             tag = (group << 16) | element
-            if value_end > stop or tag in capture:
+            if value_end > stop:
                 break
+            if tag in capture:
+                if value_end - value_start > MAX_CAPTURED_VALUE:
+                    break
+                self.captured[tag] = RawDataElement(
+                    Tag(tag), vr.decode("ascii"), value_end - value_start, data[value_start:value_end], value_start,
+                    False, self.endian == "<", True, False)
             if top_level:
                 elements.append((tag, pos, value_end))
             pos = value_end

@@ -48,7 +48,16 @@ from dicom_transfer.deid.encoding import (
 )
 from dicom_transfer.deid.profile import CLEAN, DUMMY, KEEP, REMOVE, UID, UIDS_INSIDE, ZERO, Profile
 from dicom_transfer.deid.pseudonyms import Pseudonyms
-from dicom_transfer.part10 import DEFLATED, EXPLICIT_VR_BE, IMPLICIT_VR_LE, PIXEL_TAGS, map_elements
+from dicom_transfer.part10 import (
+    DEFLATED,
+    EXPLICIT_VR_BE,
+    IMPLICIT_VR_LE,
+    PIXEL_TAGS,
+    SERIES_UID,
+    SOP_UID,
+    STUDY_UID,
+    map_elements,
+)
 
 DEFER_SIZE = 1 << 20  # header values larger than this stay in the file until written
 DUMMY_TEXT = "ANONYMIZED"
@@ -176,8 +185,8 @@ class Deidentifier:
                     if self.by_bytes else None
                 header, mapping = done or self._splice(source, out, transfer_syntax, elements, wanted, head)
             attributes = {k: header[k].value for k in keywords if k in header}
-            return Rewritten(str(header.StudyInstanceUID), str(header.SeriesInstanceUID),
-                             str(header.SOPInstanceUID), transfer_syntax, out.tell(), attributes, mapping)
+            return Rewritten(str(header[STUDY_UID].value), str(header[SERIES_UID].value),
+                             str(header[SOP_UID].value), transfer_syntax, out.tell(), attributes, mapping)
         except DeidentificationError:
             raise
         except _ElementFailure as failure:

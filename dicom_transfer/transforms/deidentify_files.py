@@ -65,6 +65,9 @@ class _DeidentifyFilesFn(beam.DoFn):
         self.destination_url = destination_url
         self.staging = staging
         self.layout = layout
+        # the layout's other attributes, as de-identified (the UIDs come with every rewrite)
+        self.keywords = tuple(k for k in layout.keywords if k not in
+                              ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
         self.run = run
         self.overwrite = overwrite
         self.dry_run = dry_run
@@ -130,7 +133,7 @@ class _DeidentifyFilesFn(beam.DoFn):
                 with self._output(ref.url) as (out, url, unnamed):
                     try:
                         staged, rows = rewrite_checked(self.deidentifier, instance, source, out, url,
-                                                       self.layout.keywords, (header.transfer_syntax, elements), head)
+                                                       self.keywords, (header.transfer_syntax, elements), head)
                     except (DeidentificationError, InvalidInstance) as exc:
                         return _Done(True, ErrorRecord.create(ref.url, f"cannot de-identify: {exc}",
                                                               Stage.DEIDENTIFY))
