@@ -130,14 +130,15 @@ class _DeidentifyFilesFn(beam.DoFn):
                                                            Stage.VALIDATE))
                 instance = ValidInstance(ref.url, ref.size, header.study_uid, header.series_uid, header.sop_uid,
                                          header.transfer_syntax, (), ref.md5, source_version=ref.version)
-                with self._output(ref.url) as (out, url, unnamed):
+                with contextlib.ExitStack() as stack:
                     try:
+                        out, url, unnamed = stack.enter_context(self._output(ref.url))
                         staged, rows = rewrite_checked(self.deidentifier, instance, source, out, url,
                                                        self.keywords, (header.transfer_syntax, elements), head)
                     except (DeidentificationError, InvalidInstance) as exc:
                         return _Done(True, ErrorRecord.create(ref.url, f"cannot de-identify: {exc}",
                                                               Stage.DEIDENTIFY))
-                    except IO_ERRORS as exc:
+                    except IO_ERRORS as exc:  # making the new file too
                         return _Done(True, ErrorRecord.create(ref.url, f"cannot de-identify: {error_text(exc)}",
                                                               Stage.DEIDENTIFY))
                     result = self.place(staged, unnamed)
