@@ -24,7 +24,7 @@ from dicom_transfer.deid.rewrite import DeidentificationError
 from dicom_transfer.elements import OUTCOMES, FileRef, Outcome, ValidInstance, instance_outcome
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.atomic import open_unnamed
-from dicom_transfer.io.destination import Destination, ExistsWithOtherContent, remove_local
+from dicom_transfer.io.destination import Destination, remove_local
 from dicom_transfer.io.files import local_path, open_url
 from dicom_transfer.layout import Layout, LayoutError
 from dicom_transfer.part10 import InvalidInstance, read_head, validate_and_map
@@ -38,10 +38,9 @@ from dicom_transfer.transforms.deidentify import (
     rewrite_checked,
     staged_name,
 )
-from dicom_transfer.transforms.place import Placements
+from dicom_transfer.transforms.place import Placements, place_file
 from dicom_transfer.transforms.results import Transferred
 from dicom_transfer.transforms.validate import HEAD, REMOTE_BLOCK
-from dicom_transfer.transforms.write import not_replaced, provenance
 from dicom_transfer.vocabulary import Stage
 
 
@@ -165,22 +164,17 @@ class _DeidentifyFilesFn(beam.DoFn):
             remove_local(path)
 
     def place(self, staged: ValidInstance, unnamed: int | None) -> Outcome | ErrorRecord:
-        """Move the de-identified file into place by its new UIDs (as :class:`WriteInstances` does)."""
+        """Put the de-identified file into place by its new UIDs (as :class:`WriteInstances` does)."""
         try:
             relative = self.layout.relative_path(staged.values())
         except LayoutError as exc:
             return ErrorRecord.create(staged.source, str(exc), Stage.ROUTE)
-        target = self.destination.url_of(relative)
-        try:
-            kind, _ = self.destination.place(relative, staged.url, staged.size, overwrite=self.overwrite,
-                                             dry_run=self.dry_run, move=True, unnamed=unnamed,
-                                             provenance=provenance(self.run, staged.source))
-        except ExistsWithOtherContent as exc:
-            return not_replaced(staged.source, target, staged.uids, exc, self.run)
-        except IO_ERRORS as exc:
-            return ErrorRecord.create(staged.source, f"cannot write {target}: {error_text(exc)}", Stage.WRITE,
-                                      uids=staged.uids)
-        return instance_outcome(kind, staged, target)
+        kind = place_file(self.destination, relative, staged.url, staged.size, source=staged.source,
+                          uids=staged.uids, run=self.run, overwrite=self.overwrite, dry_run=self.dry_run, move=True,
+                          unnamed=unnamed)
+        if isinstance(kind, ErrorRecord):
+            return kind
+        return instance_outcome(kind, staged, self.destination.url_of(relative))
 
 
 class DeidentifyFiles(beam.PTransform):
