@@ -7,7 +7,7 @@ single-file time (start-up) is subtracted, so the ratio compares marginal throug
 and CPU time per file: user + system of the command and its children, which the load of other
 processes on a shared machine disturbs less); each figure is the median of ``--repeat``
 alternating runs. Then what the product's own per-file work costs outside Beam (validating the
-input, the rewrite with its copy of the pixel data, validating the output, the move into place),
+input, the rewrite with its copy of the pixel data, validating the output, the link into place),
 so that the rest of the pipeline's marginal CPU time is Beam's; and the peak RSS of
 de-identifying one sparse 1 GB multi-frame instance.
 
@@ -29,14 +29,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_copy import make_files  # noqa: E402
+from bench_copy import make_files, with_code_from  # noqa: E402
 from measure import peak_rss_mb, timed  # noqa: E402
 
 from dicom_transfer.deid.profile import Profile, ProfileOptions  # noqa: E402
 from dicom_transfer.deid.pseudonyms import Pseudonyms  # noqa: E402
 from dicom_transfer.deid.rewrite import Deidentifier  # noqa: E402
-from dicom_transfer.part10 import validate_part10  # noqa: E402
+from dicom_transfer.io.atomic import link_unnamed, open_unnamed  # noqa: E402
+from dicom_transfer.part10 import read_head, validate_and_map, validate_part10  # noqa: E402
 from dicom_transfer.sample import uid_for, write_large_instance  # noqa: E402
+from dicom_transfer.transforms.validate import HEAD  # noqa: E402
 
 PYTHON = sys.executable
 CLI = [PYTHON, "-m", "dicom_transfer.pipelines.cli"]
@@ -84,13 +86,19 @@ PYDICOM_LOOP = textwrap.dedent("""
 """)
 
 
-def commands(src: Path, dst: Path) -> dict[str, list[str]]:
-    return {
+BASELINE = "same, code of --baseline-src (in-process)"
+
+
+def commands(src: Path, dst: Path, baseline_src: str | None = None) -> dict[str, list[str]]:
+    found = {
         "pydicom loop": [PYTHON, "-c", PYDICOM_LOOP, str(src), str(dst)],
         "dicom-transfer (in-process)": [*CLI, "copy", "--input", str(src), "--output", str(dst), *DEID],
         "dicom-transfer (2 processes)": [*CLI, "copy", "--input", str(src), "--output", str(dst), *DEID,
                                          *TWO_PROCESSES],
     }
+    if baseline_src:
+        found[BASELINE] = [*with_code_from(baseline_src), "copy", "--input", str(src), "--output", str(dst), *DEID]
+    return found
 
 
 def timed_cpu(command: list[str]) -> tuple[float, float]:
@@ -101,7 +109,8 @@ def timed_cpu(command: list[str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def marginal(work: Path, count: int, pixel_bytes: int, repeat: int) -> dict[str, tuple[float, float]]:
+def marginal(work: Path, count: int, pixel_bytes: int, repeat: int,
+             baseline_src: str | None = None) -> dict[str, tuple[float, float]]:
     """Per command, the marginal wall time and CPU time per file: each the median of ``repeat``
     alternating runs."""
     src, one, dst = work / "src", work / "one", work / "dst"
@@ -111,13 +120,13 @@ def marginal(work: Path, count: int, pixel_bytes: int, repeat: int) -> dict[str,
     print(f"{count} files of {size // count // 1024} KB ({size / 1e6:.0f} MB), median of {repeat} runs")
     runs: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for _ in range(repeat):
-        for name, command in commands(src, dst).items():
-            for what, run in (("full", command), ("start-up", commands(one, dst)[name])):
+        for name, command in commands(src, dst, baseline_src).items():
+            for what, run in (("full", command), ("start-up", commands(one, dst, baseline_src)[name])):
                 shutil.rmtree(dst, ignore_errors=True)
                 runs.setdefault((name, what), []).append(timed_cpu(run))
             shutil.rmtree(dst, ignore_errors=True)
     median: dict[str, tuple[float, float]] = {}
-    for name in commands(src, dst):
+    for name in commands(src, dst, baseline_src):
         per_run = [tuple(max(f - s, 1e-9) / max(count - 1, 1) for f, s in zip(full, startup, strict=True))
                    for full, startup in zip(runs[(name, "full")], runs[(name, "start-up")], strict=True)]
         median[name] = tuple(map(statistics.median, zip(*per_run, strict=True)))
@@ -128,55 +137,62 @@ def marginal(work: Path, count: int, pixel_bytes: int, repeat: int) -> dict[str,
 
 
 def own_work(src: Path, out: Path, repeat: int) -> dict[str, float]:
-    """CPU seconds per file of the product's own work outside Beam (medians of ``repeat`` runs):
-    validating the input, the rewrite (header and pixel data copy), validating the output, the
-    move into place; and, for scale, a bare in-kernel copy of each file (what any tool pays to
-    write the bytes, the loop too)."""
+    """CPU seconds per file of the product's own work outside Beam, step by step as
+    ``DeidentifyFiles`` does it (medians of ``repeat`` runs): validating the input (the same
+    walk maps its elements), the rewrite into an unnamed file (header and pixel data copy),
+    validating the output, linking it into place; and, for scale, a bare in-kernel copy of each
+    file (what any tool pays to write the bytes, the loop too)."""
     deidentifier = Deidentifier(Profile(ProfileOptions()), Pseudonyms(KEY.encode()))
     files = sorted(src.rglob("*.dcm"))
     runs: dict[str, list[float]] = {}
+    steps = ("validate and map input", "rewrite", "validate output", "link into place",
+             "of which a bare copy of the file")
     for _ in range(repeat):
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-        spent = dict.fromkeys(("validate input", "rewrite", "validate output", "move into place",
-                               "of which a bare copy of the file"), 0.0)
+        spent = dict.fromkeys(steps, 0.0)
         for number, path in enumerate(files):
             size = path.stat().st_size
-            staged, placed = out / f"{number}.staged", out / f"{number}.dcm"
             started = time.process_time()
             with open(path, "rb") as source:
-                validate_part10(source, size)
-            checked = time.process_time()
-            with open(path, "rb") as source, open(staged, "w+b") as written:
-                result = deidentifier.rewrite(source, size, written)
-                rewritten = time.process_time()
-                written.seek(0)
-                validate_part10(written, result.size)
-            validated = time.process_time()
-            os.replace(staged, placed)
+                head = read_head(source, HEAD)
+                header, elements = validate_and_map(source, size, head)
+                checked = time.process_time()
+                fd = open_unnamed(str(out))
+                assert fd is not None
+                with os.fdopen(fd, "w+b") as written:
+                    result = deidentifier.rewrite(source, size, written, (), (header.transfer_syntax, elements),
+                                                  head)
+                    rewritten = time.process_time()
+                    written.seek(0)
+                    validate_part10(written, result.size, head=read_head(written, HEAD))
+                    validated = time.process_time()
+                    link_unnamed(fd, str(out / f"{number}.dcm"), overwrite=False)
             moved = time.process_time()
             with open(path, "rb") as source, open(out / f"{number}.copy", "wb") as copy:
                 os.copy_file_range(source.fileno(), copy.fileno(), size)  # (Linux) the floor: the bytes alone
             copied = time.process_time()
-            spent["of which a bare copy of the file"] += copied - moved
-            for what, seconds in zip(list(spent)[:4], (checked - started, rewritten - checked, validated - rewritten,
-                                             moved - validated), strict=True):
+            for what, seconds in zip(steps, (checked - started, rewritten - checked, validated - rewritten,
+                                             moved - validated, copied - moved), strict=True):
                 spent[what] += seconds
         for what, seconds in spent.items():
             runs.setdefault(what, []).append(seconds / len(files))
     shutil.rmtree(out, ignore_errors=True)
     return {what: statistics.median(values) for what, values in runs.items()}
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--huge", type=int, default=1 << 30, help="bytes of pixel data of the large instance")
     parser.add_argument("--workdir", default=None)
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each command; the best counts")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each command; the median counts")
+    parser.add_argument("--baseline-src", default=None, metavar="DIR",
+                        help="also run the code in DIR (an older checkout), alternated with this one")
     args = parser.parse_args()
     os.environ["DEID_KEY"] = KEY
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dt-bench-deid-"))
-    per_file = marginal(work, args.count, 512 * 1024 - 2048, args.repeat)
+    per_file = marginal(work, args.count, 512 * 1024 - 2048, args.repeat, args.baseline_src)
     own = own_work(work / "src", work / "own", args.repeat)
 
     huge_dir, tiny_dir = work / "huge", work / "tiny"
@@ -191,7 +207,7 @@ def main() -> None:
 
     loop_wall, loop_cpu = per_file["pydicom loop"]
     print("\nSummary")
-    for name in ("dicom-transfer (in-process)", "dicom-transfer (2 processes)"):
+    for name in [n for n in per_file if n != "pydicom loop"]:
         wall, cpu = per_file[name]
         print(f"  {name}: {loop_wall / wall:.2f} x the pydicom loop's marginal throughput "
               f"({loop_cpu / cpu:.2f} x in CPU time per file)")

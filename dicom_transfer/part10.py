@@ -111,6 +111,25 @@ def validate_part10(
     InvalidInstance
         Saying which check failed and where.
     """
+    return _validate(stream, size, keywords, head)[0]
+
+
+def validate_and_map(stream: BinaryIO, size: int, head: bytes | None = None
+                     ) -> tuple[InstanceHeader, list[tuple[int, int, int]] | None]:
+    """:func:`validate_part10` and :func:`map_elements` in one walk of the file: its header, and
+    where each top-level element is (``None`` for a deflated dataset).
+
+    Raises
+    ------
+    InvalidInstance
+        As :func:`validate_part10`.
+    """
+    header, walker = _validate(stream, size, (), head)
+    return header, None if header.transfer_syntax in DEFLATED else walker.elements
+
+
+def _validate(stream: BinaryIO, size: int, keywords: Iterable[str],
+              head: bytes | None) -> tuple[InstanceHeader, _Walker]:
     wanted = keyword_tags(keywords)
     capture = {STUDY_UID, SERIES_UID, SOP_UID, SPECIFIC_CHARACTER_SET, *wanted.values()}
     transfer_syntax, walker = _walk_file(stream, size, capture, head)
@@ -144,7 +163,7 @@ def validate_part10(
                 attributes[keyword] = dataset[tag].value
             except Exception as exc:  # pydicom raises many types for bad values
                 raise InvalidInstance("parse", f"{keyword} cannot be decoded: {exc}") from exc
-    return InstanceHeader(uids[0], uids[1], uids[2], transfer_syntax, size, attributes)
+    return InstanceHeader(uids[0], uids[1], uids[2], transfer_syntax, size, attributes), walker
 
 
 @dataclasses.dataclass(frozen=True)
@@ -411,8 +430,9 @@ class _Walker:
 
         Most elements of a header are such: this loop does for them what :meth:`_header`,
         :meth:`_check_fits` and :meth:`_skip` would, without a call or a read per element.
-        It stops at the first element it cannot decide alone (another VR, an item, a value to
-        capture, one that does not fit), leaving it, and every verdict, to the general walk.
+        Values to capture are captured from those bytes too, as :meth:`_element_value` does.
+        It stops at the first element it cannot decide alone (another VR, an item, a value too
+        long to capture, one that does not fit), leaving it, and every verdict, to the general walk.
         """
         data, pos = self.data, self.pos
         if data is None:
@@ -428,17 +448,25 @@ class _Walker:
                 break
             vr = data[pos + 4:pos + 6]
             if vr in SHORT_VRS:
-                value_end = pos + 8 + unpack_short(data, pos + 6)[0]
+                value_start = pos + 8
+                value_end = value_start + unpack_short(data, pos + 6)[0]
             elif vr in LONG_VRS and vr != b"SQ" and pos + 12 <= stop:
                 length = unpack_long(data, pos + 8)[0]
                 if length == UNDEFINED:
                     break
-                value_end = pos + 12 + length
+                value_start = pos + 12
+                value_end = value_start + length
             else:
                 break
             tag = (group << 16) | element
-            if value_end > stop or tag in capture:
+            if value_end > stop:
                 break
+            if tag in capture:
+                if value_end - value_start > MAX_CAPTURED_VALUE:
+                    break
+                self.captured[tag] = RawDataElement(
+                    Tag(tag), vr.decode("ascii"), value_end - value_start, data[value_start:value_end], value_start,
+                    False, self.endian == "<", True, False)
             if top_level:
                 elements.append((tag, pos, value_end))
             pos = value_end

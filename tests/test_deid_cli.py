@@ -233,3 +233,40 @@ def test_deidentify_into_a_bucket_stages_in_the_bucket_and_leaves_nothing_behind
     again = copy_cli("--input", f"{two_series}/**", "--output", out, *DEID, *reports)
     assert again.status == 0
     assert json.loads((tmp_path / "summary.json").read_text())["counter"]["unchanged"] == 6
+
+
+def test_outputs_are_linked_into_place_unnamed_or_named_with_the_same_bytes(copy_cli, two_series, tmp_path, key_env,
+                                                                           monkeypatch):
+    from dicom_transfer.io import atomic, destination
+
+    linked = []
+    real_link = destination.link_unnamed
+    monkeypatch.setattr(destination, "link_unnamed", lambda fd, path, overwrite: linked.append(path) or real_link(
+        fd, path, overwrite))
+    unnamed = copy_cli("--input", f"{two_series}/**", "--output", str(tmp_path / "unnamed"), *DEID)
+    assert unnamed.status == 0 and unnamed.counter["success"] == unnamed.counter["deidentified"] == 6
+    assert len(linked) == 6  # each output was an unnamed file, linked into place
+    monkeypatch.setattr(atomic._Support, "unnamed", False)  # where the system does not allow them
+    named = copy_cli("--input", f"{two_series}/**", "--output", str(tmp_path / "named"), *DEID)
+    assert named.status == 0 and named.counter["success"] == 6 and len(linked) == 6
+    assert outputs(tmp_path / "unnamed") == outputs(tmp_path / "named")
+    for out in ("unnamed", "named"):
+        assert not [p for p in (tmp_path / out / ".dicom-transfer" / "staging").rglob("*") if p.is_file()]
+        manifest = [json.loads(line) for line in
+                    next((tmp_path / out).glob(".dicom-transfer/*/manifest.jsonl")).read_text().splitlines()]
+        assert len(manifest) == 6
+        assert "sha256" not in json.dumps(manifest)  # no checksum the worker did not compute
+
+
+def test_an_output_with_other_bytes_is_kept_or_replaced_with_overwrite(copy_cli, two_series, tmp_path, key_env):
+    out = tmp_path / "out"
+    assert copy_cli("--input", f"{two_series}/**", "--output", str(out), *DEID).status == 0
+    before = outputs(out)
+    changed = out / sorted(before)[0]
+    changed.write_bytes(b"other bytes")
+    kept = copy_cli("--input", f"{two_series}/**", "--output", str(out), *DEID)
+    assert kept.status == 1 and kept.counter["unchanged"] == 5 and kept.counter["failure"] == 1
+    assert "exists with different content" in json.dumps(kept.errors) and changed.read_bytes() == b"other bytes"
+    replaced = copy_cli("--input", f"{two_series}/**", "--output", str(out), *DEID, "--overwrite")
+    assert replaced.status == 0 and replaced.counter["success"] == 1 and outputs(out) == before
+    assert not list(changed.parent.glob(".*.partial"))

@@ -18,6 +18,7 @@ from dicom_transfer.sample import instance_bytes, uid_for, write_sample_set
 from dicom_transfer.transforms import ExpandPatterns, FilterInstances, ReadAndValidate, RouteToLayout, WriteInstances
 from dicom_transfer.transforms.copy_files import CopyFiles
 from dicom_transfer.transforms.deidentify import Deidentify, DeidSettings
+from dicom_transfer.transforms.deidentify_files import DeidentifyFiles
 from dicom_transfer.transforms.duplicates import UniqueBySopUid
 from dicom_transfer.transforms.retrieve import ResourcesToExport
 from dicom_transfer.vocabulary import Stage
@@ -159,6 +160,27 @@ def test_deidentify_gives_new_uids_a_mapping_row_per_identifier_and_keeps_the_so
                     | beam.Map(lambda row: row.original) | beam.Distinct(), equal_to(sorted(originals)),
                     label="mapping")
         assert_that(deid.failures, is_empty(), label="failures")
+
+
+def test_deidentify_files_validates_deidentifies_and_writes_in_one_step(sample, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_DEID_KEY", "a-key-for-the-test")
+    out = tmp_path / "out"
+    originals = {i.sop_uid for i in sample.valid}
+    with BeamTestPipeline() as p:
+        refs = p | beam.Create(file_refs([i.path for i in sample.valid] + list(sample.bad)))
+        done = refs | DeidentifyFiles(DeidSettings(key_env="TEST_DEID_KEY"), str(out), str(out / ".staging"),
+                                      Layout.parse("uid"), run="run-1")
+        assert_that(done.outcomes | beam.Map(lambda o: (o.kind, o.source, o.sop in originals)),
+                    equal_to([(kind, i.path, False) for i in sample.valid for kind in ("success", "deidentified")]),
+                    label="outcomes")
+        assert_that(done.failures | beam.Map(lambda r: (r.identifier, r.stage)),
+                    equal_to([(path, Stage.VALIDATE) for path in sample.bad]), label="failures")
+        assert_that(done.mapping | beam.Filter(lambda row: row.original in originals)
+                    | beam.Map(lambda row: row.original) | beam.Distinct(), equal_to(sorted(originals)),
+                    label="mapping")
+    written = list(out.rglob("*.dcm"))
+    assert len(written) == len(sample.valid) and all(p.name.startswith("2.25.") for p in written)
+    assert not [p for p in (out / ".staging").rglob("*") if p.is_file()]
 
 
 def test_resources_to_export_parses_identifiers_and_records_a_malformed_one():

@@ -69,11 +69,16 @@ def encode_simple(element: DataElement | RawDataElement, implicit: bool, little:
 class HeaderReader:
     """The bytes of the elements before the pixel data, read at once; those after it (rare) one by one."""
 
-    def __init__(self, source: BinaryIO, elements: list[tuple[int, int, int]]) -> None:
+    def __init__(self, source: BinaryIO, elements: list[tuple[int, int, int]], head: bytes = b"") -> None:
+        """``head``: the file's first bytes, if they are in memory already (read from there when
+        they hold the whole header)."""
         self.source = source
         pixels = [start for tag, start, _ in elements if tag in PIXEL_TAGS]
         self.start = elements[0][1] if elements else 0
         self.end = pixels[0] if pixels else (elements[-1][2] if elements else 0)
+        if self.end <= len(head):
+            self.head = head[self.start:self.end]
+            return
         source.seek(self.start)
         self.head = source.read(self.end - self.start)
         if len(self.head) != self.end - self.start:

@@ -48,7 +48,16 @@ from dicom_transfer.deid.encoding import (
 )
 from dicom_transfer.deid.profile import CLEAN, DUMMY, KEEP, REMOVE, UID, UIDS_INSIDE, ZERO, Profile
 from dicom_transfer.deid.pseudonyms import Pseudonyms
-from dicom_transfer.part10 import DEFLATED, EXPLICIT_VR_BE, IMPLICIT_VR_LE, PIXEL_TAGS, map_elements
+from dicom_transfer.part10 import (
+    DEFLATED,
+    EXPLICIT_VR_BE,
+    IMPLICIT_VR_LE,
+    PIXEL_TAGS,
+    SERIES_UID,
+    SOP_UID,
+    STUDY_UID,
+    map_elements,
+)
 
 DEFER_SIZE = 1 << 20  # header values larger than this stay in the file until written
 DUMMY_TEXT = "ANONYMIZED"
@@ -148,10 +157,15 @@ class Deidentifier:
         key alone: what a destination holds can be compared with a source without a mapping table)."""
         return original if self.profile.options.retain_uids else self.pseudonyms.uid(original)
 
-    def rewrite(self, source: BinaryIO, size: int, out: BinaryIO, keywords: tuple[str, ...] = ()) -> Rewritten:
+    def rewrite(self, source: BinaryIO, size: int, out: BinaryIO, keywords: tuple[str, ...] = (),
+                mapped: tuple[str, list[tuple[int, int, int]] | None] | None = None,
+                head: bytes = b"") -> Rewritten:
         """De-identify the file in ``source`` (``size`` bytes, seekable) into ``out``.
 
-        ``keywords``: attributes to return (as de-identified) for an output layout.
+        ``keywords``: attributes to return (as de-identified) for an output layout. ``mapped``:
+        what :func:`~dicom_transfer.part10.map_elements` gives for this file, when the walk that
+        validated it found it already (the file is then not walked again); ``head``: the file's
+        first bytes, when they are in memory already (not read again).
 
         Raises
         ------
@@ -160,19 +174,19 @@ class Deidentifier:
         DeidentificationError
             Burned-in annotation (unless allowed), or a header pydicom cannot decode.
         """
-        transfer_syntax, elements = map_elements(source, size)
+        transfer_syntax, elements = mapped or map_elements(source, size)
         asked = {t for t in map(tag_for_keyword, keywords) if t is not None}
         wanted, returned = WANTED_TAGS | asked, RETURNED_TAGS | asked
         try:
             if elements is None or sum(e - s for t, s, e in elements if t not in PIXEL_TAGS) > MAX_HEADER_BYTES:
                 header, mapping = self._rewrite_with_pydicom(source, size, out, transfer_syntax, elements)
             else:
-                done = self._splice_bytes(source, out, transfer_syntax, elements, wanted, returned) \
+                done = self._splice_bytes(source, out, transfer_syntax, elements, wanted, returned, head) \
                     if self.by_bytes else None
-                header, mapping = done or self._splice(source, out, transfer_syntax, elements, wanted)
+                header, mapping = done or self._splice(source, out, transfer_syntax, elements, wanted, head)
             attributes = {k: header[k].value for k in keywords if k in header}
-            return Rewritten(str(header.StudyInstanceUID), str(header.SeriesInstanceUID),
-                             str(header.SOPInstanceUID), transfer_syntax, out.tell(), attributes, mapping)
+            return Rewritten(str(header[STUDY_UID].value), str(header[SERIES_UID].value),
+                             str(header[SOP_UID].value), transfer_syntax, out.tell(), attributes, mapping)
         except DeidentificationError:
             raise
         except _ElementFailure as failure:
@@ -183,13 +197,13 @@ class Deidentifier:
             raise DeidentificationError(f"cannot de-identify the header ({type(exc).__name__})") from None
 
     def _splice(self, source: BinaryIO, out: BinaryIO, transfer_syntax: str, elements: list[tuple[int, int, int]],
-                wanted: AbstractSet[int]) -> tuple[Dataset, dict]:
+                wanted: AbstractSet[int], head: bytes = b"") -> tuple[Dataset, dict]:
         """Parse only the elements the profile may change; copy the others, pixel data included, as bytes."""
         implicit, little = transfer_syntax == IMPLICIT_VR_LE, transfer_syntax != EXPLICIT_VR_BE
         kept: list[tuple[int, int, int, bytes | None]] = []  # (tag, start, end, bytes; None: copy from source)
         to_parse = []
         original: dict[int, bytes] = {}  # the parsed elements' bytes, written again if they do not change
-        read = HeaderReader(source, elements)
+        read = HeaderReader(source, elements, head)
         for tag, start, end in elements:
             if tag in PIXEL_TAGS:
                 kept.append((tag, start, end, None))
@@ -235,15 +249,17 @@ class Deidentifier:
 
     def _splice_bytes(self, source: BinaryIO, out: BinaryIO, transfer_syntax: str,
                       elements: list[tuple[int, int, int]], wanted: AbstractSet[int],
-                      returned: AbstractSet[int]) -> tuple[Dataset, dict] | None:
+                      returned: AbstractSet[int], head: bytes = b"") -> tuple[Dataset, dict] | None:
         """What :meth:`_splice` writes, made from the elements' bytes without a pydicom dataset walk,
-        for explicit VR little endian headers of plain ASCII values and no sequence to look into
-        (the usual case); ``None``, with nothing written, for anything else (then :meth:`_splice`)."""
-        if transfer_syntax != ExplicitVRLittleEndian or not elements:
+        for explicit or implicit VR little endian headers of plain ASCII values and no sequence to
+        look into (the usual case); ``None``, with nothing written, for anything else (then
+        :meth:`_splice`)."""
+        if transfer_syntax not in (ExplicitVRLittleEndian, IMPLICIT_VR_LE) or not elements:
             return None
-        read = HeaderReader(source, elements)
+        implicit = transfer_syntax == IMPLICIT_VR_LE
+        read = HeaderReader(source, elements, head)
         try:
-            splice = _ByteSplice(self, read, elements, wanted, returned)
+            splice = _ByteSplice(self, read, elements, wanted, returned, implicit)
         except _Unusual:
             return None
         if not self.allow_burned_in:
@@ -253,7 +269,8 @@ class Deidentifier:
         for element in self.marks:
             header[element.tag] = element
         out.write(file_meta_bytes(splice.sop_class, header.SOPInstanceUID, transfer_syntax))
-        for _, start, end, data in sorted([*splice.parts, *self._marks_encoded(False, True)], key=lambda e: e[0]):
+        for _, start, end, data in sorted([*splice.parts, *self._marks_encoded(implicit, True)],
+                                          key=lambda e: e[0]):
             if data is None:
                 copy_range(source, out, start, end)
             else:
@@ -526,7 +543,8 @@ class _ByteSplice:
     """
 
     def __init__(self, deidentifier: Deidentifier, read: HeaderReader, elements: list[tuple[int, int, int]],
-                 wanted: AbstractSet[int], returned: AbstractSet[int]) -> None:
+                 wanted: AbstractSet[int], returned: AbstractSet[int], implicit: bool = False) -> None:
+        self.implicit = implicit
         self.profile = deidentifier.profile
         self.pseudonyms = deidentifier.pseudonyms
         self.retain_uids = self.profile.options.retain_uids
@@ -540,7 +558,7 @@ class _ByteSplice:
         self.patient_id = ""
         for tag, start, end in elements:
             if tag == PATIENT_ID:
-                self.patient_id = self._patient_id(self._split(read(start, end))[3])
+                self.patient_id = self._patient_id(self._split(tag, read(start, end))[3])
         previous = -1
         for tag, start, end in elements:
             if tag <= previous:
@@ -548,9 +566,15 @@ class _ByteSplice:
             previous = tag
             self._element(tag, start, end)
 
-    @staticmethod
-    def _split(data: bytes) -> tuple[str, int, int, bytes]:
-        """VR, length, offset of the value and value of one element's bytes."""
+    def _split(self, tag: int, data: bytes) -> tuple[str, int, int, bytes]:
+        """VR, length, offset of the value and value of one element's bytes (in implicit VR, the VR
+        pydicom gives the tag: that of the dictionary)."""
+        if self.implicit:
+            vr = _implicit_vr(tag)
+            length = struct.unpack_from("<L", data, 4)[0]
+            if length == 0xFFFFFFFF or vr not in _PLAIN_VRS:
+                raise _Unusual
+            return vr.decode("ascii"), length, 8, data[8:]
         vr = data[4:6]
         if vr in _LONG_VRS:
             length, offset = struct.unpack_from("<L", data, 8)[0], 12
@@ -571,7 +595,8 @@ class _ByteSplice:
         """Private attributes, group lengths, file meta elements and the marks' old values (a
         sequence there would be walked first: not here)."""
         group = tag >> 16
-        if tag in MARK_TAGS and self.read(start, end)[4:6] not in (b"CS", b"LO"):
+        if tag in MARK_TAGS and (_implicit_vr(tag) if self.implicit else self.read(start, end)[4:6]) not in (b"CS",
+                                                                                                             b"LO"):
             raise _Unusual
         return tag in MARK_TAGS or bool(group & 1) or tag & 0xFFFF == 0 or group == 0x0002
 
@@ -586,10 +611,10 @@ class _ByteSplice:
         if not wanted and action == REMOVE:
             return
         data = self.read(start, end)
-        vr, length, offset, value = self._split(data)
-        if not wanted and action in (None, KEEP) and vr != "UI":
+        if not wanted and action in (None, KEEP) and self._copied_as_it_is(tag, data):
             self.parts.append((tag, start, end, data))
             return
+        vr, length, offset, value = self._split(tag, data)
         if not _PLAIN.fullmatch(value):
             raise _Unusual  # not plain ASCII text: pydicom decodes and encodes it
         if tag in (BURNED_IN, SOP_CLASS, MODALITY):
@@ -600,13 +625,22 @@ class _ByteSplice:
         if new is KEPT:
             self.parts.append((tag, start, end, data))
             if tag in self.returned:
-                self.header.append(RawDataElement(BaseTag(tag), vr, length, value, start + offset, False, True))
+                self.header.append(RawDataElement(BaseTag(tag), vr, length, value, start + offset, self.implicit,
+                                                  True))
             return
         if not (new is None or isinstance(new, (str, list))):  # the byte path holds text values only
             raise TypeError(f"no text value for {_tag_text(tag)}")
-        self.parts.append((tag, start, end, _text_element(tag, vr, new)))
+        self.parts.append((tag, start, end, _text_element(tag, vr, new, self.implicit)))
         if tag in self.returned:
             self.header.append(DataElement(tag, vr, new, validation_mode=IGNORE))
+
+    def _copied_as_it_is(self, tag: int, data: bytes) -> bool:
+        """Whether the walk copies an element the profile keeps as it is: not a UID (which may be
+        replaced), nor, in implicit VR (where the VR does not matter otherwise), a sequence or an
+        element of unknown VR."""
+        if self.implicit:
+            return _keeps_implicit(tag)
+        return self._split(tag, data)[0] != "UI"
 
     def _remember_text(self, tag: int, vr: str, value: bytes) -> None:
         """What :func:`_text` gives for an attribute the burned-in check reads."""
@@ -656,12 +690,12 @@ class _ByteSplice:
         return values if len(values) > 1 else (values[0] if values else "")
 
 
-def _text_element(tag: int, vr: str, value: str | list[str] | None) -> bytes:
-    """What :func:`encode_simple` writes (explicit VR little endian) for ``DataElement(tag, vr, value)``
-    made by the walk: empty, or plain ASCII text (and a PN pseudonym, which pydicom writes alike);
-    raise :class:`_Unusual` where it would answer ``None``."""
+def _text_element(tag: int, vr: str, value: str | list[str] | None, implicit: bool = False) -> bytes:
+    """What :func:`encode_simple` writes (explicit or implicit VR little endian) for
+    ``DataElement(tag, vr, value)`` made by the walk: empty, or plain ASCII text (and a PN
+    pseudonym, which pydicom writes alike); raise :class:`_Unusual` where it would answer ``None``."""
     if value is None or value == "":
-        return element_header(tag, vr, 0, False, True)
+        return element_header(tag, vr, 0, implicit, True)
     values = [value] if isinstance(value, str) else value
     if not (vr in TEXT_VRS or vr == "PN" and len(values) == 1 and values[0].isalnum()) \
             or not all(_PRINTABLE.fullmatch(v) for v in values):
@@ -669,9 +703,31 @@ def _text_element(tag: int, vr: str, value: str | list[str] | None) -> bytes:
     data = "\\".join(values).encode("ascii")
     if len(data) % 2:
         data += b"\0" if vr == "UI" else b" "
-    if len(data) > 0xFFFF and vr.encode("ascii") not in _LONG_VRS:
+    if not implicit and len(data) > 0xFFFF and vr.encode("ascii") not in _LONG_VRS:
         raise _Unusual
-    return element_header(tag, vr, len(data), False, True) + data
+    return element_header(tag, vr, len(data), implicit, True) + data
+
+
+@lru_cache(maxsize=4096)
+def _implicit_vr(tag: int) -> bytes:
+    """The VR pydicom reads an implicit VR element of ``tag`` with: the dictionary's (``b"??"`` for
+    a tag it does not know, or one of several VRs: the byte path leaves those to the walk)."""
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return b"??"
+    return vr.encode("ascii") if len(vr) == 2 else b"??"
+
+
+@lru_cache(maxsize=4096)
+def _keeps_implicit(tag: int) -> bool:
+    """An implicit VR element the walk copies as it is when the profile keeps it (:meth:`Deidentifier._plan`):
+    a known tag that is not a sequence, a UID or of unknown VR."""
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return False
+    return vr.split(" or ")[0] not in ("SQ", "UI", "UN")
 
 
 def _marks(profile: Profile) -> list[DataElement]:

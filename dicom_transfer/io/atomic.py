@@ -176,6 +176,46 @@ def _link(fd: int, path: str) -> bool:
     return False
 
 
+def open_unnamed(directory: str) -> int | None:
+    """An unnamed file (``O_TMPFILE``) on the file system of ``directory``, open for reading and
+    writing, to be named by :func:`link_unnamed` once complete (closed unnamed, it leaves
+    nothing behind); ``None`` where the file system or kernel does not allow it."""
+    if not _Support.unnamed:
+        return None
+    try:
+        return os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+            _Support.unnamed = False
+            return None
+        raise
+
+
+def link_unnamed(fd: int, path: str, overwrite: bool) -> bool:
+    """Give the complete unnamed file at ``fd`` (:func:`open_unnamed`) the name ``path``:
+    replacing, or never clobbering. False where linking unnamed files is not allowed (nothing
+    done; later :func:`open_unnamed` calls then answer ``None``).
+
+    Raises
+    ------
+    DestinationExists
+        If ``path`` exists and ``overwrite`` is false.
+    """
+    target = path if not overwrite else os.path.join(
+        os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.partial")
+    if not _link(fd, target):
+        _Support.unnamed = False
+        return False
+    if overwrite:
+        try:
+            os.replace(target, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target)
+            raise
+    return True
+
+
 def commit(complete: str, path: str, overwrite: bool) -> None:
     """Give a complete file its final name: replacing, or never clobbering."""
     if overwrite:

@@ -24,6 +24,7 @@ from dicom_transfer.io.atomic import (
     commit,
     copy_contents,
     label_of,
+    link_unnamed,
     set_label,
     write_bytes,
     write_file,
@@ -155,7 +156,7 @@ class Destination:
     def place(self, relative: str, source_url: str, size: int, *, overwrite: bool = False,
               dry_run: bool = False, move: bool = False, source_md5: str | None = None,
               existing: Existing | None = None, data: bytes | None = None,
-              provenance: Provenance | None = None) -> tuple[str, int]:
+              provenance: Provenance | None = None, unnamed: int | None = None) -> tuple[str, int]:
         """Put the file at ``source_url`` at ``relative`` unless it is already there.
 
         ``existing`` is what a listing of the destination said about ``relative``
@@ -175,7 +176,10 @@ class Destination:
             The target holds other bytes and ``overwrite`` is false (never clobbered).
 
         ``move`` says the source is a temporary file that may be renamed into place
-        (no copy of its bytes when it is on the destination's file system).
+        (no copy of its bytes when it is on the destination's file system). ``unnamed``: the
+        source is that unnamed file (:func:`~dicom_transfer.io.atomic.open_unnamed`) on the
+        destination's file system, linked into place (``source_url`` reads it:
+        ``/proc/self/fd/N``).
         OSError
             Reading, writing or the store failed.
         """
@@ -192,7 +196,7 @@ class Destination:
             return PLACED, 0
         try:
             return PLACED, self.write(relative, source_url, size, overwrite=existing.present, move=move,
-                                      source_md5=source_md5, data=data, provenance=provenance)
+                                      source_md5=source_md5, data=data, provenance=provenance, unnamed=unnamed)
         except (DestinationExists, FileExistsError):
             # Written by someone else since we looked: decide again, never clobber.
             if self.same_as(relative, source_url, source_md5, data):
@@ -213,9 +217,10 @@ class Destination:
 
     def write(self, relative: str, source_url: str, expected_size: int, overwrite: bool,
               move: bool = False, source_md5: str | None = None, data: bytes | None = None,
-              provenance: Provenance | None = None) -> int:
+              provenance: Provenance | None = None, unnamed: int | None = None) -> int:
         """Copy the file at ``source_url`` (or ``data``, its bytes) to ``relative``; return the
-        bytes written. A local output is labelled with its ``provenance``.
+        bytes written. A local output is labelled with its ``provenance``. ``unnamed``: as
+        :meth:`place` says.
 
         Raises
         ------
@@ -229,7 +234,7 @@ class Destination:
         path = self.path_of(relative)
         if self.local:
             label = provenance.encode() if provenance else None
-            return self._write_local(path, source_url, expected_size, overwrite, move, data, label)
+            return self._write_local(path, source_url, expected_size, overwrite, move, data, label, unnamed)
         written = copy_into(self.fs, path, source_url, expected_size, source_md5, if_absent=not overwrite)
         if move:
             remove_local(source_url)
@@ -250,10 +255,17 @@ class Destination:
             self._directories.add(directory)
 
     def _write_local(self, path: str, source_url: str, expected_size: int, overwrite: bool,
-                     move: bool = False, data: bytes | None = None, label: bytes | None = None) -> int:
+                     move: bool = False, data: bytes | None = None, label: bytes | None = None,
+                     unnamed: int | None = None) -> int:
         directory = os.path.dirname(path)
         self._make_directory(directory)
         source_path = local_path(source_url)
+        if unnamed is not None:
+            check_size(os.fstat(unnamed).st_size, expected_size, path)
+            set_label(unnamed, label)
+            if link_unnamed(unnamed, path, overwrite):
+                return expected_size
+            move = False  # not allowed here: its bytes are copied (from source_url) instead
         if move and source_path is not None and os.stat(source_path).st_dev == os.stat(directory).st_dev:
             check_size(os.stat(source_path).st_size, expected_size, path)
             set_label(source_path, label)

@@ -15,8 +15,10 @@ from dicom_transfer.report import RunReports, absolute
 from dicom_transfer.transforms import ExpandPatterns, RouteToLayout, WriteInstances, WriteReports
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS
 from dicom_transfer.transforms.copy_files import CopyFiles
+from dicom_transfer.transforms.deidentify import WriteMapping
+from dicom_transfer.transforms.deidentify_files import DeidentifyFiles
 from dicom_transfer.transforms.manifest import LayoutCheck, SkipUnchanged
-from dicom_transfer.transforms.results import Copied, Listed, QuickChecked, Routed, Written
+from dicom_transfer.transforms.results import Copied, Listed, QuickChecked, Routed, Transferred, Written
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,11 +69,18 @@ class CopyConfig:
         """Local destination, no de-identification: each file is copied in one step."""
         return self.deid is None and scheme_of(self.destination) is None
 
+    @property
+    def deidentifies_in_one_step(self) -> bool:
+        """De-identification to local disk without a filter file: each file in one step."""
+        return self.deid is not None and scheme_of(self.destination) is None and not self.filter_file
+
 
 def build_copy_pipeline(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCollection:
     """Add the copy stages to ``pipeline``; return the PCollection of the summary URL."""
     if config.streams:
         return _build_streaming(pipeline, config)
+    if config.deidentifies_in_one_step:
+        return _build_deidentifying(pipeline, config)
     inputs = read_inputs(pipeline, config.patterns, config.filter_file, config.layout.keywords,
                          threads=config.threads, strict=config.strict, exclude=[absolute(config.destination)],
                          skip=config.skip_unchanged())
@@ -112,6 +121,23 @@ def _build_streaming(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PColle
     if skipped is not None:
         outcomes = (outcomes, skipped) | "AllOutcomes" >> beam.Flatten()
     return (failures, outcomes, unmatched, expanded.file_counts) | "WriteReports" >> _reports(config, {})
+
+
+def _build_deidentifying(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCollection:
+    """Expansion, then one step per file (:class:`DeidentifyFiles`), the mapping table and the reports."""
+    deid = config.deid
+    assert deid is not None
+    expanded: Listed = pipeline | "ExpandPatterns" >> ExpandPatterns(
+        config.patterns, strict=config.strict, exclude=[absolute(config.destination)])
+    done: Transferred = expanded.files | "DeidentifyFiles" >> DeidentifyFiles(
+        deid.settings, config.destination, staging_url(config.destination, config.reports.operation_id),
+        config.layout, run=config.run, overwrite=config.overwrite, dry_run=config.dry_run, threads=config.threads,
+        mapping=bool(deid.mapping_url))
+    if deid.mapping_url:
+        done.mapping | "WriteMapping" >> WriteMapping(deid.mapping_url)
+    failures = (expanded.failures, done.failures) | "AllFailures" >> beam.Flatten()
+    return ((failures, done.outcomes, expanded.unmatched, expanded.file_counts)
+            | "WriteReports" >> _reports(config, {"deidentification": deid.summary()}))
 
 
 def _reports(config: CopyConfig, extra: dict) -> WriteReports:

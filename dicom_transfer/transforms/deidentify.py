@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -10,7 +11,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -24,7 +25,7 @@ from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.destination import Destination, remove_local
 from dicom_transfer.io.files import local_path, open_url, split_url
 from dicom_transfer.layout import Layout
-from dicom_transfer.part10 import InvalidInstance, validate_part10
+from dicom_transfer.part10 import InvalidInstance, read_head, validate_part10
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
 from dicom_transfer.transforms.place import place_instance
@@ -35,6 +36,7 @@ from dicom_transfer.vocabulary import Stage
 MAPPING = "mapping"
 DEIDENTIFIED = "deidentified"  # outcome kind, counted into the summary
 MAPPING_HEADER = ("identifier", "original", "pseudonym", "seen_as")
+OUTPUT_HEAD = 32 << 10  # the first bytes of a de-identified file, read back to check its header
 
 
 class MappingRow(NamedTuple):
@@ -90,11 +92,15 @@ def staged_name(source_url: str) -> str:
 
 
 def deidentify_file(deidentifier: Deidentifier, instance: ValidInstance, staging: str,
-                    keywords: tuple[str, ...] = ()) -> tuple[ValidInstance, list[MappingRow]]:
+                    keywords: tuple[str, ...] = (), *, source: BinaryIO | None = None,
+                    mapped: tuple[str, list[tuple[int, int, int]] | None] | None = None,
+                    head: bytes = b"") -> tuple[ValidInstance, list[MappingRow]]:
     """De-identify the file of ``instance`` into the folder (or object prefix) ``staging``.
 
     The new bytes are checked by the project's validator before they are handed on. Returns the
-    staged instance (new UIDs; ``origin`` is the input) and the replacements it made.
+    staged instance (new UIDs; ``origin`` is the input) and the replacements it made. ``source``
+    (the input, open), ``mapped`` and ``head``: what the walk that validated the input found
+    (see :meth:`Deidentifier.rewrite`), so that it is neither opened nor walked again.
 
     Raises
     ------
@@ -111,10 +117,11 @@ def deidentify_file(deidentifier: Deidentifier, instance: ValidInstance, staging
     else:  # made locally, then put into the store
         url, written = staging.rstrip("/") + "/" + name, os.path.join(tempfile.gettempdir(), f".{uuid.uuid4().hex}")
     try:
-        with open_url(instance.url, size=instance.size) as source, open(written, "w+b") as out:
-            result = deidentifier.rewrite(source, instance.size, out, keywords)
-            out.seek(0)
-            validate_part10(out, result.size)  # headers only: the walker seeks over values
+        with contextlib.ExitStack() as stack:
+            if source is None:
+                source = stack.enter_context(open_url(instance.url, size=instance.size))
+            out = stack.enter_context(open(written, "w+b"))
+            done = rewrite_checked(deidentifier, instance, source, out, url, keywords, mapped, head)
         if staging_path is None:
             fs, path = split_url(url)
             fs.put_file(written, path)
@@ -124,6 +131,21 @@ def deidentify_file(deidentifier: Deidentifier, instance: ValidInstance, staging
     finally:
         if staging_path is None:
             remove_local(written)
+    return done
+
+
+def rewrite_checked(deidentifier: Deidentifier, instance: ValidInstance, source: BinaryIO, out: BinaryIO, url: str,
+                    keywords: tuple[str, ...] = (),
+                    mapped: tuple[str, list[tuple[int, int, int]] | None] | None = None,
+                    head: bytes = b"") -> tuple[ValidInstance, list[MappingRow]]:
+    """De-identify ``instance`` from ``source`` into ``out`` (a new file, open for reading too) and
+    check the new bytes with the project's validator; return the instance it holds (at ``url``)
+    and the replacements made (see :func:`deidentify_file`).
+    """
+    result = deidentifier.rewrite(source, instance.size, out, keywords, mapped, head)
+    out.seek(0)
+    # headers only: the walker walks the header from its first bytes and seeks over values
+    validate_part10(out, result.size, head=read_head(out, OUTPUT_HEAD))
     staged = ValidInstance(url, result.size, result.study_uid, result.series_uid, result.sop_uid,
                            result.transfer_syntax,
                            tuple(sorted((k, plain_value(v)) for k, v in result.attributes.items())),
