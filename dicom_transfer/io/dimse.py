@@ -418,7 +418,7 @@ class Link:
             looked_away.set()
             return False
 
-        dul._is_transport_event = no_transport_event
+        vars(dul)["_is_transport_event"] = no_transport_event  # shadows the DUL's method on this instance only
         while not looked_away.wait(0.01):
             if not dul.is_alive():
                 del dul._is_transport_event
