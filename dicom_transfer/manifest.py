@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import heapq
 import io
 import json
 import re
 from collections.abc import Iterable
 
-from dicom_transfer.errors import redact, redact_url, utc_now_iso
+from dicom_transfer.errors import error_kind, redact, redact_url, utc_now_iso
 
 SUCCESS, UNCHANGED, FAILURE, FILTERED = "success", "unchanged", "failure", "filtered"
 INSTANCE_OUTCOMES = (SUCCESS, UNCHANGED, FAILURE, FILTERED)
@@ -223,3 +224,79 @@ def merge_sections(sections: Iterable[dict]) -> dict:
         for key, value in section.items():
             merged[key] = (merged[key] or value) if isinstance(value, bool) else merged[key] + value
     return merged
+
+
+# -- what the report shows, added up line by line (in any order, merged from any number of parts) --
+
+FIRST_FAILURES = 5  # per kind of failure
+STUDIES_SHOWN = 500  # the least complete studies
+
+
+def add_to_timeline(timeline: dict, line: dict) -> dict:
+    """``{"YYYY-MM-DDTHH:MM:SS": (instances, bytes moved)}`` with ``line`` added."""
+    second = str(line.get("time", ""))[:19]
+    count, size = timeline.get(second, (0, 0))
+    moved = line.get("size") or 0 if line.get("outcome") == SUCCESS else 0
+    timeline[second] = (count + 1, size + moved)
+    return timeline
+
+
+def merge_timelines(timelines: Iterable[dict]) -> dict:
+    merged: dict = {}
+    for timeline in timelines:
+        for second, (count, size) in timeline.items():
+            total, moved = merged.get(second, (0, 0))
+            merged[second] = (total + count, moved + size)
+    return merged
+
+
+def add_failure_kind(kinds: dict, line: dict) -> dict:
+    """``{kind: (count, first few "source: error" lines)}`` with the failure ``line`` added: bounded."""
+    kind = error_kind({"Error": line.get("error"), "Stage": line.get("stage")})
+    count, first = kinds.get(kind, (0, []))
+    if len(first) < FIRST_FAILURES:
+        first = [*first, f"{line['source']}: {line.get('error')}"]
+    kinds[kind] = (count + 1, first)
+    return kinds
+
+
+def merge_failure_kinds(all_kinds: Iterable[dict]) -> dict:
+    merged: dict = {}
+    for kinds in all_kinds:
+        for kind, (count, first) in kinds.items():
+            total, kept = merged.get(kind, (0, []))
+            merged[kind] = (total + count, (kept + first)[:FIRST_FAILURES])
+    return merged
+
+
+def _incompleteness(row: dict) -> tuple:
+    return (row["missing"] + row["failed"], row["StudyInstanceUID"])
+
+
+def empty_overview() -> dict:
+    """What the summary and the report show of the reconciliation rows: the summary's section, the
+    number of studies and the ``STUDIES_SHOWN`` least complete study totals (bounded)."""
+    return {"section": empty_section(), "study_count": 0, "studies": []}
+
+
+def add_to_overview(overview: dict, row: dict) -> dict:
+    if row["level"] == "series":
+        add_to_section(overview["section"], row)
+        return overview
+    overview["study_count"] += 1
+    studies = overview["studies"]
+    studies.append(row)
+    if len(studies) > 2 * STUDIES_SHOWN:
+        overview["studies"] = least_complete(studies)
+    return overview
+
+
+def merge_overviews(overviews: Iterable[dict]) -> dict:
+    overviews = list(overviews)
+    return {"section": merge_sections(o["section"] for o in overviews),
+            "study_count": sum(o["study_count"] for o in overviews),
+            "studies": least_complete(row for o in overviews for row in o["studies"])}
+
+
+def least_complete(studies: Iterable[dict]) -> list[dict]:
+    return heapq.nlargest(STUDIES_SHOWN, studies, key=_incompleteness)

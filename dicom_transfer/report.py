@@ -11,6 +11,7 @@ import stat
 import uuid
 
 from dicom_transfer.errors import redact, redact_url, utc_now_iso
+from dicom_transfer.html_report import render_report
 from dicom_transfer.io.files import is_local, split_url
 from dicom_transfer.metrics import FAILURE, FILTERED, SUCCESS, UNCHANGED
 from dicom_transfer.progress import format_bytes, plural
@@ -193,3 +194,99 @@ def human_summary(summary: dict, summary_url: str, dry_run: bool = False) -> str
 
 UNMATCHED_KINDS = {"patterns": ("pattern", "matched no file"),
                    "filterLines": ("filter-file line", "selected no instance")}
+
+
+# -- the summary and report.html at the end of a run ----------------------------------------------
+
+FILES_MATCHED = "filesMatched"
+
+
+def report_settings(*, errors_url: str, summary_url: str, operation_id: str, operation_type: str,
+                    created_time: str, dry_run: bool = False, extra: dict | None = None,
+                    html_url: str | None = None) -> dict:
+    """What :func:`write_summary` needs to know of a run besides its figures."""
+    return {"errors_url": errors_url, "summary_url": summary_url, "operation_id": operation_id,
+            "operation_type": operation_type, "created_time": created_time, "dry_run": dry_run,
+            "extra": extra or {}, "html_url": html_url}
+
+
+def settings_of(reports: RunReports, extra: dict | None = None) -> dict:
+    """The :func:`report_settings` of the run ``reports`` describes."""
+    return report_settings(errors_url=reports.errors_url, summary_url=reports.summary_url,
+                           operation_id=reports.operation_id, operation_type=reports.operation_type,
+                           created_time=reports.created_time, dry_run=reports.dry_run, extra=extra,
+                           html_url=reports.html_url)
+
+
+def write_summary(errors: tuple[int, int], unmatched: list[tuple[str, str]], settings: dict,
+                   counts: dict[str, int] | None = None, file_counts: list[int] | None = None,
+                   overview: dict | None = None, files: dict[str, str] | None = None,
+                   figures: dict | None = None) -> str:
+    """Write the summary (and, with the audit's ``overview``, ``files`` and ``figures``, report.html).
+    The outcome ``counts`` are the audit's figures' when there is an audit."""
+    failures, internal = errors
+    counter = {"success": 0, "failure": failures, "unchanged": 0, "filtered": 0, "bytesWritten": 0}
+    counter.update(figures["counts"] if figures is not None else counts or {})
+    counter["failure"] = failures
+    if file_counts is not None:
+        counter[FILES_MATCHED] = sum(file_counts)
+    problems = {}
+    if internal:  # a bug, not bad input: the run is not to be trusted as "completed with errors"
+        problems = {"internalErrors": internal, "error": f"{internal} failure(s) came from a bug in dicom-transfer "
+                    "(errors.log: 'internal error'; the traceback is in the worker's log): please report it"}
+    extra = {**settings.get("extra", {}), **problems, "unmatched": _by_kind(unmatched),
+             "unmatchedPatterns": sorted(value for kind, value in unmatched if kind == "patterns")}
+    status = FAILED if internal else None
+    if overview is not None:
+        extra["reconciliation"] = overview["section"]
+        if overview["section"]["incomplete"] and status is None:
+            status = COMPLETED_WITH_ERRORS
+    files = files or {}
+    summary = build_summary(
+        operation_id=settings["operation_id"],
+        operation_type=settings["operation_type"],
+        created_time=settings["created_time"],
+        counter=counter,
+        error_href=settings["errors_url"],
+        status=status,
+        extra=extra,
+        results={**_results(settings, counter), **_links(
+            manifestHref=files.get("manifest"), reconciliationHref=files.get("reconciliation"),
+            reportHref=settings.get("html_url") if overview is not None and figures is not None else None)},
+    )
+    write_text(settings["summary_url"], json.dumps(summary, indent=2) + "\n")
+    if overview is not None and figures is not None and settings.get("html_url"):
+        write_html_report(summary, settings["summary_url"], html_url=settings["html_url"], overview=overview,
+                          figures=figures)
+    return settings["summary_url"]
+
+
+def _links(**urls: str | None) -> dict[str, str]:
+    return {name: absolute(redact_url(url)) for name, url in urls.items() if url}
+
+
+def _by_kind(unmatched: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """``{"patterns": [...], "filterLines": [...]}``: what selected nothing, sorted."""
+    grouped: dict[str, list[str]] = {}
+    for kind, value in unmatched:
+        grouped.setdefault(kind, []).append(value)
+    return {kind: sorted(values) for kind, values in sorted(grouped.items())}
+
+
+def _results(settings: dict, counter: dict[str, int]) -> dict:
+    results = {"dryRun": settings.get("dry_run", False)}
+    if settings["operation_type"] == "export":  # Azure's export status fields
+        results.update(exported=counter["success"], skipped=counter["failure"])
+    return results
+
+
+def write_html_report(summary: dict, summary_url: str, *, html_url: str, overview: dict, figures: dict) -> None:
+    """Write report.html from the summary just written and the run's figures."""
+    results = summary.get("results", {})
+    links = {"errors.log": results.get("errorHref"), "manifest": results.get("manifestHref"),
+             "reconciliation": results.get("reconciliationHref"), "summary": absolute(redact_url(summary_url))}
+    page = render_report(summary, timeline=figures["timeline"], studies=overview["studies"],
+                         study_count=overview["study_count"], failure_kinds=figures["failure_kinds"],
+                         page_url=absolute(redact_url(html_url)), links=links)
+    write_text(html_url, page)
+

@@ -17,10 +17,11 @@ from conftest import run_cli_in_process
 
 from dicom_transfer.elements import Outcome
 from dicom_transfer.errors import ErrorRecord
+from dicom_transfer.io.holdings import LayoutCheck
 from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.cli import main
 from dicom_transfer.sample import instance_bytes, uid_for, write_sample_set
-from dicom_transfer.transforms.manifest import AuditRun, LayoutCheck
+from dicom_transfer.transforms.manifest import AuditRun
 
 
 @pytest.fixture

@@ -187,7 +187,7 @@ def previous_manifest(options: argparse.Namespace) -> str | None:
     """The manifest whose successes a copy need not read again: ``--previous-manifest``, else the
     newest in the default report folders of the destination, looked for now (a first run has
     none, and its pipeline then has no quick-check step at all); None with ``--checksum``."""
-    from dicom_transfer.transforms.manifest import find_previous_manifest
+    from dicom_transfer.io.manifests import find_previous_manifest
 
     if options.checksum:
         return None

@@ -8,6 +8,7 @@ import apache_beam as beam
 
 from dicom_transfer.errors import redact
 from dicom_transfer.io.files import scheme_of
+from dicom_transfer.io.holdings import LayoutCheck
 from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.deid import DeidConfig, deidentify_stage, staging_url
 from dicom_transfer.pipelines.inputs import read_inputs
@@ -17,7 +18,7 @@ from dicom_transfer.transforms.concurrency import DEFAULT_THREADS
 from dicom_transfer.transforms.copy_files import CopyFiles
 from dicom_transfer.transforms.deidentify import WriteMapping
 from dicom_transfer.transforms.deidentify_files import DeidentifyFiles
-from dicom_transfer.transforms.manifest import LayoutCheck, SkipUnchanged
+from dicom_transfer.transforms.manifest import SkipUnchanged
 from dicom_transfer.transforms.results import Copied, Listed, QuickChecked, Routed, Transferred, Written
 
 

@@ -24,6 +24,7 @@ from dicom_transfer.dimse import (
 )
 from dicom_transfer.errors import redact
 from dicom_transfer.io.dimse import DimseError, DimseSettings, echo
+from dicom_transfer.io.holdings import LayoutCheck
 from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.configs import (
     IMPORT_REPORTS,
@@ -48,7 +49,7 @@ from dicom_transfer.transforms.dimse_source import (
     DimseRetrieveAndWrite,
 )
 from dicom_transfer.transforms.dimse_store import DimseStoreInstances
-from dicom_transfer.transforms.manifest import LayoutCheck, TargetCheck
+from dicom_transfer.transforms.manifest import TargetCheck
 from dicom_transfer.transforms.migrate_targets import PacsTarget
 from dicom_transfer.transforms.results import Found, Resources, Transferred, Written
 

@@ -8,12 +8,12 @@ import apache_beam as beam
 
 from dicom_transfer.errors import redact
 from dicom_transfer.io.dicomweb import DicomwebClient
+from dicom_transfer.io.holdings import LayoutCheck
 from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.deid import DeidConfig
 from dicom_transfer.report import RunReports, absolute
 from dicom_transfer.transforms import WriteReports
 from dicom_transfer.transforms.deidentify import WriteMapping
-from dicom_transfer.transforms.manifest import LayoutCheck
 from dicom_transfer.transforms.results import Found, Resources, Transferred
 from dicom_transfer.transforms.retrieve import (
     ExpandToInstances,

@@ -12,10 +12,12 @@ from dicom_transfer.elements import OUTCOMES, Outcome
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text, redact
 from dicom_transfer.io.checksums import sha256_of_url
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
+from dicom_transfer.io.holdings import LayoutCheck
+from dicom_transfer.io.manifests import read_manifest_lines
 from dicom_transfer.layout import Layout
 from dicom_transfer.report import RunReports, absolute
 from dicom_transfer.transforms import WriteReports
-from dicom_transfer.transforms.manifest import DicomwebCheck, LayoutCheck, read_manifest_lines
+from dicom_transfer.transforms.manifest import DicomwebCheck
 
 CHUNK = 1 << 20
 

@@ -10,10 +10,7 @@ or folder, or QIDO-RS for a DICOMweb store.
 from __future__ import annotations
 
 import dataclasses
-import heapq
-import json
 import logging
-import os
 import posixpath
 import uuid
 from collections.abc import Iterable, Iterator
@@ -27,11 +24,12 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from dicom_transfer import manifest, metrics
 from dicom_transfer.elements import OUTCOMES, Outcome, count_outcome, merge_counts
-from dicom_transfer.errors import IO_ERRORS, ErrorRecord, error_kind, error_text, redact, redact_url
+from dicom_transfer.errors import IO_ERRORS, ErrorRecord, error_text, redact, redact_url
 from dicom_transfer.io.destination import Destination
-from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
-from dicom_transfer.io.files import file_url, is_local, scheme_of, split_url
-from dicom_transfer.layout import Layout
+from dicom_transfer.io.dicomweb import DicomwebClient
+from dicom_transfer.io.files import is_local, scheme_of, split_url
+from dicom_transfer.io.holdings import listed_sizes, local_size, reconcile_with
+from dicom_transfer.io.manifests import previous_lines
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.migrate_targets import DicomwebTarget, MigrationTarget
 from dicom_transfer.transforms.results import QuickChecked
@@ -113,65 +111,6 @@ def _concatenate(url: str, parts: list[str], header: str | None, parts_url: str)
 
 # -- what the destination holds -----------------------------------------------------------------
 
-def listed_sizes(destination: Destination, directory: str) -> Iterator[tuple[str, int]]:
-    """``(relative path, size)`` of the files directly in ``directory`` of ``destination``: one
-    ``scandir`` on local disk, the store's listing otherwise."""
-    if not destination.local:
-        for relative, existing in destination.listing(directory):
-            yield relative, existing.size
-        return
-    try:
-        with os.scandir(destination.path_of(directory) if directory else destination.root) as entries:
-            for entry in entries:
-                if entry.is_file(follow_symlinks=False):
-                    yield (f"{directory}/{entry.name}" if directory else entry.name), entry.stat().st_size
-    except (FileNotFoundError, NotADirectoryError):
-        return
-
-
-class LayoutCheck:
-    """Asks a folder or object store what it holds for a series: the listing of the directories
-    the manifest lines point at (one listing each); with a per-series layout (``uid``,
-    ``azure``) the series directory itself, so that stray instances are found too."""
-
-    def __init__(self, destination_url: str, layout: Layout) -> None:
-        self.destination_url = destination_url.rstrip("/")
-        self.layout = layout
-        self.per_series = layout.name in ("uid", "azure")
-
-    def __getstate__(self) -> dict:
-        return {"destination_url": self.destination_url, "layout": self.layout}
-
-    def __setstate__(self, state: dict) -> None:
-        LayoutCheck.__init__(self, state["destination_url"], state["layout"])
-
-    def present(self, study: str, series: str, lines: list[dict]) -> dict[str, int | None]:
-        destination = Destination(self.destination_url)
-        directories: dict[str, dict[str, str]] = {}  # directory -> file name -> SOP UID
-        for line in lines:
-            relative = self._relative(line.get("destination") or "")
-            if relative is not None and line.get("SOPInstanceUID"):
-                directory, name = posixpath.split(relative)
-                directories.setdefault(directory, {})[name] = line["SOPInstanceUID"]
-        if self.per_series and not directories:  # no instance of it arrived: its folder by the layout
-            directory = posixpath.dirname(self.layout.relative_path(
-                {"StudyInstanceUID": study, "SeriesInstanceUID": series, "SOPInstanceUID": "x"}))
-            directories.setdefault(directory, {})
-        found: dict[str, int | None] = {}
-        for directory, names in directories.items():
-            for relative, size in listed_sizes(destination, directory):
-                name = posixpath.basename(relative)
-                if name in names:
-                    found[names[name]] = size
-                elif self.per_series and name.endswith(".dcm") and not name.startswith("."):
-                    found[name[:-len(".dcm")]] = size
-        return found
-
-    def _relative(self, url: str) -> str | None:
-        base = redact(self.destination_url) + "/"
-        return url[len(base):] if url.startswith(base) else None
-
-
 class TargetCheck:
     """Asks a migration's or an import's destination (a :class:`MigrationTarget`: QIDO-RS for
     a DICOMweb store, an image-level C-FIND for a PACS) which instances of a series it holds."""
@@ -220,19 +159,7 @@ class _ReconcileSeriesFn(beam.DoFn):
 
     def process(self, element: tuple[tuple[str, str], Iterable[list[dict]]]) -> Iterator[dict]:
         (study, series), grouped = element
-        lines = [line for entries in grouped for line in entries]  # one series at a time
-        present = None
-        if self.check is not None:
-            try:
-                present = self.check.present(study, series, lines)
-            except (*IO_ERRORS, DicomwebError) as exc:
-                LOG.warning("cannot ask the destination about series %s/%s: %s", study, series, error_text(exc))
-        row = manifest.reconcile_series(study, series, lines, present,
-                                        per_series=getattr(self.check, "per_series", False))
-        if present is None and self.check is not None:  # asked, but it did not answer: not proven complete
-            row.missing = sorted(line["SOPInstanceUID"] for line in lines
-                                 if line.get("outcome") in ("success", "unchanged"))
-        yield row.to_dict()
+        yield reconcile_with(self.check, study, series, [line for entries in grouped for line in entries])
 
 
 class _StudyTotalFn(beam.CombineFn):
@@ -266,26 +193,14 @@ def _row_from_dict(row: dict) -> manifest.SeriesRow:
 class _FailureKindsFn(beam.CombineFn):
     """``{kind: [count, first few "identifier: error" lines]}``: bounded, whatever the failures."""
 
-    FIRST = 5
-
     def create_accumulator(self) -> dict:
         return {}
 
     def add_input(self, accumulator: dict, line: dict) -> dict:
-        kind = error_kind({"Error": line.get("error"), "Stage": line.get("stage")})
-        count, first = accumulator.get(kind, (0, []))
-        if len(first) < self.FIRST:
-            first = [*first, f"{line['source']}: {line.get('error')}"]
-        accumulator[kind] = (count + 1, first)
-        return accumulator
+        return manifest.add_failure_kind(accumulator, line)
 
     def merge_accumulators(self, accumulators: Iterable[dict]) -> dict:
-        merged: dict = {}
-        for accumulator in accumulators:
-            for kind, (count, first) in accumulator.items():
-                total, kept = merged.get(kind, (0, []))
-                merged[kind] = (total + count, (kept + first)[:self.FIRST])
-        return merged
+        return manifest.merge_failure_kinds(accumulators)
 
     def extract_output(self, accumulator: dict) -> dict:
         return accumulator
@@ -298,58 +213,30 @@ class _TimelineFn(beam.CombineFn):
         return {}
 
     def add_input(self, accumulator: dict, line: dict) -> dict:
-        second = str(line.get("time", ""))[:19]
-        count, size = accumulator.get(second, (0, 0))
-        moved = line.get("size") or 0 if line.get("outcome") == "success" else 0
-        accumulator[second] = (count + 1, size + moved)
-        return accumulator
+        return manifest.add_to_timeline(accumulator, line)
 
     def merge_accumulators(self, accumulators: Iterable[dict]) -> dict:
-        merged: dict = {}
-        for accumulator in accumulators:
-            for second, (count, size) in accumulator.items():
-                total, moved = merged.get(second, (0, 0))
-                merged[second] = (total + count, moved + size)
-        return merged
+        return manifest.merge_timelines(accumulators)
 
     def extract_output(self, accumulator: dict) -> dict:
         return accumulator
-
-
-STUDIES_SHOWN = 500
-
-
-def _incompleteness(row: dict) -> tuple:
-    return (row["missing"] + row["failed"], row["StudyInstanceUID"])
 
 
 class _OverviewFn(beam.CombineFn):
     """From every reconciliation row: the summary's section (series rows), the number of studies
-    and the ``STUDIES_SHOWN`` least complete study totals (bounded, whatever the run)."""
+    and the least complete study totals (see :func:`~dicom_transfer.manifest.empty_overview`)."""
 
     def create_accumulator(self) -> dict:
-        return {"section": manifest.empty_section(), "study_count": 0, "studies": []}
+        return manifest.empty_overview()
 
     def add_input(self, accumulator: dict, row: dict) -> dict:
-        if row["level"] == "series":
-            manifest.add_to_section(accumulator["section"], row)
-            return accumulator
-        accumulator["study_count"] += 1
-        studies = accumulator["studies"]
-        studies.append(row)
-        if len(studies) > 2 * STUDIES_SHOWN:
-            accumulator["studies"] = heapq.nlargest(STUDIES_SHOWN, studies, key=_incompleteness)
-        return accumulator
+        return manifest.add_to_overview(accumulator, row)
 
     def merge_accumulators(self, accumulators: Iterable[dict]) -> dict:
-        accumulators = list(accumulators)
-        return {"section": manifest.merge_sections(a["section"] for a in accumulators),
-                "study_count": sum(a["study_count"] for a in accumulators),
-                "studies": heapq.nlargest(STUDIES_SHOWN, (row for a in accumulators for row in a["studies"]),
-                                          key=_incompleteness)}
+        return manifest.merge_overviews(accumulators)
 
     def extract_output(self, accumulator: dict) -> dict:
-        return {**accumulator, "studies": heapq.nlargest(STUDIES_SHOWN, accumulator["studies"], key=_incompleteness)}
+        return {**accumulator, "studies": manifest.least_complete(accumulator["studies"])}
 
 
 class _FiguresFn(beam.CombineFn):
@@ -528,18 +415,6 @@ class _ManifestLinesFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FIGURES, _once((self.timeline, self.kinds, self.counts)))
 
 
-def read_manifest_lines(url: str) -> Iterator[dict]:
-    """The lines of a manifest file, one dict at a time (streamed)."""
-    from dicom_transfer.io.files import open_url
-
-    with open_url(url) as raw:
-        for text in raw:
-            if text.strip():
-                yield json.loads(text)
-
-
-
-
 # -- quick check of a re-run: what an earlier run moved, unchanged since, is not read again --------
 
 UNREAD = "unread"
@@ -565,18 +440,11 @@ class _MatchPreviousFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(UNREAD, ref)
             elif not self.local:
                 yield posixpath.dirname(line["destination"]), (ref, line)
-            elif _local_size(line["destination"]) == line["size"]:
+            elif local_size(line["destination"]) == line["size"]:
                 self.unchanged.inc()
                 yield beam.pvalue.TaggedOutput(OUTCOMES, _unchanged(ref, line))
             else:
                 yield beam.pvalue.TaggedOutput(UNREAD, ref)
-
-
-def _local_size(path: str) -> int | None:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return None
 
 
 def _unchanged(ref, line: dict) -> Outcome:
@@ -616,45 +484,6 @@ class _OutputStillThereFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(OUTCOMES, _unchanged(ref, line))
 
 
-def newest_match(pattern: str, exclude: str = "") -> str | None:
-    """The most recently written file matching ``pattern`` (a glob), other than ``exclude``."""
-    fs, path = split_url(pattern)
-    excluded = split_url(exclude)[1] if exclude else None
-    try:
-        found = fs.glob(path, detail=True)
-    except FileNotFoundError:
-        return None
-    dated = [(str(info.get("mtime") or info.get("updated") or info.get("LastModified")
-                  or info.get("last_modified") or ""), name)
-             for name, info in found.items() if info.get("type", "file") == "file" and name != excluded]
-    if not dated:
-        return None
-    return file_url(fs, max(dated)[1], scheme_of(pattern))
-
-
-def find_previous_manifest(pattern: str, exclude: str = "") -> str | None:
-    """The newest manifest matching ``pattern`` (other than ``exclude``), announced; None if
-    there is none or the store cannot be listed (then every source is read)."""
-    try:
-        found = newest_match(pattern, exclude)
-    except IO_ERRORS as exc:
-        LOG.warning("cannot look for an earlier run's manifest (%s): every source is read", error_text(exc))
-        return None
-    if found is not None:
-        LOG.info("sources unchanged since %s are not read again (--checksum reads them all)", redact(found))
-    return found
-
-
-def _previous_lines(url: str, exclude: str = "") -> Iterator[dict]:
-    """The lines of the earlier manifest ``url``; a pattern: of its newest match (none: no line)."""
-    if "*" in url:
-        found = find_previous_manifest(url, exclude)
-        if found is None:
-            return
-        url = found
-    yield from read_manifest_lines(url)
-
-
 class SkipUnchanged(beam.PTransform):
     """Files that an earlier run's manifest says were moved, unchanged since (same URL, size and
     modification time or listed MD5) and whose output is still there with the same size: counted
@@ -678,7 +507,7 @@ class SkipUnchanged(beam.PTransform):
         previous = (
             files.pipeline
             | "PreviousManifest" >> beam.Create([self.previous_manifest_url])
-            | "ReadPrevious" >> beam.FlatMap(_previous_lines, exclude=self.exclude)
+            | "ReadPrevious" >> beam.FlatMap(previous_lines, exclude=self.exclude)
             | "Reusable" >> beam.Filter(manifest.reusable)
             | "PreviousBySource" >> beam.Map(lambda line: (line["source"], line))
         )

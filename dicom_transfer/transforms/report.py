@@ -11,18 +11,10 @@ from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
 from dicom_transfer.elements import count_outcome, merge_counts
-from dicom_transfer.errors import INTERNAL_ERROR, ErrorRecord, redact_url, to_errors_log_line
-from dicom_transfer.html_report import render_report
+from dicom_transfer.errors import INTERNAL_ERROR, ErrorRecord, to_errors_log_line
 from dicom_transfer.io.files import is_local, split_url
 from dicom_transfer.progress import ProgressLog
-from dicom_transfer.report import (
-    COMPLETED_WITH_ERRORS,
-    FAILED,
-    RunReports,
-    absolute,
-    build_summary,
-    write_text,
-)
+from dicom_transfer.report import RunReports, report_settings, write_summary
 from dicom_transfer.transforms.manifest import AuditRun
 
 
@@ -41,9 +33,6 @@ class CountOutcomes(beam.CombineFn):
 
     def extract_output(self, accumulator: dict[str, int]) -> dict[str, int]:
         return accumulator
-
-
-FILES_MATCHED = "filesMatched"
 
 
 class _CountProgressFn(beam.DoFn):
@@ -87,68 +76,6 @@ class _WriteErrorsLogFn(beam.DoFn):
         yield count, internal
 
 
-def _write_summary(errors: tuple[int, int], unmatched: list[tuple[str, str]], settings: dict,
-                   counts: dict[str, int] | None = None, file_counts: list[int] | None = None,
-                   overview: dict | None = None, files: dict[str, str] | None = None,
-                   figures: dict | None = None) -> str:
-    """Write the summary (and, with the audit's ``overview``, ``files`` and ``figures``, report.html).
-    The outcome ``counts`` are the audit's figures' when there is an audit."""
-    failures, internal = errors
-    counter = {"success": 0, "failure": failures, "unchanged": 0, "filtered": 0, "bytesWritten": 0}
-    counter.update(figures["counts"] if figures is not None else counts or {})
-    counter["failure"] = failures
-    if file_counts is not None:
-        counter[FILES_MATCHED] = sum(file_counts)
-    problems = {}
-    if internal:  # a bug, not bad input: the run is not to be trusted as "completed with errors"
-        problems = {"internalErrors": internal, "error": f"{internal} failure(s) came from a bug in dicom-transfer "
-                    "(errors.log: 'internal error'; the traceback is in the worker's log): please report it"}
-    extra = {**settings.get("extra", {}), **problems, "unmatched": _by_kind(unmatched),
-             "unmatchedPatterns": sorted(value for kind, value in unmatched if kind == "patterns")}
-    status = FAILED if internal else None
-    if overview is not None:
-        extra["reconciliation"] = overview["section"]
-        if overview["section"]["incomplete"] and status is None:
-            status = COMPLETED_WITH_ERRORS
-    files = files or {}
-    summary = build_summary(
-        operation_id=settings["operation_id"],
-        operation_type=settings["operation_type"],
-        created_time=settings["created_time"],
-        counter=counter,
-        error_href=settings["errors_url"],
-        status=status,
-        extra=extra,
-        results={**_results(settings, counter), **_links(
-            manifestHref=files.get("manifest"), reconciliationHref=files.get("reconciliation"),
-            reportHref=settings.get("html_url") if overview is not None and figures is not None else None)},
-    )
-    write_text(settings["summary_url"], json.dumps(summary, indent=2) + "\n")
-    if overview is not None and figures is not None and settings.get("html_url"):
-        write_html_report(summary, settings["summary_url"], html_url=settings["html_url"], overview=overview,
-                          figures=figures)
-    return settings["summary_url"]
-
-
-def _links(**urls: str | None) -> dict[str, str]:
-    return {name: absolute(redact_url(url)) for name, url in urls.items() if url}
-
-
-def _by_kind(unmatched: list[tuple[str, str]]) -> dict[str, list[str]]:
-    """``{"patterns": [...], "filterLines": [...]}``: what selected nothing, sorted."""
-    grouped: dict[str, list[str]] = {}
-    for kind, value in unmatched:
-        grouped.setdefault(kind, []).append(value)
-    return {kind: sorted(values) for kind, values in sorted(grouped.items())}
-
-
-def _results(settings: dict, counter: dict[str, int]) -> dict:
-    results = {"dryRun": settings.get("dry_run", False)}
-    if settings["operation_type"] == "export":  # Azure's export status fields
-        results.update(exported=counter["success"], skipped=counter["failure"])
-    return results
-
-
 class WriteReports(beam.PTransform):
     """Write errors.log (JSON lines ``{Timestamp, Identifier, Error, Stage}``) and the summary.
 
@@ -174,16 +101,9 @@ class WriteReports(beam.PTransform):
         super().__init__()
         self.audit = audit  # the manifest and reconciliation, when the run writes them
         self.html_url = html_url
-        self.settings = {
-            "errors_url": errors_url,
-            "summary_url": summary_url,
-            "operation_id": operation_id,
-            "operation_type": operation_type,
-            "created_time": created_time,
-            "dry_run": dry_run,
-            "extra": extra or {},
-            "html_url": html_url,
-        }
+        self.settings = report_settings(errors_url=errors_url, summary_url=summary_url, operation_id=operation_id,
+                                        operation_type=operation_type, created_time=created_time, dry_run=dry_run,
+                                        extra=extra, html_url=html_url)
 
     @classmethod
     def for_run(cls, reports: RunReports, extra: dict | None = None, check=None) -> WriteReports:
@@ -216,20 +136,8 @@ class WriteReports(beam.PTransform):
                 | "OutcomeKinds" >> beam.ParDo(_CountProgressFn())
                 | "CountOutcomes" >> beam.CombineGlobally(CountOutcomes()))
         return written | "WriteSummary" >> beam.Map(
-            _write_summary,
+            write_summary,
             unmatched=beam.pvalue.AsList(unmatched),
             settings=self.settings,
             **extra,
         )
-
-
-def write_html_report(summary: dict, summary_url: str, *, html_url: str, overview: dict, figures: dict) -> None:
-    """Write report.html from the summary just written and the run's figures."""
-    results = summary.get("results", {})
-    links = {"errors.log": results.get("errorHref"), "manifest": results.get("manifestHref"),
-             "reconciliation": results.get("reconciliationHref"), "summary": absolute(redact_url(summary_url))}
-    page = render_report(summary, timeline=figures["timeline"], studies=overview["studies"],
-                         study_count=overview["study_count"], failure_kinds=figures["failure_kinds"],
-                         page_url=absolute(redact_url(html_url)), links=links)
-    write_text(html_url, page)
-

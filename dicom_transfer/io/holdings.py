@@ -1,0 +1,101 @@
+"""What a folder or object store holds for a series, asked for the reconciliation of a run."""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+from collections.abc import Iterator
+
+from dicom_transfer import manifest
+from dicom_transfer.errors import IO_ERRORS, error_text, redact
+from dicom_transfer.io.destination import Destination
+from dicom_transfer.io.dicomweb import DicomwebError
+from dicom_transfer.layout import Layout
+
+LOG = logging.getLogger(__name__)
+
+
+def listed_sizes(destination: Destination, directory: str) -> Iterator[tuple[str, int]]:
+    """``(relative path, size)`` of the files directly in ``directory`` of ``destination``: one
+    ``scandir`` on local disk, the store's listing otherwise."""
+    if not destination.local:
+        for relative, existing in destination.listing(directory):
+            yield relative, existing.size
+        return
+    try:
+        with os.scandir(destination.path_of(directory) if directory else destination.root) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):
+                    yield (f"{directory}/{entry.name}" if directory else entry.name), entry.stat().st_size
+    except (FileNotFoundError, NotADirectoryError):
+        return
+
+
+def local_size(path: str) -> int | None:
+    """The size of the local file ``path`` (one ``stat``), or None if there is none."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
+class LayoutCheck:
+    """Asks a folder or object store what it holds for a series: the listing of the directories
+    the manifest lines point at (one listing each); with a per-series layout (``uid``,
+    ``azure``) the series directory itself, so that stray instances are found too."""
+
+    def __init__(self, destination_url: str, layout: Layout) -> None:
+        self.destination_url = destination_url.rstrip("/")
+        self.layout = layout
+        self.per_series = layout.name in ("uid", "azure")
+
+    def __getstate__(self) -> dict:
+        return {"destination_url": self.destination_url, "layout": self.layout}
+
+    def __setstate__(self, state: dict) -> None:
+        LayoutCheck.__init__(self, state["destination_url"], state["layout"])
+
+    def present(self, study: str, series: str, lines: list[dict]) -> dict[str, int | None]:
+        destination = Destination(self.destination_url)
+        directories: dict[str, dict[str, str]] = {}  # directory -> file name -> SOP UID
+        for line in lines:
+            relative = self._relative(line.get("destination") or "")
+            if relative is not None and line.get("SOPInstanceUID"):
+                directory, name = posixpath.split(relative)
+                directories.setdefault(directory, {})[name] = line["SOPInstanceUID"]
+        if self.per_series and not directories:  # no instance of it arrived: its folder by the layout
+            directory = posixpath.dirname(self.layout.relative_path(
+                {"StudyInstanceUID": study, "SeriesInstanceUID": series, "SOPInstanceUID": "x"}))
+            directories.setdefault(directory, {})
+        found: dict[str, int | None] = {}
+        for directory, names in directories.items():
+            for relative, size in listed_sizes(destination, directory):
+                name = posixpath.basename(relative)
+                if name in names:
+                    found[names[name]] = size
+                elif self.per_series and name.endswith(".dcm") and not name.startswith("."):
+                    found[name[:-len(".dcm")]] = size
+        return found
+
+    def _relative(self, url: str) -> str | None:
+        base = redact(self.destination_url) + "/"
+        return url[len(base):] if url.startswith(base) else None
+
+
+def reconcile_with(check, study: str, series: str, lines: list[dict]) -> dict:
+    """The reconciliation row (:meth:`~dicom_transfer.manifest.SeriesRow.to_dict`) of one series'
+    manifest ``lines``, asking ``check`` (a :class:`LayoutCheck` or a target check; None: the
+    counts only) what the destination holds. A destination that does not answer leaves every
+    instance that should be there missing: not proven complete."""
+    present = None
+    if check is not None:
+        try:
+            present = check.present(study, series, lines)
+        except (*IO_ERRORS, DicomwebError) as exc:
+            LOG.warning("cannot ask the destination about series %s/%s: %s", study, series, error_text(exc))
+    row = manifest.reconcile_series(study, series, lines, present, per_series=getattr(check, "per_series", False))
+    if present is None and check is not None:
+        row.missing = sorted(line["SOPInstanceUID"] for line in lines
+                             if line.get("outcome") in (manifest.SUCCESS, manifest.UNCHANGED))
+    return row.to_dict()
