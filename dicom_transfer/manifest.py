@@ -18,8 +18,9 @@ import heapq
 import io
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
+from dicom_transfer.elements import FileRef, Outcome
 from dicom_transfer.errors import error_kind, redact, redact_url, utc_now_iso
 
 SUCCESS, UNCHANGED, FAILURE, FILTERED = "success", "unchanged", "failure", "filtered"
@@ -89,6 +90,34 @@ def reusable(line: dict) -> bool:
 def unchanged_since(line: dict, size: int, version: str | None) -> bool:
     """True if a source of ``size`` and ``version`` is the one ``line`` recorded."""
     return bool(version) and line.get("size") == size and line.get("sourceVersion") == version
+
+
+def source_key(ref: FileRef) -> str:
+    """What a manifest line names the source ``ref`` by (its ``source``)."""
+    return safe_url(ref.url)
+
+
+def unchanged_outcome(ref: FileRef, line: dict) -> Outcome:
+    """The outcome of a source counted unchanged from its earlier line (no checksum: not read)."""
+    return Outcome(UNCHANGED, ref.size, ref.url, line["destination"], line["StudyInstanceUID"],
+                   line["SeriesInstanceUID"], line["SOPInstanceUID"], (), ref.version or "")
+
+
+def match_sorted(refs: Iterable[FileRef], lines: Iterable[dict]) -> Iterator[tuple[FileRef, dict | None]]:
+    """Each of ``refs`` (sorted by :func:`source_key`, each once) with the first of the earlier
+    ``lines`` (:func:`reusable` ones, sorted by ``source``) it is :func:`unchanged_since`, or
+    None: a merge of two sorted streams, holding the lines of one source at a time."""
+    pending = iter(lines)
+    line = next(pending, None)
+    for ref in refs:
+        key = source_key(ref)
+        while line is not None and line["source"] < key:
+            line = next(pending, None)
+        same: list[dict] = []
+        while line is not None and line["source"] == key:
+            same.append(line)
+            line = next(pending, None)
+        yield ref, next((earlier for earlier in same if unchanged_since(earlier, ref.size, ref.version)), None)
 
 
 # -- reconciliation -----------------------------------------------------------------------------

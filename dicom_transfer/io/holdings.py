@@ -83,8 +83,8 @@ class LayoutCheck:
         return url[len(base):] if url.startswith(base) else None
 
 
-def reconcile_with(check, study: str, series: str, lines: list[dict]) -> dict:
-    """The reconciliation row (:meth:`~dicom_transfer.manifest.SeriesRow.to_dict`) of one series'
+def reconcile_with(check, study: str, series: str, lines: list[dict]) -> manifest.SeriesRow:
+    """The reconciliation row of one series'
     manifest ``lines``, asking ``check`` (a :class:`LayoutCheck` or a target check; None: the
     counts only) what the destination holds. A destination that does not answer leaves every
     instance that should be there missing: not proven complete."""
@@ -98,4 +98,4 @@ def reconcile_with(check, study: str, series: str, lines: list[dict]) -> dict:
     if present is None and check is not None:
         row.missing = sorted(line["SOPInstanceUID"] for line in lines
                              if line.get("outcome") in (manifest.SUCCESS, manifest.UNCHANGED))
-    return row.to_dict()
+    return row

@@ -49,6 +49,8 @@ def beam_arguments(command: str, rest: list[str], parser: argparse.ArgumentParse
         flag = token.split("=", 1)[0]
         if flag in owners:
             raise UsageError(f"{command} does not take {flag} (an option of {', '.join(owners[flag])})")
+    if not rest:  # nothing to check: Beam is not imported for it
+        return []
     unknown = _beam_unknown(rest)
     strays = [token for token in unknown if not token.startswith("-")]
     flags = [token.split("=", 1)[0] for token in unknown if token.startswith("-")]
@@ -112,14 +114,26 @@ def pipeline_options(beam_argv: list[str]):
 
 def run_copy(args: argparse.Namespace, beam_argv: list[str]) -> int:
     from dicom_transfer.pipelines.configs import check_stores, copy_config
-    from dicom_transfer.pipelines.copy import build_copy_pipeline
 
-    options, local = pipeline_options(beam_argv)
     config = copy_config(args)
     check_stores(config.patterns, config.destination, config.reports)
-    return execute(args, options, local, config, build_copy_pipeline,
-                   f"{len(config.patterns)} pattern(s) -> {redact(config.destination)} "
-                   f"(layout {config.layout.name})", patterns=len(config.patterns))
+    description = (f"{len(config.patterns)} pattern(s) -> {redact(config.destination)} "
+                   f"(layout {config.layout.name})")
+    options, local = pipeline_options(beam_argv) if beam_argv else (None, True)  # none: Beam's in-process runner
+    if local and not args.detach:
+        from dicom_transfer.pipelines import unchanged
+
+        if unchanged.applies(config):  # nothing to read: no pipeline, nor Beam
+            from dicom_transfer.pipelines.run import run_without_pipeline
+
+            status = run_without_pipeline(config, description, lambda: unchanged.write_unchanged_run(config))
+            if status is not None:
+                return status
+    if options is None:
+        options, local = pipeline_options(beam_argv)
+    from dicom_transfer.pipelines.copy import build_copy_pipeline
+
+    return execute(args, options, local, config, build_copy_pipeline, description, patterns=len(config.patterns))
 
 
 def run_import(args: argparse.Namespace, beam_argv: list[str]) -> int:

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 import os
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from dicom_transfer.errors import redact, redact_url, utc_now_iso
@@ -17,15 +18,17 @@ from dicom_transfer.io.objectstore import check_bucket
 from dicom_transfer.io.preflight import StoreUnavailable, check_scheme, check_writable_file, check_writable_folder
 from dicom_transfer.io.retry import RetryPolicy
 from dicom_transfer.layout import Layout
-from dicom_transfer.pipelines.copy import CopyConfig
+from dicom_transfer.pipelines.copy_config import CopyConfig
 from dicom_transfer.pipelines.deid import deid_config
-from dicom_transfer.pipelines.export_pipeline import ExportConfig
-from dicom_transfer.pipelines.import_pipeline import ImportConfig
-from dicom_transfer.pipelines.migrate import MigrateConfig
 from dicom_transfer.pipelines.options import UsageError
 from dicom_transfer.report import RunReports, default_report_dir, new_operation_id
 from dicom_transfer.resources import parse_filter_line, parse_identifier
 from dicom_transfer.wildcards import parse_pattern
+
+if TYPE_CHECKING:  # their modules import Beam, which a quick re-run of a copy does without
+    from dicom_transfer.pipelines.export_pipeline import ExportConfig
+    from dicom_transfer.pipelines.import_pipeline import ImportConfig
+    from dicom_transfer.pipelines.migrate import MigrateConfig
 
 LOG = logging.getLogger(__name__)
 IMPORT_REPORTS = "dicom-transfer-reports"  # import has no destination folder: reports go here
@@ -268,6 +271,8 @@ def import_config(options: argparse.Namespace, local: bool = True) -> ImportConf
 
     ``local``: the runner runs here (a distributed one needs explicit report locations).
     """
+    from dicom_transfer.pipelines.import_pipeline import ImportConfig
+
     reports = _reports_without_destination("import", options, local)
     check_schemes(options)
     patterns = collect_patterns(options.input, options.input_list)
@@ -281,6 +286,8 @@ def import_config(options: argparse.Namespace, local: bool = True) -> ImportConf
 
 def export_config(options: argparse.Namespace) -> ExportConfig:
     """Check the export options and build the run's configuration; raises UsageError."""
+    from dicom_transfer.pipelines.export_pipeline import ExportConfig
+
     check_schemes(options)
     check_selection_files(options.identifiers_file, options.filter_file, options.identifier)
     deid = deid_config(options)  # a missing key stops the run before the server is asked anything
@@ -314,6 +321,8 @@ def migrate_destination(options: argparse.Namespace) -> DicomwebClient | DimseSe
 
 def migrate_config(options: argparse.Namespace, local: bool = True) -> MigrateConfig:
     """Check the migrate options and both servers, and build the run's configuration; raises UsageError."""
+    from dicom_transfer.pipelines.migrate import MigrateConfig
+
     reports = _reports_without_destination("migrate", options, local)
     check_schemes(options)
     check_selection_files(options.identifiers_file, options.filter_file, options.identifier)

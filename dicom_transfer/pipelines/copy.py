@@ -2,78 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import apache_beam as beam
 
-from dicom_transfer.errors import redact
-from dicom_transfer.io.files import scheme_of
 from dicom_transfer.io.holdings import LayoutCheck
-from dicom_transfer.layout import Layout
-from dicom_transfer.pipelines.deid import DeidConfig, deidentify_stage, staging_url
+from dicom_transfer.pipelines.copy_config import CopyConfig
+from dicom_transfer.pipelines.deid import deidentify_stage, staging_url
 from dicom_transfer.pipelines.inputs import read_inputs
-from dicom_transfer.report import RunReports, absolute
+from dicom_transfer.report import absolute
 from dicom_transfer.transforms import ExpandPatterns, RouteToLayout, WriteInstances, WriteReports
-from dicom_transfer.transforms.concurrency import DEFAULT_THREADS
 from dicom_transfer.transforms.copy_files import CopyFiles
 from dicom_transfer.transforms.deidentify import WriteMapping
 from dicom_transfer.transforms.deidentify_files import DeidentifyFiles
-from dicom_transfer.transforms.manifest import SkipUnchanged
 from dicom_transfer.transforms.results import Copied, Listed, QuickChecked, Routed, Transferred, Written
 
-
-@dataclasses.dataclass(frozen=True)
-class CopyConfig:
-    """Everything a copy run needs, already checked (see ``pipelines.cli``)."""
-
-    patterns: tuple[str, ...]
-    destination: str
-    layout: Layout
-    reports: RunReports
-    filter_file: str | None = None
-    overwrite: bool = False
-    io_threads: int = 0  # 0: decide from where the bytes are
-    strict: bool = False
-    deid: DeidConfig | None = None
-    # an earlier run's manifest (or a pattern: the newest match) whose successes are not read again
-    previous_manifest: str | None = None
-
-    @property
-    def dry_run(self) -> bool:
-        return self.reports.dry_run
-
-    @property
-    def threads(self) -> int:
-        if self.io_threads > 0:
-            return self.io_threads
-        local = all(scheme_of(url) is None for url in (*self.patterns, self.destination))
-        return 1 if local else DEFAULT_THREADS
-
-
-    @property
-    def run(self) -> str:
-        """What the outputs of this run record as the run that wrote them."""
-        return f"{self.reports.operation_id}@{self.reports.created_time}"
-
-    def skip_unchanged(self) -> SkipUnchanged | None:
-        """What counts the files an earlier run moved, unchanged since, without reading them.
-
-        Not with de-identification (an output is not its source's bytes) nor a filter file (which
-        decides by the UIDs read from each file, and reports the lines that selected nothing).
-        """
-        if not self.previous_manifest or self.deid or self.filter_file:
-            return None
-        return SkipUnchanged(self.previous_manifest, self.destination, exclude=self.reports.manifest_url)
-
-    @property
-    def streams(self) -> bool:
-        """Local destination, no de-identification: each file is copied in one step."""
-        return self.deid is None and scheme_of(self.destination) is None
-
-    @property
-    def deidentifies_in_one_step(self) -> bool:
-        """De-identification to local disk without a filter file: each file in one step."""
-        return self.deid is not None and scheme_of(self.destination) is None and not self.filter_file
+__all__ = ["CopyConfig", "build_copy_pipeline"]  # CopyConfig: see pipelines.copy_config
 
 
 def build_copy_pipeline(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCollection:
@@ -142,9 +84,5 @@ def _build_deidentifying(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PC
 
 
 def _reports(config: CopyConfig, extra: dict) -> WriteReports:
-    return WriteReports.for_run(
-        config.reports,
-        extra={"source": [redact(p) for p in config.patterns],
-               "destination": absolute(redact(config.destination)), **extra},
-        check=LayoutCheck(config.destination, config.layout),
-    )
+    return WriteReports.for_run(config.reports, extra={**config.summary_extra(), **extra},
+                                check=LayoutCheck(config.destination, config.layout))

@@ -1,11 +1,12 @@
-"""De-identification for any pipeline: its configuration from the options, and its stages."""
+"""De-identification for any pipeline: its configuration from the options, and its stages.
+
+Beam is imported only by the stages: reading the options does not need it (see ``pipelines.cli``)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-
-import apache_beam as beam
+from typing import TYPE_CHECKING
 
 from dicom_transfer.deid.profile import ProfileOptions, load_table, parse_safe_private
 from dicom_transfer.deid.pseudonyms import DeidKeyError
@@ -13,8 +14,12 @@ from dicom_transfer.io.files import open_url, scheme_of
 from dicom_transfer.io.preflight import StoreUnavailable, check_writable_file
 from dicom_transfer.pipelines.options import UsageError
 from dicom_transfer.report import absolute
-from dicom_transfer.transforms.deidentify import Deidentify, DeidSettings, WriteMapping
-from dicom_transfer.transforms.results import Deidentified
+
+if TYPE_CHECKING:
+    import apache_beam as beam
+
+    from dicom_transfer.transforms.deidentify import DeidSettings
+    from dicom_transfer.transforms.results import Deidentified
 
 OPTION_FLAGS = ("retain_uids", "retain_device_identity", "retain_institution_identity",
                 "retain_patient_characteristics", "retain_longitudinal_full_dates",
@@ -48,6 +53,8 @@ def deid_config(options: argparse.Namespace) -> DeidConfig | None:
         if given:
             raise UsageError(f"{', '.join(given)} need(s) --deidentify basic")
         return None
+    from dicom_transfer.transforms.deidentify import DeidSettings
+
     safe: frozenset[tuple[int, str, int]] = frozenset()
     if options.retain_safe_private:
         try:
@@ -86,6 +93,8 @@ def deidentify_stage(instances: beam.PCollection, config: DeidConfig, staging: s
                      threads: int) -> tuple[beam.PCollection, list[beam.PCollection], list[beam.PCollection]]:
     """Add :class:`Deidentify` (and the mapping table) after ``instances``: return the de-identified
     instances, and the failures and outcomes to report."""
+    from dicom_transfer.transforms.deidentify import Deidentify, WriteMapping
+
     deid: Deidentified = instances | "Deidentify" >> Deidentify(config.settings, staging, keywords, threads=threads,
                                                                 mapping=bool(config.mapping_url))
     if config.mapping_url:

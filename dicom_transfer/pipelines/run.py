@@ -12,8 +12,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 
-import apache_beam as beam
-
 from dicom_transfer.errors import error_kind, redact
 from dicom_transfer.pipelines.logs import silence_libraries, unsilence_libraries
 from dicom_transfer.progress import ENV, ProgressDisplay, ProgressListener, Totals
@@ -38,6 +36,8 @@ def run_pipeline(options, local: bool, config, build: Callable, description: str
         display = ProgressDisplay(ProgressListener().start(), progress, patterns, interval=interval)
     try:
         with _progress_environment(display), _interruptible():
+            import apache_beam as beam
+
             pipeline = beam.Pipeline(options=options)
             build(pipeline, config)
             result = pipeline.run()
@@ -64,6 +64,22 @@ def run_pipeline(options, local: bool, config, build: Callable, description: str
         if display:
             display.stop()
             display.listener.stop()
+    print_result(summary, reports)
+    return EXIT_OK if summary["status"] == COMPLETED else EXIT_FAILURES
+
+
+def run_without_pipeline(config, description: str, write: Callable[[], dict | None]) -> int | None:
+    """Write a run's reports with ``write`` (which returns the summary, or None if the run needs
+    its pipeline after all); report as :func:`run_pipeline` does; the exit status, or None."""
+    reports = config.reports
+    try:
+        with _interruptible():
+            summary = write()
+    except KeyboardInterrupt:
+        return _interrupted(config, Totals())
+    if summary is None:
+        return None
+    LOG.info("%s %s: %s", reports.operation_type, reports.operation_id, description, extra={"event": "start"})
     print_result(summary, reports)
     return EXIT_OK if summary["status"] == COMPLETED else EXIT_FAILURES
 

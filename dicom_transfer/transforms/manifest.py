@@ -159,7 +159,7 @@ class _ReconcileSeriesFn(beam.DoFn):
 
     def process(self, element: tuple[tuple[str, str], Iterable[list[dict]]]) -> Iterator[dict]:
         (study, series), grouped = element
-        yield reconcile_with(self.check, study, series, [line for entries in grouped for line in entries])
+        yield reconcile_with(self.check, study, series, [line for entries in grouped for line in entries]).to_dict()
 
 
 class _StudyTotalFn(beam.CombineFn):
@@ -442,15 +442,9 @@ class _MatchPreviousFn(beam.DoFn):
                 yield posixpath.dirname(line["destination"]), (ref, line)
             elif local_size(line["destination"]) == line["size"]:
                 self.unchanged.inc()
-                yield beam.pvalue.TaggedOutput(OUTCOMES, _unchanged(ref, line))
+                yield beam.pvalue.TaggedOutput(OUTCOMES, manifest.unchanged_outcome(ref, line))
             else:
                 yield beam.pvalue.TaggedOutput(UNREAD, ref)
-
-
-def _unchanged(ref, line: dict) -> Outcome:
-    """The outcome of a source counted unchanged from its earlier line (no checksum: not read)."""
-    return Outcome(manifest.UNCHANGED, ref.size, ref.url, line["destination"], line["StudyInstanceUID"],
-                   line["SeriesInstanceUID"], line["SOPInstanceUID"], (), ref.version or "")
 
 
 class _OutputStillThereFn(beam.DoFn):
@@ -481,7 +475,7 @@ class _OutputStillThereFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(UNREAD, ref)
                 continue
             self.unchanged.inc()
-            yield beam.pvalue.TaggedOutput(OUTCOMES, _unchanged(ref, line))
+            yield beam.pvalue.TaggedOutput(OUTCOMES, manifest.unchanged_outcome(ref, line))
 
 
 class SkipUnchanged(beam.PTransform):
