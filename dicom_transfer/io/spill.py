@@ -12,9 +12,11 @@ from typing import IO, Any
 RUN = 200_000  # items held at once
 
 
-def sorted_spilled(items: Iterable, key: Callable[[Any], Any], run: int = RUN) -> Iterator:
-    """``items`` sorted by ``key``, holding at most ``run`` of them at once: each sorted run of
-    ``run`` items goes to an anonymous temporary file, and the runs are merged as they are read."""
+def sorted_spilled(items: Iterable, key: Callable[[Any], Any], run: int | None = None) -> Iterator:
+    """``items`` sorted by ``key`` (stable), holding at most ``run`` (default :data:`RUN`) of them
+    at once: each sorted run goes to an anonymous temporary file, and the runs are merged as they
+    are read."""
+    run = run or RUN
     held: list = []
     runs: list[IO[bytes]] = []
     with contextlib.ExitStack() as files:
