@@ -16,10 +16,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import string
-from collections.abc import Mapping
-
-from pydicom.datadict import tag_for_keyword
-from pydicom.multival import MultiValue
+from collections.abc import Mapping, Sequence
 
 UID_TEMPLATE = "{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm"
 MAX_PART_BYTES = 255
@@ -98,8 +95,8 @@ def _value_text(keyword: str, values: Mapping[str, object]) -> str:
     if keyword not in values or values[keyword] is None:
         raise LayoutError(f"attribute {keyword} is missing, so the layout cannot place the instance")
     value = values[keyword]
-    text = ("_".join(str(v) for v in value) if isinstance(value, (list, tuple, MultiValue))
-            else str(value)).strip()
+    multiple = isinstance(value, Sequence) and not isinstance(value, (str, bytes))  # pydicom's MultiValue too
+    text = ("_".join(str(v) for v in value) if multiple else str(value)).strip()
     if not text:
         raise LayoutError(f"attribute {keyword} is empty, so the layout cannot place the instance")
     return sanitise_part(text)
@@ -145,7 +142,7 @@ def validate_template(template: str) -> None:
         if spec or conversion:
             raise ValueError(f"layout template {template!r}: use plain {{Keyword}} fields, "
                              f"without format specs or conversions")
-        if tag_for_keyword(keyword) is None:
+        if keyword not in _UIDS and _tag_for_keyword(keyword) is None:
             raise ValueError(f"layout template {template!r}: {keyword!r} is not a DICOM keyword "
                              "(keywords are case-sensitive, e.g. PatientID, StudyDate)")
         keywords.append(keyword)
@@ -160,3 +157,12 @@ def validate_template(template: str) -> None:
     for part in template.split("/"):
         if part in (".", ".."):
             raise ValueError(f"layout template {template!r} contains a {part!r} path part")
+
+
+_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")  # the default layouts' keywords
+
+
+def _tag_for_keyword(keyword: str) -> int | None:
+    from pydicom.datadict import tag_for_keyword  # pydicom only for a layout template's keywords
+
+    return tag_for_keyword(keyword)

@@ -67,8 +67,12 @@ def failure_line(record) -> dict:
     }
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once: json.dumps with
+# options builds an encoder per call, a third of a line's cost
+
+
 def to_json_line(line: dict) -> str:
-    return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+    return _JSON.encode(line)
 
 
 def series_key(line: dict) -> tuple[str, str] | None:

@@ -59,10 +59,11 @@ class LayoutCheck:
     def present(self, study: str, series: str, lines: list[dict]) -> dict[str, int | None]:
         destination = Destination(self.destination_url)
         directories: dict[str, dict[str, str]] = {}  # directory -> file name -> SOP UID
+        base = redact(self.destination_url) + "/"  # as the lines name their outputs
         for line in lines:
-            relative = self._relative(line.get("destination") or "")
-            if relative is not None and line.get("SOPInstanceUID"):
-                directory, name = posixpath.split(relative)
+            url = line.get("destination") or ""
+            if url.startswith(base) and line.get("SOPInstanceUID"):
+                directory, name = posixpath.split(url[len(base):])
                 directories.setdefault(directory, {})[name] = line["SOPInstanceUID"]
         if self.per_series and not directories:  # no instance of it arrived: its folder by the layout
             directory = posixpath.dirname(self.layout.relative_path(
@@ -78,22 +79,25 @@ class LayoutCheck:
                     found[name[:-len(".dcm")]] = size
         return found
 
-    def _relative(self, url: str) -> str | None:
-        base = redact(self.destination_url) + "/"
-        return url[len(base):] if url.startswith(base) else None
+
+def ask(check, study: str, series: str, lines: list[dict]) -> dict[str, int | None] | None:
+    """What ``check`` says the destination holds of a series (SOP Instance UID -> size or None),
+    or None if it did not answer (logged)."""
+    try:
+        return check.present(study, series, lines)
+    except (*IO_ERRORS, DicomwebError) as exc:
+        LOG.warning("cannot ask the destination about series %s/%s: %s", study, series, error_text(exc))
+        return None
 
 
-def reconcile_with(check, study: str, series: str, lines: list[dict]) -> manifest.SeriesRow:
-    """The reconciliation row of one series'
-    manifest ``lines``, asking ``check`` (a :class:`LayoutCheck` or a target check; None: the
-    counts only) what the destination holds. A destination that does not answer leaves every
+def reconcile_with(check, study: str, series: str, lines: list[dict],
+                   present: dict[str, int | None] | None = None) -> manifest.SeriesRow:
+    """The reconciliation row of one series' manifest ``lines``, asking ``check`` (a
+    :class:`LayoutCheck` or a target check; None: the counts only) what the destination holds,
+    unless its answer is given (``present``). A destination that does not answer leaves every
     instance that should be there missing: not proven complete."""
-    present = None
-    if check is not None:
-        try:
-            present = check.present(study, series, lines)
-        except (*IO_ERRORS, DicomwebError) as exc:
-            LOG.warning("cannot ask the destination about series %s/%s: %s", study, series, error_text(exc))
+    if check is not None and present is None:
+        present = ask(check, study, series, lines)
     row = manifest.reconcile_series(study, series, lines, present, per_series=getattr(check, "per_series", False))
     if present is None and check is not None:
         row.missing = sorted(line["SOPInstanceUID"] for line in lines

@@ -14,8 +14,8 @@ import fsspec
 
 from dicom_transfer.elements import FileRef
 from dicom_transfer.io.checksums import md5_hex
-from dicom_transfer.io.files import file_url, scheme_of, split_url
-from dicom_transfer.io.objectstore import iter_objects
+from dicom_transfer.io.files import file_url, is_local, scheme_of, split_url
+from dicom_transfer.io.objectstore import iter_objects, local_files
 from dicom_transfer.wildcards import Pattern, component_matches, directory_pattern, has_wildcard
 
 
@@ -32,7 +32,7 @@ def list_pattern(pattern: Pattern) -> Iterator[FileRef | NotAFile]:
     """
     fs, root = split_url(pattern.root or ".")
     scheme = scheme_of(pattern.text)
-    found: Iterator[tuple[str, int, str | None] | NotAFile]
+    found: Iterator[Found | NotAFile]
     if pattern.literal:
         found = _literal(fs, root, pattern)
     elif pattern.is_recursive:
@@ -44,7 +44,7 @@ def list_pattern(pattern: Pattern) -> Iterator[FileRef | NotAFile]:
         if isinstance(item, NotAFile):
             yield NotAFile(file_url(fs, item.args[0], scheme))
         else:
-            yield FileRef(file_url(fs, item[0], scheme), item[1], item[2], _version(item[0], item[2], local))
+            yield FileRef(file_url(fs, item[0], scheme), item[1], item[2], item[3] or _version(item[0], item[2], local))
 
 
 def _version(path: str, md5: str | None, local: bool) -> str | None:
@@ -59,11 +59,15 @@ def _version(path: str, md5: str | None, local: bool) -> str | None:
     return None
 
 
+# (path, size, MD5 the store lists or None, version if the listing gave it: see FileRef.version)
+Found = tuple[str, int, str | None, str | None]
+
+
 def _entry_path(entry: dict) -> str:
     return entry["name"].rstrip("/")
 
 
-def _literal(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> Iterator[tuple[str, int, str | None]]:
+def _literal(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> Iterator[Found]:
     try:
         info = fs.info(root)
     except FileNotFoundError:
@@ -71,21 +75,26 @@ def _literal(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> Iter
     if info["type"] == "directory":
         yield from _recursive(fs, root, directory_pattern(pattern))
     else:
-        yield root, int(info["size"]), md5_hex(info)
+        yield root, int(info["size"]), md5_hex(info), None
 
 
-def _recursive(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> Iterator[tuple[str, int, str | None]]:
+def _recursive(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> Iterator[Found]:
     base = root.rstrip("/") + "/"
+    if is_local(fs):  # the size and the modification time from one stat
+        for path, status in local_files(base.rstrip("/") or "/"):
+            if path.startswith(base) and pattern.matches_relative(path[len(base):]):
+                yield path, status.st_size, None, str(status.st_mtime_ns)
+        return
     try:
         for path, size, md5 in iter_objects(fs, base):
             if path.startswith(base) and pattern.matches_relative(path[len(base):]):
-                yield path, size, md5
+                yield path, size, md5, None
     except FileNotFoundError:
         return
 
 
 def _by_components(fs: fsspec.AbstractFileSystem, root: str,
-                   components: tuple[str, ...]) -> Iterator[tuple[str, int, str | None] | NotAFile]:
+                   components: tuple[str, ...]) -> Iterator[Found | NotAFile]:
     directories = [root]
     for depth, component in enumerate(components):
         last = depth == len(components) - 1
@@ -109,5 +118,5 @@ def _by_components(fs: fsspec.AbstractFileSystem, root: str,
                 elif entry["type"] == "directory":
                     yield NotAFile(path)
                 else:
-                    yield path, int(entry["size"]), md5_hex(entry)
+                    yield path, int(entry["size"]), md5_hex(entry), None
         directories = next_directories

@@ -129,6 +129,13 @@ def iter_objects(fs: fsspec.AbstractFileSystem, prefix: str) -> Iterator[tuple[s
 def _local_files(directory: str) -> Iterator[tuple[str, int, None]]:
     """The files below a local ``directory`` (symbolic links followed), in the order of their
     paths, one directory in memory at a time; nothing if it does not exist."""
+    for path, status in local_files(directory):
+        yield path, status.st_size, None
+
+
+def local_files(directory: str) -> Iterator[tuple[str, os.stat_result]]:
+    """``(path, stat)`` of the files below a local ``directory`` (as :func:`_local_files`): one
+    ``stat`` each, which gives the modification time with the size."""
     try:
         with os.scandir(directory) as listing:
             entries = sorted(listing, key=lambda e: e.name + "/" if e.is_dir() else e.name)
@@ -136,9 +143,9 @@ def _local_files(directory: str) -> Iterator[tuple[str, int, None]]:
         return
     for entry in entries:
         if entry.is_dir():
-            yield from _local_files(entry.path)
+            yield from local_files(entry.path)
         elif entry.is_file():
-            yield entry.path, entry.stat().st_size, None
+            yield entry.path, entry.stat()
 
 
 def _verify(fs: fsspec.AbstractFileSystem, path: str, size: int, expected_md5: str | None, how: str,

@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 from dicom_transfer.errors import redact, redact_url, utc_now_iso
 from dicom_transfer.io.auth import AuthConfig, AuthError
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
-from dicom_transfer.io.dimse import DimseSettings
 from dicom_transfer.io.files import read_list_file, scheme_of
 from dicom_transfer.io.objectstore import check_bucket
 from dicom_transfer.io.preflight import StoreUnavailable, check_scheme, check_writable_file, check_writable_folder
@@ -25,7 +24,8 @@ from dicom_transfer.report import RunReports, default_report_dir, new_operation_
 from dicom_transfer.resources import parse_filter_line, parse_identifier
 from dicom_transfer.wildcards import parse_pattern
 
-if TYPE_CHECKING:  # their modules import Beam, which a quick re-run of a copy does without
+if TYPE_CHECKING:  # their modules import Beam or pydicom, which a quick re-run of a copy does without
+    from dicom_transfer.io.dimse import DimseSettings
     from dicom_transfer.pipelines.export_pipeline import ExportConfig
     from dicom_transfer.pipelines.import_pipeline import ImportConfig
     from dicom_transfer.pipelines.migrate import MigrateConfig

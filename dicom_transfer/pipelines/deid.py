@@ -1,6 +1,7 @@
 """De-identification for any pipeline: its configuration from the options, and its stages.
 
-Beam is imported only by the stages: reading the options does not need it (see ``pipelines.cli``)."""
+Beam and the de-identification modules (pydicom) are imported only when de-identifying: a run
+without it reads its options without them (see ``pipelines.cli``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import argparse
 import dataclasses
 from typing import TYPE_CHECKING
 
-from dicom_transfer.deid.profile import ProfileOptions, load_table, parse_safe_private
-from dicom_transfer.deid.pseudonyms import DeidKeyError
 from dicom_transfer.io.files import open_url, scheme_of
 from dicom_transfer.io.preflight import StoreUnavailable, check_writable_file
 from dicom_transfer.pipelines.options import UsageError
@@ -37,6 +36,8 @@ class DeidConfig:
 
     def summary(self) -> dict:
         """What the summary says about it (no key, no identifier)."""
+        from dicom_transfer.deid.profile import load_table
+
         return {"profile": "basic", "edition": load_table().edition,
                 "options": self.settings.options.enabled(), "allowBurnedIn": self.settings.allow_burned_in,
                 "mapping": absolute(self.mapping_url) if self.mapping_url else None}
@@ -53,6 +54,8 @@ def deid_config(options: argparse.Namespace) -> DeidConfig | None:
         if given:
             raise UsageError(f"{', '.join(given)} need(s) --deidentify basic")
         return None
+    from dicom_transfer.deid.profile import ProfileOptions, parse_safe_private
+    from dicom_transfer.deid.pseudonyms import DeidKeyError
     from dicom_transfer.transforms.deidentify import DeidSettings
 
     safe: frozenset[tuple[int, str, int]] = frozenset()

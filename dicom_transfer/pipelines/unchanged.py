@@ -5,7 +5,8 @@ and modification time as a line that arrived) and its output is still there with
 re-run has nothing to read, write or send to workers: the runner's start-up and its per-element
 cost would be all of its time. On the in-process runner, the launcher then compares the listing
 with the earlier manifest itself, in plain Python and bounded memory (both streams sorted, with
-sorted runs spilled to temporary files beyond :data:`~dicom_transfer.io.spill.RUN` items), and
+sorted runs spilled to temporary files beyond :data:`~dicom_transfer.io.spill.RUN` items), checks
+the outputs with the one listing of each series' folder that the reconciliation makes, and
 writes every report the pipeline would have written, with the same functions: each manifest
 line (:func:`~dicom_transfer.manifest.outcome_line`), each series' reconciliation against the
 destination (:func:`~dicom_transfer.io.holdings.reconcile_with`), the summary and report.html
@@ -31,7 +32,7 @@ from dicom_transfer import manifest
 from dicom_transfer.elements import FileRef, Outcome, count_outcome
 from dicom_transfer.errors import IO_ERRORS, error_text, redact
 from dicom_transfer.io.files import is_local, split_url
-from dicom_transfer.io.holdings import LayoutCheck, local_size, reconcile_with
+from dicom_transfer.io.holdings import LayoutCheck, ask, reconcile_with
 from dicom_transfer.io.listing import NotAFile, list_pattern
 from dicom_transfer.io.manifests import previous_lines
 from dicom_transfer.io.spill import sorted_spilled
@@ -72,18 +73,15 @@ def write_unchanged_run(config: CopyConfig) -> dict | None:
                 manifest.add_to_timeline(timeline, line)
                 yield outcome.study, outcome.series, {name: line[name] for name in _RECONCILED_FIELDS}
 
-        try:
-            by_series = sorted_spilled(unchanged_entries(), key=_series_of)
-            first = next(by_series, None)  # the whole listing is compared before the first comes
+        rows = files.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8"))
+        try:  # the listing is compared whole before the first entry comes out of the sort
+            overview = _reconcile(config, sorted_spilled(unchanged_entries(), key=_series_of), rows)
         except MustRead as reason:
             LOG.debug("quick re-run: %s; the pipeline reads what changed", reason)
             return None
         except IO_ERRORS as exc:  # the pipeline reports it as it does
             LOG.debug("quick re-run: %s; the pipeline runs", error_text(exc), exc_info=True)
             return None
-        rows = files.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8"))
-        entries = itertools.chain([first], by_series) if first is not None else iter(())
-        overview = _reconcile(config, entries, rows)
         reports = config.reports
         _copy_into(reports.manifest_url, lines, None)
         _copy_into(reports.reconciliation_url, rows, manifest.csv_header())
@@ -105,8 +103,8 @@ def _series_of(entry: tuple[str, str, dict]) -> tuple[str, str]:
 
 
 def unchanged_outcomes(config: CopyConfig, listed: list[int]) -> Iterator[Outcome]:
-    """The ``unchanged`` outcome of every file the patterns match (counted in ``listed[0]``);
-    raises :class:`MustRead` at the first one that is not."""
+    """The ``unchanged`` outcome of every file the patterns match (counted in ``listed[0]``) whose
+    earlier line says so; raises :class:`MustRead` at the first one that is not."""
     assert config.previous_manifest is not None
     refs = _distinct(sorted_spilled(_listing(config), key=manifest.source_key))
     earlier = sorted_spilled(
@@ -116,9 +114,7 @@ def unchanged_outcomes(config: CopyConfig, listed: list[int]) -> Iterator[Outcom
         listed[0] += 1
         if line is None:
             raise MustRead(f"{redact(ref.url)} is new or changed")
-        if local_size(line["destination"]) != line["size"]:
-            raise MustRead(f"the output of {redact(ref.url)} is gone or changed")
-        yield manifest.unchanged_outcome(ref, line)
+        yield manifest.unchanged_outcome(ref, line)  # if its output is still there: see _reconcile
 
 
 def _source_of(line: dict) -> str:
@@ -156,13 +152,21 @@ def _distinct(refs: Iterable[FileRef]) -> Iterator[FileRef]:
 
 def _reconcile(config: CopyConfig, entries: Iterator[tuple[str, str, dict]], out: IO[str]) -> dict:
     """Write each series' reconciliation row and, after a study's series, its total (``entries``
-    sorted by series); return the summary's and the report's overview of them."""
+    sorted by series); return the summary's and the report's overview of them. One listing of
+    each series' folder both checks that every output is still there with its size (else
+    :class:`MustRead`) and reconciles the series, as the pipeline's step does."""
     check = LayoutCheck(config.destination, config.layout)
     overview = manifest.empty_overview()
     for study, series_of_study in itertools.groupby(entries, key=lambda entry: entry[0]):
         total = None
         for (_, series), entries_of_series in itertools.groupby(series_of_study, key=_series_of):
-            row = reconcile_with(check, study, series, [entry for _, _, entry in entries_of_series])
+            lines = [entry for _, _, entry in entries_of_series]
+            present = ask(check, study, series, lines)
+            gone = next((line for line in lines if present is None
+                         or present.get(line["SOPInstanceUID"]) != line["size"]), None)
+            if gone is not None:
+                raise MustRead(f"the output {redact(gone['destination'])} is gone or changed")
+            row = reconcile_with(check, study, series, lines, present)
             total = manifest.add_to_study(total, row)
             series_row = row.to_dict()
             out.write(manifest.csv_row(series_row) + "\n")
