@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,15 @@ def timed(command: list[str], accept: tuple[int, ...] = (0,), env: dict | None =
     if result.returncode not in accept:
         raise SystemExit(f"{command[:5]}... failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return elapsed
+
+
+def timed_with_cpu(command: list[str], accept: tuple[int, ...] = (0,)) -> tuple[float, float]:
+    """Seconds ``command`` takes, by the clock and in CPU (user + system, its waited-for
+    descendants included): CPU seconds vary much less than the clock on a shared machine."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    elapsed = timed(command, accept)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def peak_rss_mb(command: list[str], accept: tuple[int, ...] = (0,)) -> float:
