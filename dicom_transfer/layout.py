@@ -95,8 +95,10 @@ def _value_text(keyword: str, values: Mapping[str, object]) -> str:
     if keyword not in values or values[keyword] is None:
         raise LayoutError(f"attribute {keyword} is missing, so the layout cannot place the instance")
     value = values[keyword]
-    multiple = isinstance(value, Sequence) and not isinstance(value, (str, bytes))  # pydicom's MultiValue too
-    text = ("_".join(str(v) for v in value) if multiple else str(value)).strip()
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):  # pydicom's MultiValue too
+        text = "_".join(str(v) for v in value).strip()
+    else:
+        text = str(value).strip()
     if not text:
         raise LayoutError(f"attribute {keyword} is empty, so the layout cannot place the instance")
     return sanitise_part(text)

@@ -190,38 +190,6 @@ def _row_from_dict(row: dict) -> manifest.SeriesRow:
                               list(row["missingSOPInstanceUIDs"]), list(row["extraSOPInstanceUIDs"]))
 
 
-class _FailureKindsFn(beam.CombineFn):
-    """``{kind: [count, first few "identifier: error" lines]}``: bounded, whatever the failures."""
-
-    def create_accumulator(self) -> dict:
-        return {}
-
-    def add_input(self, accumulator: dict, line: dict) -> dict:
-        return manifest.add_failure_kind(accumulator, line)
-
-    def merge_accumulators(self, accumulators: Iterable[dict]) -> dict:
-        return manifest.merge_failure_kinds(accumulators)
-
-    def extract_output(self, accumulator: dict) -> dict:
-        return accumulator
-
-
-class _TimelineFn(beam.CombineFn):
-    """Instances and bytes handled per second of the run (``{"YYYY-MM-DDTHH:MM:SS": [n, bytes]}``)."""
-
-    def create_accumulator(self) -> dict:
-        return {}
-
-    def add_input(self, accumulator: dict, line: dict) -> dict:
-        return manifest.add_to_timeline(accumulator, line)
-
-    def merge_accumulators(self, accumulators: Iterable[dict]) -> dict:
-        return manifest.merge_timelines(accumulators)
-
-    def extract_output(self, accumulator: dict) -> dict:
-        return accumulator
-
-
 class _OverviewFn(beam.CombineFn):
     """From every reconciliation row: the summary's section (series rows), the number of studies
     and the least complete study totals (see :func:`~dicom_transfer.manifest.empty_overview`)."""
@@ -251,7 +219,7 @@ class _FiguresFn(beam.CombineFn):
 
     def merge_accumulators(self, accumulators: Iterable[tuple[dict, dict, dict]]) -> tuple[dict, dict, dict]:
         timelines, kinds, counts = zip(*accumulators, strict=True)
-        return (_TimelineFn().merge_accumulators(timelines), _FailureKindsFn().merge_accumulators(kinds),
+        return (manifest.merge_timelines(timelines), manifest.merge_failure_kinds(kinds),
                 merge_counts(counts))
 
     def extract_output(self, accumulator: tuple[dict, dict, dict]) -> dict:
@@ -373,8 +341,8 @@ class _ManifestLinesFn(beam.DoFn):
 
     def start_bundle(self) -> None:
         self.writer = _PartWriter(self.parts_url)
-        self.timeline = _TimelineFn().create_accumulator()
-        self.kinds = _FailureKindsFn().create_accumulator()
+        self.timeline: dict = {}
+        self.kinds: dict = {}
         self.counts: dict[str, int] = {}
         self.series: dict[tuple[str, str], list[dict]] = {}
         self.held = 0
@@ -390,9 +358,9 @@ class _ManifestLinesFn(beam.DoFn):
         if line is None:
             return
         self.writer.write(manifest.to_json_line(line))
-        _TimelineFn().add_input(self.timeline, line)
+        manifest.add_to_timeline(self.timeline, line)  # plain functions: no object per line
         if line["outcome"] == manifest.FAILURE:
-            _FailureKindsFn().add_input(self.kinds, line)
+            manifest.add_failure_kind(self.kinds, line)
         key = manifest.series_key(line)
         if key is not None:
             self.series.setdefault(key, []).append({name: line.get(name) for name in _RECONCILED_FIELDS})
