@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
-RUN = 200_000  # items held at once
+RUN = 50_000  # items held at once (a few tens of MB of small dicts or tuples)
 
 
 def sorted_spilled(items: Iterable, key: Callable[[Any], Any], run: int | None = None) -> Iterator:

@@ -77,6 +77,12 @@ def run_without_pipeline(config, description: str, write: Callable[[], dict | No
             summary = write()
     except KeyboardInterrupt:
         return _interrupted(config, Totals())
+    except Exception as exc:  # the reports could not be written: as when a pipeline breaks
+        message = redact(f"{type(exc).__name__}: {exc}")
+        LOG.error("%s %s failed: %s", reports.operation_type, reports.operation_id, message)
+        LOG.debug("traceback", exc_info=True)
+        _write_summary_after_stop(config, FAILED, {"error": message}, Totals())
+        return EXIT_INVALID
     if summary is None:
         return None
     LOG.info("%s %s: %s", reports.operation_type, reports.operation_id, description, extra={"event": "start"})

@@ -96,6 +96,9 @@ def write_unchanged_run(config: CopyConfig) -> dict | None:
 
 
 _RECONCILED_FIELDS = ("outcome", "SOPInstanceUID", "size", "destination")
+# what an earlier line must say to stand for its source (see manifest.unchanged_outcome), no more
+_KEPT = ("source", "size", "sourceVersion", "destination", "StudyInstanceUID", "SeriesInstanceUID",
+         "SOPInstanceUID")
 
 
 def _series_of(entry: tuple[str, str, dict]) -> tuple[str, str]:
@@ -108,8 +111,8 @@ def unchanged_outcomes(config: CopyConfig, listed: list[int]) -> Iterator[Outcom
     assert config.previous_manifest is not None
     refs = _distinct(sorted_spilled(_listing(config), key=manifest.source_key))
     earlier = sorted_spilled(
-        (line for line in previous_lines(config.previous_manifest, config.reports.manifest_url)
-         if manifest.reusable(line)), key=_source_of)
+        ({name: line.get(name) for name in _KEPT} for line in previous_lines(
+            config.previous_manifest, config.reports.manifest_url) if manifest.reusable(line)), key=_source_of)
     for ref, line in manifest.match_sorted(refs, earlier):
         listed[0] += 1
         if line is None:
