@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from dicom_transfer import manifest
 from dicom_transfer.errors import IO_ERRORS, error_text, redact
 from dicom_transfer.io.destination import Destination
-from dicom_transfer.io.dicomweb import DicomwebError
 from dicom_transfer.layout import Layout
 
 LOG = logging.getLogger(__name__)
@@ -85,7 +84,7 @@ def ask(check, study: str, series: str, lines: list[dict]) -> dict[str, int | No
     or None if it did not answer (logged)."""
     try:
         return check.present(study, series, lines)
-    except (*IO_ERRORS, DicomwebError) as exc:
+    except IO_ERRORS as exc:  # a store's or a DICOMweb server's failure (DicomwebError) alike
         LOG.warning("cannot ask the destination about series %s/%s: %s", study, series, error_text(exc))
         return None
 

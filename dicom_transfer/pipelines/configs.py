@@ -10,12 +10,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from dicom_transfer.errors import redact, redact_url, utc_now_iso
-from dicom_transfer.io.auth import AuthConfig, AuthError
-from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
 from dicom_transfer.io.files import read_list_file, scheme_of
 from dicom_transfer.io.objectstore import check_bucket
 from dicom_transfer.io.preflight import StoreUnavailable, check_scheme, check_writable_file, check_writable_folder
-from dicom_transfer.io.retry import RetryPolicy
 from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.copy_config import CopyConfig
 from dicom_transfer.pipelines.deid import deid_config
@@ -24,7 +21,8 @@ from dicom_transfer.report import RunReports, default_report_dir, new_operation_
 from dicom_transfer.resources import parse_filter_line, parse_identifier
 from dicom_transfer.wildcards import parse_pattern
 
-if TYPE_CHECKING:  # their modules import Beam or pydicom, which a quick re-run of a copy does without
+if TYPE_CHECKING:  # their modules import Beam, pydicom or requests, which a copy to local disk does without
+    from dicom_transfer.io.dicomweb import DicomwebClient
     from dicom_transfer.io.dimse import DimseSettings
     from dicom_transfer.pipelines.export_pipeline import ExportConfig
     from dicom_transfer.pipelines.import_pipeline import ImportConfig
@@ -233,6 +231,10 @@ def verify_config(options: argparse.Namespace):
 def dicomweb_client(options, prefix: str = "") -> DicomwebClient:
     """A checked client for ``--dicomweb-url`` (``--source-dicomweb-url`` with prefix ``source_``):
     exit 2 if the server cannot be used."""
+    from dicom_transfer.io.auth import AuthConfig, AuthError
+    from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
+    from dicom_transfer.io.retry import RetryPolicy
+
     def value(name: str):
         return getattr(options, prefix + name)
 
@@ -321,6 +323,7 @@ def migrate_destination(options: argparse.Namespace) -> DicomwebClient | DimseSe
 
 def migrate_config(options: argparse.Namespace, local: bool = True) -> MigrateConfig:
     """Check the migrate options and both servers, and build the run's configuration; raises UsageError."""
+    from dicom_transfer.io.dicomweb import DicomwebClient
     from dicom_transfer.pipelines.migrate import MigrateConfig
 
     reports = _reports_without_destination("migrate", options, local)
