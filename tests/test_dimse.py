@@ -169,7 +169,7 @@ def test_c_store_into_orthanc_then_rerun_is_unchanged(tmp_path, capsys):
         source = tmp_path / "in"
         source.mkdir()
         sent = {}
-        for n in range(120):
+        for n in range(1000):  # the size: 1,000 instances, each checked on the PACS
             study, series = uid_for("store", n % 3), uid_for("store", n % 3, n % 6)
             sop = uid_for("store", "sop", n)
             data = instance_bytes(study, series, sop, instance_number=n, implicit=n % 10 == 0, pixel_bytes=1024)
@@ -187,10 +187,10 @@ def test_c_store_into_orthanc_then_rerun_is_unchanged(tmp_path, capsys):
         assert first.status == 0, first.errors
         assert first.counter["success"] == len(sent)
         held = {}
-        for instance in requests.get(f"{server.url}/instances", timeout=30).json():
-            data = requests.get(f"{server.url}/instances/{instance}/file", timeout=30).content
-            tags = requests.get(f"{server.url}/instances/{instance}/simplified-tags", timeout=30).json()
-            held[tags["SOPInstanceUID"]] = digest(dataset_bytes(data))
+        with requests.Session() as orthanc:
+            for instance in orthanc.get(f"{server.url}/instances", params={"expand": 1}, timeout=60).json():
+                data = orthanc.get(f"{server.url}/instances/{instance['ID']}/file", timeout=30).content
+                held[instance["MainDicomTags"]["SOPInstanceUID"]] = digest(dataset_bytes(data))
         assert held == {sop: digest(dataset_bytes(data)) for sop, data in sent.items()}
         # the reconciliation asked the PACS (image-level C-FIND) about each of the 6 series
         section = first.summary["reconciliation"]
@@ -343,10 +343,10 @@ def test_c_store_of_instances_larger_than_the_peers_pdu(tmp_path, capsys):
                        "--summary", str(reports / "summary.json")])
         assert status == 0, capsys.readouterr()
         held = {}
-        for instance in requests.get(f"{server.url}/instances", timeout=30).json():
-            data = requests.get(f"{server.url}/instances/{instance}/file", timeout=30).content
-            tags = requests.get(f"{server.url}/instances/{instance}/simplified-tags", timeout=30).json()
-            held[tags["SOPInstanceUID"]] = digest(dataset_bytes(data))
+        with requests.Session() as orthanc:
+            for instance in orthanc.get(f"{server.url}/instances", params={"expand": 1}, timeout=60).json():
+                data = orthanc.get(f"{server.url}/instances/{instance['ID']}/file", timeout=30).content
+                held[instance["MainDicomTags"]["SOPInstanceUID"]] = digest(dataset_bytes(data))
         assert held == sent
     finally:
         server.stop()
