@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 UID_TEMPLATE = "{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm"
 MAX_PART_BYTES = 255
@@ -64,6 +64,11 @@ class Layout:
     @property
     def keywords(self) -> tuple[str, ...]:
         return template_keywords(self.template)
+
+    @property
+    def attribute_keywords(self) -> tuple[str, ...]:
+        """Its keywords other than the three UIDs (which validation always reads)."""
+        return other_than_uids(self.keywords)
 
     def relative_path(self, values: Mapping[str, object]) -> str:
         """The output path below the destination for an instance's attribute values.
@@ -162,6 +167,11 @@ def validate_template(template: str) -> None:
 
 
 _UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")  # the default layouts' keywords
+
+
+def other_than_uids(keywords: Iterable[str]) -> tuple[str, ...]:
+    """``keywords`` without the three UIDs, in order."""
+    return tuple(keyword for keyword in keywords if keyword not in _UIDS)
 
 
 def _tag_for_keyword(keyword: str) -> int | None:

@@ -9,16 +9,19 @@ where the runner collects them.
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 import apache_beam as beam
 
 DEFAULT_THREADS = 8
 BATCH = 64
+T = TypeVar("T")
+R = TypeVar("R")
 
 
-class BatchedIoFn(beam.DoFn):
-    """Subclasses implement :meth:`work` (thread-safe, no Metrics) and :meth:`account`."""
+class PooledFn(beam.DoFn):
+    """A DoFn with a pool of ``threads`` threads, made in ``setup()`` (none for one thread)."""
 
     def __init__(self, threads: int = DEFAULT_THREADS) -> None:
         self.threads = max(1, threads)
@@ -31,8 +34,19 @@ class BatchedIoFn(beam.DoFn):
         if pool is not None:
             pool.shutdown(wait=True)
 
+    def each(self, work: Callable[[T], R], element: T | list[T]) -> Iterable[R]:
+        """``work`` over the batch ``element`` on the pool, in order (a list: :func:`batched` made it
+        for several threads), or over the single ``element`` (one thread: no batching)."""
+        if isinstance(element, list):
+            return self.pool.map(work, element) if self.pool else map(work, element)
+        return [work(element)]
+
+
+class BatchedIoFn(PooledFn):
+    """Subclasses implement :meth:`work` (thread-safe, no Metrics) and :meth:`account`."""
+
     def process(self, batch: list) -> Iterator:
-        results = self.pool.map(self.work, batch) if self.pool else map(self.work, batch)
+        results = self.each(self.work, batch)
         for outputs in results:
             for output in outputs:
                 self.account(output)

@@ -7,7 +7,6 @@ validated is written from those bytes, never read twice.
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 from collections.abc import Iterable, Iterator
 
@@ -21,7 +20,7 @@ from dicom_transfer.io.destination import Destination
 from dicom_transfer.layout import Layout, LayoutError
 from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.resources import ResourceFilter
-from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, batched
+from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, PooledFn, batched
 from dicom_transfer.transforms.place import Placements, place_file
 from dicom_transfer.transforms.results import Copied, Unmatched
 from dicom_transfer.transforms.route import MATCHED, UnmatchedFilterLines, filter_file_selection
@@ -39,41 +38,30 @@ class _Copied:
         self.valid, self.result, self.lines = valid, result, lines
 
 
-class _CopyFn(beam.DoFn):
+class _CopyFn(PooledFn):
     """Copies one file (one thread), or a batch of them (``threads`` at once)."""
 
     def __init__(self, destination_url: str, layout: Layout, run: str, overwrite: bool, dry_run: bool,
                  threads: int) -> None:
+        super().__init__(threads)
         self.destination_url = destination_url
         self.layout = layout
-        self.keywords = tuple(k for k in layout.keywords if k not in
-                              ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
+        self.keywords = layout.attribute_keywords
         self.run = run
         self.overwrite = overwrite
         self.dry_run = dry_run
-        self.threads = max(1, threads)
         self.valid = Metrics.counter(metrics.NAMESPACE, metrics.INSTANCES_VALID)
         self.filtered = Metrics.counter(metrics.NAMESPACE, metrics.FILTERED)
         self.placements = Placements(dry_run)
 
     def setup(self) -> None:
+        super().setup()
         self.destination = Destination(self.destination_url)
         self.placements.start("copy" if not self.dry_run else "dry-run")
-        self.pool = concurrent.futures.ThreadPoolExecutor(self.threads) if self.threads > 1 else None
-
-    def teardown(self) -> None:
-        pool = getattr(self, "pool", None)
-        if pool is not None:
-            pool.shutdown(wait=True)
 
     def process(self, element: FileRef | list[FileRef], selection: ResourceFilter | None = None) -> Iterator:
-        results: Iterable[_Copied]
-        if isinstance(element, FileRef):  # one thread: one file at a time
-            results = [self.copy(element, selection)]
-        else:
-            assert self.pool is not None  # batches are made only for several threads
-            results = self.pool.map(lambda ref: self.copy(ref, selection), element)
-        for copied in results:  # Metrics on the bundle's thread, where the runner collects them
+        # Metrics on the bundle's thread, where the runner collects them
+        for copied in self.each(lambda ref: self.copy(ref, selection), element):
             if copied.valid:
                 self.valid.inc()
             for line in copied.lines:

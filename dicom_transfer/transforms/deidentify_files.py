@@ -10,7 +10,6 @@ steps.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import os
 from collections.abc import Iterable, Iterator
@@ -28,7 +27,7 @@ from dicom_transfer.io.destination import Destination, remove_local
 from dicom_transfer.io.files import local_path, open_url
 from dicom_transfer.layout import Layout, LayoutError
 from dicom_transfer.part10 import InvalidInstance, read_head, validate_and_map
-from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, batched
+from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, PooledFn, batched
 from dicom_transfer.transforms.deidentify import (
     DEIDENTIFIED,
     MAPPING,
@@ -55,51 +54,40 @@ class _Done:
         self.valid, self.result, self.deidentified, self.rows = valid, result, deidentified, rows
 
 
-class _DeidentifyFilesFn(beam.DoFn):
+class _DeidentifyFilesFn(PooledFn):
     """De-identifies and writes one file (one thread), or a batch of them (``threads`` at once)."""
 
     def __init__(self, settings: DeidSettings, destination_url: str, staging: str, layout: Layout, run: str,
                  overwrite: bool, dry_run: bool, threads: int, mapping: bool) -> None:
+        super().__init__(threads)
         self.settings = settings
         self.destination_url = destination_url
         self.staging = staging
         self.layout = layout
         # the layout's other attributes, as de-identified (the UIDs come with every rewrite)
-        self.keywords = tuple(k for k in layout.keywords if k not in
-                              ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
+        self.keywords = layout.attribute_keywords
         self.run = run
         self.overwrite = overwrite
         self.dry_run = dry_run
-        self.threads = max(1, threads)
         self.mapping = mapping
         self.valid = Metrics.counter(metrics.NAMESPACE, metrics.INSTANCES_VALID)
         self.deidentified = Metrics.counter(metrics.NAMESPACE, DEIDENTIFIED)
         self.placements = Placements(dry_run)
 
     def setup(self) -> None:
+        super().setup()
         self.deidentifier = self.settings.deidentifier()
         self.destination = Destination(self.destination_url)
         self.staging_path = local_path(self.staging) or self.staging  # the destination is local
         os.makedirs(self.staging_path, exist_ok=True)
         self.placements.start("deidentify" if not self.dry_run else "dry-run")
-        self.pool = concurrent.futures.ThreadPoolExecutor(self.threads) if self.threads > 1 else None
-
-    def teardown(self) -> None:
-        pool = getattr(self, "pool", None)
-        if pool is not None:
-            pool.shutdown(wait=True)
 
     def start_bundle(self) -> None:
         self.seen: set[MappingRow] = set()  # each row once per bundle, as Deidentify sends them
 
     def process(self, element: FileRef | list[FileRef]) -> Iterator:
-        results: Iterable[_Done]
-        if isinstance(element, FileRef):
-            results = [self.deidentify(element)]
-        else:
-            assert self.pool is not None  # batches are made only for several threads
-            results = self.pool.map(self.deidentify, element)
-        for done in results:  # Metrics on the bundle's thread, where the runner collects them
+        # Metrics on the bundle's thread, where the runner collects them
+        for done in self.each(self.deidentify, element):
             if done.valid:
                 self.valid.inc()
             if done.deidentified is not None:

@@ -12,6 +12,7 @@ from dicom_transfer import metrics
 from dicom_transfer.elements import FileRef, ValidInstance
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.files import local_path, open_url
+from dicom_transfer.layout import other_than_uids
 from dicom_transfer.part10 import InvalidInstance, open_for_validation, read_head, validate_part10
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
@@ -129,8 +130,7 @@ class ReadAndValidate(beam.PTransform):
 
     def __init__(self, keywords: Iterable[str] = (), threads: int = DEFAULT_THREADS) -> None:
         super().__init__()
-        self.keywords = tuple(k for k in keywords if k not in
-                              ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
+        self.keywords = other_than_uids(keywords)
         self.threads = threads
 
     def expand(self, files: beam.PCollection) -> Found:
