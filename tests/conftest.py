@@ -82,6 +82,16 @@ def run_cli_subprocess(*args: str, honour_permissions: bool = False, env: dict |
                           timeout=timeout, cwd=REPO, env=environment)
 
 
+def change_behind_same_size_and_time(path: Path) -> None:
+    """Other bytes in the file at ``path``, with its size and modification time as they were:
+    what a quick check (size and mtime) cannot see."""
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
 def run_cli_in_process(capsys, *args: str) -> subprocess.CompletedProcess:
     """Run the CLI in this process, as ``run_cli_subprocess`` does in a new one (same result type):
     for checks that refuse a command line (exit 2) before any pipeline starts, ~0.1 s instead of the

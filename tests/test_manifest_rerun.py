@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import change_behind_same_size_and_time
 
 from dicom_transfer import manifest
 from dicom_transfer.elements import FileRef
@@ -68,11 +69,7 @@ def test_content_changed_behind_the_same_size_and_time_is_not_read_until_checksu
     output, source = tmp_path / "o", f"{tmp_path}/in/**"
     copy_cli("--input", source, "--output", str(output))
     changed = Path(sample.valid[0].path)
-    before = changed.stat()
-    data = bytearray(changed.read_bytes())
-    data[-1] ^= 0xFF
-    changed.write_bytes(bytes(data))
-    os.utime(changed, ns=(before.st_atime_ns, before.st_mtime_ns))
+    change_behind_same_size_and_time(changed)
 
     quick = copy_cli("--input", source, "--output", str(output))
     assert NO_PIPELINE in quick.err

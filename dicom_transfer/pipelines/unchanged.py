@@ -31,7 +31,7 @@ from typing import IO
 from dicom_transfer import manifest
 from dicom_transfer.elements import FileRef, Outcome, count_outcome
 from dicom_transfer.errors import IO_ERRORS, error_text, redact
-from dicom_transfer.io.files import is_local, split_url
+from dicom_transfer.io.files import CHUNK, is_local, split_url
 from dicom_transfer.io.holdings import LayoutCheck, ask, reconcile_with
 from dicom_transfer.io.listing import NotAFile, list_pattern
 from dicom_transfer.io.manifests import previous_lines
@@ -41,7 +41,6 @@ from dicom_transfer.report import absolute, read_json, settings_of, write_summar
 from dicom_transfer.wildcards import parse_pattern
 
 LOG = logging.getLogger(__name__)
-CHUNK = 1 << 20
 
 
 class MustRead(Exception):

@@ -19,8 +19,6 @@ from dicom_transfer.report import RunReports, absolute
 from dicom_transfer.transforms import WriteReports
 from dicom_transfer.transforms.manifest import DicomwebCheck
 
-CHUNK = 1 << 20
-
 
 @dataclasses.dataclass(frozen=True)
 class VerifyConfig:

@@ -27,7 +27,7 @@ from dicom_transfer.elements import OUTCOMES, Outcome, count_outcome, merge_coun
 from dicom_transfer.errors import IO_ERRORS, ErrorRecord, error_text, redact, redact_url
 from dicom_transfer.io.destination import Destination
 from dicom_transfer.io.dicomweb import DicomwebClient
-from dicom_transfer.io.files import is_local, scheme_of, split_url
+from dicom_transfer.io.files import CHUNK, is_local, scheme_of, split_url
 from dicom_transfer.io.holdings import listed_sizes, local_size, reconcile_with
 from dicom_transfer.io.manifests import previous_lines
 from dicom_transfer.progress import ProgressLog
@@ -35,7 +35,6 @@ from dicom_transfer.transforms.migrate_targets import DicomwebTarget, MigrationT
 from dicom_transfer.transforms.results import QuickChecked
 
 LOG = logging.getLogger(__name__)
-CHUNK = 1 << 20
 
 
 # -- bounded-memory text output -----------------------------------------------------------------
