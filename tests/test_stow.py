@@ -1,5 +1,7 @@
 """Reading STOW-RS answers (PS3.18 §10.5.3), including the shapes other servers send."""
 
+from pathlib import Path
+
 from dicom_transfer.stow import interpret_stow
 
 
@@ -56,3 +58,24 @@ def test_the_retry_policy_is_the_one_urllib3_applies():
     assert (used.total, used.status_forcelist) == (3, sorted(RETRYABLE_STATUS))
     # a body cut off mid-way is transient, as requests reports it
     assert issubclass(requests.exceptions.ChunkedEncodingError, BODY_ERRORS)
+
+
+def test_a_streamed_stow_body_is_the_same_bytes_whatever_the_read_size(tmp_path):
+    """The body is read in blocks of any size (urllib3 asks for 1 MiB): the same multipart bytes,
+    never more than asked for, and as long as its Content-Length."""
+    from dicom_transfer.io.dicomweb import MultipartBody
+
+    files = []
+    for n, size in enumerate((0, 5, 70_000, 1_200_000, 3)):
+        path = tmp_path / f"{n}.dcm"
+        path.write_bytes(bytes((n + i) % 251 for i in range(size)))
+        files.append((str(path), size))
+    expected = b"".join(b"--B\r\nContent-Type: application/dicom\r\nContent-Length: %d\r\n\r\n" % size
+                        + Path(path).read_bytes() + b"\r\n" for path, size in files) + b"--B--\r\n"
+    for block in (997, 16384, 65536, 1 << 20, 5 << 20):
+        body, read = MultipartBody(files, boundary="B"), []
+        while data := body.read(block):
+            assert len(data) <= block
+            read.append(data)
+        assert b"".join(read) == expected and len(body) == len(expected)
+    assert MultipartBody(files, boundary="B").read() == expected
