@@ -13,7 +13,7 @@ measured: on a machine with few cores, CPU the client spends per instance is CPU
 not get, and CPU figures vary less than the clock when the machine is shared.
 
     python benchmarks/bench_import.py [--count 1500] [--kb 256] [--huge-gb 2] [--repeat 1]
-        [--variant 'c8=--concurrency 8' ...]
+        [--variant 'c8=--concurrency 8' ...] [--baseline-src OTHER_CHECKOUT]
 """
 
 from __future__ import annotations
@@ -139,9 +139,12 @@ def huge_instance_rss(work: Path, size: int, small: Path) -> float:
     return peaks[1] - peaks[0]
 
 
-def ours(work: Path, extra: list[str]):
+def ours(work: Path, extra: list[str], code: str | None = None):
+    from bench_copy import with_code_from
+
+    cli = with_code_from(code) if code else [PYTHON, "-m", "dicom_transfer.pipelines.cli"]
     return lambda folder: lambda url: [
-        PYTHON, "-m", "dicom_transfer.pipelines.cli", "import", "--input", str(folder),
+        *cli, "import", "--input", str(folder),
         "--dicomweb-url", url, "--errors", str(work / "e.log"), "--summary", str(work / "s.json"), *extra]
 
 
@@ -154,6 +157,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="rounds of every command (best marginal kept)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=OPTIONS",
                         help="also run dicom-transfer import with these options, e.g. 'c8=--concurrency 8'")
+    parser.add_argument("--baseline-src", default=None, metavar="DIR",
+                        help="also run the import of the code in DIR (another checkout), for a before/after")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dt-bench-import-"))
     full, one = work / "full", work / "one"
@@ -164,6 +169,8 @@ def main() -> None:
         "hand-tuned batches+threads": lambda folder: lambda url: [PYTHON, "-c", HAND_TUNED, url, str(folder)],
         "dicom-transfer import": ours(work, []),
     }
+    if args.baseline_src:
+        commands["import baseline-src"] = ours(work, [], args.baseline_src)
     for variant in args.variant:
         name, _, options = variant.partition("=")
         commands[f"import {name}"] = ours(work, options.split())
