@@ -23,6 +23,7 @@ import dataclasses
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -154,7 +155,7 @@ def main() -> None:
     parser.add_argument("--kb", type=int, default=256, help="pixel data per instance, KB")
     parser.add_argument("--huge-gb", type=float, default=2.0,
                         help="size of the sparse instance whose import is measured for peak RSS (0: skip)")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds of every command (best marginal kept)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of every command (alternating their order)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=OPTIONS",
                         help="also run dicom-transfer import with these options, e.g. 'c8=--concurrency 8'")
     parser.add_argument("--baseline-src", default=None, metavar="DIR",
@@ -176,31 +177,43 @@ def main() -> None:
         commands[f"import {name}"] = ours(work, options.split())
     print(f"{args.count} instances of ~{args.kb} KB; {os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}")
     print("  marginal per instance: wall, client CPU, Orthanc CPU (start-up subtracted)")
-    best: dict[str, Cost] = {}
-    for _ in range(args.repeat):
-        for name, make in commands.items():
-            total, stored = run_against_fresh_orthanc(work, name, make(full))
-            startup, _ = run_against_fresh_orthanc(work, name + "-one", make(one))
+    rounds: list[dict[str, Cost]] = []
+    for round_ in range(args.repeat):
+        measured: dict[str, Cost] = {}
+        names = list(commands) if round_ % 2 == 0 else list(reversed(commands))  # no order favours one
+        for name in names:
+            total, stored = run_against_fresh_orthanc(work, name, commands[name](full))
+            startup, _ = run_against_fresh_orthanc(work, name + "-one", commands[name](one))
             assert stored == args.count, f"{name} stored {stored} of {args.count}"
-            marginal = (total - startup) / max(args.count - 1, 1)
-            if name not in best or marginal.wall < best[name].wall:
-                best[name] = marginal
+            measured[name] = marginal = (total - startup) / max(args.count - 1, 1)
             print(f"  {name:28s} total {total.wall:6.2f} s  start-up {startup.wall:5.2f} s  "
                   f"{1 / max(marginal.wall, 1e-9):7.1f} instances/s  {marginal.wall * 1e3:5.2f} ms  "
                   f"client {marginal.client * 1e3:5.2f} ms CPU  Orthanc {marginal.server * 1e3:5.2f} ms CPU")
+        rounds.append(measured)
+        print(f"  (load {os.getloadavg()[0]:.2f})")
     if args.huge_gb > 0:
         growth = huge_instance_rss(work, int(args.huge_gb * (1 << 30)), one)
         print(f"  import of one {args.huge_gb:.1f} GB instance: peak RSS growth {growth:.0f} MB "
               "over importing one small instance")
     shutil.rmtree(work)
-    loop, tuned = best["dicomweb-client loop"], best["hand-tuned batches+threads"]
-    print(f"\n  (best of {args.repeat}; load now {os.getloadavg()[0]:.2f})")
-    for name, cost in best.items():
-        if name.startswith(("dicom-transfer", "import ")):
-            print(f"  {name}: {loop.wall / cost.wall:.2f} x the dicomweb-client loop (target >= 4), "
-                  f"{100 * tuned.wall / cost.wall:.0f} % of the hand-tuned script (target >= 100 %); "
-                  f"client CPU {cost.client / tuned.client:.2f} x the hand-tuned script's, "
-                  f"client + Orthanc CPU {(cost.client + cost.server) / (tuned.client + tuned.server):.2f} x")
+    print("\n  ratios within each round (median of the rounds last)")
+    for name in commands:
+        if not name.startswith(("dicom-transfer", "import ")):
+            continue
+        loop = [r["dicomweb-client loop"].wall / r[name].wall for r in rounds]
+        tuned = [r["hand-tuned batches+threads"].wall / r[name].wall for r in rounds]
+        client = [r[name].client / r["hand-tuned batches+threads"].client for r in rounds]
+        both = [(r[name].client + r[name].server) / (r["hand-tuned batches+threads"].client
+                                                     + r["hand-tuned batches+threads"].server) for r in rounds]
+        print(f"  {name}: {_each(loop, 'x')} the dicomweb-client loop (target >= 4); "
+              f"{_each([100 * t for t in tuned], '%', 0)} of the hand-tuned script (target >= 100 %); "
+              f"CPU per instance vs the hand-tuned script's: client {_each(client, 'x')}, "
+              f"client + Orthanc {_each(both, 'x')}")
+
+
+def _each(values: list[float], unit: str, digits: int = 2) -> str:
+    shown = ", ".join(f"{v:.{digits}f}" for v in values)
+    return f"{shown} -> {statistics.median(values):.{digits}f} {unit}" if len(values) > 1 else f"{shown} {unit}"
 
 
 if __name__ == "__main__":
