@@ -82,6 +82,38 @@ def series_key(line: dict) -> tuple[str, str] | None:
     return None
 
 
+class SeriesEntries:
+    """What the reconciliation needs of a series' manifest lines (outcome, SOP Instance UID, size,
+    destination), gathered compactly: the entries sharing an output folder name it once, and the
+    whole is one JSON text when it crosses a grouping, instead of one dictionary per instance
+    (on the DirectRunner, the memory of a large run's grouping by series)."""
+
+    __slots__ = ("folders", "count")
+
+    def __init__(self) -> None:
+        self.folders: dict[str, list] = {}  # output folder (with its "/"; "" for none) -> entries
+        self.count = 0
+
+    def add(self, line: dict) -> None:
+        destination = line.get("destination")
+        folder, slash, name = destination.rpartition("/") if destination else ("", "", None)
+        self.folders.setdefault(folder + slash, []).append(
+            (line.get("outcome"), line.get("SOPInstanceUID"), line.get("size"), name))
+        self.count += 1
+
+    def packed(self) -> str:
+        return json.dumps(self.folders, separators=(",", ":"))
+
+
+def unpack_series_entries(packed: Iterable[str]) -> list[dict]:
+    """The entries of :meth:`SeriesEntries.packed` texts, as the lines they came from (the
+    reconciled fields only)."""
+    return [{"outcome": outcome, "SOPInstanceUID": sop, "size": size,
+             "destination": folder + name if name is not None else None}
+            for text in packed for folder, entries in json.loads(text).items()
+            for outcome, sop, size, name in entries]
+
+
 # -- quick check of a re-run --------------------------------------------------------------------
 
 def reusable(line: dict) -> bool:

@@ -236,3 +236,30 @@ def _distinct_colours(png: Path) -> int:
     for row in range(0, height, 7):  # filtered rows still differ between a blank and a drawn page
         seen.add(hashlib.md5(raw[row * stride:(row + 1) * stride], usedforsecurity=False).digest())
     return len(seen)
+
+
+def test_series_entries_packed_for_the_grouping_come_back_as_the_lines_they_were():
+    """The reconciliation's entries cross the grouping by series as one compact text per series
+    and bundle; unpacked, they are the reconciled fields of the lines, whatever the paths hold."""
+    from dicom_transfer.manifest import SeriesEntries, unpack_series_entries
+
+    lines = [
+        {"outcome": "success", "SOPInstanceUID": "1.2.3", "size": 7830, "destination": "/out/a/b/1.2.3.dcm",
+         "source": "/in/x.dcm"},
+        {"outcome": "unchanged", "SOPInstanceUID": "1.2.4", "size": 12, "destination": "/out/a/b/1.2.4.dcm"},
+        {"outcome": "success", "SOPInstanceUID": "1.2.5", "size": 1,
+         "destination": 'gs://bucket/we"ird\tpath\n/é/1.2.5.dcm'},
+        {"outcome": "failure", "SOPInstanceUID": "1.2.6", "size": None, "destination": None},
+        {"outcome": "filtered", "SOPInstanceUID": "1.2.7", "size": 5, "destination": "no-folder.dcm"},
+    ]
+    first, second = SeriesEntries(), SeriesEntries()
+    for line in lines[:3]:
+        first.add(line)
+    for line in lines[3:]:
+        second.add(line)
+    assert (first.count, second.count) == (3, 2)
+    wanted = [{name: line[name] for name in ("outcome", "SOPInstanceUID", "size", "destination")}
+              for line in lines]
+    assert sorted(unpack_series_entries([first.packed(), second.packed()]), key=lambda e: e["SOPInstanceUID"]) \
+        == wanted
+    assert first.packed().count("/out/a/b/") == 1  # a shared folder is named once

@@ -156,9 +156,9 @@ class _ReconcileSeriesFn(beam.DoFn):
         if close is not None:
             close()
 
-    def process(self, element: tuple[tuple[str, str], Iterable[list[dict]]]) -> Iterator[dict]:
-        (study, series), grouped = element
-        yield reconcile_with(self.check, study, series, [line for entries in grouped for line in entries]).to_dict()
+    def process(self, element: tuple[tuple[str, str], Iterable[str]]) -> Iterator[dict]:
+        (study, series), packed = element
+        yield reconcile_with(self.check, study, series, manifest.unpack_series_entries(packed)).to_dict()
 
 
 class _StudyTotalFn(beam.CombineFn):
@@ -320,15 +320,15 @@ def _concatenate_both(urls: tuple[str, str], *, manifest_parts: list[str], manif
 
 
 PARTS, FIGURES, SERIES_LINES = "parts", "figures", "series_lines"
-_RECONCILED_FIELDS = ("outcome", "SOPInstanceUID", "size", "destination")
 
 
 class _ManifestLinesFn(beam.DoFn):
     """One step per instance for the whole manifest: its line goes into this bundle's part file,
     the report's figures are added up per bundle, and what the reconciliation needs of the line
-    goes on, keyed by series: ``((study, series), [entry, ...])``, the entries of a bundle
-    gathered per series (at most ``HELD`` held at once), so that the grouping by series shuffles
-    a few lists rather than one element per instance."""
+    goes on, keyed by series: ``((study, series), packed entries)``, the entries of a bundle
+    gathered per series (at most ``HELD`` held at once) into one text (:class:`SeriesEntries`),
+    so that the grouping by series shuffles a few compact texts rather than one element per
+    instance."""
 
     HELD = 10_000
 
@@ -343,7 +343,7 @@ class _ManifestLinesFn(beam.DoFn):
         self.timeline: dict = {}
         self.kinds: dict = {}
         self.counts: dict[str, int] = {}
-        self.series: dict[tuple[str, str], list[dict]] = {}
+        self.series: dict[tuple[str, str], manifest.SeriesEntries] = {}
         self.held = 0
 
     def process(self, element: Outcome | ErrorRecord) -> Iterator:
@@ -362,14 +362,18 @@ class _ManifestLinesFn(beam.DoFn):
             manifest.add_failure_kind(self.kinds, line)
         key = manifest.series_key(line)
         if key is not None:
-            self.series.setdefault(key, []).append({name: line.get(name) for name in _RECONCILED_FIELDS})
+            entries = self.series.get(key)
+            if entries is None:
+                entries = self.series[key] = manifest.SeriesEntries()
+            entries.add(line)
             self.held += 1
             if self.held >= self.HELD:
                 yield from self._series_entries()
 
-    def _series_entries(self) -> Iterator[tuple[tuple[str, str], list[dict]]]:
+    def _series_entries(self) -> Iterator[tuple[tuple[str, str], str]]:
         series, self.series, self.held = self.series, {}, 0
-        yield from series.items()
+        for key, entries in series.items():
+            yield key, entries.packed()
 
     def finish_bundle(self) -> Iterator:
         part = self.writer.close()
