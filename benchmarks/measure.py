@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -49,18 +50,30 @@ def timed_with_peak_rss(command: list[str], accept: tuple[int, ...] = (0,)) -> t
 
 
 def marginal_costs(commands: Callable[[Path, Path], dict[str, list[str]]], src: Path, one: Path, dst: Path,
-                   count: int) -> dict[str, tuple[float, float, float]]:
+                   count: int, rounds: int = 1) -> dict[str, tuple[float, float, float]]:
     """Run each command of ``commands(source, destination)`` on ``src`` (``count`` files) and on
-    ``one`` (a single file: its start-up); print and return ``{name: (total, start-up, per file)}``."""
+    ``one`` (a single file: its start-up); print and return ``{name: (total, start-up, per file)}``.
+
+    With ``rounds`` > 1 the commands run in turn that many times (so that a disturbance of the
+    machine falls on all of them alike) and each time is the median of its rounds: on a shared
+    machine a single start-up can be off by a second, which moves a marginal cost a lot."""
+    times: dict[str, tuple[list[float], list[float]]] = {}
+    for _ in range(rounds):
+        for name, command in commands(src, dst).items():
+            shutil.rmtree(dst, ignore_errors=True)
+            full = timed(command)
+            shutil.rmtree(dst, ignore_errors=True)
+            startup = timed(commands(one, dst)[name])
+            shutil.rmtree(dst, ignore_errors=True)
+            fulls, startups = times.setdefault(name, ([], []))
+            fulls.append(full)
+            startups.append(startup)
     results = {}
-    for name, command in commands(src, dst).items():
-        shutil.rmtree(dst, ignore_errors=True)
-        full = timed(command)
-        shutil.rmtree(dst, ignore_errors=True)
-        startup = timed(commands(one, dst)[name])
-        shutil.rmtree(dst, ignore_errors=True)
+    for name, (fulls, startups) in times.items():
+        full, startup = statistics.median(fulls), statistics.median(startups)
         per_file = max(full - startup, 1e-9) / max(count - 1, 1)
         results[name] = (full, startup, per_file)
+        spread = f"  (total {min(fulls):.2f}-{max(fulls):.2f} s over {rounds} rounds)" if rounds > 1 else ""
         print(f"  {name:30s} total {full:7.2f} s  start-up {startup:5.2f} s  "
-              f"marginal {per_file * 1e6:8.1f} us/file  {1 / per_file:8.0f} files/s")
+              f"marginal {per_file * 1e6:8.1f} us/file  {1 / per_file:8.0f} files/s{spread}")
     return results
