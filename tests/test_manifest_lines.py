@@ -64,7 +64,8 @@ def test_a_broken_manifest_line_fails_as_it_does_alone(tmp_path, broken):
 def test_a_copy_of_oddly_named_files_names_them_as_they_are(copy_cli, tmp_path):
     source = tmp_path / "in"
     source.mkdir()
-    names = ['quote".dcm', 'back\\slash.dcm', 'tab\there.dcm', 'é 中文 😀.dcm', 'a\x01b.dcm', 'plain.dcm']
+    names = ['quote".dcm', 'back\\slash.dcm', 'tab\there.dcm', 'é 中文 😀.dcm', 'a\x01b.dcm', 'new\nline.dcm',
+             'plain.dcm']
     for n, name in enumerate(names):
         (source / name).write_bytes(instance_bytes("1.2.3", "1.2.3.4", f"1.2.3.4.{n + 1}"))
     run = copy_cli("--input", str(source), "--output", str(tmp_path / "out"))
