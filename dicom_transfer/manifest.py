@@ -81,15 +81,18 @@ def outcome_json(outcome, time: str) -> str | None:
     line of every instance a run handles, a quarter of the cost of a dict encoded by ``json``.
     Each string goes through ``json``'s own escaping (:func:`json.encoder.encode_basestring`, as
     ``_JSON`` does it), so that any character in a path or UID is written as ``json`` would."""
-    if outcome.kind not in INSTANCE_OUTCOMES:
+    kind, size, source, destination, study, series, sop, checksum, version = outcome
+    if kind not in INSTANCE_OUTCOMES:
         return None
-    size = "null" if outcome.size is None else int(outcome.size)
-    checksum = ",".join(f"{_string(name)}:{_string(value)}" for name, value in outcome.checksum)
-    version = f',"sourceVersion":{_string(outcome.source_version)}' if outcome.source_version else ""
-    return (f'{{"StudyInstanceUID":{_string(outcome.study)},"SeriesInstanceUID":{_string(outcome.series)},'
-            f'"SOPInstanceUID":{_string(outcome.sop)},"source":{_string(safe_url(outcome.source))},'
-            f'"destination":{_string(safe_url(outcome.destination))},"size":{size},'
-            f'"outcome":{_string(outcome.kind)},"checksum":{{{checksum}}},"time":{_string(time)}{version}}}')
+    sums = ",".join([f"{_string(name)}:{_string(value)}" for name, value in checksum]) if checksum else ""
+    return (f'{{"StudyInstanceUID":{_string(study)},"SeriesInstanceUID":{_string(series)},'
+            f'"SOPInstanceUID":{_string(sop)},"source":{_string(safe_url(source))},'
+            f'"destination":{_string(safe_url(destination))},"size":{"null" if size is None else int(size)},'
+            f'"outcome":{_string(kind)},"checksum":{{{sums}}},"time":{_string(time)}'
+            f'{_SOURCE_VERSION + _string(version) if version else ""}}}')
+
+
+_SOURCE_VERSION = ',"sourceVersion":'
 
 
 def series_key(line: dict) -> tuple[str, str] | None:
