@@ -24,6 +24,7 @@ import argparse
 import os
 import shutil
 import signal
+import statistics
 import struct
 import subprocess
 import sys
@@ -148,7 +149,7 @@ def with_code_from(source_dir: str) -> list[str]:
 TOUCHED = "re-run, 1 source touched"
 
 
-def reruns(work: Path, count: int, baseline_src: str | None, rounds: int = 2, pixel_bytes: int = 7 * 1024) -> None:
+def reruns(work: Path, count: int, baseline_src: str | None, rounds: int = 3, pixel_bytes: int = 7 * 1024) -> None:
     """First run, quick re-run and --checksum re-run of ``count`` small files, side by side; the
     first run also with the code of ``baseline_src`` (no manifest), alternated, best of ``rounds``."""
     src, one = work / "rerun-src", work / "rerun-one"
@@ -173,10 +174,15 @@ def reruns(work: Path, count: int, baseline_src: str | None, rounds: int = 2, pi
                         str(work / f"one-base{round_}")],
                     "first run, code without manifest": [*with_code_from(baseline_src), "copy", "--input", str(src),
                                                          "--output", str(base_dst)], **runs}
+        if baseline_src and round_ % 2:  # every other round the code without manifest runs second (drift cancels)
+            order = ["start-up (1 file)", "first run", "start-up (1 file), code without manifest",
+                     "first run, code without manifest"]
+            runs = {**{name: runs[name] for name in order}, **runs}
         for name, command in runs.items():
             if name == TOUCHED:
                 touched = next(src.rglob("*.dcm"))
                 os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+            os.sync()  # the previous run's (or removal's) writes are flushed before, not during, this one
             seconds, cpu_seconds = timed_with_cpu(command)
             times.setdefault(name, []).append(seconds)
             cpu.setdefault(name, []).append(cpu_seconds)
@@ -190,6 +196,7 @@ def reruns(work: Path, count: int, baseline_src: str | None, rounds: int = 2, pi
     for name, seconds in best.items():
         print(f"  {name:40s} {seconds:7.2f} s  ({count / seconds:7.0f} files/s), CPU {best_cpu[name]:6.2f} s")
     quick = "re-run (quick check)"
+    print_paired(times, cpu, baseline_src is not None)
     print(f"  quick re-run: {best['first run'] / best[quick]:.1f} x faster than the first run in total "
           f"(CPU: {best_cpu['first run'] / best_cpu[quick]:.1f} x), {best['re-run --checksum'] / best[quick]:.1f} x "
           f"faster than --checksum (target >= 10); it takes {best[quick] / best['start-up (1 file)']:.2f} x the "
@@ -213,6 +220,20 @@ def reruns(work: Path, count: int, baseline_src: str | None, rounds: int = 2, pi
     shutil.rmtree(one)
 
 
+def print_paired(times: dict[str, list[float]], cpu: dict[str, list[float]], baseline: bool) -> None:
+    """Ratios of the runs of one round (moments apart, under the same load) and their median over
+    the rounds: steadier than a ratio of bests on a shared machine, where load comes and goes."""
+    paired = [("quick re-run: first run / re-run", "first run", "re-run (quick check)")]
+    if baseline:
+        paired.append(("manifest: first run / first run without manifest", "first run",
+                       "first run, code without manifest"))
+    for label, top, bottom in paired:
+        for figures, unit in ((times, "wall"), (cpu, "CPU")):
+            ratios = [a / b for a, b in zip(figures[top], figures[bottom], strict=True)]
+            print(f"  {label} ({unit}), per round: {' '.join(f'{r:.3f}' for r in ratios)}; "
+                  f"median {statistics.median(ratios):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sets for a smoke run")
@@ -221,8 +242,9 @@ def main() -> None:
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--rerun-only", action="store_true", help="only the re-run and manifest measurements")
     parser.add_argument("--skip-large", action="store_true", help="no re-runs of 2 MB files")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="re-runs: best of this many rounds; marginal costs: median of this many")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="re-runs: best of this many rounds, and the median of each round's ratios; "
+                             "marginal costs: median of this many")
     parser.add_argument("--baseline-src", default=None, metavar="DIR",
                         help="a checkout of the code without the manifest, to measure its cost")
     args = parser.parse_args()

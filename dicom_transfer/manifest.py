@@ -19,6 +19,7 @@ import io
 import json
 import re
 from collections.abc import Iterable, Iterator
+from json.encoder import encode_basestring as _string  # json's escaping (C), ensure_ascii=False
 
 from dicom_transfer.elements import FileRef, Outcome
 from dicom_transfer.errors import error_kind, redact, redact_url, utc_now_iso
@@ -73,6 +74,25 @@ _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built onc
 
 def to_json_line(line: dict) -> str:
     return _JSON.encode(line)
+
+
+def outcome_json(outcome, time: str) -> str | None:
+    """``to_json_line(outcome_line(outcome, time))``, the same text, formatted from a template: the
+    line of every instance a run handles, a quarter of the cost of a dict encoded by ``json``.
+    Each string goes through ``json``'s own escaping (:func:`json.encoder.encode_basestring`, as
+    ``_JSON`` does it), so that any character in a path or UID is written as ``json`` would."""
+    kind, size, source, destination, study, series, sop, checksum, version = outcome
+    if kind not in INSTANCE_OUTCOMES:
+        return None
+    sums = ",".join([f"{_string(name)}:{_string(value)}" for name, value in checksum]) if checksum else ""
+    return (f'{{"StudyInstanceUID":{_string(study)},"SeriesInstanceUID":{_string(series)},'
+            f'"SOPInstanceUID":{_string(sop)},"source":{_string(safe_url(source))},'
+            f'"destination":{_string(safe_url(destination))},"size":{"null" if size is None else int(size)},'
+            f'"outcome":{_string(kind)},"checksum":{{{sums}}},"time":{_string(time)}'
+            f'{_SOURCE_VERSION + _string(version) if version else ""}}}')
+
+
+_SOURCE_VERSION = ',"sourceVersion":'
 
 
 def series_key(line: dict) -> tuple[str, str] | None:
@@ -299,10 +319,14 @@ STUDIES_SHOWN = 500  # the least complete studies
 
 def add_to_timeline(timeline: dict, line: dict) -> dict:
     """``{"YYYY-MM-DDTHH:MM:SS": (instances, bytes moved)}`` with ``line`` added."""
-    second = str(line.get("time", ""))[:19]
-    count, size = timeline.get(second, (0, 0))
-    moved = line.get("size") or 0 if line.get("outcome") == SUCCESS else 0
-    timeline[second] = (count + 1, size + moved)
+    return add_to_second(timeline, str(line.get("time", "")), line.get("outcome"), line.get("size"))
+
+
+def add_to_second(timeline: dict, time: str, kind: str | None, size: int | None) -> dict:
+    """:func:`add_to_timeline` of a line of ``time``, ``outcome`` ``kind`` and ``size``."""
+    second = time[:19]
+    count, moved = timeline.get(second, (0, 0))
+    timeline[second] = (count + 1, moved + (size or 0 if kind == SUCCESS else 0))
     return timeline
 
 

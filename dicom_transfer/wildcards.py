@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 
 WILDCARD_CHARS = frozenset("*?")
 
@@ -55,12 +56,21 @@ class Pattern:
         """True if ``relative`` (a path below :attr:`root`) matches the pattern."""
         if self.literal:
             return relative == ""
-        if self.recursive_regex is not None:
-            return re.fullmatch(self.recursive_regex, relative) is not None
+        if self.recursive_regex is not None:  # DOTALL: a name may hold a line break, as any other character
+            return re.fullmatch(self.recursive_regex, relative, re.DOTALL) is not None
         parts = relative.split("/")
         return len(parts) == len(self.components) and all(
             component_matches(c, p) for c, p in zip(self.components, parts, strict=True)
         )
+
+
+    def relative_matcher(self) -> Callable[[str], bool]:
+        """:meth:`matches_relative` as one function, its regular expression compiled once (for
+        a listing, which asks it of every file)."""
+        if self.recursive_regex is None or self.literal:
+            return self.matches_relative
+        fullmatch = re.compile(self.recursive_regex, re.DOTALL).fullmatch
+        return lambda relative: fullmatch(relative) is not None
 
 
 def has_wildcard(text: str) -> bool:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dicom_transfer.io.listing import NotAFile, list_pattern
-from dicom_transfer.wildcards import parse_pattern
+from dicom_transfer.wildcards import directory_pattern, parse_pattern
 
 
 def matches(pattern: str, relative_to_root: str) -> bool:
@@ -195,3 +195,18 @@ def test_wildcard_in_middle_walks_level_by_level(store):
 
 def test_missing_root_matches_nothing(store):
     assert listed("countingmem://Nope/**") == ([], [])
+
+
+@pytest.mark.parametrize(("text", "relative", "expected"), [
+    ("D/**.dcm", "a\nb.dcm", True), ("D/**.dcm", "sub/a\r\nb.dcm", True), ("D/**.dcm", "a.dcm\n", False),
+    ("D/**", "x.txt\n", True), ("D/a**", "a\n", True), ("D/a**", "\na", False),
+])
+def test_a_name_with_a_line_break_matches_as_any_other_name(text, relative, expected):
+    pattern = parse_pattern(text)
+    assert pattern.matches_relative(relative) is expected
+    assert pattern.relative_matcher()(relative) is expected
+
+
+def test_a_folder_means_every_file_below_it_whatever_its_name():
+    everything = directory_pattern(parse_pattern("D"))
+    assert everything.relative_matcher()("new\nline.dcm") and everything.matches_relative("new\nline.dcm")

@@ -18,17 +18,21 @@ LOG = logging.getLogger(__name__)
 def listed_sizes(destination: Destination, directory: str) -> Iterator[tuple[str, int]]:
     """``(relative path, size)`` of the files directly in ``directory`` of ``destination``: one
     ``scandir`` on local disk, the store's listing otherwise."""
+    for name, size in sizes_in(destination, directory).items():
+        yield (f"{directory}/{name}" if directory else name), size
+
+
+def sizes_in(destination: Destination, directory: str) -> dict[str, int]:
+    """``{file name: size}`` of the files directly in ``directory`` of ``destination`` (nothing
+    if there is no such directory): one ``scandir`` on local disk (a ``stat`` per file), the
+    store's listing otherwise."""
     if not destination.local:
-        for relative, existing in destination.listing(directory):
-            yield relative, existing.size
-        return
+        return {posixpath.basename(relative): existing.size for relative, existing in destination.listing(directory)}
     try:
         with os.scandir(destination.path_of(directory) if directory else destination.root) as entries:
-            for entry in entries:
-                if entry.is_file(follow_symlinks=False):
-                    yield (f"{directory}/{entry.name}" if directory else entry.name), entry.stat().st_size
+            return {entry.name: entry.stat().st_size for entry in entries if entry.is_file(follow_symlinks=False)}
     except (FileNotFoundError, NotADirectoryError):
-        return
+        return {}
 
 
 def local_size(path: str) -> int | None:
@@ -48,6 +52,7 @@ class LayoutCheck:
         self.destination_url = destination_url.rstrip("/")
         self.layout = layout
         self.per_series = layout.name in ("uid", "azure")
+        self.destination: Destination | None = None  # made by the first question, on the worker
 
     def __getstate__(self) -> dict:
         return {"destination_url": self.destination_url, "layout": self.layout}
@@ -56,27 +61,39 @@ class LayoutCheck:
         LayoutCheck.__init__(self, state["destination_url"], state["layout"])
 
     def present(self, study: str, series: str, lines: list[dict]) -> dict[str, int | None]:
-        destination = Destination(self.destination_url)
+        if self.destination is None:
+            self.destination = Destination(self.destination_url)
         directories: dict[str, dict[str, str]] = {}  # directory -> file name -> SOP UID
         base = redact(self.destination_url) + "/"  # as the lines name their outputs
         for line in lines:
-            url = line.get("destination") or ""
-            if url.startswith(base) and line.get("SOPInstanceUID"):
-                directory, name = posixpath.split(url[len(base):])
-                directories.setdefault(directory, {})[name] = line["SOPInstanceUID"]
+            url, sop = line.get("destination") or "", line.get("SOPInstanceUID")
+            if sop and url.startswith(base):
+                directory, name = _split(url[len(base):])
+                names = directories.get(directory)
+                if names is None:
+                    names = directories[directory] = {}
+                names[name] = sop
         if self.per_series and not directories:  # no instance of it arrived: its folder by the layout
             directory = posixpath.dirname(self.layout.relative_path(
                 {"StudyInstanceUID": study, "SeriesInstanceUID": series, "SOPInstanceUID": "x"}))
             directories.setdefault(directory, {})
         found: dict[str, int | None] = {}
         for directory, names in directories.items():
-            for relative, size in listed_sizes(destination, directory):
-                name = posixpath.basename(relative)
-                if name in names:
-                    found[names[name]] = size
+            for name, size in sizes_in(self.destination, directory).items():
+                sop = names.get(name)
+                if sop is not None:
+                    found[sop] = size
                 elif self.per_series and name.endswith(".dcm") and not name.startswith("."):
                     found[name[:-len(".dcm")]] = size
         return found
+
+
+def _split(relative: str) -> tuple[str, str]:
+    """``posixpath.split`` of a relative path, without its general cases (a third of the time)."""
+    directory, _, name = relative.rpartition("/")
+    if directory.endswith("/"):
+        return posixpath.split(relative)
+    return directory, name
 
 
 def ask(check, study: str, series: str, lines: list[dict]) -> dict[str, int | None] | None:

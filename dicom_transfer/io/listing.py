@@ -39,12 +39,14 @@ def list_pattern(pattern: Pattern) -> Iterator[FileRef | NotAFile]:
         found = _recursive(fs, root, pattern)
     else:
         found = _by_components(fs, root, pattern.components)
-    local = scheme is None
+    local, local_fs = scheme is None, is_local(fs)
     for item in found:  # report URLs with the scheme the user wrote (az://, not abfs://)
         if isinstance(item, NotAFile):
             yield NotAFile(file_url(fs, item.args[0], scheme))
-        else:
-            yield FileRef(file_url(fs, item[0], scheme), item[1], item[2], item[3] or _version(item[0], item[2], local))
+            continue
+        path, size, md5, version = item
+        yield FileRef(path if local_fs else file_url(fs, path, scheme), size, md5,
+                      version or _version(path, md5, local))
 
 
 def _version(path: str, md5: str | None, local: bool) -> str | None:
@@ -80,14 +82,15 @@ def _literal(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> Iter
 
 def _recursive(fs: fsspec.AbstractFileSystem, root: str, pattern: Pattern) -> Iterator[Found]:
     base = root.rstrip("/") + "/"
+    start, matches = len(base), pattern.relative_matcher()
     if is_local(fs):  # the size and the modification time from one stat
         for path, status in local_files(base.rstrip("/") or "/"):
-            if path.startswith(base) and pattern.matches_relative(path[len(base):]):
+            if path.startswith(base) and matches(path[start:]):
                 yield path, status.st_size, None, str(status.st_mtime_ns)
         return
     try:
         for path, size, md5 in iter_objects(fs, base):
-            if path.startswith(base) and pattern.matches_relative(path[len(base):]):
+            if path.startswith(base) and matches(path[start:]):
                 yield path, size, md5, None
     except FileNotFoundError:
         return

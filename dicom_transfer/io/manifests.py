@@ -12,12 +12,37 @@ from dicom_transfer.io.files import file_url, open_url, scheme_of, split_url
 LOG = logging.getLogger(__name__)
 
 
+BATCH = 1000  # lines parsed by one call of json.loads
+
+
 def read_manifest_lines(url: str) -> Iterator[dict]:
-    """The lines of a manifest file, one dict at a time (streamed)."""
+    """The lines of a manifest file, one dict at a time (streamed, ``BATCH`` lines in memory)."""
     with open_url(url) as raw:
+        batch: list[bytes] = []
         for text in raw:
             if text.strip():
-                yield json.loads(text)
+                batch.append(text)
+                if len(batch) >= BATCH:
+                    yield from _parsed(batch)
+                    batch = []
+        yield from _parsed(batch)
+
+
+def _parsed(lines: list[bytes]) -> list:
+    """The JSON objects of ``lines``, parsed as one array (half the time of a call per line, the
+    keys' strings shared). Unless that gives one object per line, each line is parsed alone, to
+    fail (or not) as it would alone: a truncated or broken line does. (Only lines broken so as to
+    complete each other once joined would pass, as lines that were written so would: a manifest
+    is trusted as far as what it says, not further.)"""
+    if not lines:
+        return []
+    try:
+        values = json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:
+        values = None
+    if values is not None and len(values) == len(lines) and all(type(value) is dict for value in values):
+        return values
+    return [json.loads(line) for line in lines]
 
 
 def newest_match(pattern: str, exclude: str = "") -> str | None:

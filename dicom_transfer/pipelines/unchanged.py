@@ -8,7 +8,7 @@ with the earlier manifest itself, in plain Python and bounded memory (both strea
 sorted runs spilled to temporary files beyond :data:`~dicom_transfer.io.spill.RUN` items), checks
 the outputs with the one listing of each series' folder that the reconciliation makes, and
 writes every report the pipeline would have written, with the same functions: each manifest
-line (:func:`~dicom_transfer.manifest.outcome_line`), each series' reconciliation against the
+line (:func:`~dicom_transfer.manifest.outcome_json`), each series' reconciliation against the
 destination (:func:`~dicom_transfer.io.holdings.reconcile_with`), the summary and report.html
 (:func:`~dicom_transfer.report.write_summary`).
 
@@ -30,7 +30,7 @@ from typing import IO
 
 from dicom_transfer import manifest
 from dicom_transfer.elements import FileRef, Outcome, count_outcome
-from dicom_transfer.errors import IO_ERRORS, error_text, redact
+from dicom_transfer.errors import IO_ERRORS, error_text, redact, utc_now_iso
 from dicom_transfer.io.files import CHUNK, is_local, split_url
 from dicom_transfer.io.holdings import LayoutCheck, ask, reconcile_with
 from dicom_transfer.io.listing import NotAFile, list_pattern
@@ -65,12 +65,13 @@ def write_unchanged_run(config: CopyConfig) -> dict | None:
         def unchanged_entries() -> Iterator[tuple[str, str, dict]]:
             """Each unchanged file's line goes into the manifest; its reconciliation entry on."""
             for outcome in unchanged_outcomes(config, listed):
-                line = manifest.outcome_line(outcome)
-                assert line is not None  # an unchanged outcome is an instance's final one
-                lines.write(manifest.to_json_line(line) + "\n")
+                time = utc_now_iso()
+                lines.write(f"{manifest.outcome_json(outcome, time)}\n")  # an instance's final outcome
                 count_outcome(counts, outcome.kind, outcome.size)
-                manifest.add_to_timeline(timeline, line)
-                yield outcome.study, outcome.series, {name: line[name] for name in _RECONCILED_FIELDS}
+                manifest.add_to_second(timeline, time, outcome.kind, outcome.size)
+                yield outcome.study, outcome.series, {"outcome": outcome.kind, "SOPInstanceUID": outcome.sop,
+                                                      "size": outcome.size,
+                                                      "destination": manifest.safe_url(outcome.destination)}
 
         rows = files.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8"))
         try:  # the listing is compared whole before the first entry comes out of the sort
@@ -94,7 +95,6 @@ def write_unchanged_run(config: CopyConfig) -> dict | None:
     return read_json(reports.summary_url)
 
 
-_RECONCILED_FIELDS = ("outcome", "SOPInstanceUID", "size", "destination")
 # what an earlier line must say to stand for its source (see manifest.unchanged_outcome), no more
 _KEPT = ("source", "size", "sourceVersion", "destination", "StudyInstanceUID", "SeriesInstanceUID",
          "SOPInstanceUID")

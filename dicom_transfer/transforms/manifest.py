@@ -24,7 +24,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from dicom_transfer import manifest, metrics
 from dicom_transfer.elements import OUTCOMES, Outcome, count_outcome, merge_counts
-from dicom_transfer.errors import IO_ERRORS, ErrorRecord, error_text, redact, redact_url
+from dicom_transfer.errors import IO_ERRORS, ErrorRecord, error_text, redact, redact_url, utc_now_iso
 from dicom_transfer.io.destination import Destination
 from dicom_transfer.io.dicomweb import DicomwebClient
 from dicom_transfer.io.files import CHUNK, is_local, scheme_of, split_url
@@ -45,24 +45,36 @@ def _once(value: object) -> WindowedValue:
 
 
 class _PartWriter:
-    """The part file of one bundle below ``parts_url``: created with its first line."""
+    """The part file of one bundle below ``parts_url``: created with its first line; lines are
+    written ``BATCH`` at a time (one call down the file object's layers for many lines)."""
+
+    BATCH = 1000
 
     def __init__(self, parts_url: str) -> None:
         self.parts_url = parts_url
         self.out: IO[str] | None = None
         self.part = ""
+        self.pending: list[str] = []
 
     def write(self, line: str) -> None:
+        self.pending.append(line)
+        if len(self.pending) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
         if self.out is None:
             fs, path = split_url(self.parts_url)
             if is_local(fs):
                 fs.makedirs(path, exist_ok=True)
             self.part = f"{self.parts_url}/{uuid.uuid4().hex}.part"
             self.out = fs.open(split_url(self.part)[1], "w", encoding="utf-8")
-        self.out.write(line + "\n")
+        self.out.write("\n".join(self.pending) + "\n")
+        self.pending = []
 
     def close(self) -> str | None:
         """Close the part; its URL, or None if nothing was written."""
+        if self.pending:
+            self._flush()
         if self.out is None:
             return None
         self.out.close()
@@ -347,25 +359,31 @@ class _ManifestLinesFn(beam.DoFn):
         self.held = 0
 
     def process(self, element: Outcome | ErrorRecord) -> Iterator:
-        line: dict | None
-        if isinstance(element, ErrorRecord):
-            line = manifest.failure_line(element)  # counted and shown by the errors.log step
-        else:  # every outcome is counted (a de-identified one too), instances' final ones written
-            count_outcome(self.counts, element.kind, element.size)
-            self.progress.outcome(element.kind, element.size)
-            line = manifest.outcome_line(element)
-        if line is None:
-            return
-        self.writer.write(manifest.to_json_line(line))
-        manifest.add_to_timeline(self.timeline, line)  # plain functions: no object per line
-        if line["outcome"] == manifest.FAILURE:
+        if isinstance(element, ErrorRecord):  # counted and shown by the errors.log step
+            line = manifest.failure_line(element)
+            self.writer.write(manifest.to_json_line(line))
+            manifest.add_to_timeline(self.timeline, line)
             manifest.add_failure_kind(self.kinds, line)
-        key = manifest.series_key(line)
-        if key is not None:
-            entries = self.series.get(key)
+            study, series = line["StudyInstanceUID"], line["SeriesInstanceUID"]
+            entry = line
+        else:  # every outcome is counted (a de-identified one too), instances' final ones written
+            kind, size = element.kind, element.size
+            count_outcome(self.counts, kind, size)
+            self.progress.outcome(kind, size)
+            time = utc_now_iso()
+            text = manifest.outcome_json(element, time)  # the line, without a dict (plain functions:
+            if text is None:  # no object per line)
+                return
+            self.writer.write(text)
+            manifest.add_to_second(self.timeline, time, kind, size)
+            study, series = element.study, element.series
+            entry = {"outcome": kind, "SOPInstanceUID": element.sop, "size": size,
+                     "destination": manifest.safe_url(element.destination)}
+        if study and series:  # else a file that could not be read: no series to reconcile
+            entries = self.series.get((study, series))
             if entries is None:
-                entries = self.series[key] = manifest.SeriesEntries()
-            entries.add(line)
+                entries = self.series[(study, series)] = manifest.SeriesEntries()
+            entries.add(entry)
             self.held += 1
             if self.held >= self.HELD:
                 yield from self._series_entries()
