@@ -4,6 +4,7 @@ exactly what ``json`` would, whatever characters a path or UID holds."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,26 @@ def test_a_copy_of_oddly_named_files_names_them_as_they_are(copy_cli, tmp_path):
     lines = [json.loads(text) for text in (again.report_dir / "manifest.jsonl").read_text("utf-8").splitlines()]
     assert sorted(Path(line["source"]).name for line in lines) == sorted(names)
     assert {line["outcome"] for line in lines} == {"unchanged"}
+
+
+def test_a_file_name_that_is_not_utf8_is_one_error_record_and_the_others_are_copied(copy_cli, tmp_path):
+    """A name the OS gives as bytes that are not UTF-8 (Beam, the manifest and errors.log carry
+    UTF-8 text) used to fail the whole copy; it is now one failure, its bytes shown escaped."""
+    source = tmp_path / "in"
+    source.mkdir()
+    for n in range(3):
+        (source / f"good{n}.dcm").write_bytes(instance_bytes("1.2.3", "1.2.3.4", f"1.2.3.4.{n + 1}"))
+    with open(os.path.join(os.fsencode(source), b"bad\xff.dcm"), "wb") as out:
+        out.write(instance_bytes("1.2.3", "1.2.3.4", "1.2.3.4.9"))
+    for attempt in range(2):  # and again, where the quick check reads the earlier manifest
+        run = copy_cli("--input", str(source), "--output", str(tmp_path / "out"))
+        assert run.status == 1, run.err
+        records = run.errors
+        assert [(r["Identifier"], r["Stage"]) for r in records] == [(f"{source}/bad\\xff.dcm", "expand")]
+        assert "not valid UTF-8" in records[0]["Error"]
+        lines = [json.loads(text) for text in (run.report_dir / "manifest.jsonl").read_text("utf-8").splitlines()]
+        instances = sorted(Path(line["source"]).name for line in lines if line["outcome"] != "failure")
+        assert instances == ["good0.dcm", "good1.dcm", "good2.dcm"]
+        assert {line["outcome"] for line in lines if line["outcome"] != "failure"} == \
+            ({"success"} if attempt == 0 else {"unchanged"})
+    assert len(list((tmp_path / "out").rglob("*.dcm"))) == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
@@ -61,6 +62,11 @@ class _ExpandPatternFn(beam.DoFn):
                 if self.exclude and found.url.startswith(self.exclude):
                     excluded += 1
                     continue
+                if not is_utf8(found.url):  # Beam, the manifest and errors.log carry UTF-8 text
+                    yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
+                        printable(found.url), "file name is not valid UTF-8 (its bytes are shown as "
+                        "\\x escapes): rename it to copy it", Stage.EXPAND))
+                    continue
                 count += 1
                 self.progress.add(1, found.size)
                 self.progress.report("found")
@@ -81,6 +87,20 @@ class _ExpandPatternFn(beam.DoFn):
             else:
                 LOG.warning("input pattern %r matched no file", text)
                 yield beam.pvalue.TaggedOutput(UNMATCHED, ("patterns", text))
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` (a path as the OS gave it: undecodable bytes as surrogates) is UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(text: str) -> str:
+    """``text`` with the bytes that are not UTF-8 shown as ``\\xNN``."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
 class _FirstFn(beam.DoFn):
