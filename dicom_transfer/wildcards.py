@@ -17,6 +17,7 @@ clear message for a bad pattern, before any listing happens.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable
 
@@ -56,21 +57,25 @@ class Pattern:
         """True if ``relative`` (a path below :attr:`root`) matches the pattern."""
         if self.literal:
             return relative == ""
-        if self.recursive_regex is not None:  # DOTALL: a name may hold a line break, as any other character
-            return re.fullmatch(self.recursive_regex, relative, re.DOTALL) is not None
+        if self._recursive is not None:
+            return self._recursive.fullmatch(relative) is not None
         parts = relative.split("/")
         return len(parts) == len(self.components) and all(
             component_matches(c, p) for c, p in zip(self.components, parts, strict=True)
         )
 
-
     def relative_matcher(self) -> Callable[[str], bool]:
-        """:meth:`matches_relative` as one function, its regular expression compiled once (for
-        a listing, which asks it of every file)."""
-        if self.recursive_regex is None or self.literal:
+        """:meth:`matches_relative` as one function (for a listing, which asks it of every file)."""
+        if self._recursive is None or self.literal:
             return self.matches_relative
-        fullmatch = re.compile(self.recursive_regex, re.DOTALL).fullmatch
+        fullmatch = self._recursive.fullmatch
         return lambda relative: fullmatch(relative) is not None
+
+    @functools.cached_property
+    def _recursive(self) -> re.Pattern[str] | None:
+        """:attr:`recursive_regex`, compiled once; DOTALL: a name may hold a line break, as any
+        other character."""
+        return None if self.recursive_regex is None else re.compile(self.recursive_regex, re.DOTALL)
 
 
 def has_wildcard(text: str) -> bool:
