@@ -95,6 +95,13 @@ def outcome_json(outcome, time: str) -> str | None:
 _SOURCE_VERSION = ',"sourceVersion":'
 
 
+def reconciled_entry(outcome) -> dict:
+    """What the reconciliation needs of an instance's final :class:`Outcome` (the fields of its
+    manifest line that :func:`reconcile_series` and the destination checks read)."""
+    return {"outcome": outcome.kind, "SOPInstanceUID": outcome.sop, "size": outcome.size,
+            "destination": safe_url(outcome.destination)}
+
+
 def series_key(line: dict) -> tuple[str, str] | None:
     """``(study, series)`` of a line that names them, else None (a file that could not be read)."""
     if line.get("StudyInstanceUID") and line.get("SeriesInstanceUID"):

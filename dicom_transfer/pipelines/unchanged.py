@@ -69,9 +69,7 @@ def write_unchanged_run(config: CopyConfig) -> dict | None:
                 lines.write(f"{manifest.outcome_json(outcome, time)}\n")  # an instance's final outcome
                 count_outcome(counts, outcome.kind, outcome.size)
                 manifest.add_to_second(timeline, time, outcome.kind, outcome.size)
-                yield outcome.study, outcome.series, {"outcome": outcome.kind, "SOPInstanceUID": outcome.sop,
-                                                      "size": outcome.size,
-                                                      "destination": manifest.safe_url(outcome.destination)}
+                yield outcome.study, outcome.series, manifest.reconciled_entry(outcome)
 
         rows = files.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8"))
         try:  # the listing is compared whole before the first entry comes out of the sort

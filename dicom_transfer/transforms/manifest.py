@@ -377,8 +377,7 @@ class _ManifestLinesFn(beam.DoFn):
             self.writer.write(text)
             manifest.add_to_second(self.timeline, time, kind, size)
             study, series = element.study, element.series
-            entry = {"outcome": kind, "SOPInstanceUID": element.sop, "size": size,
-                     "destination": manifest.safe_url(element.destination)}
+            entry = manifest.reconciled_entry(element)
         if study and series:  # else a file that could not be read: no series to reconcile
             entries = self.series.get((study, series))
             if entries is None:
