@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
 import statistics
@@ -58,13 +59,17 @@ def marginal_costs(commands: Callable[[Path, Path], dict[str, list[str]]], src: 
     machine falls on all of them alike) and each time is the median of its rounds: on a shared
     machine a single start-up can be off by a second, which moves a marginal cost a lot."""
     times: dict[str, tuple[list[float], list[float]]] = {}
+    def fresh() -> None:  # no destination, and the removal's writes flushed before, not during, the next run
+        shutil.rmtree(dst, ignore_errors=True)
+        os.sync()
+
     for _ in range(rounds):
         for name, command in commands(src, dst).items():
-            shutil.rmtree(dst, ignore_errors=True)
+            fresh()
             full = timed(command)
-            shutil.rmtree(dst, ignore_errors=True)
+            fresh()
             startup = timed(commands(one, dst)[name])
-            shutil.rmtree(dst, ignore_errors=True)
+            fresh()
             fulls, startups = times.setdefault(name, ([], []))
             fulls.append(full)
             startups.append(startup)
