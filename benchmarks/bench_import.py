@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -33,7 +32,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests"), str(HERE)]
-from measure import peak_rss_mb  # noqa: E402
+from measure import children_cpu, peak_rss_mb  # noqa: E402
 from servers import Orthanc  # noqa: E402
 
 from dicom_transfer.sample import instance_bytes, uid_for  # noqa: E402
@@ -82,11 +81,6 @@ def process_cpu(pid: int) -> float:
     """CPU seconds (user + system) process ``pid`` has used so far (/proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 @dataclasses.dataclass

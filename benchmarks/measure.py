@@ -26,10 +26,15 @@ def timed(command: list[str], accept: tuple[int, ...] = (0,), env: dict | None =
 def timed_with_cpu(command: list[str], accept: tuple[int, ...] = (0,)) -> tuple[float, float]:
     """Seconds ``command`` takes, by the clock and in CPU (user + system, its waited-for
     descendants included): CPU seconds vary much less than the clock on a shared machine."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = children_cpu()
     elapsed = timed(command, accept)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, children_cpu() - before
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) this process's waited-for children have used so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def peak_rss_mb(command: list[str], accept: tuple[int, ...] = (0,)) -> float:
