@@ -37,6 +37,12 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def children_user() -> float:
+    """User CPU seconds of this process's waited-for children so far: the Python work of a run,
+    without the kernel's file-system time (which writeback and other processes' I/O disturb most)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+
+
 def peak_rss_mb(command: list[str], accept: tuple[int, ...] = (0,)) -> float:
     """Peak RSS of ``command`` and its waited-for descendants, in MB (measured by a fresh wrapper)."""
     return timed_with_peak_rss(command, accept)[1]
