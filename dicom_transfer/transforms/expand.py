@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
@@ -36,12 +37,33 @@ class _ExpandPatternFn(beam.DoFn):
     def setup(self) -> None:
         self.progress = ProgressLog("expand")  # a listing of millions of objects takes a while
 
+    def start_bundle(self) -> None:
+        self.buckets: dict[int, list[tuple]] = {}
+        self.held = 0
+
     def process(self, text: str) -> Iterator:
         try:
-            yield from self._expand(text)
+            for output in self._expand(text):
+                if isinstance(output, beam.pvalue.TaggedOutput):
+                    yield output
+                    continue
+                url = output[0]
+                self.buckets.setdefault(zlib.crc32(url.encode("utf-8")) % BUCKETS, []).append(output)
+                self.held += 1
+                if self.held >= HELD:
+                    yield from self._chunks()
         finally:
             self.progress.report("patterns")
             self.progress.flush()
+
+    def _chunks(self) -> Iterator[tuple[int, tuple[tuple, ...]]]:
+        buckets, self.buckets, self.held = self.buckets, {}, 0
+        for bucket, files in buckets.items():
+            yield bucket, tuple(files)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for chunk in self._chunks():
+            yield WindowedValue(chunk, GlobalWindow().max_timestamp(), (GlobalWindow(),))
 
     def _expand(self, text: str) -> Iterator:
         try:
@@ -70,7 +92,7 @@ class _ExpandPatternFn(beam.DoFn):
                 count += 1
                 self.progress.add(1, found.size)
                 self.progress.report("found")
-                yield found.url, found[1:]  # keyed for the deduplication that follows; small to shuffle
+                yield tuple(found)  # into its bucket (see BUCKETS); a plain tuple, compact to shuffle
         except IO_ERRORS as exc:
             yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
                 text, f"cannot list files for this pattern: {error_text(exc)}", Stage.EXPAND))
@@ -103,18 +125,32 @@ def printable(text: str) -> str:
     return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
+# Files found cross the grouping that de-duplicates them (a file matched by two patterns) and
+# spreads them over workers in chunks, keyed by a hash of their URL into one of BUCKETS buckets
+# (a URL always falls into the same one), at most HELD held at once per bundle: a few thousand
+# elements per million files rather than one each. On the DirectRunner, whose grouping holds
+# every element in memory (a key, a list and a value each, ~300 bytes of Python objects beside
+# the data), the memory of the listing grows 4-5x slower with the number of files.
+BUCKETS, HELD = 1024, 10_000
+
+
 class _FirstFn(beam.DoFn):
-    """One :class:`FileRef` per URL (from ``(url, (size, md5))`` groups); and, per bundle, how many
-    there were (tagged ``file_counts``): the count of files matched, without a per-file element
-    to count downstream."""
+    """One :class:`FileRef` per URL (from ``(bucket, chunks of FileRef tuples)`` groups); and,
+    per bundle, how many there were (tagged ``file_counts``): the count of files matched, without
+    a per-file element to count downstream."""
 
     def start_bundle(self) -> None:
         self.count = 0
 
-    def process(self, keyed: tuple[str, Iterable[tuple]]) -> Iterator[FileRef]:
-        self.count += 1
-        url, found = keyed
-        yield FileRef(url, *next(iter(found)))
+    def process(self, keyed: tuple[int, Iterable[tuple[tuple, ...]]]) -> Iterator[FileRef]:
+        _, chunks = keyed
+        seen: set[str] = set()  # the URLs of one bucket
+        for chunk in chunks:
+            for found in chunk:
+                if found[0] not in seen:
+                    seen.add(found[0])
+                    self.count += 1
+                    yield FileRef(*found)
 
     def finish_bundle(self) -> Iterator:
         if self.count:

@@ -2,9 +2,13 @@
 
 Both are written by the pipeline in bounded memory: each bundle appends its lines to its own
 part file (fsspec), and one final step concatenates the parts, streamed, into the file the user
-reads. The reconciliation groups the manifest lines by series (one series at a time in memory)
+reads. The reconciliation needs each series' entries together (one series at a time in memory)
 and asks the destination what it holds for that series: the layout's listing of an object store
-or folder, or QIDO-RS for a DICOMweb store.
+or folder, or QIDO-RS for a DICOMweb store. The entries do not cross the grouping by series
+themselves: each bundle writes them, series by series, to a part file of its own, and only where
+they are (``(part, offset, length)``, a few per series) is grouped. On the DirectRunner, where a
+grouping holds all its data in memory, several times over while handing it on, the memory of a
+run then no longer grows with its number of instances there.
 """
 
 from __future__ import annotations
@@ -112,12 +116,68 @@ def _concatenate(url: str, parts: list[str], header: str | None, parts_url: str)
             with fs.open(split_url(part)[1], "rb") as source:
                 while chunk := source.read(CHUNK):
                     out.write(chunk)
+    _remove_parts(parts, parts_url)
+    return url
+
+
+def _remove_parts(parts: list[str], parts_url: str) -> None:
     parts_fs, parts_path = split_url(parts_url)
     for part in parts:
         parts_fs.rm_file(split_url(part)[1])
     if is_local(parts_fs) and parts_fs.exists(parts_path):
         parts_fs.rmdir(parts_path)
-    return url
+
+
+class _EntriesWriter:
+    """The series entries of one bundle, spilled: each flush writes the packed entries of every
+    series held into this bundle's part file below ``parts_url`` and returns where each went,
+    ``((study, series), (part, offset, length))``."""
+
+    def __init__(self, parts_url: str) -> None:
+        self.parts_url = parts_url
+        self.out: IO[bytes] | None = None
+        self.part = ""
+        self.offset = 0
+
+    def write(self, series: dict[tuple[str, str], manifest.SeriesEntries]) -> list[tuple[tuple[str, str], tuple]]:
+        if not series:
+            return []
+        if self.out is None:
+            fs, path = split_url(self.parts_url)
+            if is_local(fs):
+                fs.makedirs(path, exist_ok=True)
+            self.part = f"{self.parts_url}/{uuid.uuid4().hex}.part"
+            self.out = fs.open(split_url(self.part)[1], "wb")
+        located, texts = [], []
+        for key, entries in series.items():
+            data = entries.packed().encode("utf-8")
+            located.append((key, (self.part, self.offset, len(data))))
+            texts.append(data)
+            self.offset += len(data)
+        self.out.write(b"".join(texts))
+        return located
+
+    def close(self) -> str | None:
+        """Close the part; its URL, or None if nothing was written."""
+        if self.out is None:
+            return None
+        self.out.close()
+        return self.part
+
+
+def read_entries(locations: Iterable[tuple[str, int, int]]) -> list[str]:
+    """The packed texts at ``locations`` (``(part, offset, length)``), each part opened once."""
+    by_part: dict[str, list[tuple[int, int]]] = {}
+    for part, offset, length in locations:
+        by_part.setdefault(part, []).append((offset, length))
+    texts = []
+    for part, ranges in by_part.items():
+        fs, path = split_url(part)
+        with fs.open(path, "rb") as source:
+            for offset, length in sorted(ranges):
+                source.seek(offset)
+                texts.append(source.read(length).decode("utf-8"))
+    return texts
 
 
 # -- what the destination holds -----------------------------------------------------------------
@@ -168,9 +228,10 @@ class _ReconcileSeriesFn(beam.DoFn):
         if close is not None:
             close()
 
-    def process(self, element: tuple[tuple[str, str], Iterable[str]]) -> Iterator[dict]:
-        (study, series), packed = element
-        yield reconcile_with(self.check, study, series, manifest.unpack_series_entries(packed)).to_dict()
+    def process(self, element: tuple[tuple[str, str], Iterable[tuple[str, int, int]]]) -> Iterator[dict]:
+        (study, series), locations = element
+        entries = manifest.unpack_series_entries(read_entries(locations))
+        yield reconcile_with(self.check, study, series, entries).to_dict()
 
 
 class _StudyTotalFn(beam.CombineFn):
@@ -279,12 +340,14 @@ class AuditRun(beam.PTransform):
     def expand(self, inputs: tuple) -> Audit:
         outcomes, failures = inputs
         manifest_parts = _parts_url(self.manifest_url)
+        entries_parts = _parts_url(self.manifest_url + ".entries")
         # One step on each input, not one on their Flatten: each fuses with the step that made
         # its elements, which then never leave it one by one (a Flatten of per-instance
         # collections would encode and decode every element once more).
         written = [
-            collection | f"WriteManifestParts{label}" >> beam.ParDo(_ManifestLinesFn(manifest_parts)).with_outputs(
-                PARTS, FIGURES, main=SERIES_LINES)
+            collection | f"WriteManifestParts{label}" >> beam.ParDo(
+                _ManifestLinesFn(manifest_parts, entries_parts)).with_outputs(
+                PARTS, ENTRY_PARTS, FIGURES, main=SERIES_LINES)
             for label, collection in (("", outcomes), ("OfFailures", failures))]
 
         def joined(tag: str) -> beam.PCollection:
@@ -309,7 +372,8 @@ class AuditRun(beam.PTransform):
             | "Files" >> beam.Create([(self.manifest_url, self.reconciliation_url)])
             | "Concatenate" >> beam.Map(
                 _concatenate_both, manifest_parts=beam.pvalue.AsList(joined(PARTS)), manifest_parts_url=manifest_parts,
-                csv_parts=beam.pvalue.AsList(csv_parts), csv_parts_url=csv_parts_url)
+                csv_parts=beam.pvalue.AsList(csv_parts), csv_parts_url=csv_parts_url,
+                entry_parts=beam.pvalue.AsList(joined(ENTRY_PARTS)), entry_parts_url=entries_parts)
         )
         # Without Beam's default for an empty input (three more steps each): the side inputs that
         # read these give the same default (see Audit.side_inputs).
@@ -325,33 +389,39 @@ def _parts_url(url: str) -> str:
 
 
 def _concatenate_both(urls: tuple[str, str], *, manifest_parts: list[str], manifest_parts_url: str,
-                      csv_parts: list[str], csv_parts_url: str) -> dict[str, str]:
+                      csv_parts: list[str], csv_parts_url: str, entry_parts: list[str],
+                      entry_parts_url: str) -> dict[str, str]:
+    """Both files, once the reconciliation is done (its rows are ``csv_parts``): the series
+    entries it read go too."""
     manifest_url, reconciliation_url = urls
+    _remove_parts(entry_parts, entry_parts_url)
     return {"manifest": _concatenate(manifest_url, manifest_parts, None, manifest_parts_url),
             "reconciliation": _concatenate(reconciliation_url, csv_parts, manifest.csv_header(), csv_parts_url)}
 
 
-PARTS, FIGURES, SERIES_LINES = "parts", "figures", "series_lines"
+PARTS, ENTRY_PARTS, FIGURES, SERIES_LINES = "parts", "entry_parts", "figures", "series_lines"
 
 
 class _ManifestLinesFn(beam.DoFn):
     """One step per instance for the whole manifest: its line goes into this bundle's part file,
     the report's figures are added up per bundle, and what the reconciliation needs of the line
-    goes on, keyed by series: ``((study, series), packed entries)``, the entries of a bundle
-    gathered per series (at most ``HELD`` held at once) into one text (:class:`SeriesEntries`),
-    so that the grouping by series shuffles a few compact texts rather than one element per
-    instance."""
+    goes on, keyed by series: the entries of a bundle gathered per series (at most ``HELD``
+    held at once) into one text (:class:`SeriesEntries`), written to the bundle's entries part
+    (:class:`_EntriesWriter`); what goes on is where: ``((study, series), (part, offset, length))``,
+    so that the grouping by series shuffles a few locations rather than one element per instance."""
 
     HELD = 10_000
 
-    def __init__(self, parts_url: str) -> None:
+    def __init__(self, parts_url: str, entries_url: str) -> None:
         self.parts_url = parts_url
+        self.entries_url = entries_url
 
     def setup(self) -> None:
         self.progress = ProgressLog("report")
 
     def start_bundle(self) -> None:
         self.writer = _PartWriter(self.parts_url)
+        self.entries = _EntriesWriter(self.entries_url)
         self.timeline: dict = {}
         self.kinds: dict = {}
         self.counts: dict[str, int] = {}
@@ -387,17 +457,19 @@ class _ManifestLinesFn(beam.DoFn):
             if self.held >= self.HELD:
                 yield from self._series_entries()
 
-    def _series_entries(self) -> Iterator[tuple[tuple[str, str], str]]:
+    def _series_entries(self) -> list[tuple[tuple[str, str], tuple]]:
         series, self.series, self.held = self.series, {}, 0
-        for key, entries in series.items():
-            yield key, entries.packed()
+        return self.entries.write(series)
 
     def finish_bundle(self) -> Iterator:
         part = self.writer.close()
         if part is not None:
             yield beam.pvalue.TaggedOutput(PARTS, _once(part))
-        for key_and_entries in self._series_entries():
-            yield _once(key_and_entries)
+        for key_and_location in self._series_entries():
+            yield _once(key_and_location)
+        entries_part = self.entries.close()
+        if entries_part is not None:
+            yield beam.pvalue.TaggedOutput(ENTRY_PARTS, _once(entries_part))
         self.progress.flush()
         if self.timeline or self.kinds or self.counts:
             yield beam.pvalue.TaggedOutput(FIGURES, _once((self.timeline, self.kinds, self.counts)))
