@@ -70,20 +70,23 @@ def marginal_costs(commands: Callable[[Path, Path], dict[str, list[str]]], src: 
     machine falls on all of them alike) and each time is the median of its rounds: on a shared
     machine a single start-up can be off by a second, which moves a marginal cost a lot."""
     times: dict[str, tuple[list[float], list[float]]] = {}
-    def fresh() -> None:  # no destination, and the removal's writes flushed before, not during, the next run
-        shutil.rmtree(dst, ignore_errors=True)
-        os.sync()
-
+    # Every run writes to a destination of its own, all removed only at the end: on this VM a run
+    # just after the removal of thousands of files was up to 1.9x slower (the freed page cache is
+    # handed back and faulted in again), which fell on whichever command came next. Before each
+    # run, the previous one's writes are flushed (not written back during it).
+    runs = 0
     for _ in range(rounds):
-        for name, command in commands(src, dst).items():
-            fresh()
-            full = timed(command)
-            fresh()
-            startup = timed(commands(one, dst)[name])
-            fresh()
+        for name in commands(src, dst):
+            measured = []
+            for source in (src, one):
+                runs += 1
+                os.sync()
+                measured.append(timed(commands(source, dst.with_name(f"{dst.name}-{runs}"))[name]))
             fulls, startups = times.setdefault(name, ([], []))
-            fulls.append(full)
-            startups.append(startup)
+            fulls.append(measured[0])
+            startups.append(measured[1])
+    for run in range(1, runs + 1):
+        shutil.rmtree(dst.with_name(f"{dst.name}-{run}"), ignore_errors=True)
     results = {}
     for name, (fulls, startups) in times.items():
         full, startup = statistics.median(fulls), statistics.median(startups)
