@@ -173,9 +173,10 @@ class _FirstFn(beam.DoFn):
 class ExpandPatterns(beam.PTransform):
     """Expand Google-style wildcard patterns into distinct :class:`FileRef` values.
 
-    The output goes through a ``GroupByKey`` on the file URL, which both drops
-    files matched by several patterns and breaks fusion, so that reading and
-    validation parallelise across workers.
+    The output goes through a ``GroupByKey`` (on one of ``BUCKETS`` buckets of a
+    hash of the file URL, the files in compressed chunks), which both drops files
+    matched by several patterns and breaks fusion, so that reading and validation
+    parallelise across workers (up to ``BUCKETS`` groups at once).
 
     Returns :class:`~.results.Listed`: ``files`` (FileRef), ``failures`` (ErrorRecord),
     ``unmatched`` (``("patterns", pattern)`` for each pattern that matched
