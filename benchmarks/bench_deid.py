@@ -121,13 +121,18 @@ def marginal(work: Path, count: int, pixel_bytes: int, repeat: int,
     subprocess.run(["cat", *map(str, src.rglob("*.dcm"))], stdout=subprocess.DEVNULL)  # warm the cache
     print(f"{count} files of {size // count // 1024} KB ({size / 1e6:.0f} MB), median of {repeat} runs")
     runs: dict[tuple[str, str], list[tuple[float, ...]]] = {}
+    # each run writes to a destination of its own, all removed at the end (as measure.marginal_costs:
+    # a run just after a large removal is slower), the previous run's writes flushed before it
+    number = 0
     for _ in range(repeat):
-        for name, command in commands(src, dst, baseline_src).items():
-            for what, run in (("full", command), ("start-up", commands(one, dst, baseline_src)[name])):
-                shutil.rmtree(dst, ignore_errors=True)
-                os.sync()  # the removal's writes flushed before, not during, the timed run
+        for name in commands(src, dst, baseline_src):
+            for what, source in (("full", src), ("start-up", one)):
+                number += 1
+                os.sync()
+                run = commands(source, dst.with_name(f"{dst.name}-{number}"), baseline_src)[name]
                 runs.setdefault((name, what), []).append(timed_cpu(run))
-            shutil.rmtree(dst, ignore_errors=True)
+    for done in range(1, number + 1):
+        shutil.rmtree(dst.with_name(f"{dst.name}-{done}"), ignore_errors=True)
     median: dict[str, tuple[float, ...]] = {}
     for name in commands(src, dst, baseline_src):
         per_run = [tuple(max(f - s, 1e-9) / max(count - 1, 1) for f, s in zip(full, startup, strict=True))
