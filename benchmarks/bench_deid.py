@@ -101,38 +101,46 @@ def commands(src: Path, dst: Path, baseline_src: str | None = None) -> dict[str,
     return found
 
 
-def timed_cpu(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and CPU seconds (user + system, the command and its children) of ``command``."""
+def timed_cpu(command: list[str]) -> tuple[float, float, float, float]:
+    """Wall seconds, CPU seconds (user + system, the command and its children), and the user and
+    system seconds apart, of ``command``."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = timed(command)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+    return wall, user + system, user, system
 
 
 def marginal(work: Path, count: int, pixel_bytes: int, repeat: int,
-             baseline_src: str | None = None) -> dict[str, tuple[float, float]]:
-    """Per command, the marginal wall time and CPU time per file: each the median of ``repeat``
-    alternating runs."""
+             baseline_src: str | None = None) -> dict[str, tuple[float, ...]]:
+    """Per command, the marginal wall time, CPU time, user time and system time per file: each
+    the median of ``repeat`` alternating runs."""
     src, one, dst = work / "src", work / "one", work / "dst"
     size = make_files(src, count, pixel_bytes)
     make_files(one, 1, pixel_bytes)
     subprocess.run(["cat", *map(str, src.rglob("*.dcm"))], stdout=subprocess.DEVNULL)  # warm the cache
     print(f"{count} files of {size // count // 1024} KB ({size / 1e6:.0f} MB), median of {repeat} runs")
-    runs: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    runs: dict[tuple[str, str], list[tuple[float, ...]]] = {}
+    # each run writes to a destination of its own, all removed at the end (as measure.marginal_costs:
+    # a run just after a large removal is slower), the previous run's writes flushed before it
+    number = 0
     for _ in range(repeat):
-        for name, command in commands(src, dst, baseline_src).items():
-            for what, run in (("full", command), ("start-up", commands(one, dst, baseline_src)[name])):
-                shutil.rmtree(dst, ignore_errors=True)
+        for name in commands(src, dst, baseline_src):
+            for what, source in (("full", src), ("start-up", one)):
+                number += 1
+                os.sync()
+                run = commands(source, dst.with_name(f"{dst.name}-{number}"), baseline_src)[name]
                 runs.setdefault((name, what), []).append(timed_cpu(run))
-            shutil.rmtree(dst, ignore_errors=True)
-    median: dict[str, tuple[float, float]] = {}
+    for done in range(1, number + 1):
+        shutil.rmtree(dst.with_name(f"{dst.name}-{done}"), ignore_errors=True)
+    median: dict[str, tuple[float, ...]] = {}
     for name in commands(src, dst, baseline_src):
         per_run = [tuple(max(f - s, 1e-9) / max(count - 1, 1) for f, s in zip(full, startup, strict=True))
                    for full, startup in zip(runs[(name, "full")], runs[(name, "start-up")], strict=True)]
         median[name] = tuple(map(statistics.median, zip(*per_run, strict=True)))
-    for name, (wall, cpu) in median.items():
+    for name, (wall, cpu, user, system) in median.items():
         print(f"  {name:30s} marginal {wall * 1e6:8.1f} us/file ({1 / wall:6.0f} files/s), "
-              f"CPU {cpu * 1e6:8.1f} us/file")
+              f"CPU {cpu * 1e6:8.1f} us/file (user {user * 1e6:6.1f}, system {system * 1e6:6.1f})")
     return median
 
 
@@ -205,10 +213,10 @@ def main() -> None:
     written = next((work / "rss-huge").rglob("*.dcm")).stat().st_size
     shutil.rmtree(work)
 
-    loop_wall, loop_cpu = per_file["pydicom loop"]
+    loop_wall, loop_cpu, *_ = per_file["pydicom loop"]
     print("\nSummary")
     for name in [n for n in per_file if n != "pydicom loop"]:
-        wall, cpu = per_file[name]
+        wall, cpu, *_ = per_file[name]
         print(f"  {name}: {loop_wall / wall:.2f} x the pydicom loop's marginal throughput "
               f"({loop_cpu / cpu:.2f} x in CPU time per file)")
     ours = sum(own.values()) - own["of which a bare copy of the file"]
