@@ -48,6 +48,15 @@ def _once(value: object) -> WindowedValue:
     return WindowedValue(value, MIN_TIMESTAMP, (GlobalWindow(),))
 
 
+def _open_part(parts_url: str, mode: str) -> tuple[str, IO]:
+    """A new part file below ``parts_url`` (its folder made on local disk): its URL, opened."""
+    fs, path = split_url(parts_url)
+    if is_local(fs):
+        fs.makedirs(path, exist_ok=True)
+    part = f"{parts_url}/{uuid.uuid4().hex}.part"
+    return part, fs.open(split_url(part)[1], mode, **({"encoding": "utf-8"} if "b" not in mode else {}))
+
+
 class _PartWriter:
     """The part file of one bundle below ``parts_url``: created with its first line; lines are
     written ``BATCH`` at a time (one call down the file object's layers for many lines)."""
@@ -67,11 +76,7 @@ class _PartWriter:
 
     def _flush(self) -> None:
         if self.out is None:
-            fs, path = split_url(self.parts_url)
-            if is_local(fs):
-                fs.makedirs(path, exist_ok=True)
-            self.part = f"{self.parts_url}/{uuid.uuid4().hex}.part"
-            self.out = fs.open(split_url(self.part)[1], "w", encoding="utf-8")
+            self.part, self.out = _open_part(self.parts_url, "w")
         self.out.write("\n".join(self.pending) + "\n")
         self.pending = []
 
@@ -143,11 +148,7 @@ class _EntriesWriter:
         if not series:
             return []
         if self.out is None:
-            fs, path = split_url(self.parts_url)
-            if is_local(fs):
-                fs.makedirs(path, exist_ok=True)
-            self.part = f"{self.parts_url}/{uuid.uuid4().hex}.part"
-            self.out = fs.open(split_url(self.part)[1], "wb")
+            self.part, self.out = _open_part(self.parts_url, "wb")
         located, texts = [], []
         for key, entries in series.items():
             data = entries.packed().encode("utf-8")
