@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from measure import children_user, marginal_costs, peak_rss_mb, timed_with_cpu  # noqa: E402
+from measure import marginal_costs, peak_rss_mb, timed_with_user_system  # noqa: E402
 
 from dicom_transfer.sample import instance_bytes  # noqa: E402
 
@@ -204,12 +204,11 @@ def reruns(work: Path, count: int, baseline_src: str | None, rounds: int = 3, pi
             if name == TOUCHED:
                 touched = next(src.rglob("*.dcm"))
                 os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
-            os.sync()  # the previous run's (or removal's) writes are flushed before, not during, this one
-            user_before = children_user()
-            seconds, cpu_seconds = timed_with_cpu(command)
+            os.sync()  # the previous run's writes are flushed before, not during, this one
+            seconds, user_seconds, system_seconds = timed_with_user_system(command)
             times.setdefault(name, []).append(seconds)
-            cpu.setdefault(name, []).append(cpu_seconds)
-            user.setdefault(name, []).append(children_user() - user_before)
+            cpu.setdefault(name, []).append(user_seconds + system_seconds)
+            user.setdefault(name, []).append(user_seconds)
     # The outputs go only now: on this VM, a run just after a removal of thousands of files was up
     # to 1.9x slower (system time: the freed page cache is handed back and faulted in again), so
     # the first run of each round was penalised and the order of a pair mattered more than the code.

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -30,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_copy import make_files, with_code_from  # noqa: E402
-from measure import peak_rss_mb, timed  # noqa: E402
+from measure import Destinations, peak_rss_mb, timed_with_user_system  # noqa: E402
 
 from dicom_transfer.deid.profile import Profile, ProfileOptions  # noqa: E402
 from dicom_transfer.deid.pseudonyms import Pseudonyms  # noqa: E402
@@ -101,16 +100,6 @@ def commands(src: Path, dst: Path, baseline_src: str | None = None) -> dict[str,
     return found
 
 
-def timed_cpu(command: list[str]) -> tuple[float, float, float, float]:
-    """Wall seconds, CPU seconds (user + system, the command and its children), and the user and
-    system seconds apart, of ``command``."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    wall = timed(command)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
-    return wall, user + system, user, system
-
-
 def marginal(work: Path, count: int, pixel_bytes: int, repeat: int,
              baseline_src: str | None = None) -> dict[str, tuple[float, ...]]:
     """Per command, the marginal wall time, CPU time, user time and system time per file: each
@@ -121,18 +110,14 @@ def marginal(work: Path, count: int, pixel_bytes: int, repeat: int,
     subprocess.run(["cat", *map(str, src.rglob("*.dcm"))], stdout=subprocess.DEVNULL)  # warm the cache
     print(f"{count} files of {size // count // 1024} KB ({size / 1e6:.0f} MB), median of {repeat} runs")
     runs: dict[tuple[str, str], list[tuple[float, ...]]] = {}
-    # each run writes to a destination of its own, all removed at the end (as measure.marginal_costs:
-    # a run just after a large removal is slower), the previous run's writes flushed before it
-    number = 0
+    destinations = Destinations(dst)
     for _ in range(repeat):
         for name in commands(src, dst, baseline_src):
             for what, source in (("full", src), ("start-up", one)):
-                number += 1
-                os.sync()
-                run = commands(source, dst.with_name(f"{dst.name}-{number}"), baseline_src)[name]
-                runs.setdefault((name, what), []).append(timed_cpu(run))
-    for done in range(1, number + 1):
-        shutil.rmtree(dst.with_name(f"{dst.name}-{done}"), ignore_errors=True)
+                run = commands(source, destinations.next(), baseline_src)[name]
+                wall, user, system = timed_with_user_system(run)
+                runs.setdefault((name, what), []).append((wall, user + system, user, system))
+    destinations.remove_all()
     median: dict[str, tuple[float, ...]] = {}
     for name in commands(src, dst, baseline_src):
         per_run = [tuple(max(f - s, 1e-9) / max(count - 1, 1) for f, s in zip(full, startup, strict=True))

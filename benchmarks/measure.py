@@ -26,21 +26,45 @@ def timed(command: list[str], accept: tuple[int, ...] = (0,), env: dict | None =
 def timed_with_cpu(command: list[str], accept: tuple[int, ...] = (0,)) -> tuple[float, float]:
     """Seconds ``command`` takes, by the clock and in CPU (user + system, its waited-for
     descendants included): CPU seconds vary much less than the clock on a shared machine."""
-    before = children_cpu()
+    elapsed, user, system = timed_with_user_system(command, accept)
+    return elapsed, user + system
+
+
+def timed_with_user_system(command: list[str], accept: tuple[int, ...] = (0,)) -> tuple[float, float, float]:
+    """Seconds ``command`` takes by the clock, and its user and system CPU seconds apart (its
+    waited-for descendants included): user time is the Python work of a run; system time, the
+    kernel's file-system work, is what writeback and other processes' I/O disturb most."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     elapsed = timed(command, accept)
-    return elapsed, children_cpu() - before
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return elapsed, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+
+
+class Destinations:
+    """A destination of its own for each run, beside ``base`` (``base-1``, ``base-2``...), all
+    removed together at the end: on this VM a run just after the removal of thousands of files
+    was up to 1.9x slower (the freed page cache is handed back and faulted in again), which fell
+    on whichever command came next. Before each run, the previous one's writes are flushed (not
+    written back during it)."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.made: list[Path] = []
+
+    def next(self) -> Path:
+        os.sync()
+        self.made.append(self.base.with_name(f"{self.base.name}-{len(self.made) + 1}"))
+        return self.made[-1]
+
+    def remove_all(self) -> None:
+        for path in self.made:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def children_cpu() -> float:
     """CPU seconds (user + system) this process's waited-for children have used so far."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def children_user() -> float:
-    """User CPU seconds of this process's waited-for children so far: the Python work of a run,
-    without the kernel's file-system time (which writeback and other processes' I/O disturb most)."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
 
 
 def peak_rss_mb(command: list[str], accept: tuple[int, ...] = (0,)) -> float:
@@ -70,23 +94,14 @@ def marginal_costs(commands: Callable[[Path, Path], dict[str, list[str]]], src: 
     machine falls on all of them alike) and each time is the median of its rounds: on a shared
     machine a single start-up can be off by a second, which moves a marginal cost a lot."""
     times: dict[str, tuple[list[float], list[float]]] = {}
-    # Every run writes to a destination of its own, all removed only at the end: on this VM a run
-    # just after the removal of thousands of files was up to 1.9x slower (the freed page cache is
-    # handed back and faulted in again), which fell on whichever command came next. Before each
-    # run, the previous one's writes are flushed (not written back during it).
-    runs = 0
+    destinations = Destinations(dst)
     for _ in range(rounds):
         for name in commands(src, dst):
-            measured = []
-            for source in (src, one):
-                runs += 1
-                os.sync()
-                measured.append(timed(commands(source, dst.with_name(f"{dst.name}-{runs}"))[name]))
+            full, startup = (timed(commands(source, destinations.next())[name]) for source in (src, one))
             fulls, startups = times.setdefault(name, ([], []))
-            fulls.append(measured[0])
-            startups.append(measured[1])
-    for run in range(1, runs + 1):
-        shutil.rmtree(dst.with_name(f"{dst.name}-{run}"), ignore_errors=True)
+            fulls.append(full)
+            startups.append(startup)
+    destinations.remove_all()
     results = {}
     for name, (fulls, startups) in times.items():
         full, startup = statistics.median(fulls), statistics.median(startups)
