@@ -339,14 +339,14 @@ def test_beam_filesystems_are_kept_where_beam_may_use_them(beam_argv, needed):
 
 
 def test_a_local_run_does_not_import_beams_cloud_filesystems(tmp_path):
-    """They cost ~0.8 s of start-up with the cloud SDKs installed (and BigQuery, Pub/Sub and MongoDB's
-    SDKs ~0.2 s more), for nothing on a local run."""
+    """They cost ~0.8 s of start-up with the cloud SDKs installed (and the Dataflow API client, BigQuery,
+    Pub/Sub and MongoDB's SDKs ~0.4 s more), for nothing on a local run."""
     write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=1, instances_per_series=2, bad_files=False)
     code = ("import sys\nfrom dicom_transfer.pipelines.cli import main\n"
             f"status = main(['copy', '--input', {str(tmp_path / 'in')!r}, '--output', {str(tmp_path / 'out')!r}])\n"
             "print(sorted(m for m in sys.modules if m.endswith(('gcsfilesystem', 's3filesystem', "
             "'blobstoragefilesystem')) or m.startswith(('pymongo', 'google.cloud.pubsub', "
-            "'google.cloud.bigquery'))))\nsys.exit(status)\n")
+            "'google.cloud.bigquery', 'google.cloud.dataflow'))))\nsys.exit(status)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -8,10 +8,11 @@ local runner whose Beam options name no remote location, those modules are refus
 which Beam treats as a missing extra and skips. Never on Dataflow or any other remote runner,
 where staging goes through them.
 
-The same holds for the SDKs ``import apache_beam`` loads for IO connectors the product never
-uses — BigQuery (~0.1 s), the Pub/Sub client (~0.06 s) and MongoDB's ``pymongo`` (~0.05 s):
-Beam guards each import and goes on without the connector (its DirectRunner still imports
-``apache_beam.io.gcp.pubsub``, which works without the Pub/Sub client).
+The same holds for SDKs ``import apache_beam`` loads that a local run never calls: the Dataflow
+API client (~0.2 s; only ``DataflowRunner`` uses it, while submitting), and those of IO
+connectors the product does not use — BigQuery (~0.1 s), the Pub/Sub client (~0.06 s) and
+MongoDB's ``pymongo`` (~0.05 s). Beam guards each of these imports and goes on without them (its
+DirectRunner still imports ``apache_beam.io.gcp.pubsub``, which works without the Pub/Sub client).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dicom_transfer.io.files import scheme_of
 
 CLOUD_FILESYSTEMS = ("apache_beam.io.gcp.gcsfilesystem", "apache_beam.io.aws.s3filesystem",
                      "apache_beam.io.azure.blobstoragefilesystem", "apache_beam.io.hadoopfilesystem")
-UNUSED_CONNECTORS = ("apache_beam.io.gcp.bigquery", "google.cloud.pubsub", "pymongo", "bson")
+UNUSED_SDKS = ("apache_beam.io.gcp.bigquery", "google.cloud.pubsub", "pymongo", "bson", "google.cloud.dataflow")
 _SKIPPED = ("HadoopFileSystem", "GCSFileSystem", "S3FileSystem", "BlobStorageFileSystem")
 
 
@@ -73,6 +74,6 @@ def skip_unused_beam_filesystems(beam_argv: Sequence[str], local_runners: Sequen
     :func:`needs_beam_filesystems`; True if done. Too late once Beam is imported (tests in-process, embedding)."""
     if "apache_beam" in sys.modules or needs_beam_filesystems(beam_argv, local_runners):
         return False
-    sys.meta_path.insert(0, _Refuse(CLOUD_FILESYSTEMS + UNUSED_CONNECTORS))
+    sys.meta_path.insert(0, _Refuse(CLOUD_FILESYSTEMS + UNUSED_SDKS))
     logging.getLogger("apache_beam.io.filesystems").addFilter(_QuietSkips())
     return True
