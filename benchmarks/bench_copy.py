@@ -122,6 +122,7 @@ def first_output_and_interruption(src: Path, dst: Path, count: int) -> dict:
     Ctrl-C at half that total leaves in place."""
     command = [*CLI, "copy", "--input", str(src), "--output", str(dst)]
     shutil.rmtree(dst, ignore_errors=True)
+    os.sync()  # no writeback of earlier work during the timed runs (it made the share vary 22-42 %)
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = None
@@ -134,6 +135,7 @@ def first_output_and_interruption(src: Path, dst: Path, count: int) -> dict:
     # it would slow it down (freed pages faulted in again, up to 1.9x on this VM; see reruns()).
     interrupted = dst.with_name(dst.name + "-interrupted")
     shutil.rmtree(interrupted, ignore_errors=True)
+    os.sync()
     process = subprocess.Popen([*command[:-1], str(interrupted)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     time.sleep(total / 2)

@@ -43,11 +43,13 @@ class _Refuse(importlib.abc.MetaPathFinder):
 
 
 class _QuietSkips(logging.Filter):
-    """Drops Beam's "Failed to import GCSFileSystem; ..." warnings for the modules refused here."""
+    """Drops Beam's warnings about the modules refused here ("Failed to import GCSFileSystem; ...",
+    "Could not find a compatible bson package.")."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = str(record.msg)
-        return not (message.startswith("Failed to import") and any(n in message for n in _SKIPPED))
+        return not ((message.startswith("Failed to import") and any(n in message for n in _SKIPPED))
+                    or message.startswith("Could not find a compatible bson"))
 
 
 def option_value(argv: Sequence[str], flag: str) -> str | None:
@@ -75,5 +77,6 @@ def skip_unused_beam_filesystems(beam_argv: Sequence[str], local_runners: Sequen
     if "apache_beam" in sys.modules or needs_beam_filesystems(beam_argv, local_runners):
         return False
     sys.meta_path.insert(0, _Refuse(CLOUD_FILESYSTEMS + UNUSED_SDKS))
-    logging.getLogger("apache_beam.io.filesystems").addFilter(_QuietSkips())
+    for name in ("apache_beam.io.filesystems", "apache_beam.io.mongodbio"):
+        logging.getLogger(name).addFilter(_QuietSkips())
     return True
