@@ -99,7 +99,12 @@ class Cost:
 
 
 def run_against_fresh_orthanc(work: Path, name: str, command) -> tuple[Cost, int]:
-    server = Orthanc(work / f"orthanc-{name}").start()
+    """Run ``command(url)`` against a new Orthanc with empty storage (its folder is removed
+    afterwards: a later round must not find the instances there, or an import with its
+    existence check would send nothing)."""
+    storage = work / f"orthanc-{name}"
+    shutil.rmtree(storage, ignore_errors=True)
+    server = Orthanc(storage).start()
     try:
         assert server.process is not None
         server_before, client_before = process_cpu(server.process.pid), children_cpu()
@@ -112,6 +117,7 @@ def run_against_fresh_orthanc(work: Path, name: str, command) -> tuple[Cost, int
         stored = server.count_instances()
     finally:
         server.stop()
+        shutil.rmtree(storage, ignore_errors=True)
     return cost, stored
 
 
