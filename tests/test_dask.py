@@ -139,3 +139,26 @@ def test_import_export_and_migrate_on_dask(dask_cluster, orthancs, tmp_path, cap
     status, summary, _ = run("migrate", "--source-dicomweb-url", first.dicomweb, "--dicomweb-url", third.dicomweb,
                              "--all", *reports(tmp_path, "migrate-direct"))
     assert third.count_instances() == 8 and summary["counter"]["success"] == 8
+
+
+def _mark_worker(element: tuple[int, list[int]], folder: str) -> None:
+    Path(folder, f"{element[0]}.{os.getpid()}").touch()
+
+
+def test_a_grouping_spreads_over_the_clusters_workers(dask_cluster, tmp_path):
+    """A pipeline that starts from one element (one pattern) must not run as one task on one worker
+    after its first grouping: each key group says which worker process handled it."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    options = PipelineOptions(["--runner", "DaskRunner", "--dask_client_address", dask_cluster])
+    from dicom_transfer.pipelines.dask_runner import DaskRunner
+
+    with beam.Pipeline(runner=DaskRunner(), options=options) as pipeline:
+        _ = (pipeline | beam.Create(["one pattern"])
+             | beam.FlatMap(lambda _: ((n % 40, n) for n in range(4000)))
+             | beam.GroupByKey()
+             | beam.Map(_mark_worker, str(tmp_path)))
+    marks = [path.name.split(".") for path in tmp_path.iterdir()]
+    assert sorted(int(key) for key, _ in marks) == list(range(40))  # every group once
+    assert len({pid for _, pid in marks}) == 2  # both worker processes of the cluster
