@@ -24,8 +24,8 @@ runs its ``setup``/``teardown`` (Beam's Dask runner does not reuse DoFns across 
 50 ms per ParDo and partition here, so 64 partitions made a 500-file copy take 46 s instead of
 6 s. Upstream would need DoFns kept per worker process, as the other runners do.
 
-Upstream Beam would need the same four changes in ``transform_evaluator.ParDo`` and
-``DaskRunner.to_dask_bag_visitor`` / ``run_pipeline``. Metrics are not collected by Beam's
+Upstream Beam would need the same five changes in ``transform_evaluator.ParDo`` and
+``GroupByKey`` and ``DaskRunner.to_dask_bag_visitor`` / ``run_pipeline``. Metrics are not collected by Beam's
 Dask runner (``result.metrics()`` raises): the product's summary is written by the pipeline
 itself, so nothing here depends on them.
 """
