@@ -10,16 +10,13 @@ running on many machines (see the README's Dask section).
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE)]
-from measure import marginal_costs  # noqa: E402
+from measure import dask_cluster, marginal_costs  # noqa: E402
 
 from dicom_transfer.sample import write_sample_set  # noqa: E402
 
@@ -28,33 +25,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=10000)
     options = parser.parse_args()
-    cluster = subprocess.Popen([sys.executable, str(HERE.parent / "tests" / "dask_cluster.py")],
-                               stdout=subprocess.PIPE, text=True, start_new_session=True)
-    address = cluster.stdout.readline().strip()
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            root = Path(scratch)
-            per_series = 100
-            write_sample_set(str(root / "src"), studies=max(1, options.count // (10 * per_series)),
-                             series_per_study=10, instances_per_series=per_series, bad_files=False)
-            count = sum(1 for _ in (root / "src").rglob("*.dcm"))
-            write_sample_set(str(root / "one"), studies=1, series_per_study=1, instances_per_series=1,
-                             bad_files=False)
-            cli = [sys.executable, "-m", "dicom_transfer.pipelines.cli", "copy", "-q"]
+    with dask_cluster() as (address, _), tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        per_series = 100
+        write_sample_set(str(root / "src"), studies=max(1, options.count // (10 * per_series)),
+                         series_per_study=10, instances_per_series=per_series, bad_files=False)
+        count = sum(1 for _ in (root / "src").rglob("*.dcm"))
+        write_sample_set(str(root / "one"), studies=1, series_per_study=1, instances_per_series=1,
+                         bad_files=False)
+        cli = [sys.executable, "-m", "dicom_transfer.pipelines.cli", "copy", "-q"]
 
-            def commands(src: Path, dst: Path) -> dict[str, list[str]]:
-                return {"DirectRunner (in-process)": [*cli, "--input", str(src), "--output", str(dst)],
-                        "DaskRunner (2 worker processes)": [*cli, "--input", str(src), "--output", str(dst),
-                                                            "--runner", "DaskRunner",
-                                                            "--dask_client_address", address]}
+        def commands(src: Path, dst: Path) -> dict[str, list[str]]:
+            return {"DirectRunner (in-process)": [*cli, "--input", str(src), "--output", str(dst)],
+                    "DaskRunner (2 worker processes)": [*cli, "--input", str(src), "--output", str(dst),
+                                                        "--runner", "DaskRunner",
+                                                        "--dask_client_address", address]}
 
-            print(f"copy of {count} files of ~5 KB")
-            results = marginal_costs(commands, root / "src", root / "one", root / "dst", count)
-            direct, on_dask = (results[name][2] for name in results)
-            print(f"\nDask / DirectRunner time per file: {on_dask / direct:.2f}x")
-    finally:
-        os.killpg(cluster.pid, signal.SIGTERM)
-        cluster.wait(timeout=30)
+        print(f"copy of {count} files of ~5 KB")
+        results = marginal_costs(commands, root / "src", root / "one", root / "dst", count)
+        direct, on_dask = (results[name][2] for name in results)
+        print(f"\nDask / DirectRunner time per file: {on_dask / direct:.2f}x")
 
 
 if __name__ == "__main__":

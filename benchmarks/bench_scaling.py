@@ -5,9 +5,13 @@ the in-process DirectRunner, and report per N the marginal time per file (start-
 on one file, subtracted) and the peak RSS; then the ratios of the largest N to the smallest
 (targets: time per file <= 1.1x, peak RSS <= 1.2x and <= 300 MB). ``--multi-processing`` adds
 the multi_processing DirectRunner (2 workers); ``--dask`` the DaskRunner on a dask.distributed
-LocalCluster of 2 worker processes (a new cluster per N, so that each N's memory is its own): its
-peak RSS is reported per process kind — the launcher (client), the largest worker process, and
-the whole cluster (scheduler, nannies and workers summed), polled every 0.1 s. Each stage's own
+LocalCluster of 2 worker processes (a new cluster per N, warmed by a 1-file copy, so that each N's
+memory is its own), with its own start-up subtracted likewise. On Dask the peak RSS is reported per
+process: the client (the `dicom-transfer copy` process that builds the graph and waits), the
+scheduler (whose process also holds the 2 nannies) and each worker process, each the kernel's
+high-water mark (VmHWM) over the large run; then Dask's time per file relative to the in-process
+DirectRunner's. Every run writes to a destination of its own, removed only once all runs of an N
+are done (a run just after the removal of many files is slower on this VM). Each stage's own
 work (listing, validation, write) is also timed alone per file, single-threaded, to feed the
 Dataflow model in the README.
 
@@ -20,21 +24,15 @@ import argparse
 import contextlib
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import psutil
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 from bench_copy import make_files  # noqa: E402
-from measure import timed, timed_with_peak_rss  # noqa: E402
+from measure import Destinations, PeakMemory, dask_cluster, timed, timed_with_peak_rss  # noqa: E402
 
 from dicom_transfer.io.destination import Destination  # noqa: E402
 from dicom_transfer.io.listing import list_pattern  # noqa: E402
@@ -44,51 +42,6 @@ from dicom_transfer.wildcards import parse_pattern  # noqa: E402
 
 CLI = [sys.executable, "-m", "dicom_transfer.pipelines.cli", "copy"]
 MULTI = ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]
-
-
-class TreeMemory:
-    """Peak RSS of the processes under ``pid`` (it included), polled every ``interval`` seconds
-    while in use, in MB: the largest process below ``pid`` (for a LocalCluster, whose scheduler
-    is ``pid`` itself: a nanny or a worker) and the sum over all of them."""
-
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
-        self.root = psutil.Process(pid)
-        self.interval = interval
-        self.largest_worker = self.total = 0.0
-        self.stop = threading.Event()
-
-    def __enter__(self) -> TreeMemory:
-        self.thread = threading.Thread(target=self._poll, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join()
-
-    def _poll(self) -> None:
-        while not self.stop.wait(self.interval):
-            sizes = {}
-            for process in [self.root, *self.root.children(recursive=True)]:
-                with contextlib.suppress(psutil.Error):
-                    sizes[process.pid] = process.memory_info().rss / (1 << 20)
-            others = [rss for pid, rss in sizes.items() if pid != self.root.pid]
-            self.largest_worker = max(self.largest_worker, max(others, default=0.0))
-            self.total = max(self.total, sum(sizes.values()))
-
-
-@contextlib.contextmanager
-def dask_cluster() -> Iterator[tuple[str, int]]:
-    """A LocalCluster of 2 worker processes (tests/dask_cluster.py): ``(address, pid)``; stopped by
-    its process group at the end."""
-    cluster = subprocess.Popen([sys.executable, str(HERE.parent / "tests" / "dask_cluster.py")],
-                               stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        assert cluster.stdout is not None
-        yield cluster.stdout.readline().strip(), cluster.pid
-    finally:
-        os.killpg(cluster.pid, signal.SIGTERM)
-        cluster.wait(timeout=60)
 
 
 def stage_costs(src: Path, dst: Path) -> dict[str, float]:
@@ -107,6 +60,39 @@ def stage_costs(src: Path, dst: Path) -> dict[str, float]:
             "write": (written - validated) / n}
 
 
+def copy_run(src: Path, one: Path, outputs: Destinations, count: int, extra: list[str],
+             during: contextlib.AbstractContextManager | None = None) -> tuple[float, float, float, float]:
+    """A copy of ``src`` (``count`` files) with the options ``extra``, and of ``one`` (its start-up),
+    each to a destination of its own: total seconds, start-up seconds, seconds per file beyond the
+    start-up, and the peak RSS of the copy's own process in MB. ``during`` wraps the large run,
+    whose outputs are counted (a run that lost files would not be a measurement)."""
+    startup = timed([*CLI, "--input", str(one), "--output", str(outputs.next()), *extra])
+    destination = outputs.next()
+    with during or contextlib.nullcontext():
+        total, peak = timed_with_peak_rss([*CLI, "--input", str(src), "--output", str(destination), *extra])
+    written = sum(len(files) for folder, _, files in os.walk(destination) if ".dicom-transfer" not in folder)
+    if written != count:
+        raise SystemExit(f"{extra or 'in-process'}: {written} of {count} files written")
+    return total, startup, max(total - startup, 1e-9) / (count - 1), peak
+
+
+def dask_run(src: Path, one: Path, outputs: Destinations, count: int) -> tuple[tuple[float, float, float, float],
+                                                                               dict[str, tuple[float, float]]]:
+    """``copy_run`` on the DaskRunner, on a LocalCluster of its own (2 worker processes) warmed by a
+    1-file copy (the workers' imports); with the peak RSS of each of the cluster's processes during
+    the large run and its RSS when the run began: ``{"scheduler": (peak, start), "worker 1": ...}`` in MB."""
+    with dask_cluster() as (address, pid):
+        on_dask = ["--runner", "DaskRunner", "--dask_client_address", address]
+        timed([*CLI, "--input", str(one), "--output", str(outputs.next()), *on_dask])
+        memory = PeakMemory(pid)
+        run = copy_run(src, one, outputs, count, on_dask, during=memory)
+    if memory.changed:
+        raise SystemExit(f"a Dask worker ended or was restarted during the {count}-file run (PIDs {memory.changed})")
+    workers = [pid for pid, command in memory.commands.items() if "spawn_main" in command]
+    return run, {"scheduler": (memory.peaks[pid], memory.start[pid]),
+                 **{f"worker {i}": (memory.peaks[worker], memory.start[worker]) for i, worker in enumerate(workers, 1)}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--counts", type=int, nargs="+", default=[10000, 100000])
@@ -120,53 +106,45 @@ def main() -> None:
     runs = {"in-process": []}
     if args.multi_processing:
         runs["multi_processing x2"] = MULTI
+    names = [*runs, *(["DaskRunner x2"] if args.dask else [])]
     results: dict[tuple[str, int], tuple[float, float]] = {}
-    dask_memory: dict[int, tuple[float, float]] = {}
+    cluster_peaks: dict[int, dict[str, tuple[float, float]]] = {}
     for count in sorted(args.counts):
         src = work / f"src-{count}"
         make_files(src, count, 7 * 1024)
-        for name, extra in runs.items():
-            startup = timed([*CLI, "--input", str(one), "--output", str(work / "out-one"), *extra])
-            total, peak = timed_with_peak_rss([*CLI, "--input", str(src), "--output", str(work / "out"), *extra])
-            per_file = max(total - startup, 1e-9) / (count - 1)
+        outputs = Destinations(work / "out")
+        for name in names:
+            if name == "DaskRunner x2":
+                (total, startup, per_file, peak), cluster_peaks[count] = dask_run(src, one, outputs, count)
+                memory = f"peak RSS: client {peak:4.0f} MB, " + ", ".join(
+                    f"{process} {mb:4.0f} MB (from {start:.0f})"
+                    for process, (mb, start) in cluster_peaks[count].items())
+            else:
+                total, startup, per_file, peak = copy_run(src, one, outputs, count, runs[name])
+                memory = f"peak RSS {peak:4.0f} MB"
             results[name, count] = per_file, peak
             print(f"  {name:20s} {count:7d} files: total {total:6.1f} s  start-up {startup:4.1f} s  "
-                  f"{per_file * 1e6:6.0f} us/file  peak RSS {peak:5.0f} MB", flush=True)
-            shutil.rmtree(work / "out")
-            shutil.rmtree(work / "out-one", ignore_errors=True)
-        if args.dask:
-            with dask_cluster() as (address, pid):
-                on_dask = ["--runner", "DaskRunner", "--dask_client_address", address]
-                timed([*CLI, "--input", str(one), "--output", str(work / "out-warm"), *on_dask])  # workers' imports
-                startup = timed([*CLI, "--input", str(one), "--output", str(work / "out-one"), *on_dask])
-                with TreeMemory(pid) as cluster:
-                    total, peak = timed_with_peak_rss([*CLI, "--input", str(src), "--output", str(work / "out"),
-                                                       *on_dask])
-            per_file = max(total - startup, 1e-9) / (count - 1)
-            shutil.rmtree(work / "out-warm")
-            results["DaskRunner x2", count] = per_file, peak
-            dask_memory[count] = cluster.largest_worker, cluster.total
-            print(f"  {'DaskRunner x2':20s} {count:7d} files: total {total:6.1f} s  start-up {startup:4.1f} s  "
-                  f"{per_file * 1e6:6.0f} us/file  peak RSS: client {peak:5.0f} MB, largest worker "
-                  f"{cluster.largest_worker:5.0f} MB, cluster in all {cluster.total:5.0f} MB", flush=True)
-            shutil.rmtree(work / "out")
-            shutil.rmtree(work / "out-one", ignore_errors=True)
+                  f"{per_file * 1e6:6.0f} us/file  {memory}", flush=True)
         if count == min(args.counts):
             costs = stage_costs(src, work / "stages")
             shutil.rmtree(work / "stages")
+        outputs.remove_all()
         shutil.rmtree(src)
     shutil.rmtree(work)
     small, large = min(args.counts), max(args.counts)
-    for name in [*runs, *(["DaskRunner x2"] if args.dask else [])]:
+    print(f"\n  {large} vs {small} files (targets: time per file <= 1.1x; peak RSS <= 1.2x and <= 300 MB a process)")
+    for name in names:
         (t_small, m_small), (t_large, m_large) = results[name, small], results[name, large]
-        print(f"\n  {name}: {large} vs {small} files: time per file {t_large / t_small:.2f}x (target <= 1.1), "
-              f"peak RSS {m_large:.0f} MB = {m_large / m_small:.2f}x (targets <= 300 MB, <= 1.2x)")
+        client = " of the client (the copy's own process)" if name == "DaskRunner x2" else ""
+        print(f"  {name:20s} time per file {t_large / t_small:.2f}x, peak RSS{client} {m_large:.0f} MB = "
+              f"{m_large / m_small:.2f}x")
     if args.dask:
-        (w_small, c_small), (w_large, c_large) = dask_memory[small], dask_memory[large]
-        print(f"  DaskRunner x2 workers: largest worker {w_large:.0f} MB = {w_large / w_small:.2f}x, whole cluster "
-              f"{c_large:.0f} MB = {c_large / c_small:.2f}x ({large} vs {small} files); time per file "
-              + ", ".join(f"{count}: {results['DaskRunner x2', count][0] / results['in-process', count][0]:.2f}x"
-                          for count in sorted(args.counts)) + " the in-process DirectRunner's")
+        print("  " + " " * 20 + " " + ", ".join(
+            f"{process} {mb:.0f} MB = {mb / cluster_peaks[small][process][0]:.2f}x"
+            for process, (mb, _) in cluster_peaks[large].items()))
+        print("  DaskRunner x2 time per file / in-process DirectRunner's in the same run: " + ", ".join(
+            f"{count} files {results['DaskRunner x2', count][0] / results['in-process', count][0]:.2f}x"
+            for count in sorted(args.counts)))
     total = sum(costs.values())
     print("  where the time goes (own work per file, no Beam): " + ", ".join(
         f"{k} {v * 1e6:.0f} us ({100 * v / total:.0f} %)" for k, v in costs.items()))

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def timed(command: list[str], accept: tuple[int, ...] = (0,), env: dict | None = None) -> float:
@@ -111,3 +117,58 @@ def marginal_costs(commands: Callable[[Path, Path], dict[str, list[str]]], src: 
         print(f"  {name:30s} total {full:7.2f} s  start-up {startup:5.2f} s  "
               f"marginal {per_file * 1e6:8.1f} us/file  {1 / per_file:8.0f} files/s{spread}")
     return results
+
+
+@contextlib.contextmanager
+def dask_cluster() -> Iterator[tuple[str, int]]:
+    """A dask.distributed LocalCluster of 2 worker processes on 127.0.0.1, the one the Dask tests
+    use (``tests/dask_cluster.py``, a process of its own: a LocalCluster with worker processes must
+    be made under ``__main__``): ``(scheduler address, PID of the scheduler's process)``. Stopped
+    by its process group at the end."""
+    cluster = subprocess.Popen([sys.executable, str(REPO / "tests" / "dask_cluster.py")], stdout=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        assert cluster.stdout is not None
+        address = cluster.stdout.readline().strip()
+        if not address:
+            raise SystemExit("the Dask cluster did not start")
+        yield address, cluster.pid
+    finally:
+        os.killpg(cluster.pid, signal.SIGTERM)
+        cluster.wait(timeout=60)
+
+
+def _status_mb(pid: int, field: str) -> float:
+    """A memory figure of ``/proc/PID/status`` (``VmRSS``, ``VmHWM``...) in MB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith(f"{field}:"))) / 1024
+
+
+class PeakMemory:
+    """Peak RSS of a process and of each of its descendants over a ``with`` block, in MB: each
+    one's high-water mark (VmHWM) is reset on entry (``/proc/PID/clear_refs``) and read on exit, so
+    a spike between two polls is not missed. ``peaks`` maps each PID to its peak and ``start`` to
+    its RSS on entry; ``changed`` holds the PIDs that ended or started during the block (a worker
+    restarted: its peak is unknown); ``commands`` each process's command line as it was on entry."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.peaks: dict[int, float] = {}
+        self.start: dict[int, float] = {}
+        self.changed: list[int] = []
+
+    def __enter__(self) -> PeakMemory:
+        self.processes = [self.root, *self.root.children(recursive=True)]
+        self.commands = {process.pid: " ".join(process.cmdline()) for process in self.processes}
+        for process in self.processes:
+            Path(f"/proc/{process.pid}/clear_refs").write_text("5")
+            self.start[process.pid] = _status_mb(process.pid, "VmRSS")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for process in self.processes:
+            try:
+                self.peaks[process.pid] = _status_mb(process.pid, "VmHWM")
+            except FileNotFoundError:
+                self.changed.append(process.pid)
+        self.changed += [p.pid for p in self.root.children(recursive=True) if p not in self.processes]
