@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
-from bench_copy import make_files  # noqa: E402
+from bench_copy import count_outputs, make_files  # noqa: E402
 from measure import Destinations, PeakMemory, dask_cluster, timed, timed_with_peak_rss  # noqa: E402
 
 from dicom_transfer.io.destination import Destination  # noqa: E402
@@ -70,7 +69,7 @@ def copy_run(src: Path, one: Path, outputs: Destinations, count: int, extra: lis
     destination = outputs.next()
     with during or contextlib.nullcontext():
         total, peak = timed_with_peak_rss([*CLI, "--input", str(src), "--output", str(destination), *extra])
-    written = sum(len(files) for folder, _, files in os.walk(destination) if ".dicom-transfer" not in folder)
+    written = count_outputs(destination)
     if written != count:
         raise SystemExit(f"{extra or 'in-process'}: {written} of {count} files written")
     return total, startup, max(total - startup, 1e-9) / (count - 1), peak

@@ -29,13 +29,6 @@ def timed(command: list[str], accept: tuple[int, ...] = (0,), env: dict | None =
     return elapsed
 
 
-def timed_with_cpu(command: list[str], accept: tuple[int, ...] = (0,)) -> tuple[float, float]:
-    """Seconds ``command`` takes, by the clock and in CPU (user + system, its waited-for
-    descendants included): CPU seconds vary much less than the clock on a shared machine."""
-    elapsed, user, system = timed_with_user_system(command, accept)
-    return elapsed, user + system
-
-
 def timed_with_user_system(command: list[str], accept: tuple[int, ...] = (0,)) -> tuple[float, float, float]:
     """Seconds ``command`` takes by the clock, and its user and system CPU seconds apart (its
     waited-for descendants included): user time is the Python work of a run; system time, the
