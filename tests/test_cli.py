@@ -352,3 +352,29 @@ def test_a_local_run_does_not_import_beams_cloud_filesystems(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == "[]"
     assert "Failed to import" not in result.stderr and "bson" not in result.stderr
     assert len(tree(tmp_path / "out")) == 2
+
+
+@pytest.mark.parametrize("mode", [(), ("--direct_running_mode", "multi_processing", "--direct_num_workers", "2")],
+                         ids=["in-process", "multi_processing"])
+def test_a_local_run_makes_no_network_connection(tmp_path, mode):
+    """Beam's DirectRunner first tries to download its Prism runner from GitHub: behind a proxy
+    that accepted the connection and never answered, a 1-file copy hung for ever, 0 written."""
+    import socket
+
+    write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=1, instances_per_series=2, bad_files=False)
+    proxy = socket.create_server(("127.0.0.1", 0))
+    connections = []
+    threading.Thread(target=lambda: connections.extend(iter(proxy.accept, None)), daemon=True).start()
+    url = f"http://127.0.0.1:{proxy.getsockname()[1]}"
+    env = {"HTTPS_PROXY": url, "HTTP_PROXY": url, "https_proxy": url, "http_proxy": url, "NO_PROXY": "",
+           "no_proxy": "", "HOME": str(tmp_path / "home")}
+    try:
+        result = run_cli_subprocess("copy", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                                    *mode, env=env, timeout=120)
+    finally:
+        proxy.close()
+    assert result.returncode == 0, result.stderr
+    assert len(tree(tmp_path / "out")) == 2
+    assert connections == []
+    assert not (tmp_path / "home" / ".apache_beam").exists()  # no Prism download was attempted
+    assert "Discarding unparseable" not in result.stderr

@@ -21,6 +21,53 @@ LOG = logging.getLogger("dicom_transfer")
 EXIT_OK, EXIT_FAILURES, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+# Options Beam encodes for its workers under a name they cannot parse back (flags whose negative
+# form is the flag): each ``multi_processing`` worker logged "Discarding unparseable args" for them.
+UNREADABLE_OPTIONS = ("pipeline_type_check", "direct_runner_use_stacked_bundle")
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def loopback_bypasses_proxies() -> None:
+    """Keep gRPC on this machine out of any proxy: ``multi_processing`` workers reach their
+    launcher over gRPC at ``localhost``, and gRPC sends even that through ``https_proxy`` or
+    ``http_proxy`` unless ``no_grpc_proxy`` (or, when that is unset, ``no_proxy``) names it; behind
+    a proxy that does not answer, they waited for ever. Only gRPC reads ``no_grpc_proxy``."""
+    # gRPC reads these names in lower case only
+    current = os.environ.get("no_grpc_proxy", os.environ.get("no_proxy", os.environ.get("NO_PROXY", "")))  # noqa: SIM112
+    hosts = [host.strip() for host in current.split(",") if host.strip()]
+    os.environ["no_grpc_proxy"] = ",".join(  # noqa: SIM112
+        [*hosts, *(host for host in LOOPBACK if host not in hosts)])
+
+
+def local_runner(options):
+    """The engine of a local run: Beam's FnApiRunner, the batch engine of its DirectRunner.
+
+    Beam's DirectRunner first tries its Prism runner, a Go binary that it downloads from GitHub
+    on first use and runs the pipeline on instead. A local run must not depend on the network:
+    behind a proxy that does not answer, that download waits for ever (a 1-file copy hung, 0
+    written); without a network it fails after costing start-up; with one, the run would go to
+    an engine the product is not tested on. So a local run starts the FnApiRunner itself, as the
+    DirectRunner does when Prism is not chosen (``--direct_running_mode`` and
+    ``--direct_num_workers`` apply as before). ``None`` (Beam decides) when Beam's other local
+    engine, ``BundleBasedDirectRunner``, was asked for by name.
+    """
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    loopback_bypasses_proxies()
+    if options.view_as(StandardOptions).runner == "BundleBasedDirectRunner":
+        return None
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    all_options = options.get_all_options()
+    for name in UNREADABLE_OPTIONS:  # the workers' defaults apply (they type-check nothing themselves)
+        all_options.pop(name, None)
+    encoded = JobServiceHandle.encode_pipeline_options(all_options)
+    provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return fn_runner.FnApiRunner(provision_info=provision)
+
+
 def run_pipeline(options, local: bool, config, build: Callable, description: str, *, progress: str = "auto",
                  patterns: int = 0, detach: bool = False, interval: float = 10.0) -> int:
     """Build the pipeline of ``config`` with ``build``, run it, report; return the exit status.
@@ -38,7 +85,7 @@ def run_pipeline(options, local: bool, config, build: Callable, description: str
         with _progress_environment(display), _interruptible():
             import apache_beam as beam
 
-            pipeline = beam.Pipeline(options=options)
+            pipeline = beam.Pipeline(runner=local_runner(options) if local else None, options=options)
             build(pipeline, config)
             result = pipeline.run()
             if detach:
