@@ -76,7 +76,18 @@ def skip_unused_beam_filesystems(beam_argv: Sequence[str], local_runners: Sequen
     :func:`needs_beam_filesystems`; True if done. Too late once Beam is imported (tests in-process, embedding)."""
     if "apache_beam" in sys.modules or needs_beam_filesystems(beam_argv, local_runners):
         return False
+    refuse_unused_modules()
+    return True
+
+
+def refuse_unused_modules() -> None:
+    """Refuse Beam's cloud filesystems and the unused SDKs in this process, from now on (Beam's
+    warnings about them dropped): in a local run's launcher and in its worker processes."""
     sys.meta_path.insert(0, _Refuse(CLOUD_FILESYSTEMS + UNUSED_SDKS))
     for name in ("apache_beam.io.filesystems", "apache_beam.io.mongodbio"):
         logging.getLogger(name).addFilter(_QuietSkips())
-    return True
+
+
+def unused_modules_refused() -> bool:
+    """Whether :func:`refuse_unused_modules` applies in this process."""
+    return any(isinstance(finder, _Refuse) for finder in sys.meta_path)
