@@ -3,6 +3,7 @@ summaries on standard output, stdin lists, interruption. What a careful user wou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -236,21 +237,27 @@ def test_one_aggregated_progress_line_across_worker_processes(tmp_path):
     assert "read+validate:" not in result.stderr  # no per-worker lines when the launcher aggregates
 
 
-def test_ctrl_c_stops_cleanly_and_says_what_was_done(tmp_path):
+@pytest.mark.parametrize("mode", [(), ("--direct_running_mode", "multi_processing", "--direct_num_workers", "2")],
+                         ids=["in-process", "multi_processing"])
+def test_ctrl_c_stops_cleanly_and_says_what_was_done(tmp_path, mode):
     write_sample_set(str(tmp_path / "in"), studies=4, series_per_study=5, instances_per_series=40,
                      pixel_bytes=64 * 1024, bad_files=False)
     out = tmp_path / "out"
     process = subprocess.Popen([*CLI, "copy", "--input", str(tmp_path / "in"), "--output", str(out),
-                                "--operation-id", "stop"], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                                "--operation-id", "stop", *mode], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None and not list(out.rglob("*.dcm")):
         time.sleep(0.05)
     assert process.poll() is None, "the copy finished before it could be interrupted"
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to every process of the group
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr and "Exception in thread" not in stderr
+    time.sleep(1)
+    with contextlib.suppress(ProcessLookupError):  # no worker left behind
+        os.killpg(process.pid, 0)
+        pytest.fail("a process of the interrupted run is still running")
     summary = json.loads((out / ".dicom-transfer" / "stop" / "summary.json").read_text())
     assert summary["status"] == "canceled" and summary["partial"] is True
     assert "errorHref" not in summary["results"]

@@ -10,6 +10,7 @@ launcher refused them, so that the workers skip them too.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 from dicom_transfer.pipelines.startup import refuse_unused_modules
@@ -25,6 +26,10 @@ class _NoSessionWarning(logging.Filter):
 
 
 def main() -> None:
+    # Ctrl-C in a terminal reaches every process of its group: the launcher stops the run and says
+    # what was written; a worker ends when its launcher's connection closes (each printed a
+    # KeyboardInterrupt traceback, and the launcher one "Worker subprocess exited" per worker).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     refuse_unused_modules()
     logging.getLogger("apache_beam.runners.worker.sdk_worker_main").addFilter(_NoSessionWarning())
     from apache_beam.runners.worker import sdk_worker_main

@@ -87,7 +87,8 @@ def _runner_starting_lean_workers():
             for environment in pipeline_proto.components.environments.values():
                 command = environment.payload.decode()  # this environment's payload: the command
                 if environment.urn == python_urns.SUBPROCESS_SDK and command.endswith(BEAM_WORKER):
-                    environment.payload = (command[:-len(BEAM_WORKER)] + LEAN_WORKER).encode()
+                    # exec: the worker is the process Beam waits for, not a shell that dies on Ctrl-C
+                    environment.payload = ("exec " + command[:-len(BEAM_WORKER)] + LEAN_WORKER).encode()
             return super().run_via_runner_api(pipeline_proto, options)
 
     return LeanWorkersRunner
