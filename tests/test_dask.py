@@ -9,10 +9,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, tree
+from conftest import CLI, REPO, tree
 from servers import Orthanc
 
 from dicom_transfer.pipelines.cli import main
@@ -162,3 +163,31 @@ def test_a_grouping_spreads_over_the_clusters_workers(dask_cluster, tmp_path):
     marks = [path.name.split(".") for path in tmp_path.iterdir()]
     assert sorted(int(key) for key, _ in marks) == list(range(40))  # every group once
     assert len({pid for _, pid in marks}) == 2  # both worker processes of the cluster
+
+
+def test_ctrl_c_stops_a_dask_run_and_says_what_goes_on(dask_cluster, tmp_path):
+    """The launcher stops at once (exit 130); the cluster starts none of the run's tasks after its
+    client left, and those already running finish: every file that appears is complete."""
+    write_sample_set(str(tmp_path / "in"), studies=3, series_per_study=4, instances_per_series=250,
+                     bad_files=False)
+    sources = {hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "in").rglob("*.dcm")}
+    out = tmp_path / "out"
+    process = subprocess.Popen([*CLI, "copy", "--input", str(tmp_path / "in"), "--output", str(out),
+                                "--operation-id", "stop", *dask(dask_cluster)], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and not list(out.rglob("*.dcm")):
+        time.sleep(0.05)
+    assert process.poll() is None, "the copy finished before it could be interrupted"
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "The Dask cluster starts no more of this run's tasks" in stderr
+    assert "Traceback" not in stderr
+    before, deadline = None, time.monotonic() + 120
+    while time.monotonic() < deadline and (now := digests(out)) != before:  # until the running tasks are done
+        before = now
+        time.sleep(3)
+    assert before and set(before.values()) <= sources  # each output whole, byte for byte a source
+    summary = json.loads((out / ".dicom-transfer" / "stop" / "summary.json").read_text())
+    assert summary["status"] == "canceled" and summary["partial"] is True

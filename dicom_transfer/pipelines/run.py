@@ -123,11 +123,11 @@ def run_pipeline(options, local: bool, config, build: Callable, description: str
         summary = read_json(reports.summary_url)
     except KeyboardInterrupt:
         totals = display.stop() if display else Totals()
-        return _interrupted(config, totals)
+        return _interrupted(config, totals, "" if local else _still_running_remotely(options))
     except Exception as exc:  # the run itself broke: say why, record it, exit 2
         if _caused_by_interrupt(exc):  # Beam re-raises it wrapped, naming the step it interrupted
             totals = display.stop() if display else Totals()
-            return _interrupted(config, totals)
+            return _interrupted(config, totals, "" if local else _still_running_remotely(options))
         message = redact(f"{type(exc).__name__}: {exc}")
         LOG.error("%s %s failed: %s", kind, reports.operation_id, message)
         LOG.debug("traceback", exc_info=True)
@@ -249,13 +249,29 @@ def _print_first_errors(errors_url: str, failures: int, out, limit: int = 10) ->
     print("\n".join(first), file=out)
 
 
-def _interrupted(config, totals: Totals) -> int:
+def _still_running_remotely(options) -> str:
+    """What a Ctrl-C in the launcher leaves running on a remote runner.
+
+    A Dask scheduler drops the tasks of a client that left, except those already running: each a
+    share of the files, which finishes (its files complete). A Dataflow job goes on until it is
+    cancelled there.
+    """
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    runner = str(options.view_as(StandardOptions).runner or "")
+    if runner.endswith("DaskRunner"):
+        return (" The Dask cluster starts no more of this run's tasks; those already running finish their "
+                "share first, so files may still appear for a while.")
+    return f" The job may still be running on the {runner}: cancel it there."
+
+
+def _interrupted(config, totals: Totals, remote: str = "") -> int:
     reports = config.reports
     counted = (f"{totals.success:,} {'would be ' if reports.dry_run else ''}transferred, {totals.unchanged:,} "
                f"unchanged and {totals.failure:,} failed")
     print(f"\n{reports.operation_type} {reports.operation_id}: interrupted; counted so far: {counted} (the last "
           "instances written may not be counted yet). What was written is complete and stays; run the same "
-          "command again to finish: it skips what is already there.", file=sys.stderr)
+          f"command again to finish: it skips what is already there.{remote}", file=sys.stderr)
     _write_summary_after_stop(config, CANCELED, {"error": "interrupted by the user"}, totals)
     return EXIT_INTERRUPTED
 
