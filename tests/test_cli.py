@@ -237,9 +237,13 @@ def test_one_aggregated_progress_line_across_worker_processes(tmp_path):
     assert "read+validate:" not in result.stderr  # no per-worker lines when the launcher aggregates
 
 
-@pytest.mark.parametrize("mode", [(), ("--direct_running_mode", "multi_processing", "--direct_num_workers", "2")],
-                         ids=["in-process", "multi_processing"])
-def test_ctrl_c_stops_cleanly_and_says_what_was_done(tmp_path, mode):
+WORKER_PROCESSES = ("--direct_running_mode", "multi_processing", "--direct_num_workers", "2")
+
+
+@pytest.mark.parametrize(("mode", "stop"), [((), signal.SIGINT), (WORKER_PROCESSES, signal.SIGINT),
+                                            (WORKER_PROCESSES, signal.SIGTERM)],
+                         ids=["in-process", "multi_processing", "multi_processing-SIGTERM"])
+def test_ctrl_c_stops_cleanly_and_says_what_was_done(tmp_path, mode, stop):
     write_sample_set(str(tmp_path / "in"), studies=4, series_per_study=5, instances_per_series=40,
                      pixel_bytes=64 * 1024, bad_files=False)
     out = tmp_path / "out"
@@ -250,7 +254,7 @@ def test_ctrl_c_stops_cleanly_and_says_what_was_done(tmp_path, mode):
     while time.monotonic() < deadline and process.poll() is None and not list(out.rglob("*.dcm")):
         time.sleep(0.05)
     assert process.poll() is None, "the copy finished before it could be interrupted"
-    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to every process of the group
+    os.killpg(process.pid, stop)  # as a terminal's Ctrl-C (or systemd's stop): to every process of the group
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr and "Exception in thread" not in stderr

@@ -26,10 +26,12 @@ class _NoSessionWarning(logging.Filter):
 
 
 def main() -> None:
-    # Ctrl-C in a terminal reaches every process of its group: the launcher stops the run and says
-    # what was written; a worker ends when its launcher's connection closes (each printed a
-    # KeyboardInterrupt traceback, and the launcher one "Worker subprocess exited" per worker).
+    # Ctrl-C in a terminal reaches every process of its group, and a scheduler's SIGTERM often does
+    # (systemd, by default): the launcher stops the run and says what was written; a worker ends
+    # when its launcher's connection closes. Killed by the signal, each worker printed a traceback
+    # and the launcher "Worker subprocess exited with return code -2" (-15) per worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     refuse_unused_modules()
     logging.getLogger("apache_beam.runners.worker.sdk_worker_main").addFilter(_NoSessionWarning())
     from apache_beam.runners.worker import sdk_worker_main
