@@ -97,6 +97,7 @@ def error_kind(record: dict) -> str:
     return str(record.get("Stage") or "error")
 
 
+_USER_INFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 _SECRET_QUERY = re.compile(
     r"(?i)\b(sig|se|sv|sp|spr|srt|ss|st|skoid|sktid|skt|ske|sks|skv|sr|"
     r"X-Amz-[A-Za-z-]+|X-Goog-[A-Za-z-]+|access_token|token|key|signature|"
@@ -150,7 +151,9 @@ def redact(text: str) -> str:
     connection-string parameters that carry secrets (SAS ``sig``, AWS/GCS
     signed-URL parameters, ``AccountKey``, tokens).
     """
-    text = re.sub(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@", r"\g<scheme>***@", text)
+    if "@" not in text and "=" not in text:  # what both patterns need (most texts: a plain path)
+        return text
+    text = _USER_INFO.sub(r"\g<scheme>***@", text)
     return _SECRET_QUERY.sub(lambda m: f"{m.group(1)}=***", text)
 
 
