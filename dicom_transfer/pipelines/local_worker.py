@@ -1,10 +1,11 @@
-"""A worker process of a local ``multi_processing`` run: Beam's SDK worker, started without the
-modules its launcher refused (see :mod:`~dicom_transfer.pipelines.startup`).
+"""A worker process of a local ``multi_processing`` run: Beam's SDK worker, which leaves Ctrl-C
+and SIGTERM to its launcher, started without the modules its launcher refused (see
+:mod:`~dicom_transfer.pipelines.startup`).
 
 Beam starts ``python -m apache_beam.runners.worker.sdk_worker_main`` for each worker, which imports
 every cloud filesystem and connector SDK that is installed: ~1.7 s per worker here, ~0.75 s
-without them. :func:`~dicom_transfer.pipelines.run.local_runner` starts this module instead when its
-launcher refused them, so that the workers skip them too.
+without them. :func:`~dicom_transfer.pipelines.run.local_runner` starts this module instead, with
+``--without-unused-modules`` when its launcher refused them, so that the workers skip them too.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def main() -> None:
     # and the launcher "Worker subprocess exited with return code -2" (-15) per worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    refuse_unused_modules()
+    if "--without-unused-modules" in sys.argv[1:]:
+        refuse_unused_modules()
     logging.getLogger("apache_beam.runners.worker.sdk_worker_main").addFilter(_NoSessionWarning())
     from apache_beam.runners.worker import sdk_worker_main
 

@@ -66,19 +66,19 @@ def local_runner(options):
         all_options.pop(name, None)
     encoded = JobServiceHandle.encode_pipeline_options(all_options)
     provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
-    if not unused_modules_refused():
-        return fn_runner.FnApiRunner(provision_info=provision)
-    return _runner_starting_lean_workers()(provision_info=provision)
+    worker = LOCAL_WORKER + (f" {LEAN}" if unused_modules_refused() else "")
+    return _runner_starting_workers(worker)(provision_info=provision)
 
 
 BEAM_WORKER = "-m apache_beam.runners.worker.sdk_worker_main"
-LEAN_WORKER = "-m dicom_transfer.pipelines.local_worker"
+LOCAL_WORKER = "-m dicom_transfer.pipelines.local_worker"
+LEAN = "--without-unused-modules"
 
 
-def _runner_starting_lean_workers():
-    """The FnApiRunner, its ``multi_processing`` workers started by
-    :mod:`~dicom_transfer.pipelines.local_worker`: without the modules the launcher refused,
-    each worker starts ~1 s sooner."""
+def _runner_starting_workers(worker: str):
+    """The FnApiRunner, its ``multi_processing`` workers started as ``python {worker}``
+    (:mod:`~dicom_transfer.pipelines.local_worker`): they leave Ctrl-C and SIGTERM to their
+    launcher and, ``--without-unused-modules``, skip the modules it refused (~1 s sooner each)."""
     from apache_beam.portability import python_urns
     from apache_beam.runners.portability.fn_api_runner import fn_runner
 
@@ -88,7 +88,7 @@ def _runner_starting_lean_workers():
                 command = environment.payload.decode()  # this environment's payload: the command
                 if environment.urn == python_urns.SUBPROCESS_SDK and command.endswith(BEAM_WORKER):
                     # exec: the worker is the process Beam waits for, not a shell that dies on Ctrl-C
-                    environment.payload = ("exec " + command[:-len(BEAM_WORKER)] + LEAN_WORKER).encode()
+                    environment.payload = ("exec " + command[:-len(BEAM_WORKER)] + worker).encode()
             return super().run_via_runner_api(pipeline_proto, options)
 
     return LeanWorkersRunner
