@@ -198,12 +198,16 @@ def read_file_meta(stream: BinaryIO, size: int) -> FileMeta:
     return FileMeta(sop_class, sop_instance, transfer_syntax, dataset_offset=walker.pos)
 
 
-def _walk_file_meta(stream: BinaryIO, size: int, capture: set[int]) -> _Walker:
+def _walk_file_meta(stream: BinaryIO, size: int, capture: set[int], head: bytes | None = None) -> _Walker:
     """Check preamble and 'DICM', walk group 0002 (capturing ``capture`` and the transfer syntax);
-    the walker stops where the data set starts."""
+    the walker stops where the data set starts. ``head``: as for :func:`validate_part10`."""
     if size == 0:
         raise InvalidInstance("part10", "file is empty (0 bytes)")
-    start = stream.read(PREAMBLE_LENGTH + 4)
+    if head is not None and len(head) >= PREAMBLE_LENGTH + 4:  # what the stream would give
+        start = head[:PREAMBLE_LENGTH + 4]
+        stream.seek(PREAMBLE_LENGTH + 4)
+    else:
+        start = stream.read(PREAMBLE_LENGTH + 4)
     if len(start) < PREAMBLE_LENGTH + 4:
         raise InvalidInstance(
             "part10", f"file has only {len(start)} bytes: too short for the 128-byte preamble and 'DICM'"
@@ -212,7 +216,8 @@ def _walk_file_meta(stream: BinaryIO, size: int, capture: set[int]) -> _Walker:
         raise InvalidInstance(
             "part10", "no 'DICM' prefix after the 128-byte preamble: not a DICOM Part 10 file"
         )
-    meta_walker = _Walker(stream, size, implicit=False, little=True, capture={TRANSFER_SYNTAX_UID, *capture})
+    meta_walker = _Walker(stream, size, implicit=False, little=True, capture={TRANSFER_SYNTAX_UID, *capture},
+                          head=head)
     meta_walker.walk_file_meta()
     return meta_walker
 
@@ -220,7 +225,7 @@ def _walk_file_meta(stream: BinaryIO, size: int, capture: set[int]) -> _Walker:
 def _walk_file(stream: BinaryIO, size: int, capture: set[int],
                head: bytes | None = None) -> tuple[str, _Walker]:
     """Check preamble and file meta, walk the dataset; return the transfer syntax and the walker."""
-    meta_walker = _walk_file_meta(stream, size, set())
+    meta_walker = _walk_file_meta(stream, size, set(), head)
     raw_ts = meta_walker.captured.get(TRANSFER_SYNTAX_UID)
     if raw_ts is None:
         raise InvalidInstance("part10", "file meta information has no Transfer Syntax UID (0002,0010)")
@@ -381,9 +386,16 @@ class _Walker:
         if self.size - self.pos < 8:
             raise InvalidInstance("part10", "file has no file meta information after 'DICM'")
         while self.size - self.pos >= 8:
+            if self.data is not None:
+                self._plain_elements(self.size, top_level=False, meta=True)
+                if self.size - self.pos < 8:
+                    break
             start = self.pos
-            (group,) = struct.unpack("<H", self.stream.read(2))
-            self.stream.seek(start)
+            if self.data is not None and start + 2 <= len(self.data):
+                (group,) = struct.unpack_from("<H", self.data, start)
+            else:
+                (group,) = struct.unpack("<H", self.stream.read(2))
+                self.stream.seek(start)
             if group != 0x0002:
                 break
             tag, vr, length, offset = self._header(None)
@@ -425,26 +437,30 @@ class _Walker:
             if top_level:
                 self.elements.append((tag, offset, self.pos))
 
-    def _plain_elements(self, end: int, top_level: bool) -> None:
+    def _plain_elements(self, end: int, top_level: bool, meta: bool = False) -> None:
         """Step over explicit-VR elements of defined length (sequences aside), from the bytes in memory.
 
         Most elements of a header are such: this loop does for them what :meth:`_header`,
-        :meth:`_check_fits` and :meth:`_skip` would, without a call or a read per element.
-        Values to capture are captured from those bytes too, as :meth:`_element_value` does.
-        It stops at the first element it cannot decide alone (another VR, an item, a value too
-        long to capture, one that does not fit), leaving it, and every verdict, to the general walk.
+        :meth:`_check_fits` and :meth:`_skip` would, without a call or a read per element; a
+        value beyond the bytes in memory (the pixel data after a file's head) is stepped over
+        too when its header is in memory. Values to capture are captured from those bytes, as
+        :meth:`_element_value` does. It stops at the first element it cannot decide alone
+        (another VR, an item, a value too long to capture or not in memory, one that does not
+        fit), leaving it, and every verdict, to the general walk. ``meta``: the elements of
+        group 0002 (:meth:`walk_file_meta`), up to the first of another group.
         """
         data, pos = self.data, self.pos
         if data is None:
             return
-        stop = min(end, self.size, len(data))
+        limit = min(end, self.size)
+        stop = min(limit, len(data))  # element headers are read from memory
         unpack_tag, unpack_short = self.tag_struct.unpack_from, self.short_struct.unpack_from
         unpack_long = self.long_struct.unpack_from
-        capture = self.capture if top_level else ()
+        capture = self.capture if top_level or meta else ()
         elements = self.elements
         while pos + 8 <= stop:
             group, element = unpack_tag(data, pos)
-            if group == 0xFFFE:
+            if group == 0xFFFE or meta and group != 0x0002:
                 break
             vr = data[pos + 4:pos + 6]
             if vr in SHORT_VRS:
@@ -459,10 +475,10 @@ class _Walker:
             else:
                 break
             tag = (group << 16) | element
-            if value_end > stop:
+            if value_end > limit:
                 break
             if tag in capture:
-                if value_end - value_start > MAX_CAPTURED_VALUE:
+                if value_end - value_start > MAX_CAPTURED_VALUE or value_end > stop:
                     break
                 self.captured[tag] = RawDataElement(
                     Tag(tag), vr.decode("ascii"), value_end - value_start, data[value_start:value_end], value_start,

@@ -73,6 +73,7 @@ class HeaderReader:
         """``head``: the file's first bytes, if they are in memory already (read from there when
         they hold the whole header)."""
         self.source = source
+        self.file_head = head
         pixels = [start for tag, start, _ in elements if tag in PIXEL_TAGS]
         self.start = elements[0][1] if elements else 0
         self.end = pixels[0] if pixels else (elements[-1][2] if elements else 0)
@@ -83,6 +84,10 @@ class HeaderReader:
         self.head = source.read(self.end - self.start)
         if len(self.head) != self.end - self.start:
             raise EOFError
+
+    def in_memory(self, start: int, end: int) -> bytes:
+        """Bytes ``start:end`` if the file's first bytes given hold them, else none (``b""``)."""
+        return self.file_head[start:end] if end <= len(self.file_head) else b""
 
     def __call__(self, start: int, end: int) -> bytes:
         if self.start <= start and end <= self.end:

@@ -127,6 +127,9 @@ class Rewritten:
     size: int
     attributes: dict[str, object]
     mapping: dict[tuple[str, str], tuple[str, str]]  # (kind, original) -> (pseudonym, keyword)
+    # The first bytes written (the header, up to the pixel data's value), when they were made in
+    # memory: what a check of the output reads instead of reading them back. Empty otherwise.
+    head: bytes = b""
 
 
 class Deidentifier:
@@ -178,15 +181,19 @@ class Deidentifier:
         asked = {t for t in map(tag_for_keyword, keywords) if t is not None}
         wanted, returned = WANTED_TAGS | asked, RETURNED_TAGS | asked
         try:
+            written = b""
             if elements is None or sum(e - s for t, s, e in elements if t not in PIXEL_TAGS) > MAX_HEADER_BYTES:
                 header, mapping = self._rewrite_with_pydicom(source, size, out, transfer_syntax, elements)
             else:
                 done = self._splice_bytes(source, out, transfer_syntax, elements, wanted, returned, head) \
                     if self.by_bytes else None
-                header, mapping = done or self._splice(source, out, transfer_syntax, elements, wanted, head)
+                if done is not None:
+                    header, mapping, written = done
+                else:
+                    header, mapping = self._splice(source, out, transfer_syntax, elements, wanted, head)
             attributes = {k: header[k].value for k in keywords if k in header}
             return Rewritten(str(header[STUDY_UID].value), str(header[SERIES_UID].value),
-                             str(header[SOP_UID].value), transfer_syntax, out.tell(), attributes, mapping)
+                             str(header[SOP_UID].value), transfer_syntax, out.tell(), attributes, mapping, written)
         except DeidentificationError:
             raise
         except _ElementFailure as failure:
@@ -249,11 +256,11 @@ class Deidentifier:
 
     def _splice_bytes(self, source: BinaryIO, out: BinaryIO, transfer_syntax: str,
                       elements: list[tuple[int, int, int]], wanted: AbstractSet[int],
-                      returned: AbstractSet[int], head: bytes = b"") -> tuple[Dataset, dict] | None:
+                      returned: AbstractSet[int], head: bytes = b"") -> tuple[Dataset, dict, bytes] | None:
         """What :meth:`_splice` writes, made from the elements' bytes without a pydicom dataset walk,
         for explicit or implicit VR little endian headers of plain ASCII values and no sequence to
         look into (the usual case); ``None``, with nothing written, for anything else (then
-        :meth:`_splice`)."""
+        :meth:`_splice`). Also returns the output's first bytes (see :attr:`Rewritten.head`)."""
         if transfer_syntax not in (ExplicitVRLittleEndian, IMPLICIT_VR_LE) or not elements:
             return None
         implicit = transfer_syntax == IMPLICIT_VR_LE
@@ -268,14 +275,25 @@ class Deidentifier:
         header = Dataset({element.tag: element for element in splice.header})
         for element in self.marks:
             header[element.tag] = element
-        out.write(file_meta_bytes(splice.sop_class, header.SOPInstanceUID, transfer_syntax))
+        pending = [file_meta_bytes(splice.sop_class, header.SOPInstanceUID, transfer_syntax)]
+        written = b""  # the bytes before the first copied value
+        value_offset = 8 if implicit else 12  # the header of a pixel data element (a long VR in explicit VR)
         for _, start, end, data in sorted([*splice.parts, *self._marks_encoded(implicit, True)],
                                           key=lambda e: e[0]):
-            if data is None:
-                copy_range(source, out, start, end)
-            else:
-                out.write(data)
-        return header, splice.mapping
+            if data is not None:
+                pending.append(data)
+                continue
+            lead = read.in_memory(start, min(end, start + value_offset))  # the element's header, if in memory
+            pending.append(lead)
+            chunk = b"".join(pending)
+            out.write(chunk)
+            pending = []
+            if not written:
+                written = chunk
+            copy_range(source, out, start + len(lead), end)
+        chunk = b"".join(pending)
+        out.write(chunk)
+        return header, splice.mapping, written or chunk
 
     def _marks_encoded(self, implicit: bool, little: bool) -> list[tuple[int, int, int, bytes]]:
         """The marks (:func:`_marks`) as written in a dataset of this encoding."""

@@ -144,8 +144,9 @@ def rewrite_checked(deidentifier: Deidentifier, instance: ValidInstance, source:
     """
     result = deidentifier.rewrite(source, instance.size, out, keywords, mapped, head)
     out.seek(0)
-    # headers only: the walker walks the header from its first bytes and seeks over values
-    validate_part10(out, result.size, head=read_head(out, OUTPUT_HEAD))
+    # headers only: the walker walks the header from its first bytes (those the rewrite made in
+    # memory, else read back) and seeks over values, reading the file where they end
+    validate_part10(out, result.size, head=result.head or read_head(out, OUTPUT_HEAD))
     staged = ValidInstance(url, result.size, result.study_uid, result.series_uid, result.sop_uid,
                            result.transfer_syntax,
                            tuple(sorted((k, plain_value(v)) for k, v in result.attributes.items())),
