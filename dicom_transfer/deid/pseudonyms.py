@@ -8,7 +8,6 @@ any shared state; without the key, the originals cannot be recovered or tested f
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 MIN_KEY_BYTES = 16
@@ -54,7 +53,7 @@ class Pseudonyms:
         return found
 
     def _hmac(self, label: bytes, original: str) -> bytes:
-        return hmac.new(self._key, label + b"\x00" + original.encode("utf-8"), hashlib.sha256).digest()
+        return hmac.digest(self._key, label + b"\x00" + original.encode("utf-8"), "sha256")  # one-shot HMAC
 
     def uid(self, original: str) -> str:
         """A ``2.25.`` UID (PS3.5 B.2) from a UUID made of the HMAC (RFC 9562 version 8)."""

@@ -183,6 +183,10 @@ class Destination:
         OSError
             Reading, writing or the store failed.
         """
+        if existing is None and unnamed is not None and not overwrite and not dry_run:
+            # Linking an unnamed file never replaces: a target already there is decided as one that
+            # appears meanwhile (below), without asking first.
+            existing = ABSENT
         if existing is None:
             found = self.size_of(relative)
             existing = ABSENT if found is None else Existing(True, found)
