@@ -18,7 +18,7 @@ import re
 import struct
 from collections.abc import Set as AbstractSet
 from functools import lru_cache
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from pydicom import dcmread
 from pydicom.config import IGNORE
@@ -179,7 +179,7 @@ class Deidentifier:
         """
         transfer_syntax, elements = mapped or map_elements(source, size)
         asked = {t for t in map(tag_for_keyword, keywords) if t is not None}
-        wanted, returned = WANTED_TAGS | asked, RETURNED_TAGS | asked
+        wanted, returned = (WANTED_TAGS | asked, RETURNED_TAGS | asked) if asked else (WANTED_TAGS, RETURNED_TAGS)
         try:
             written = b""
             if elements is None or sum(e - s for t, s, e in elements if t not in PIXEL_TAGS) > MAX_HEADER_BYTES:
@@ -256,7 +256,7 @@ class Deidentifier:
 
     def _splice_bytes(self, source: BinaryIO, out: BinaryIO, transfer_syntax: str,
                       elements: list[tuple[int, int, int]], wanted: AbstractSet[int],
-                      returned: AbstractSet[int], head: bytes = b"") -> tuple[Dataset, dict, bytes] | None:
+                      returned: AbstractSet[int], head: bytes = b"") -> tuple[Dataset | dict, dict, bytes] | None:
         """What :meth:`_splice` writes, made from the elements' bytes without a pydicom dataset walk,
         for explicit or implicit VR little endian headers of plain ASCII values and no sequence to
         look into (the usual case); ``None``, with nothing written, for anything else (then
@@ -272,10 +272,13 @@ class Deidentifier:
         if not self.allow_burned_in:
             texts = splice.texts
             self._refuse_burned_in(texts.get(BURNED_IN, ""), texts.get(SOP_CLASS, ""), texts.get(MODALITY, ""))
-        header = Dataset({element.tag: element for element in splice.header})
-        for element in self.marks:
-            header[element.tag] = element
-        pending = [file_meta_bytes(splice.sop_class, header.SOPInstanceUID, transfer_syntax)]
+        identity = splice.identity() if returned is RETURNED_TAGS else None  # the new UIDs alone: no dataset
+        header: Dataset | dict = identity or splice.dataset()
+        if identity is None:
+            for element in self.marks:
+                header[element.tag] = element
+        sop_instance = identity[SOP_UID].value if identity else header.SOPInstanceUID
+        pending = [file_meta_bytes(splice.sop_class, sop_instance, transfer_syntax)]
         written = b""  # the bytes before the first copied value
         value_offset = 8 if implicit else 12  # the header of a pixel data element (a long VR in explicit VR)
         for _, start, end, data in sorted([*splice.parts, *self._marks_encoded(implicit, True)],
@@ -550,6 +553,12 @@ class _Unusual(Exception):
     """An element the byte path leaves to the dataset walk."""
 
 
+class _Value(NamedTuple):
+    """An element's value where a data element is not needed (see :meth:`_ByteSplice.identity`)."""
+
+    value: str
+
+
 class _ByteSplice:
     """The elements of an explicit VR little endian header as :meth:`Deidentifier._splice` writes
     them, made from their bytes: each element's action and new bytes are those the dataset walk
@@ -571,7 +580,8 @@ class _ByteSplice:
         self.returned = returned  # the elements of the returned header (not every parsed one)
         self.mapping: dict[tuple[str, str], tuple[str, str]] = {}
         self.parts: list[tuple[int, int, int, bytes | None]] = []  # (tag, start, end, bytes; None: copy)
-        self.header: list[DataElement | RawDataElement] = []  # those returned, as the walk leaves them
+        # those returned, as the walk leaves them: kept as they are, or (tag, VR, new value)
+        self.header: list[RawDataElement | tuple[int, str, object]] = []
         self.texts: dict[int, str] = {}  # what the burned-in check reads
         self.patient_id = ""
         for tag, start, end in elements:
@@ -583,6 +593,18 @@ class _ByteSplice:
                 raise _Unusual  # out of order or repeated: the dataset decides which one stays
             previous = tag
             self._element(tag, start, end)
+
+    def dataset(self) -> Dataset:
+        """The returned elements, as the dataset walk leaves them."""
+        return Dataset({element.tag: element for element in (
+            e if isinstance(e, RawDataElement) else DataElement(*e, validation_mode=IGNORE) for e in self.header)})
+
+    def identity(self) -> dict[int, _Value] | None:
+        """The Study, Series and SOP Instance UIDs as the dataset would give them, without making
+        it: where each was replaced by one new UID (a text); else ``None``."""
+        found = {tag: _Value(value) for tag, _, value in (e for e in self.header if not isinstance(e, RawDataElement))
+                 if tag in (STUDY_UID, SERIES_UID, SOP_UID) and isinstance(value, str)}
+        return found if len(found) == 3 else None
 
     def _split(self, tag: int, data: bytes) -> tuple[str, int, int, bytes]:
         """VR, length, offset of the value and value of one element's bytes (in implicit VR, the VR
@@ -650,7 +672,7 @@ class _ByteSplice:
             raise TypeError(f"no text value for {_tag_text(tag)}")
         self.parts.append((tag, start, end, _text_element(tag, vr, new, self.implicit)))
         if tag in self.returned:
-            self.header.append(DataElement(tag, vr, new, validation_mode=IGNORE))
+            self.header.append((tag, vr, new))
 
     def _copied_as_it_is(self, tag: int, data: bytes) -> bool:
         """Whether the walk copies an element the profile keeps as it is: not a UID (which may be
