@@ -180,6 +180,7 @@ class Deidentifier:
         transfer_syntax, elements = mapped or map_elements(source, size)
         asked = {t for t in map(tag_for_keyword, keywords) if t is not None}
         wanted, returned = (WANTED_TAGS | asked, RETURNED_TAGS | asked) if asked else (WANTED_TAGS, RETURNED_TAGS)
+        header: Dataset | dict
         try:
             written = b""
             if elements is None or sum(e - s for t, s, e in elements if t not in PIXEL_TAGS) > MAX_HEADER_BYTES:
@@ -273,11 +274,14 @@ class Deidentifier:
             texts = splice.texts
             self._refuse_burned_in(texts.get(BURNED_IN, ""), texts.get(SOP_CLASS, ""), texts.get(MODALITY, ""))
         identity = splice.identity() if returned is RETURNED_TAGS else None  # the new UIDs alone: no dataset
-        header: Dataset | dict = identity or splice.dataset()
-        if identity is None:
+        header: Dataset | dict
+        if identity is not None:
+            header, sop_instance = identity, identity[SOP_UID].value
+        else:
+            dataset = splice.dataset()
             for element in self.marks:
-                header[element.tag] = element
-        sop_instance = identity[SOP_UID].value if identity else header.SOPInstanceUID
+                dataset[element.tag] = element
+            header, sop_instance = dataset, dataset.SOPInstanceUID
         pending = [file_meta_bytes(splice.sop_class, sop_instance, transfer_syntax)]
         written = b""  # the bytes before the first copied value
         value_offset = 8 if implicit else 12  # the header of a pixel data element (a long VR in explicit VR)
