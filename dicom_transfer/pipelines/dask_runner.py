@@ -38,7 +38,7 @@ import typing as t
 
 from apache_beam import pvalue
 from apache_beam.pipeline import AppliedPTransform, PipelineVisitor
-from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, _OutputHandler
+from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, Receiver, _OutputHandler
 from apache_beam.runners.dask import transform_evaluator as te
 from apache_beam.runners.dask.dask_runner import DaskOptions, DaskRunnerResult
 from apache_beam.runners.dask.dask_runner import DaskRunner as BeamDaskRunner
@@ -51,54 +51,88 @@ from apache_beam.utils.windowed_value import WindowedValue
 NAME = "DaskRunner"  # what users write after --runner
 
 
-def _run_bundle(items, do_fn_invoker_args, do_fn_invoker_kwargs, receivers, side_specs, *side_values):
-    """One Dask partition through the DoFn: ``(tag, value)`` for everything it emits, from
-    ``process`` and ``finish_bundle`` alike (tag None: the main output)."""
-    if side_specs:
-        do_fn_invoker_kwargs = dict(do_fn_invoker_kwargs)
-        do_fn_invoker_kwargs["side_inputs"] = [
-            SideInputMap(kind, view_options, [te.get_windowed_value(v, window_fn) for v in values])
-            for (kind, view_options, window_fn), values in zip(side_specs, side_values, strict=True)]
-    receivers.values.clear()
-    invoker = DoFnInvoker.create_invoker(*do_fn_invoker_args, **do_fn_invoker_kwargs)
-    invoker.invoke_setup()
-    invoker.invoke_start_bundle()
-    for item in items:
-        invoker.invoke_process(item)
-    invoker.invoke_finish_bundle()
-    invoker.invoke_teardown()
-    results = []
-    for output in receivers.values:
-        tag, value = (output.tag, output.value) if isinstance(output, pvalue.TaggedOutput) else (None, output)
-        results.append((tag, value.value if isinstance(value, WindowedValue) else value))
-    return results
+class _Push(Receiver):
+    """Hands each value a step emits on one output to the steps of its stage that read it, and
+    keeps it (without its window) for what reads it outside the stage: ``(exit key, value)``."""
+
+    __slots__ = ("consumers", "exits", "keys")
+
+    def __init__(self, consumers: list, exits: list, keys: list) -> None:
+        self.consumers, self.exits, self.keys = consumers, exits, keys
+
+    def receive(self, windowed_value: WindowedValue) -> None:
+        for consumer in self.consumers:
+            consumer.invoke_process(windowed_value)
+        for key in self.keys:
+            self.exits.append((key, windowed_value.value))
+
+
+class _Discard(Receiver):
+    """An output nothing reads."""
+
+    def receive(self, windowed_value: WindowedValue) -> None:
+        pass
+
+
+class _Outputs(dict):
+    """A step's receivers by output tag; an output nothing reads is discarded."""
+
+    def __missing__(self, tag):
+        return _DISCARD
+
+
+_DISCARD = _Discard()
 
 
 @dataclasses.dataclass
-class _ParDo(te.DaskBagOp):
-    """A ParDo whose bag holds ``(tag, value)`` pairs (see the module docstring)."""
+class _Step:
+    """One ParDo of a stage, as the stage's task runs it; ``outputs`` maps each of its output tags
+    that something reads to ``(indexes of the stage's steps that read it, exit keys)``."""
 
-    side_bags: list = dataclasses.field(default_factory=list)
+    signature: DoFnSignature
+    label: str
+    window_fn: t.Any
+    args: list
+    kwargs: dict
+    side_specs: list  # (kind, view options, window mapping fn) of each side input
+    outputs: dict = dataclasses.field(default_factory=dict)
 
-    def apply(self, input_bag, side_inputs=None):  # noqa: ARG002 - side inputs come as side_bags
-        transform = self.transform
-        args, kwargs = transform.raw_side_inputs
-        main_input = next(iter(self.applied.main_inputs.values()))
-        window_fn = main_input.windowing.windowfn if hasattr(main_input, "windowing") else None
-        receivers = te.OneReceiver()
-        invoker_args = [
-            DoFnSignature(transform.fn),
-            _OutputHandler(window_fn=window_fn, main_receivers=receivers[None], tagged_receivers=receivers,
-                           per_element_output_counter=None, output_batch_converter=None,
-                           process_yields_batches=False, process_batch_yields_elements=False),
-        ]
-        invoker_kwargs = dict(context=DoFnContext(transform.label, state=None), side_inputs=[],
-                              input_args=list(args), input_kwargs=kwargs, user_state_context=None,
-                              bundle_finalizer_param=DoFn.BundleFinalizerParam())
-        specs = [(kind, options, fn) for kind, options, fn, _ in self.side_bags]
-        values = [_whole(bag) for *_, bag in self.side_bags]
-        return input_bag.map(te.get_windowed_value, window_fn).map_partitions(
-            _run_bundle, invoker_args, invoker_kwargs, receivers, specs, *values)
+
+def _run_stage(items, steps: list[_Step], *side_values) -> list:
+    """One Dask partition through a stage: each element of ``items`` goes into the first step, and
+    each value a step emits, from ``process`` or ``finish_bundle``, straight into the steps that
+    read it, element by element; what is read outside the stage is returned as ``(exit key,
+    value)`` pairs. Every step is set up and started before the first element, and finished in
+    the order of the pipeline (a step's ``finish_bundle`` outputs reach the steps after it)."""
+    exits: list = []
+    invokers: list = [None] * len(steps)
+    position = len(side_values)
+    for index in range(len(steps) - 1, -1, -1):  # the steps that read an output are made first
+        step = steps[index]
+        values, position = side_values[position - len(step.side_specs):position], position - len(step.side_specs)
+        receivers = _Outputs({tag: _Push([invokers[i] for i in readers], exits, keys)
+                              for tag, (readers, keys) in step.outputs.items()})
+        handler = _OutputHandler(window_fn=step.window_fn, main_receivers=receivers[None], tagged_receivers=receivers,
+                                 per_element_output_counter=None, output_batch_converter=None,
+                                 process_yields_batches=False, process_batch_yields_elements=False)
+        side_inputs = [SideInputMap(kind, view_options, [te.get_windowed_value(v, window_fn) for v in value])
+                       for (kind, view_options, window_fn), value in zip(step.side_specs, values, strict=True)]
+        invokers[index] = DoFnInvoker.create_invoker(
+            step.signature, handler, context=DoFnContext(step.label, state=None), side_inputs=side_inputs,
+            input_args=list(step.args), input_kwargs=step.kwargs, user_state_context=None,
+            bundle_finalizer_param=DoFn.BundleFinalizerParam())
+    for invoker in invokers:
+        invoker.invoke_setup()
+    for invoker in invokers:
+        invoker.invoke_start_bundle()
+    first, window_fn = invokers[0], steps[0].window_fn
+    for item in items:
+        first.invoke_process(te.get_windowed_value(item, window_fn))
+    for invoker in invokers:
+        invoker.invoke_finish_bundle()
+    for invoker in invokers:
+        invoker.invoke_teardown()
+    return exits
 
 
 def _key(item):
@@ -135,16 +169,142 @@ def _concatenate(*partitions) -> list:
     return [item for partition in partitions for item in partition]
 
 
-def _only(bag, tag):
-    """The values of one output of a ``_ParDo`` bag."""
-    # A named function taking the tag as an argument, not lambdas closing over it: with those, an
+def _values_of(pairs, key) -> list:
+    """The values of one exit of a stage's partition (see :func:`_run_stage`)."""
+    # A named function taking the key as an argument, not lambdas closing over it: with those, an
     # import's outcomes were read as its (empty) failures once the optimised graph ran, and the
     # summary counted 0 stored (tests/test_dask.py).
-    return bag.map_partitions(_values_of, tag)
+    return [value for exit_key, value in pairs if exit_key == key]
 
 
-def _values_of(pairs, tag) -> list:
-    return [value for pair_tag, value in pairs if pair_tag == tag]
+@dataclasses.dataclass(eq=False)
+class _Stage:
+    """ParDos fused into one task per partition: the first reads a bag, each other one reads the
+    output of an earlier one (see :func:`_run_stage`)."""
+
+    nodes: list = dataclasses.field(default_factory=list)
+    exits: dict = dataclasses.field(default_factory=dict)  # (node, tag) -> exit key
+
+
+def _is_pardo(node: AppliedPTransform) -> bool:
+    return te.TRANSLATIONS.get(node.transform.__class__) is te.ParDo
+
+
+def _main_inputs(node: AppliedPTransform) -> list[pvalue.PCollection]:
+    main = node.main_inputs.values() if node.main_inputs else node.inputs
+    return [value for value in main if isinstance(value, pvalue.PCollection)]
+
+
+class _Plan:
+    """The Dask graph of a pipeline: its ParDos fused into stages (Beam's fusion), every other
+    transform translated as Beam's Dask runner does.
+
+    A ParDo joins the stage of the ParDo whose output it reads unless one of its side inputs
+    depends on that stage; what is read outside a stage (by a grouping, a Flatten, a side input, a
+    ParDo that could not join) leaves it as one of its exits."""
+
+    def __init__(self, nodes: list[AppliedPTransform], bag_kwargs: dict) -> None:
+        self.bag_kwargs = bag_kwargs
+        self.stage_of: dict[AppliedPTransform, _Stage] = {}
+        self.depends: dict[t.Any, set] = collections.defaultdict(set)  # unit -> the units it reads
+        self.bags: dict[t.Any, t.Any] = {}  # unit -> its bag
+        self.read: set = set()  # the units something reads
+        self.units: list = []
+        for node in nodes:
+            self._place(node)
+
+    def unit(self, node: AppliedPTransform):
+        """What runs ``node``: its stage, or the node itself."""
+        return self.stage_of.get(node, node)
+
+    def _reaches(self, unit, target) -> bool:
+        seen, todo = set(), [unit]
+        while todo:
+            current = todo.pop()
+            if current is target:
+                return True
+            if id(current) not in seen:
+                seen.add(id(current))
+                todo.extend(self.depends[current])
+        return False
+
+    def _reads(self, unit, value: pvalue.PCollection) -> None:
+        producer = value.producer
+        assert producer is not None  # every PCollection of a built pipeline has one
+        source = self.unit(producer)
+        if source is not unit:
+            self.depends[unit].add(source)
+            self.read.add(source)
+            if isinstance(source, _Stage):
+                source.exits.setdefault((producer, value.tag), len(source.exits))
+
+    def _place(self, node: AppliedPTransform) -> None:
+        inputs = _main_inputs(node)
+        sides = [side.pvalue for side in node.side_inputs] if _is_pardo(node) else []
+        stage = None
+        if _is_pardo(node) and inputs and inputs[0].producer in self.stage_of:
+            stage = self.stage_of[inputs[0].producer]
+            if any(self._reaches(self.unit(side.producer), stage) for side in sides):
+                stage = None  # it would depend on itself
+        if _is_pardo(node):
+            if stage is None:
+                stage = _Stage()
+                self.units.append(stage)
+            stage.nodes.append(node)
+            self.stage_of[node] = stage
+            unit = stage
+        else:
+            unit = node
+            self.units.append(node)
+        for value in [*inputs, *sides]:
+            self._reads(unit, value)
+
+    def bag_of(self, value: pvalue.PCollection):
+        """The bag of a PCollection read outside its stage."""
+        producer = value.producer
+        unit = self.unit(producer)
+        bag = self.bag(unit)
+        if isinstance(unit, _Stage):
+            return bag.map_partitions(_values_of, unit.exits[producer, value.tag])
+        return bag
+
+    def bag(self, unit):
+        if unit not in self.bags:
+            self.bags[unit] = self._stage_bag(unit) if isinstance(unit, _Stage) else self._node_bag(unit)
+        return self.bags[unit]
+
+    def leaves(self) -> list:
+        """The bags nothing reads: computing them runs the whole pipeline."""
+        return [bag for bag in (self.bag(unit) for unit in self.units if unit not in self.read) if bag is not None]
+
+    def _node_bag(self, node: AppliedPTransform):
+        op_class: t.Callable[..., te.DaskBagOp] = te.TRANSLATIONS.get(node.transform.__class__, te.NoOp)
+        if op_class is te.GroupByKey:
+            op_class = _GroupByKey
+        op = op_class(node, bag_kwargs=self.bag_kwargs)
+        inputs = [self.bag_of(value) for value in _main_inputs(node)]
+        return op.apply(inputs) if isinstance(op, te.Flatten) else op.apply(inputs[0] if inputs else None)
+
+    def _stage_bag(self, stage: _Stage):
+        steps, side_values = [], []
+        index = {node: i for i, node in enumerate(stage.nodes)}
+        for node in stage.nodes:
+            transform = node.transform
+            args, kwargs = transform.raw_side_inputs
+            main = _main_inputs(node)[0]
+            steps.append(_Step(DoFnSignature(transform.fn), transform.label,
+                               main.windowing.windowfn if hasattr(main, "windowing") else None, list(args), kwargs,
+                               [(type(side), side._view_options(), side._window_mapping_fn)
+                                for side in node.side_inputs]))
+            side_values += [_whole(self.bag_of(side.pvalue)) for side in node.side_inputs]
+            if node is not stage.nodes[0]:
+                producer = main.producer
+                readers, _ = steps[index[producer]].outputs.setdefault(main.tag, ([], []))
+                readers.append(index[node])
+        for (node, tag), key in stage.exits.items():
+            _, keys = steps[index[node]].outputs.setdefault(tag, ([], []))
+            keys.append(key)
+        return self.bag_of(_main_inputs(stage.nodes[0])[0]).map_partitions(_run_stage, steps, *side_values)
 
 
 class _Result(DaskRunnerResult):
@@ -165,46 +325,19 @@ class _Result(DaskRunnerResult):
             self.client.close()
 
 
+class _Transforms(PipelineVisitor):
+    """A pipeline's primitive transforms, producers before their consumers."""
+
+    def __init__(self) -> None:
+        self.nodes: list[AppliedPTransform] = []
+
+    def visit_transform(self, node: AppliedPTransform) -> None:
+        self.nodes.append(node)
+
+
 class DaskRunner(BeamDaskRunner):
     """Beam's DaskRunner with tagged outputs, ``finish_bundle`` outputs, side inputs as
     dependencies, and every sink computed (see the module docstring)."""
-
-    @staticmethod
-    def to_dask_bag_visitor(bag_kwargs=None) -> PipelineVisitor:
-        bag_kwargs = bag_kwargs or {}
-
-        @dataclasses.dataclass
-        class Visitor(PipelineVisitor):
-            bags: dict[AppliedPTransform, t.Any] = dataclasses.field(default_factory=collections.OrderedDict)
-            consumed: set = dataclasses.field(default_factory=set)
-            pardos: set = dataclasses.field(default_factory=set)
-
-            def bag_of(self, value: pvalue.PCollection):
-                producer = value.producer
-                assert producer is not None  # every PCollection of a built pipeline has one
-                self.consumed.add(producer)
-                bag = self.bags[producer]
-                return _only(bag, value.tag) if producer in self.pardos else bag
-
-            def visit_transform(self, node: AppliedPTransform) -> None:
-                kind = node.transform.__class__
-                op_class: t.Callable[..., te.DaskBagOp] = te.TRANSLATIONS.get(kind, te.NoOp)
-                if op_class is te.ParDo:
-                    op_class = _ParDo
-                elif op_class is te.GroupByKey:
-                    op_class = _GroupByKey
-                op = op_class(node, bag_kwargs=bag_kwargs)
-                main = node.main_inputs.values() if node.main_inputs else node.inputs
-                inputs = [self.bag_of(v) for v in main if isinstance(v, pvalue.PCollection)]
-                if isinstance(op, _ParDo):
-                    op.side_bags = [(type(si), si._view_options(), si._window_mapping_fn, self.bag_of(si.pvalue))
-                                    for si in node.side_inputs]
-                    self.pardos.add(node)
-                bag = op.apply(inputs) if isinstance(op, te.Flatten) else op.apply(inputs[0] if inputs else None)
-                if bag is not None:
-                    self.bags[node] = bag
-
-        return Visitor()
 
     def run_pipeline(self, pipeline, options):
         import dask
@@ -216,8 +349,8 @@ class DaskRunner(BeamDaskRunner):
         if not bag_kwargs:  # neither --dask_npartitions nor --dask_partition_size: one per worker thread
             bag_kwargs = {"npartitions": max(1, sum(client.nthreads().values()))}
         pipeline.replace_all(dask_overrides())
-        visitor = self.to_dask_bag_visitor(bag_kwargs)
+        visitor = _Transforms()
         pipeline.visit(visitor)
-        leaves = [bag for node, bag in visitor.bags.items() if node not in visitor.consumed]
+        leaves = _Plan(visitor.nodes, bag_kwargs).leaves()
         futures = client.compute(list(dask.optimize(*leaves)))
         return _Result(client, futures)
