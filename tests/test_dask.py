@@ -191,3 +191,39 @@ def test_ctrl_c_stops_a_dask_run_and_says_what_goes_on(dask_cluster, tmp_path):
     assert before and set(before.values()) <= sources  # each output whole, byte for byte a source
     summary = json.loads((out / ".dicom-transfer" / "stop" / "summary.json").read_text())
     assert summary["status"] == "canceled" and summary["partial"] is True
+
+
+def _count_marks(element: int, folder: str) -> tuple[int, int]:
+    return element, len(os.listdir(folder))
+
+
+def _mark(pair: tuple[int, int], folder: str) -> tuple[int, int]:
+    Path(folder, f"{pair[0]}.{pair[1]}").touch()
+    return pair
+
+
+def _mark_total(element: int, total: int, folder: str) -> None:
+    Path(folder, f"{element}-of-{total}").touch()
+
+
+def test_chained_pardos_stream_element_by_element_and_side_inputs_of_a_stage_wait_for_it(dask_cluster, tmp_path):
+    """A ParDo's output goes into the ParDo that reads it one element at a time, in the same task:
+    when the first step sees element n, the second has already handled elements 0..n-1 (with each
+    step's partition output held as a list, it would have seen none). A ParDo whose side input is
+    computed from the step it reads (here a total) runs after that step, not within it."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from dicom_transfer.pipelines.dask_runner import DaskRunner
+
+    marks, totals = tmp_path / "marks", tmp_path / "totals"
+    marks.mkdir()
+    totals.mkdir()
+    options = PipelineOptions(["--runner", "DaskRunner", "--dask_client_address", dask_cluster])
+    with beam.Pipeline(runner=DaskRunner(), options=options) as pipeline:
+        numbers = pipeline | beam.Create(["one"]) | beam.FlatMap(lambda _: range(100))  # one partition
+        _ = numbers | beam.Map(_count_marks, str(marks)) | beam.Map(_mark, str(marks))
+        total = numbers | beam.CombineGlobally(sum)
+        _ = numbers | "Total" >> beam.Map(_mark_total, beam.pvalue.AsSingleton(total), str(totals))
+    assert sorted(tuple(map(int, path.name.split("."))) for path in marks.iterdir()) == [(n, n) for n in range(100)]
+    assert sorted(path.name for path in totals.iterdir()) == sorted(f"{n}-of-4950" for n in range(100))
