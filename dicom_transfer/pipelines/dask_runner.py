@@ -202,6 +202,12 @@ class _Stage:
     exits: dict = dataclasses.field(default_factory=dict)  # (node, tag) -> exit key
 
 
+def _producer(value: pvalue.PCollection) -> AppliedPTransform:
+    producer = value.producer
+    assert producer is not None  # every PCollection of a built pipeline has one
+    return producer
+
+
 def _is_pardo(node: AppliedPTransform) -> bool:
     return te.TRANSLATIONS.get(node.transform.__class__) is te.ParDo
 
@@ -245,8 +251,7 @@ class _Plan:
         return False
 
     def _reads(self, unit, value: pvalue.PCollection) -> None:
-        producer = value.producer
-        assert producer is not None  # every PCollection of a built pipeline has one
+        producer = _producer(value)
         source = self.unit(producer)
         if source is not unit:
             self.depends[unit].add(source)
@@ -260,8 +265,9 @@ class _Plan:
         stage = None
         if _is_pardo(node) and inputs and inputs[0].producer in self.stage_of:
             stage = self.stage_of[inputs[0].producer]
-            if any(self._reaches(self.unit(side.producer), stage) for side in sides):
+            if any(self._reaches(self.unit(_producer(side)), stage) for side in sides):
                 stage = None  # it would depend on itself
+        unit: _Stage | AppliedPTransform
         if _is_pardo(node):
             if stage is None:
                 stage = _Stage()
@@ -277,7 +283,7 @@ class _Plan:
 
     def bag_of(self, value: pvalue.PCollection):
         """The bag of a PCollection read outside its stage."""
-        producer = value.producer
+        producer = _producer(value)
         unit = self.unit(producer)
         bag = self.bag(unit)
         if isinstance(unit, _Stage):
