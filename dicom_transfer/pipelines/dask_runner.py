@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import typing as t
 
 from apache_beam import pvalue
@@ -122,10 +123,11 @@ def _run_stage(items, steps: list[_Step], *side_values) -> list:
     the order of the pipeline (a step's ``finish_bundle`` outputs reach the steps after it)."""
     exits: list = []
     invokers: list = [None] * len(steps)
-    position = len(side_values)
+    # where each step's side values start in side_values (the steps' side inputs, in order)
+    starts = list(itertools.accumulate((len(step.side_specs) for step in steps), initial=0))
     for index in range(len(steps) - 1, -1, -1):  # the steps that read an output are made first
         step = steps[index]
-        values, position = side_values[position - len(step.side_specs):position], position - len(step.side_specs)
+        values = side_values[starts[index]:starts[index + 1]]
         receivers = _Outputs({tag: _Push([invokers[i] for i in readers], exits, keys)
                               for tag, (readers, keys) in step.outputs.items()})
         handler = _OutputHandler(window_fn=step.window_fn, main_receivers=receivers[None], tagged_receivers=receivers,

@@ -16,6 +16,8 @@ import sys
 
 from dicom_transfer.pipelines.startup import refuse_unused_modules
 
+WITHOUT_UNUSED_MODULES = "--without-unused-modules"  # the launcher refused them: refuse them too
+
 
 class _NoSessionWarning(logging.Filter):
     """Drops "No semi_persistent_directory found": a local worker has no staged main session, by
@@ -33,7 +35,7 @@ def main() -> None:
     # and the launcher "Worker subprocess exited with return code -2" (-15) per worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if "--without-unused-modules" in sys.argv[1:]:
+    if WITHOUT_UNUSED_MODULES in sys.argv[1:]:
         refuse_unused_modules()
     logging.getLogger("apache_beam.runners.worker.sdk_worker_main").addFilter(_NoSessionWarning())
     from apache_beam.runners.worker import sdk_worker_main

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from dicom_transfer.errors import error_kind, redact
+from dicom_transfer.pipelines.local_worker import WITHOUT_UNUSED_MODULES
 from dicom_transfer.pipelines.logs import silence_libraries, unsilence_libraries
 from dicom_transfer.pipelines.startup import unused_modules_refused
 from dicom_transfer.progress import ENV, ProgressDisplay, ProgressListener, Totals
@@ -66,13 +67,12 @@ def local_runner(options):
         all_options.pop(name, None)
     encoded = JobServiceHandle.encode_pipeline_options(all_options)
     provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
-    worker = LOCAL_WORKER + (f" {LEAN}" if unused_modules_refused() else "")
+    worker = LOCAL_WORKER + (f" {WITHOUT_UNUSED_MODULES}" if unused_modules_refused() else "")
     return _runner_starting_workers(worker)(provision_info=provision)
 
 
 BEAM_WORKER = "-m apache_beam.runners.worker.sdk_worker_main"
 LOCAL_WORKER = "-m dicom_transfer.pipelines.local_worker"
-LEAN = "--without-unused-modules"
 
 
 def _runner_starting_workers(worker: str):
@@ -107,6 +107,11 @@ def run_pipeline(options, local: bool, config, build: Callable, description: str
     display = None
     if local and not detach and progress != "none":
         display = ProgressDisplay(ProgressListener().start(), progress, patterns, interval=interval)
+
+    def interrupted() -> int:
+        totals = display.stop() if display else Totals()
+        return _interrupted(config, totals, "" if local else _still_running_remotely(options))
+
     try:
         with _progress_environment(display), _interruptible():
             import apache_beam as beam
@@ -122,12 +127,10 @@ def run_pipeline(options, local: bool, config, build: Callable, description: str
             result.wait_until_finish()
         summary = read_json(reports.summary_url)
     except KeyboardInterrupt:
-        totals = display.stop() if display else Totals()
-        return _interrupted(config, totals, "" if local else _still_running_remotely(options))
+        return interrupted()
     except Exception as exc:  # the run itself broke: say why, record it, exit 2
         if _caused_by_interrupt(exc):  # Beam re-raises it wrapped, naming the step it interrupted
-            totals = display.stop() if display else Totals()
-            return _interrupted(config, totals, "" if local else _still_running_remotely(options))
+            return interrupted()
         message = redact(f"{type(exc).__name__}: {exc}")
         LOG.error("%s %s failed: %s", kind, reports.operation_id, message)
         LOG.debug("traceback", exc_info=True)
