@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,22 @@ def run_cli_subprocess(*args: str, honour_permissions: bool = False, env: dict |
     environment = {**os.environ, "FSSPEC_GCS_TOKEN": "anon", **(env or {})}
     return subprocess.run([*prefix, *CLI, *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO, env=environment)
+
+
+def interrupt_at_first_output(args: list[str], out: Path,
+                              stop: int = signal.SIGINT) -> tuple[subprocess.CompletedProcess, int]:
+    """Run the CLI with ``args`` in a process group of its own, and send ``stop`` to the whole
+    group (as a terminal's Ctrl-C, or systemd's stop, does) once a first ``.dcm`` is under
+    ``out``; return what it printed and its status, and the process group's id."""
+    process = subprocess.Popen([*CLI, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and not list(out.rglob("*.dcm")):
+        time.sleep(0.05)
+    assert process.poll() is None, "the run finished before it could be interrupted"
+    os.killpg(process.pid, stop)
+    stdout, stderr = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr), process.pid
 
 
 def change_behind_same_size_and_time(path: Path) -> None:

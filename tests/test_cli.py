@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from conftest import CLI, REPO, run_cli_subprocess, tree
+from conftest import CLI, REPO, interrupt_at_first_output, run_cli_subprocess, tree
 
 from dicom_transfer.pipelines.cli import main
 from dicom_transfer.sample import write_sample_set
@@ -247,20 +247,14 @@ def test_ctrl_c_stops_cleanly_and_says_what_was_done(tmp_path, mode, stop):
     write_sample_set(str(tmp_path / "in"), studies=4, series_per_study=5, instances_per_series=40,
                      pixel_bytes=64 * 1024, bad_files=False)
     out = tmp_path / "out"
-    process = subprocess.Popen([*CLI, "copy", "--input", str(tmp_path / "in"), "--output", str(out),
-                                "--operation-id", "stop", *mode], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None and not list(out.rglob("*.dcm")):
-        time.sleep(0.05)
-    assert process.poll() is None, "the copy finished before it could be interrupted"
-    os.killpg(process.pid, stop)  # as a terminal's Ctrl-C (or systemd's stop): to every process of the group
-    stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr and "Exception in thread" not in stderr
+    result, group = interrupt_at_first_output(["copy", "--input", str(tmp_path / "in"), "--output", str(out),
+                                               "--operation-id", "stop", *mode], out, stop)
+    assert result.returncode == 130, result.stderr
+    assert "interrupted" in result.stderr and "Traceback" not in result.stderr
+    assert "Exception in thread" not in result.stderr
     time.sleep(1)
     with contextlib.suppress(ProcessLookupError):  # no worker left behind
-        os.killpg(process.pid, 0)
+        os.killpg(group, 0)
         pytest.fail("a process of the interrupted run is still running")
     summary = json.loads((out / ".dicom-transfer" / "stop" / "summary.json").read_text())
     assert summary["status"] == "canceled" and summary["partial"] is True
@@ -388,8 +382,7 @@ def test_a_local_run_does_not_import_beams_cloud_filesystems(tmp_path):
     assert len(tree(tmp_path / "out")) == 2
 
 
-@pytest.mark.parametrize("mode", [(), ("--direct_running_mode", "multi_processing", "--direct_num_workers", "2")],
-                         ids=["in-process", "multi_processing"])
+@pytest.mark.parametrize("mode", [(), WORKER_PROCESSES], ids=["in-process", "multi_processing"])
 def test_a_local_run_makes_no_network_connection(tmp_path, mode):
     """Beam's DirectRunner first tries to download its Prism runner from GitHub: behind a proxy
     that accepted the connection and never answered, a 1-file copy hung for ever, 0 written."""

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CLI, REPO, tree
+from conftest import REPO, interrupt_at_first_output, tree
 from servers import Orthanc
 
 from dicom_transfer.pipelines.cli import main
@@ -172,16 +172,10 @@ def test_ctrl_c_stops_a_dask_run_and_says_what_goes_on(dask_cluster, tmp_path):
                      bad_files=False)
     sources = {hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "in").rglob("*.dcm")}
     out = tmp_path / "out"
-    process = subprocess.Popen([*CLI, "copy", "--input", str(tmp_path / "in"), "--output", str(out),
-                                "--operation-id", "stop", *dask(dask_cluster)], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None and not list(out.rglob("*.dcm")):
-        time.sleep(0.05)
-    assert process.poll() is None, "the copy finished before it could be interrupted"
-    os.killpg(process.pid, signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    result, _ = interrupt_at_first_output(["copy", "--input", str(tmp_path / "in"), "--output", str(out),
+                                           "--operation-id", "stop", *dask(dask_cluster)], out)
+    stderr = result.stderr
+    assert result.returncode == 130, stderr
     assert "interrupted" in stderr and "The Dask cluster starts no more of this run's tasks" in stderr
     assert "Traceback" not in stderr
     before, deadline = None, time.monotonic() + 120
