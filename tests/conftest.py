@@ -271,5 +271,6 @@ def pytest_collection_modifyitems(config, items):
             source = inspect.getsource(function) if function else ""
         except (OSError, TypeError):
             source = ""
-        if any(word in source for word in ("run_cli_subprocess", "subprocess.", "pty.fork", "--direct_running_mode")):
+        if any(word in source for word in ("run_cli_subprocess", "interrupt_at_first_output", "subprocess.", "pty.fork",
+                                          "--direct_running_mode")):
             item.add_marker(pytest.mark.subprocess)
