@@ -6,22 +6,21 @@ length fits in the enclosing item or in the file, and seeks over values it
 does not need (pixel data included). Only the values of a few requested
 top-level attributes are read; pydicom decodes them (character sets, VRs).
 Memory use is bounded whatever the file size.
+
+pydicom (~0.3 s to import, numpy included) is imported only when it is needed: to decode an
+attribute other than the UIDs, to look up the VR of an implicit-VR element, or to name a keyword.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import struct
 import tempfile
 import zlib
 from collections.abc import Iterable
-from typing import BinaryIO, cast
-
-from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
-from pydicom.tag import Tag
+from typing import BinaryIO, NamedTuple, cast
 
 from dicom_transfer.uids import uid_problem
 
@@ -77,8 +76,27 @@ class InstanceHeader:
     attributes: dict[str, object] = dataclasses.field(default_factory=dict)
 
 
+class Captured(NamedTuple):
+    """A value read as it is in the file: the fields of pydicom's ``RawDataElement``, which
+    :func:`validate_part10` makes of it when pydicom decodes it."""
+
+    tag: int
+    VR: str | None
+    length: int
+    value: bytes
+    value_tell: int
+    is_implicit_VR: bool
+    is_little_endian: bool
+    is_raw: bool = True
+    is_undefined_length: bool = False
+
+
 def keyword_tags(keywords: Iterable[str]) -> dict[str, int]:
     """Map DICOM keywords to tags; raise ``ValueError`` for an unknown keyword."""
+    if not keywords:
+        return {}
+    from pydicom.datadict import tag_for_keyword
+
     tags = {}
     for keyword in keywords:
         tag = tag_for_keyword(keyword)
@@ -153,7 +171,12 @@ def _validate(stream: BinaryIO, size: int, keywords: Iterable[str],
     # digits and dots); the rest are decoded by pydicom, which costs ~0.1 ms an attribute.
     decoded = dict(zip((STUDY_UID, SERIES_UID, SOP_UID), uids, strict=True))
     if any(tag not in decoded for tag in wanted.values()):
-        dataset = Dataset({Tag(tag): element for tag, element in walker.captured.items()})
+        from pydicom.dataelem import RawDataElement
+        from pydicom.dataset import Dataset
+        from pydicom.tag import Tag
+
+        dataset = Dataset({Tag(tag): RawDataElement(Tag(tag), *element[1:])
+                           for tag, element in walker.captured.items()})
         dataset.set_original_encoding(implicit, little, None)
     for keyword, tag in wanted.items():
         if tag in decoded:
@@ -326,7 +349,7 @@ class _Walker:
         self.little = little
         self.endian = "<" if little else ">"
         self.capture = capture
-        self.captured: dict[int, RawDataElement] = {}
+        self.captured: dict[int, Captured] = {}
         self.elements: list[tuple[int, int, int]] = []  # top-level elements: (tag, header offset, end)
         self.pos = stream.tell()
         # What is in memory (a file read whole, or its head) is walked from its bytes where it
@@ -480,8 +503,8 @@ class _Walker:
             if tag in capture:
                 if value_end - value_start > MAX_CAPTURED_VALUE or value_end > stop:
                     break
-                self.captured[tag] = RawDataElement(
-                    Tag(tag), vr.decode("ascii"), value_end - value_start, data[value_start:value_end], value_start,
+                self.captured[tag] = Captured(
+                    tag, vr.decode("ascii"), value_end - value_start, data[value_start:value_end], value_start,
                     False, self.endian == "<", True, False)
             if top_level:
                 elements.append((tag, pos, value_end))
@@ -522,8 +545,8 @@ class _Walker:
                 )
             value_offset = self.pos
             value = self._read(length, f"the value of element {_tag_text(tag)}")
-            self.captured[tag] = RawDataElement(
-                Tag(tag), None if self.implicit or vr is None else vr.decode("ascii"), length, value,
+            self.captured[tag] = Captured(
+                tag, None if self.implicit or vr is None else vr.decode("ascii"), length, value,
                 value_offset, self.implicit, self.endian == "<", True, False
             )
         else:
@@ -574,7 +597,10 @@ class _Walker:
             self._skip(length)
 
 
+@functools.lru_cache(maxsize=4096)
 def _implicit_vr(tag: int) -> bytes | None:
+    from pydicom.datadict import dictionary_VR
+
     try:
         vr = dictionary_VR(tag)
     except KeyError:

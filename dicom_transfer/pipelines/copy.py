@@ -11,8 +11,6 @@ from dicom_transfer.pipelines.inputs import read_inputs
 from dicom_transfer.report import absolute
 from dicom_transfer.transforms import ExpandPatterns, RouteToLayout, WriteInstances, WriteReports
 from dicom_transfer.transforms.copy_files import CopyFiles
-from dicom_transfer.transforms.deidentify import WriteMapping
-from dicom_transfer.transforms.deidentify_files import DeidentifyFiles
 from dicom_transfer.transforms.results import Copied, Listed, QuickChecked, Routed, Transferred, Written
 
 __all__ = ["CopyConfig", "build_copy_pipeline"]  # CopyConfig: see pipelines.copy_config
@@ -68,6 +66,10 @@ def _build_streaming(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PColle
 
 def _build_deidentifying(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCollection:
     """Expansion, then one step per file (:class:`DeidentifyFiles`), the mapping table and the reports."""
+    # here, not above: a copy that does not de-identify does not import pydicom (~0.3 s)
+    from dicom_transfer.transforms.deidentify import WriteMapping
+    from dicom_transfer.transforms.deidentify_files import DeidentifyFiles
+
     deid = config.deid
     assert deid is not None
     expanded: Listed = pipeline | "ExpandPatterns" >> ExpandPatterns(
