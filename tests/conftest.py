@@ -238,6 +238,20 @@ SERVER_FIXTURES = {"orthanc", "orthancs", "stores", "bucket", "loaded", "server"
                    "dask_cluster"}  # a dask.distributed scheduler and 2 worker processes
 
 
+def local_pipeline():
+    """A TestPipeline on the engine local runs use (:func:`~dicom_transfer.pipelines.run.local_runner`,
+    Beam's FnApiRunner). Beam's default DirectRunner first tries Prism, a runner it downloads from
+    GitHub: offline that costs each pipeline the failed attempt; online the test would run on an
+    engine the product never uses."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.test_pipeline import TestPipeline
+
+    from dicom_transfer.pipelines.run import local_runner
+
+    options = PipelineOptions([])
+    return TestPipeline(runner=local_runner(options), options=options)
+
+
 @pytest.fixture(autouse=True)
 def _logging_restored():
     """A CLI run in-process configures logging for a terminal (its own handlers, no propagation,

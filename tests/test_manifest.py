@@ -12,7 +12,7 @@ from pathlib import Path
 
 import apache_beam as beam
 import pytest
-from conftest import change_behind_same_size_and_time, run_cli_in_process
+from conftest import change_behind_same_size_and_time, local_pipeline, run_cli_in_process
 
 from dicom_transfer.elements import Outcome
 from dicom_transfer.errors import ErrorRecord
@@ -173,7 +173,7 @@ def test_the_manifest_and_reconciliation_of_20000_instances(tmp_path):
                 (folder / f"{sop}.dcm").write_bytes(b"x" * 10)
             outcomes.append(Outcome("success", 10, f"in/{sop}", str(folder / f"{sop}.dcm"), "1.2", f"1.2.{se}", sop))
     failures = [ErrorRecord.create("in/broken", "invalid DICOM (truncated): short", "validate")]
-    with beam.Pipeline() as pipeline:
+    with local_pipeline() as pipeline:
         _ = ((pipeline | "Outcomes" >> beam.Create(outcomes), pipeline | "Failures" >> beam.Create(failures))
              | AuditRun(str(tmp_path / "r" / "manifest.jsonl"), str(tmp_path / "r" / "reconciliation.csv"),
                         LayoutCheck(str(output), layout)))

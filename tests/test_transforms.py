@@ -8,8 +8,8 @@ from pathlib import Path
 
 import apache_beam as beam
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  # (not collected as a test class)
 from apache_beam.testing.util import assert_that, equal_to, is_empty
+from conftest import local_pipeline
 
 from dicom_transfer.elements import FileRef
 from dicom_transfer.layout import Layout
@@ -40,7 +40,7 @@ def file_refs(paths) -> list[FileRef]:
 def test_expand_patterns_lists_each_file_once_and_names_the_pattern_that_matched_nothing(sample, tmp_path):
     root = tmp_path / "in"
     nothing = f"{root}/absent/**.dcm"
-    with BeamTestPipeline() as p:
+    with local_pipeline() as p:
         listed = p | ExpandPatterns([f"{root}/**.dcm", f"{root}/study1/**", nothing])
         assert_that(listed.files | beam.Map(lambda ref: (ref.url, ref.size)), equal_to(
             [(i.path, i.size) for i in sample.valid] + [(path, os.path.getsize(path)) for path in sample.bad]),
@@ -59,14 +59,14 @@ def test_expand_patterns_deduplicates_across_chunks_and_bundles_flushes(sample, 
     monkeypatch.setattr(expand, "BUCKETS", 2)
     root = tmp_path / "in"
     expected = sorted([i.path for i in sample.valid] + [str(path) for path in sample.bad])
-    with BeamTestPipeline() as p:
+    with local_pipeline() as p:
         listed = p | ExpandPatterns([f"{root}/**", f"{root}/**.dcm", f"{root}/study1/**"])
         assert_that(listed.files | beam.Map(lambda ref: ref.url), equal_to(expected), label="files")
         assert_that(listed.file_counts | beam.CombineGlobally(sum), equal_to([len(expected)]), label="counts")
 
 
 def test_read_and_validate_passes_the_valid_and_records_each_bad_file_once(sample):
-    with BeamTestPipeline() as p:
+    with local_pipeline() as p:
         refs = p | beam.Create(file_refs([i.path for i in sample.valid] + list(sample.bad)))
         checked = refs | ReadAndValidate(keywords=["PatientID"])
         assert_that(checked.instances | beam.Map(lambda i: (i.url, i.uids, dict(i.attributes)["PatientID"])),
@@ -82,7 +82,7 @@ def test_filter_instances_keeps_what_the_filter_file_names(sample, tmp_path):
     filter_file = tmp_path / "filter.txt"
     filter_file.write_text(f"/studies/{first.study_uid}/series/{first.series_uid}/instances/{first.sop_uid}\n"
                            f"/studies/{second.study_uid}\n/studies/{absent}\n")
-    with BeamTestPipeline() as p:
+    with local_pipeline() as p:
         checked = p | beam.Create(file_refs([i.path for i in sample.valid])) | ReadAndValidate()
         selected = checked.instances | FilterInstances(str(filter_file))
         assert_that(selected.instances | beam.Map(lambda i: i.sop_uid),
@@ -94,7 +94,7 @@ def test_filter_instances_keeps_what_the_filter_file_names(sample, tmp_path):
 
 
 def test_route_to_layout_places_by_uid_and_fails_what_the_layout_cannot_place(sample):
-    with BeamTestPipeline() as p:
+    with local_pipeline() as p:
         instances = p | beam.Create(file_refs([i.path for i in sample.valid])) | ReadAndValidate(["AccessionNumber"])
         routed = instances.instances | "ByUid" >> RouteToLayout(Layout.parse("uid"))
         assert_that(routed.routed | beam.Map(lambda pair: pair[0]),
@@ -114,7 +114,7 @@ def test_unique_by_sop_uid_keeps_one_counts_an_identical_copy_and_fails_a_confli
     paths["a.dcm"].write_bytes(data)
     paths["b.dcm"].write_bytes(data)
     paths["c.dcm"].write_bytes(instance_bytes(STUDY, SERIES, sop, patient_id="OTHER"))
-    with BeamTestPipeline() as p:
+    with local_pipeline() as p:
         checked = p | beam.Create(file_refs(paths.values())) | ReadAndValidate()
         unique = checked.instances | UniqueBySopUid(stage=Stage.STORE)
         assert_that(unique.unique | beam.Map(lambda i: i.url), equal_to([str(paths["a.dcm"])]), label="unique")
@@ -130,7 +130,7 @@ def test_write_instances_writes_each_instance_once_and_never_overwrites_other_by
     conflict = sample.valid[0]
     (out / Path(conflict.relative_uid_path).parent).mkdir(parents=True)
     (out / conflict.relative_uid_path).write_bytes(b"other bytes")
-    with BeamTestPipeline() as p:
+    with local_pipeline() as p:
         instances = p | beam.Create(file_refs([i.path for i in sample.valid])) | ReadAndValidate()
         routed = instances.instances | RouteToLayout(Layout.parse("uid"))
         written = routed.routed | WriteInstances(str(out), threads=threads, run="run-1")
@@ -148,7 +148,7 @@ def test_copy_files_validates_routes_and_writes_in_one_step(sample, tmp_path):
     filter_file = tmp_path / "filter.txt"
     absent = uid_for("t", "absent")
     filter_file.write_text(f"/studies/{sample.valid[0].study_uid}\n/studies/{absent}\n")
-    with BeamTestPipeline() as p:
+    with local_pipeline() as p:
         refs = p | beam.Create(file_refs([i.path for i in sample.valid] + list(sample.bad)))
         copied = refs | CopyFiles(str(out), Layout.parse("uid"), run="run-1", filter_file=str(filter_file))
         assert_that(copied.outcomes | beam.Map(lambda o: (o.kind, o.source)),
@@ -165,7 +165,7 @@ def test_deidentify_gives_new_uids_a_mapping_row_per_identifier_and_keeps_the_so
         sample, tmp_path, monkeypatch):
     monkeypatch.setenv("TEST_DEID_KEY", "a-key-for-the-test")
     originals = {i.sop_uid for i in sample.valid}
-    with BeamTestPipeline() as p:
+    with local_pipeline() as p:
         checked = p | beam.Create(file_refs([i.path for i in sample.valid])) | ReadAndValidate()
         deid = checked.instances | Deidentify(DeidSettings(key_env="TEST_DEID_KEY"), str(tmp_path / "staging"))
         assert_that(deid.instances | beam.Map(lambda i: (i.source, i.sop_uid in originals, i.sop_uid[:5])),
@@ -180,7 +180,7 @@ def test_deidentify_files_validates_deidentifies_and_writes_in_one_step(sample, 
     monkeypatch.setenv("TEST_DEID_KEY", "a-key-for-the-test")
     out = tmp_path / "out"
     originals = {i.sop_uid for i in sample.valid}
-    with BeamTestPipeline() as p:
+    with local_pipeline() as p:
         refs = p | beam.Create(file_refs([i.path for i in sample.valid] + list(sample.bad)))
         done = refs | DeidentifyFiles(DeidSettings(key_env="TEST_DEID_KEY"), str(out), str(out / ".staging"),
                                       Layout.parse("uid"), run="run-1")
@@ -199,7 +199,7 @@ def test_deidentify_files_validates_deidentifies_and_writes_in_one_step(sample, 
 
 def test_resources_to_export_parses_identifiers_and_records_a_malformed_one():
     study, series = uid_for("t", "s1"), uid_for("t", "se1")
-    with BeamTestPipeline() as p:
+    with local_pipeline() as p:
         resources = p | ResourcesToExport(None, identifiers=[study, f"{study}/{series}", "1.2.abc"])
         assert_that(resources.resources, equal_to([ResourcePath(study), ResourcePath(study, series)]),
                     label="resources")
