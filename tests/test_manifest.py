@@ -8,6 +8,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import apache_beam as beam
@@ -20,7 +21,8 @@ from dicom_transfer.io.holdings import LayoutCheck
 from dicom_transfer.layout import Layout
 from dicom_transfer.pipelines.cli import main
 from dicom_transfer.sample import instance_bytes, uid_for, write_sample_set
-from dicom_transfer.transforms.manifest import AuditRun
+from dicom_transfer.transforms.manifest import AuditRun, TargetCheck
+from dicom_transfer.transforms.migrate_targets import MigrationTarget
 
 
 @pytest.fixture
@@ -185,6 +187,35 @@ def test_the_manifest_and_reconciliation_of_20000_instances(tmp_path):
     assert len([row for row in rows if row["level"] == "series"]) == series_count
     assert sorted((row["level"], row["missingSOPInstanceUIDs"]) for row in incomplete) == [
         ("series", "1.2.7.3"), ("study", "1.2.7.3")]
+
+
+class _HoldsAllButOne(MigrationTarget):
+    """A destination that holds every instance but ``1.2.<series>.0`` of its series, and answers
+    a question only once ``questions_at_once`` of them are being asked together."""
+
+    questions_at_once = 3
+
+    def setup(self) -> None:
+        self.together = threading.Barrier(self.questions_at_once, timeout=20)
+
+    def held(self, study: str, series: str) -> set[str]:
+        self.together.wait()  # broken (and the run failed) if the questions came one at a time
+        return {f"{series}.{n}" for n in range(1, 4)}
+
+
+def test_a_destination_that_answers_several_questions_at_once_is_asked_them_at_once(tmp_path):
+    """The reconciliation asks a DICOMweb store (``questions_at_once``) about several series at once,
+    and every row is still that of its own series."""
+    outcomes = [Outcome("success", 10, f"in/1.2.{se}.{n}", f"http://host/{se}/{n}", "1.2", f"1.2.{se}",
+                        f"1.2.{se}.{n}") for se in range(6) for n in range(4)]
+    with beam.Pipeline() as pipeline:
+        _ = ((pipeline | "Outcomes" >> beam.Create(outcomes), pipeline | "Failures" >> beam.Create([]))
+             | AuditRun(str(tmp_path / "manifest.jsonl"), str(tmp_path / "reconciliation.csv"),
+                        TargetCheck(_HoldsAllButOne())))
+    rows = {row["SeriesInstanceUID"]: row for row in reconciliation(tmp_path) if row["level"] == "series"}
+    assert sorted(rows) == [f"1.2.{se}" for se in range(6)]
+    assert all(row["missingSOPInstanceUIDs"] == f"{series}.0" and row["present"] == "3"
+               for series, row in rows.items())
 
 
 def chromium() -> str | None:

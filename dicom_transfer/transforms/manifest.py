@@ -13,9 +13,12 @@ run then no longer grows with its number of instances there.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import logging
 import posixpath
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import IO, TYPE_CHECKING
@@ -194,6 +197,12 @@ class TargetCheck:
     def __init__(self, target: MigrationTarget) -> None:
         self.target = target
         self.opened = False
+        self.opening = threading.Lock()  # the first questions may come at once
+
+    @property
+    def questions_at_once(self) -> int:
+        """How many series the target may be asked about at once (see ``MigrationTarget``)."""
+        return self.target.questions_at_once
 
     def __getstate__(self) -> dict:
         return {"target": self.target}  # opened on the worker, by its first question
@@ -203,8 +212,10 @@ class TargetCheck:
 
     def present(self, study: str, series: str, lines: list[dict]) -> dict[str, int | None]:  # noqa: ARG002
         if not self.opened:
-            self.target.setup()
-            self.opened = True
+            with self.opening:
+                if not self.opened:
+                    self.target.setup()
+                    self.opened = True
         return dict.fromkeys(self.target.held(study, series))
 
     def close(self) -> None:
@@ -225,18 +236,45 @@ class DicomwebCheck(TargetCheck):
 # -- the manifest and the reconciliation of a run -----------------------------------------------
 
 class _ReconcileSeriesFn(beam.DoFn):
+    """One reconciliation row per series. A check that may be asked about several series at once
+    (``questions_at_once``: a DICOMweb server's QIDO-RS) is asked on a pool of that many threads,
+    the rows leaving in the order of the series: Orthanc answers an instance-level query from each
+    stored file (~0.5-0.9 ms of its CPU per instance), and one question at a time left a core idle
+    while the rest of the run waits for the last row."""
+
     def __init__(self, check) -> None:
         self.check = check
 
+    def setup(self) -> None:
+        self.threads = max(1, int(getattr(self.check, "questions_at_once", 1)))
+        self.pool = concurrent.futures.ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self.pending: collections.deque[concurrent.futures.Future] = collections.deque()
+
     def teardown(self) -> None:
+        pool = getattr(self, "pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
         close = getattr(self.check, "close", None)
         if close is not None:
             close()
 
     def process(self, element: tuple[tuple[str, str], Iterable[tuple[str, int, int]]]) -> Iterator[dict]:
         (study, series), locations = element
+        if self.pool is None:
+            yield self._row(study, series, locations)
+            return
+        # The grouped values are read here, on the bundle's thread (the runner may serve them lazily).
+        self.pending.append(self.pool.submit(self._row, study, series, list(locations)))
+        while self.pending and (len(self.pending) > 2 * self.threads or self.pending[0].done()):
+            yield self.pending.popleft().result()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        while self.pending:
+            yield _once(self.pending.popleft().result())
+
+    def _row(self, study: str, series: str, locations: Iterable[tuple[str, int, int]]) -> dict:
         entries = manifest.unpack_series_entries(read_entries(locations))
-        yield reconcile_with(self.check, study, series, entries).to_dict()
+        return reconcile_with(self.check, study, series, entries).to_dict()
 
 
 class _StudyTotalFn(beam.CombineFn):

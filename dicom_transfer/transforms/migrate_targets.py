@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from dicom_transfer.dimse import FAILURE, WARNING, status_text, store_outcome
 from dicom_transfer.elements import ValidInstance
-from dicom_transfer.io.c_store import CStoreSender
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
-from dicom_transfer.io.dimse import DimseError, DimseSettings
 from dicom_transfer.io.stow_requests import StowSender
 from dicom_transfer.stow import SUCCESS
+
+if TYPE_CHECKING:  # imported by a PACS target only: pynetdicom and pydicom take ~0.3 s to import
+    from dicom_transfer.io.dimse import DimseSettings
 
 LOG = logging.getLogger(__name__)
 Sent = tuple[ValidInstance, str, str]  # (instance, success|warning|unchanged|failure, message)
@@ -43,6 +45,7 @@ class MigrationTarget:
     """The destination of a migration (see the module docstring)."""
 
     errors: tuple[type[Exception], ...] = ()  # what ``held`` raises when the target cannot answer
+    questions_at_once = 1  # how many threads may call ``held`` at once (the reconciliation's questions)
     protocol = ""  # how instances are sent, for messages: STOW-RS, C-STORE
     verifies_bytes = False  # ``client`` retrieves what was stored (``--verify-bytes``)
 
@@ -77,6 +80,7 @@ class DicomwebTarget(MigrationTarget):
     errors = (DicomwebError,)
     protocol = "STOW-RS"
     verifies_bytes = True
+    questions_at_once = 4  # QIDO-RS on one session; a server answers several at once
 
     def __init__(self, client: DicomwebClient) -> None:
         self.settings = client.settings
@@ -107,13 +111,17 @@ class PacsTarget(MigrationTarget):
     sends ``concurrency`` groups at once, so that many associations (at most
     ``max_associations``) are open."""
 
-    errors = (DimseError,)
     protocol = "C-STORE"
 
     def __init__(self, settings: DimseSettings) -> None:
+        from dicom_transfer.io.dimse import DimseError
+
         self.settings = settings
+        self.errors = (DimseError,)
 
     def setup(self) -> None:
+        from dicom_transfer.io.c_store import CStoreSender
+
         self.sender = CStoreSender(self.settings)
 
     def teardown(self) -> None:
@@ -147,6 +155,6 @@ class PacsTarget(MigrationTarget):
 
 def migration_target(destination: DicomwebClient | DimseSettings) -> MigrationTarget:
     """The target for a DICOMweb client's server or a PACS's settings."""
-    if isinstance(destination, DimseSettings):
-        return PacsTarget(destination)
-    return DicomwebTarget(destination)
+    if isinstance(destination, DicomwebClient):
+        return DicomwebTarget(destination)
+    return PacsTarget(destination)
