@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import CLI, REPO, interrupt_at_first_output, run_cli_subprocess, tree
@@ -364,6 +365,24 @@ def test_the_worker_processes_of_a_local_run_do_not_import_them_either(tmp_path)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "semi_persistent" not in result.stderr
+
+
+def test_the_installed_command_ends_with_the_runs_status_and_everything_it_printed(tmp_path):
+    """The ``dicom-transfer`` script ends the process as soon as the run is over (no interpreter
+    tear-down, 0.4-0.5 s): its status, its whole summary on a pipe, and its log file are all there."""
+    write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=1, instances_per_series=2, bad_files=False)
+    (tmp_path / "in" / "broken.dcm").write_bytes(b"not DICOM")
+    script = Path(sys.executable).with_name("dicom-transfer")
+    result = subprocess.run([str(script), "copy", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                             "--log-file", str(tmp_path / "run.log")],
+                            capture_output=True, text=True, cwd=REPO, timeout=300,
+                            env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"})  # a pipe buffers
+    assert result.returncode == 1, result.stderr
+    assert "2 instances written" in result.stdout and "1 failed" in result.stdout
+    assert "  report: " in result.stdout
+    assert result.stdout.rstrip().splitlines()[-1].endswith("too short for the 128-byte preamble and 'DICM'")
+    assert len(tree(tmp_path / "out")) == 2
+    assert "3/3 instances (1 failed)" in (tmp_path / "run.log").read_text()
 
 
 def test_a_local_run_does_not_import_beams_cloud_filesystems(tmp_path):

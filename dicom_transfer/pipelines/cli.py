@@ -296,6 +296,25 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INVALID
 
 
+def command_line() -> None:
+    """The ``dicom-transfer`` command: :func:`main`, then the process ends at once with its status.
+
+    Once a run is over (its outputs and reports closed, Beam's workers stopped), tearing the
+    interpreter down (~1,400 modules, ~0.13 s of garbage collection alone) took 0.4-0.5 s more
+    after the summary was printed, ~15 % of a small run. Logging and the standard streams are
+    flushed first; nothing else is left to do. An exception escaping :func:`main` ends the process
+    as usual, its traceback printed.
+    """
+    status = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said on it
+            pass
+    os._exit(status)
+
+
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(main())
+    command_line()
