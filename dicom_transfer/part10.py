@@ -327,6 +327,11 @@ def _inflate(stream: BinaryIO, size: int) -> tuple[BinaryIO, int]:
     return cast(BinaryIO, out), length
 
 
+# (tag, short length, long length) of each byte order, made once
+_STRUCTS = {order: (struct.Struct(order + "HH"), struct.Struct(order + "H"), struct.Struct(order + "L"))
+            for order in "<>"}
+
+
 class _Walker:
     """Walks elements, checking every declared length against its bounds."""
 
@@ -337,9 +342,7 @@ class _Walker:
     @endian.setter
     def endian(self, value: str) -> None:
         self._endian = value
-        self.tag_struct = struct.Struct(value + "HH")
-        self.short_struct = struct.Struct(value + "H")
-        self.long_struct = struct.Struct(value + "L")
+        self.tag_struct, self.short_struct, self.long_struct = _STRUCTS[value]
 
     def __init__(self, stream: BinaryIO, size: int, *, implicit: bool, little: bool,
                  capture: set[int], head: bytes | None = None) -> None:
@@ -358,6 +361,12 @@ class _Walker:
 
     # -- low level -------------------------------------------------------
     def _read(self, count: int, what: str) -> bytes:
+        end = self.pos + count
+        if self.data is not None and end <= len(self.data):  # in memory: no read of the stream
+            data = self.data[self.pos:end]
+            self.pos = end
+            self.stream.seek(end)
+            return data
         data = self.stream.read(count)
         if len(data) != count:
             raise InvalidInstance(
