@@ -126,6 +126,9 @@ def parse_safe_private(lines: Iterable[str], where: str = "safe-private list") -
     return frozenset(safe)
 
 
+ACTIONS_KEPT = 1 << 16  # actions remembered per profile, those of the table included
+
+
 class Profile:
     """The action for each attribute under ``options``.
 
@@ -142,18 +145,21 @@ class Profile:
         table = load_table()
         self.edition = table.edition
         enabled = set(options.enabled())
-        self._actions = {tag: _resolve(basic, opts, enabled) for tag, (basic, opts) in table.attributes.items()}
+        self._actions: dict[int, str | None] = {tag: _resolve(basic, opts, enabled)
+                                                for tag, (basic, opts) in table.attributes.items()}
         self._repeating = tuple((mask, value, _resolve(basic, opts, enabled))
                                 for mask, value, basic, opts in table.repeating)
         self.private_action = _resolve(*table.private, enabled)
 
     def action(self, tag: int) -> str | None:
         """The action for a standard attribute; ``None`` when the table does not list it (kept)."""
-        found = self._actions.get(tag)
-        if found is None:
-            for mask, value, action in self._repeating:
-                if tag & mask == value:
-                    return action
+        try:
+            return self._actions[tag]
+        except KeyError:
+            pass
+        found = next((action for mask, value, action in self._repeating if tag & mask == value), None)
+        if len(self._actions) < ACTIONS_KEPT:  # remembered: tags recur in every instance
+            self._actions[tag] = found
         return found
 
     def method_codes(self) -> list[tuple[str, str]]:
