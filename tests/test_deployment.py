@@ -187,7 +187,7 @@ def test_setup_py_builds_an_sdist_and_wheel_with_every_package_and_the_entry_poi
         entry_points = archive.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     for package in ("dicom_transfer", "dicom_transfer/io", "dicom_transfer/transforms", "dicom_transfer/pipelines"):
         assert f"{package}/__init__.py" in names
-    assert "dicom-transfer = dicom_transfer.pipelines.cli:main" in entry_points
+    assert "dicom-transfer = dicom_transfer.pipelines.cli:command_line" in entry_points
     assert "dicom_transfer/py.typed" in names and any(n.endswith("licenses/LICENSE") or n.endswith("/LICENSE")
                                                       for n in names)
     with tarfile.open(next(tmp_path.glob("*.tar.gz"))) as archive:
