@@ -21,7 +21,7 @@ import posixpath
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -38,10 +38,8 @@ from dicom_transfer.io.files import CHUNK, is_local, scheme_of, split_url
 from dicom_transfer.io.holdings import listed_sizes, local_size, reconcile_with
 from dicom_transfer.io.manifests import previous_lines
 from dicom_transfer.progress import ProgressLog
+from dicom_transfer.transforms.migrate_targets import DicomwebTarget, MigrationTarget
 from dicom_transfer.transforms.results import QuickChecked
-
-if TYPE_CHECKING:  # imported when used: a PACS target imports pynetdicom
-    from dicom_transfer.transforms.migrate_targets import MigrationTarget
 
 LOG = logging.getLogger(__name__)
 
@@ -228,8 +226,6 @@ class DicomwebCheck(TargetCheck):
     """Asks a DICOMweb store (QIDO-RS, paged) which instances of a series it holds."""
 
     def __init__(self, client: DicomwebClient) -> None:
-        from dicom_transfer.transforms.migrate_targets import DicomwebTarget
-
         super().__init__(DicomwebTarget(client))
 
 
