@@ -35,9 +35,9 @@ from dicom_transfer.deid.profile import Profile, ProfileOptions  # noqa: E402
 from dicom_transfer.deid.pseudonyms import Pseudonyms  # noqa: E402
 from dicom_transfer.deid.rewrite import Deidentifier  # noqa: E402
 from dicom_transfer.io.atomic import link_unnamed, open_unnamed  # noqa: E402
+from dicom_transfer.io.instances import HEAD  # noqa: E402
 from dicom_transfer.part10 import read_head, validate_and_map, validate_part10  # noqa: E402
 from dicom_transfer.sample import uid_for, write_large_instance  # noqa: E402
-from dicom_transfer.transforms.validate import HEAD  # noqa: E402
 
 PYTHON = sys.executable
 CLI = [PYTHON, "-m", "dicom_transfer.pipelines.cli"]

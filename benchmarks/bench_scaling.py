@@ -34,9 +34,9 @@ from bench_copy import count_outputs, make_files  # noqa: E402
 from measure import Destinations, PeakMemory, dask_cluster, timed, timed_with_peak_rss  # noqa: E402
 
 from dicom_transfer.io.destination import Destination  # noqa: E402
+from dicom_transfer.io.instances import validate_file  # noqa: E402
 from dicom_transfer.io.listing import list_pattern  # noqa: E402
 from dicom_transfer.layout import Layout  # noqa: E402
-from dicom_transfer.transforms.validate import validate_file  # noqa: E402
 from dicom_transfer.wildcards import parse_pattern  # noqa: E402
 
 CLI = [sys.executable, "-m", "dicom_transfer.pipelines.cli", "copy"]

@@ -173,8 +173,8 @@ def test_same_store_copy_is_server_side(stores, bucket, tmp_path):
     """Copying a 4 MB instance within GCS reads only its header through the worker."""
     from dicom_transfer.elements import FileRef
     from dicom_transfer.io.destination import Destination
+    from dicom_transfer.io.instances import validate_file
     from dicom_transfer.sample import instance_bytes, uid_for
-    from dicom_transfer.transforms.validate import validate_file
 
     data = instance_bytes(uid_for("ss", 1), uid_for("ss", 2), uid_for("ss", 3), pixel_bytes=4 << 20)
     root = bucket("gs://")

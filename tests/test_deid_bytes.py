@@ -24,7 +24,7 @@ from dicom_transfer.deid import rewrite
 from dicom_transfer.deid.profile import Profile, ProfileOptions
 from dicom_transfer.deid.pseudonyms import Pseudonyms
 from dicom_transfer.deid.rewrite import DeidentificationError, Deidentifier
-from dicom_transfer.transforms.validate import plain_value
+from dicom_transfer.io.instances import plain_value
 
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR")  # the corpus has odd values on purpose
 KEY = b"test-key-0123456789abcdef-not-secret"

@@ -48,6 +48,7 @@ NOT_TEMPLATE_PARAMETERS = {
     "progress": "the launcher has no terminal",
     "progress_interval": "the launcher has no terminal",
     "log_file": "a file on the launcher's VM, which is gone once the job is submitted",
+    "processes": "worker processes of a local run: Dataflow scales with its own workers (refused off the DirectRunner)",
     "token_env": _SECRET, "source_token_env": _SECRET, "password_env": _SECRET, "source_password_env": _SECRET,
     "deid_key_env": _SECRET,
     "username": "HTTP basic needs its password from an environment variable (password_env)",

@@ -60,8 +60,8 @@ def test_stages_are_one_vocabulary_written_as_plain_words():
 def test_a_run_hit_by_a_bug_is_failed_not_completed_with_errors(copy_cli, tmp_path, monkeypatch):
     """A bug in a stage (here: validation breaks for one file) leaves a record per element, as bad
     input would, but the run's status is "failed" with the count, and the exit status 1."""
+    from dicom_transfer.io import instances as validate
     from dicom_transfer.sample import write_sample_set
-    from dicom_transfer.transforms import validate
 
     sample = write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=1, instances_per_series=4)
     broken = sample.valid[0]

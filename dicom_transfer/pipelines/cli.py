@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import difflib
 import json
 import logging
@@ -132,7 +133,10 @@ def run_copy(args: argparse.Namespace, beam_argv: list[str]) -> int:
                 return status
     if options is None:
         options, local = pipeline_options(beam_argv)
+    from dicom_transfer.pipelines.configs import copy_processes
     from dicom_transfer.pipelines.copy import build_copy_pipeline
+
+    config = dataclasses.replace(config, processes=copy_processes(config, args.processes, options, local))
 
     return execute(args, options, local, config, build_copy_pipeline, description, patterns=len(config.patterns))
 

@@ -173,6 +173,31 @@ def copy_config(options: argparse.Namespace) -> CopyConfig:
     )
 
 
+MAX_DEFAULT_PROCESSES = 4  # beyond, the pipeline's own process is the bottleneck (~0.1 ms a file)
+
+
+def copy_processes(config: CopyConfig, requested: int | None, options, local: bool) -> int:
+    """How many processes copy the files (:class:`~dicom_transfer.io.processes.WorkerProcesses`):
+    ``--processes``, else one per core (at most MAX_DEFAULT_PROCESSES) for a copy between local
+    disks on the in-process DirectRunner, where Python's CPU time per file is what limits it; 1
+    (no worker processes) elsewhere: other runners' workers are processes already, and with an
+    object store the threads that hide its latency are what count. Raises UsageError."""
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    in_process = local and options.view_as(DirectOptions).direct_running_mode == "in_memory"
+    if requested is not None:
+        if requested > 1 and not config.streams:
+            raise UsageError("--processes applies to a copy to a local folder, without --deidentify")
+        if requested > 1 and not in_process:
+            raise UsageError("--processes applies to the DirectRunner in-process (other runners' and "
+                             "multi_processing's workers are processes already)")
+        return requested
+    if not (in_process and config.streams and config.between_local_disks and config.io_threads <= 1):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, MAX_DEFAULT_PROCESSES))
+
+
 def check_readable(url: str, flag: str) -> None:
     """``url`` can be opened and read, or the run stops now (exit 2)."""
     from dicom_transfer.io.files import open_url

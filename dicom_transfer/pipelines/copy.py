@@ -53,7 +53,7 @@ def _build_streaming(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PColle
         files, skipped = checked.files, checked.outcomes
     copied: Copied = files | "CopyFiles" >> CopyFiles(
         config.destination, config.layout, run=config.run, filter_file=config.filter_file, strict=config.strict,
-        overwrite=config.overwrite, dry_run=config.dry_run, threads=config.threads)
+        overwrite=config.overwrite, dry_run=config.dry_run, threads=config.threads, processes=config.processes)
     failures = (expanded.failures, copied.failures) | "AllFailures" >> beam.Flatten()
     unmatched = expanded.unmatched
     if copied.unmatched is not None:

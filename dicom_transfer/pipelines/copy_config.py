@@ -25,6 +25,7 @@ class CopyConfig:
     filter_file: str | None = None
     overwrite: bool = False
     io_threads: int = 0  # 0: decide from where the bytes are
+    processes: int = 1  # that copy files to a local folder (see configs.copy_processes)
     strict: bool = False
     deid: DeidConfig | None = None
     # an earlier run's manifest (or a pattern: the newest match) whose successes are not read again
@@ -40,8 +41,11 @@ class CopyConfig:
 
         if self.io_threads > 0:
             return self.io_threads
-        local = all(scheme_of(url) is None for url in (*self.patterns, self.destination))
-        return 1 if local else DEFAULT_THREADS
+        return 1 if self.between_local_disks else DEFAULT_THREADS
+
+    @property
+    def between_local_disks(self) -> bool:
+        return all(scheme_of(url) is None for url in (*self.patterns, self.destination))
 
     @property
     def run(self) -> str:

@@ -198,6 +198,14 @@ def add_io_threads_argument(parser: argparse.ArgumentParser) -> None:
              "stores, whose latency they hide).")
 
 
+def add_processes_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--processes", dest="processes", type=positive_int, default=None, metavar="N",
+        help="Processes that read, validate and write the files of a copy to a local folder, on "
+             "this machine (default: one per CPU core, at most 4, when a copy between local disks "
+             "runs on the DirectRunner in-process; else 1, this process alone).")
+
+
 def add_dry_run_argument(what: str, doing: str) -> Callable[[argparse.ArgumentParser], None]:
     def add(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
@@ -456,7 +464,7 @@ COMMANDS = {
         Command(
             "copy", "copy files matched by wildcards to a per-UID layout",
             "Copy DICOM files matched by wildcards, validating each, to a layout built from their UIDs.",
-            (add_input_arguments, add_output_arguments, add_io_threads_argument,
+            (add_input_arguments, add_output_arguments, add_io_threads_argument, add_processes_argument,
              add_dry_run_argument("written", "writing"), add_report_arguments("DEST/.dicom-transfer/<operation id>"),
              add_quick_check_arguments, add_logging_arguments, add_deid_arguments),
             "  dicom-transfer copy --input '/data/incoming/**.dcm' --output /data/by-uid\n"

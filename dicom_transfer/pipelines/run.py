@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from dicom_transfer.errors import error_kind, redact
+from dicom_transfer.io.processes import close_all as close_worker_processes
 from dicom_transfer.pipelines.local_worker import WITHOUT_UNUSED_MODULES
 from dicom_transfer.pipelines.logs import silence_libraries, unsilence_libraries
 from dicom_transfer.pipelines.startup import unused_modules_refused
@@ -109,6 +110,7 @@ def run_pipeline(options, local: bool, config, build: Callable, description: str
         display = ProgressDisplay(ProgressListener().start(), progress, patterns, interval=interval)
 
     def interrupted() -> int:
+        close_worker_processes()  # what they are copying is written, then counted below
         totals = display.stop() if display else Totals()
         return _interrupted(config, totals, "" if local else _still_running_remotely(options))
 
@@ -137,6 +139,7 @@ def run_pipeline(options, local: bool, config, build: Callable, description: str
         _write_summary_after_stop(config, FAILED, {"error": message}, Totals())
         return EXIT_INVALID
     finally:
+        close_worker_processes()
         if display:
             display.stop()
             display.listener.stop()

@@ -24,13 +24,14 @@ from dicom_transfer.elements import OUTCOMES, Outcome, ValidInstance
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.destination import Destination, remove_local
 from dicom_transfer.io.files import local_path, open_url, split_url
+from dicom_transfer.io.instances import plain_value
 from dicom_transfer.layout import Layout
 from dicom_transfer.part10 import InvalidInstance, read_head, validate_part10
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
 from dicom_transfer.transforms.place import place_instance
 from dicom_transfer.transforms.results import Deidentified
-from dicom_transfer.transforms.validate import INSTANCES, plain_value
+from dicom_transfer.transforms.validate import INSTANCES
 from dicom_transfer.vocabulary import Stage
 
 MAPPING = "mapping"

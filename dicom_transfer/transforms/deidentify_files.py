@@ -25,6 +25,7 @@ from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.atomic import open_unnamed
 from dicom_transfer.io.destination import Destination, remove_local
 from dicom_transfer.io.files import local_path, open_url
+from dicom_transfer.io.instances import HEAD, REMOTE_BLOCK, place_file
 from dicom_transfer.layout import Layout, LayoutError
 from dicom_transfer.part10 import InvalidInstance, read_head, validate_and_map
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, PooledFn, batched
@@ -37,9 +38,8 @@ from dicom_transfer.transforms.deidentify import (
     rewrite_checked,
     staged_name,
 )
-from dicom_transfer.transforms.place import Placements, place_file
+from dicom_transfer.transforms.place import Placements
 from dicom_transfer.transforms.results import Transferred
-from dicom_transfer.transforms.validate import HEAD, REMOTE_BLOCK
 from dicom_transfer.vocabulary import Stage
 
 

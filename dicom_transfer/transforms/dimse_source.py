@@ -39,6 +39,7 @@ from dicom_transfer.io.dimse import (
 )
 from dicom_transfer.io.dimse_exchange import Arrival
 from dicom_transfer.io.dimse_pool import AssociationPool
+from dicom_transfer.io.instances import instance_identifier, validate_file
 from dicom_transfer.layout import Layout
 from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.resources import ResourcePath
@@ -46,13 +47,11 @@ from dicom_transfer.transforms.deidentify import DEIDENTIFIED, MAPPING, DeidSett
 from dicom_transfer.transforms.place import (
     Placements,
     clear_journal_entries,
-    instance_identifier,
     place_instance,
     read_journal_entry,
 )
 from dicom_transfer.transforms.results import Found, Resources, Transferred
 from dicom_transfer.transforms.retrieve import RESOURCES, ResourcesToExport
-from dicom_transfer.transforms.validate import validate_file
 from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)

@@ -26,6 +26,7 @@ from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.checksums import sha256_of_url
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
 from dicom_transfer.io.dimse import DimseSettings
+from dicom_transfer.io.instances import validate_file
 from dicom_transfer.migration import SeriesPlan, plan_series, same, still_missing
 from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.progress import ProgressLog, format_bytes
@@ -33,7 +34,6 @@ from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, RequestBatcher
 from dicom_transfer.transforms.deidentify import DEIDENTIFIED, MAPPING, DeidSettings, MappingRow, deidentify_file
 from dicom_transfer.transforms.migrate_targets import DicomwebTarget, MigrationTarget, migration_target
 from dicom_transfer.transforms.results import Transferred
-from dicom_transfer.transforms.validate import validate_file
 from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)

@@ -7,67 +7,20 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Mapping
-from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dicom_transfer import metrics
 from dicom_transfer.elements import OUTCOMES, Outcome
-from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text, redact
-from dicom_transfer.io.destination import PLACED, Destination, ExistsWithOtherContent, Provenance
+from dicom_transfer.errors import FAILURES, ErrorRecord
+from dicom_transfer.io.destination import PLACED, Destination
 from dicom_transfer.io.files import open_url, split_url
+from dicom_transfer.io.instances import instance_identifier, place_file
 from dicom_transfer.layout import Layout, LayoutError
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.report import write_text
 from dicom_transfer.vocabulary import Stage
-
-
-def instance_identifier(study: str, series: str, sop: str) -> str:
-    return f"{study}/{series}/{sop}"
-
-
-def provenance(run: str, source: str) -> Provenance | None:
-    """What an output of run ``run`` records about the input ``source`` it came from."""
-    return Provenance(run, redact(source)) if run else None
-
-
-def not_replaced(source: str, target: str, uids: tuple[str, ...], exc: ExistsWithOtherContent,
-                 run: str) -> ErrorRecord:
-    """The failure of the input ``source`` (whose ``(study, series, sop)`` UIDs are ``uids``) whose
-    output ``target`` holds other bytes, naming the input that output came from when it is known
-    (a conflicting duplicate, if it was this run)."""
-    other = exc.written_from
-    if other and run and other.run == run:
-        sop_uid = uids[2] if len(uids) > 2 else "?"
-        message = (f"conflicting duplicate: {source} and {other.source} both map to {target} "
-                   f"(SOP Instance UID {sop_uid}) but their bytes differ; {other.source} was written "
-                   "first and is kept")
-    elif other:
-        message = (f"{target} exists with different content, written from {other.source} by run "
-                   f"{other.run} (use --overwrite to replace it)")
-    else:
-        message = f"{target} exists with different content (use --overwrite to replace it)"
-    return ErrorRecord.create(source, message, Stage.WRITE, uids=uids)
-
-
-def place_file(destination: Destination, relative: str, url: str, size: int, *, source: str,
-               uids: tuple[str, ...] = (), run: str = "", **options: Any) -> str | ErrorRecord:
-    """The one "place an instance" step of copy, write, export and the DIMSE receivers: put the
-    file at ``url`` at ``relative`` with :meth:`Destination.place` (``options``: ``overwrite``,
-    ``dry_run``, ``move``, ``data``...), recording that run ``run`` wrote it from ``source``.
-
-    Returns the kind (``success`` or ``unchanged``), or the :class:`ErrorRecord` of ``source``: a
-    conflict (naming the input the output came from, when known) or an I/O failure.
-    """
-    target = destination.url_of(relative)
-    try:
-        kind, _ = destination.place(relative, url, size, provenance=provenance(run, source), **options)
-    except ExistsWithOtherContent as exc:
-        return not_replaced(source, target, uids, exc, run)
-    except IO_ERRORS as exc:
-        return ErrorRecord.create(source, f"cannot write {target}: {error_text(exc)}", Stage.WRITE, uids=uids)
-    return kind
 
 
 def place_instance(destination: Destination, layout: Layout, values: Mapping[str, object], path: str,

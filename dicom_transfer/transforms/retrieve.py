@@ -20,6 +20,7 @@ from dicom_transfer.errors import FAILURES, ErrorRecord, redact
 from dicom_transfer.io.destination import Destination
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError, TranscodingError, paged
 from dicom_transfer.io.files import read_list_file
+from dicom_transfer.io.instances import validate_file
 from dicom_transfer.io.multipart import MultipartError
 from dicom_transfer.layout import Layout
 from dicom_transfer.part10 import InvalidInstance
@@ -27,7 +28,6 @@ from dicom_transfer.resources import ResourcePath, parse_filter_line, parse_iden
 from dicom_transfer.transforms.deidentify import DEIDENTIFIED, MAPPING, DeidSettings, deidentify_and_place
 from dicom_transfer.transforms.place import Placements, place_instance
 from dicom_transfer.transforms.results import Found, Resources, Transferred
-from dicom_transfer.transforms.validate import validate_file
 from dicom_transfer.vocabulary import Stage
 
 LOG = logging.getLogger(__name__)

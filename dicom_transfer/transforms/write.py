@@ -26,10 +26,10 @@ from dicom_transfer.io.destination import (
     remove_url,
 )
 from dicom_transfer.io.files import scheme_of
+from dicom_transfer.io.instances import place_file
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
 from dicom_transfer.transforms.duplicates import UNIQUE, keep_one
-from dicom_transfer.transforms.place import place_file
 from dicom_transfer.transforms.results import Written
 from dicom_transfer.vocabulary import Stage
 
