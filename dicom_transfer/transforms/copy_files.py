@@ -7,6 +7,7 @@ validated is written from those bytes, never read twice.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
@@ -25,6 +26,7 @@ from dicom_transfer.transforms.results import Copied as CopiedFiles
 from dicom_transfer.transforms.results import Unmatched
 from dicom_transfer.transforms.route import MATCHED, UnmatchedFilterLines, filter_file_selection
 
+LOG = logging.getLogger(__name__)
 # With worker processes: batches of PROCESS_BATCH files, given to them in chunks of PROCESS_CHUNK
 PROCESS_BATCH = 256
 PROCESS_CHUNK = 32
@@ -71,6 +73,7 @@ class _CopyFn(PooledFn):
             if self.workers is None:  # each worker gets the filter file's selection once, with the copier
                 self.copier.selection = selection
                 self.workers = WorkerProcesses(self.processes, self.copier)
+                LOG.debug("%d worker processes copy the files", self.processes)
             return self.workers.map("copy_all", element, PROCESS_CHUNK)
         return self.each(lambda ref: self.copier.copy(ref, selection), element)
 
