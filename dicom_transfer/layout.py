@@ -14,6 +14,7 @@ outside the destination.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
@@ -79,7 +80,7 @@ class Layout:
             If an attribute is missing or empty, or a part is too long.
         """
         rendered = []
-        for literal, keyword, _, _ in string.Formatter().parse(self.template):
+        for literal, keyword in _parsed(self.template):
             rendered.append(literal)
             if keyword is not None:
                 rendered.append(_value_text(keyword, values))
@@ -94,6 +95,12 @@ class Layout:
         if not parts:
             raise LayoutError("layout produced an empty path")
         return "/".join(parts)
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed(template: str) -> tuple[tuple[str, str | None], ...]:
+    """The literal text and keyword of each part of ``template`` (parsed once)."""
+    return tuple((literal, keyword) for literal, keyword, _, _ in string.Formatter().parse(template))
 
 
 def _value_text(keyword: str, values: Mapping[str, object]) -> str:

@@ -89,6 +89,7 @@ class Destination:
         self.local = is_local(self.fs)
         self.scheme = scheme_of(url)
         self._directories: set[str] = set()
+        self._made: set[str] = set()  # of those, the ones it made (see _fresh)
 
     def __getstate__(self) -> dict:
         return {"url": self.url}
@@ -183,9 +184,10 @@ class Destination:
         OSError
             Reading, writing or the store failed.
         """
-        if existing is None and unnamed is not None and not overwrite and not dry_run:
-            # Linking an unnamed file never replaces: a target already there is decided as one that
-            # appears meanwhile (below), without asking first.
+        if existing is None and not overwrite and not dry_run and (unnamed is not None or self._fresh(relative)):
+            # Linking an unnamed file never replaces, nor does writing in a folder this destination
+            # made itself: a target already there is decided as one that appears meanwhile (below),
+            # without asking first.
             existing = ABSENT
         if existing is None:
             found = self.size_of(relative)
@@ -255,8 +257,25 @@ class Destination:
 
     def _make_directory(self, directory: str) -> None:
         if directory not in self._directories:  # one mkdir per folder, not per file
-            os.makedirs(directory, exist_ok=True)
+            try:
+                os.mkdir(directory)
+                self._made.add(directory)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:  # its parent first
+                os.makedirs(os.path.dirname(directory), exist_ok=True)
+                self._make_directory(directory)
+                return
             self._directories.add(directory)
+
+    def _fresh(self, relative: str) -> bool:
+        """Whether the local output ``relative`` goes in a folder this destination made (here,
+        now, making it if it is missing): nothing was there before this run."""
+        if not self.local:
+            return False
+        directory = os.path.dirname(self.path_of(relative))
+        self._make_directory(directory)
+        return directory in self._made
 
     def _write_local(self, path: str, source_url: str, expected_size: int, overwrite: bool,
                      move: bool = False, data: bytes | None = None, label: bytes | None = None,
