@@ -133,6 +133,29 @@ def test_worker_processes_write_count_and_report_what_one_process_does(copy_cli,
         assert sum(json.loads(line)["outcome"] == "success" for line in lines) == len(sample.valid)
 
 
+def test_worker_processes_select_by_a_filter_file_as_one_process_does(copy_cli, tmp_path):
+    src = tmp_path / "in"
+    sample = write_sample_set(str(src), studies=2, series_per_study=2, instances_per_series=40, bad_files=False,
+                              seed="filter")
+    wanted = [sample.valid[3], sample.valid[90]]
+    lines = [f"/studies/{wanted[0].study_uid}/series/{wanted[0].series_uid}",
+             f"/studies/{wanted[1].study_uid}/series/{wanted[1].series_uid}/instances/{wanted[1].sop_uid}",
+             "/studies/1.2.3.999"]  # selects nothing
+    (tmp_path / "filter.txt").write_text("\n".join(lines) + "\n")
+    runs = {}
+    for processes in (1, 2):
+        out = tmp_path / f"out{processes}"
+        runs[processes] = out, copy_cli("--input", str(src), "--output", str(out), "--filter-file",
+                                        str(tmp_path / "filter.txt"), "--processes", str(processes),
+                                        operation_id=f"f{processes}")
+    (out1, one), (out2, two) = runs[1], runs[2]
+    assert one.counter == two.counter
+    assert (one.counter["success"], one.counter["filtered"]) == (40 + 1, len(sample.valid) - 41)
+    assert outputs(out1) == outputs(out2) and len(outputs(out2)) == 41
+    assert one.errors == two.errors == []
+    assert one.summary["unmatched"] == two.summary["unmatched"] == {"filterLines": ["/studies/1.2.3.999"]}
+
+
 def test_processes_are_refused_where_they_do_not_apply(capsys, tmp_path, monkeypatch):
     write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=1, instances_per_series=2)
     common = ["copy", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"), "--processes", "2"]

@@ -85,7 +85,10 @@ class CopyFiles(beam.PTransform):
     filter file as :class:`FilterInstances` does, and written as :class:`WriteInstances` writes
     to local disk (atomically; the first input written to a path stays, labelled with ``run``),
     all in one step per file: it is written as soon as it is validated, from the bytes read to
-    validate it. ``threads`` files are copied at once per worker.
+    validate it. ``threads`` files are copied at once per worker; with ``processes`` > 1, batches
+    of files are copied by that many processes forked from the worker
+    (:class:`~dicom_transfer.io.processes.WorkerProcesses`: for a runner whose workers are threads
+    of one process, the DirectRunner in-process).
 
     Returns :class:`~.results.Copied`: ``outcomes`` (:class:`Outcome`: ``success``, ``unchanged``,
     ``filtered``), ``failures`` and, with a filter file, ``unmatched`` (its lines that
