@@ -111,7 +111,7 @@ def test_worker_processes_write_count_and_report_what_one_process_does(copy_cli,
         runs[processes] = out, copy_cli("--input", str(src), "--output", str(out), "--processes", str(processes),
                                         "--log-level", "debug", operation_id=f"p{processes}")
     (out1, one), (out2, two) = runs[1], runs[2]
-    assert "2 worker processes copy the files" in two.err and "worker processes" not in one.err
+    assert "2 worker processes share out the work of _CopyFn" in two.err and "worker processes" not in one.err
     assert one.status == two.status == 1
     assert one.counter == two.counter
     assert (one.counter["success"], one.counter["unchanged"]) == (len(sample.valid), 1)
@@ -156,6 +156,30 @@ def test_worker_processes_select_by_a_filter_file_as_one_process_does(copy_cli, 
     assert one.summary["unmatched"] == two.summary["unmatched"] == {"filterLines": ["/studies/1.2.3.999"]}
 
 
+def test_worker_processes_de_identify_what_one_process_does(copy_cli, tmp_path, monkeypatch):
+    """The same pseudonyms, bytes, mapping table and counts: every process derives them from the key."""
+    monkeypatch.setenv("DEID_KEY", "k3y-for-tests-only-" + "9" * 16)
+    src = tmp_path / "in"
+    sample = write_sample_set(str(src), studies=1, series_per_study=2, instances_per_series=40, seed="deid-processes")
+    runs = {}
+    for processes in (1, 2):
+        out = tmp_path / f"out{processes}"
+        mapping = str(tmp_path / f"m{processes}.csv")
+        runs[processes] = out, copy_cli("--input", str(src), "--output", str(out), "--deidentify", "basic",
+                                        "--deid-key-env", "DEID_KEY", "--deid-mapping", mapping,
+                                        "--processes", str(processes), "--log-level", "debug",
+                                        operation_id=f"d{processes}")
+    (out1, one), (out2, two) = runs[1], runs[2]
+    assert "2 worker processes share out the work of _DeidentifyFilesFn" in two.err
+    assert one.counter == two.counter and one.counter["deidentified"] == len(sample.valid)
+    assert outputs(out1) == outputs(out2) and len(outputs(out2)) == len(sample.valid)
+    assert not set(outputs(out2)) & {v.relative_uid_path for v in sample.valid}  # new UIDs
+    assert (tmp_path / "m1.csv").read_bytes() == (tmp_path / "m2.csv").read_bytes()
+    assert sorted((e["Identifier"], e["Error"]) for e in one.errors) == \
+        sorted((e["Identifier"], e["Error"]) for e in two.errors)
+    assert len(two.errors) == len(sample.bad)
+
+
 def test_processes_are_refused_where_they_do_not_apply(capsys, tmp_path, monkeypatch):
     write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=1, instances_per_series=2)
     common = ["copy", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"), "--processes", "2"]
@@ -163,8 +187,11 @@ def test_processes_are_refused_where_they_do_not_apply(capsys, tmp_path, monkeyp
     assert result.returncode == 2
     assert "--processes applies to the DirectRunner in-process" in result.stderr
     monkeypatch.setenv("DEID_KEY", "k" * 32)
-    result = run_cli_in_process(capsys, *common, "--deidentify", "basic", "--deid-key-env", "DEID_KEY")
-    assert result.returncode == 2 and "--processes applies to a copy to a local folder, without --deidentify" \
+    (tmp_path / "filter.txt").write_text("/studies/1.2.3\n")
+    result = run_cli_in_process(capsys, *common, "--deidentify", "basic", "--deid-key-env", "DEID_KEY",
+                                "--filter-file", str(tmp_path / "filter.txt"))
+    assert result.returncode == 2
+    assert "--processes applies to a copy to a local folder (with --deidentify: without --filter-file)" \
         in result.stderr
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*.dcm"))
 

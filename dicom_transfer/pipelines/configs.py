@@ -185,14 +185,16 @@ def copy_processes(config: CopyConfig, requested: int | None, options, local: bo
     from apache_beam.options.pipeline_options import DirectOptions
 
     in_process = local and options.view_as(DirectOptions).direct_running_mode == "in_memory"
+    one_step = config.streams or config.deidentifies_in_one_step  # the steps that copy file by file
     if requested is not None:
-        if requested > 1 and not config.streams:
-            raise UsageError("--processes applies to a copy to a local folder, without --deidentify")
+        if requested > 1 and not one_step:
+            raise UsageError("--processes applies to a copy to a local folder (with --deidentify: "
+                             "without --filter-file)")
         if requested > 1 and not in_process:
             raise UsageError("--processes applies to the DirectRunner in-process (other runners' and "
                              "multi_processing's workers are processes already)")
         return requested
-    if not (in_process and config.streams and config.between_local_disks and config.io_threads <= 1):
+    if not (in_process and one_step and config.between_local_disks and config.io_threads <= 1):
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(cores, MAX_DEFAULT_PROCESSES))

@@ -77,7 +77,7 @@ def _build_deidentifying(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PC
     done: Transferred = expanded.files | "DeidentifyFiles" >> DeidentifyFiles(
         deid.settings, config.destination, staging_url(config.destination, config.reports.operation_id),
         config.layout, run=config.run, overwrite=config.overwrite, dry_run=config.dry_run, threads=config.threads,
-        mapping=bool(deid.mapping_url))
+        mapping=bool(deid.mapping_url), processes=config.processes)
     if deid.mapping_url:
         done.mapping | "WriteMapping" >> WriteMapping(deid.mapping_url)
     failures = (expanded.failures, done.failures) | "AllFailures" >> beam.Flatten()

@@ -9,30 +9,55 @@ where the runner collects them.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 import apache_beam as beam
 
+from dicom_transfer.io.processes import WorkerProcesses
+
 DEFAULT_THREADS = 8
 BATCH = 64
+# With worker processes: batches of PROCESS_BATCH elements, given to them in chunks of PROCESS_CHUNK
+PROCESS_BATCH = 256
+PROCESS_CHUNK = 32
+LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
 
 class PooledFn(beam.DoFn):
-    """A DoFn with a pool of ``threads`` threads, made in ``setup()`` (none for one thread)."""
+    """A DoFn with a pool of ``threads`` threads, made in ``setup()`` (none for one thread), and
+    ``processes`` worker processes forked from it on first use (:meth:`in_processes`; for a
+    runner whose workers are threads of one process: the DirectRunner in-process)."""
 
-    def __init__(self, threads: int = DEFAULT_THREADS) -> None:
+    def __init__(self, threads: int = DEFAULT_THREADS, processes: int = 1) -> None:
         self.threads = max(1, threads)
+        self.processes = max(1, processes)
 
     def setup(self) -> None:
         self.pool = concurrent.futures.ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self.workers: WorkerProcesses | None = None
 
     def teardown(self) -> None:
         pool = getattr(self, "pool", None)
         if pool is not None:
             pool.shutdown(wait=True)
+        workers = getattr(self, "workers", None)
+        if workers is not None:
+            workers.close()
+
+    def in_processes(self, method: str, batch: T | list[T]) -> Iterator | None:
+        """The results of ``self.METHOD(chunk)`` (a list per chunk) over ``batch`` in the worker
+        processes, in order; None when it is this process's to work on (one process, or a batch
+        smaller than a chunk). The workers are forked from this DoFn as it is then (set up)."""
+        if self.processes <= 1 or not isinstance(batch, list) or len(batch) < PROCESS_CHUNK:
+            return None
+        if self.workers is None:
+            self.workers = WorkerProcesses(self.processes, self)
+            LOG.debug("%d worker processes share out the work of %s", self.processes, type(self).__name__)
+        return self.workers.map(method, batch, PROCESS_CHUNK)
 
     def each(self, work: Callable[[T], R], element: T | list[T]) -> Iterable[R]:
         """``work`` over the batch ``element`` on the pool, in order (a list: :func:`batched` made it
@@ -63,8 +88,11 @@ def _alone(element) -> list:
     return [element]
 
 
-def batched(threads: int) -> beam.PTransform:
-    """Batches sized for a :class:`BatchedIoFn` with ``threads`` threads (one thread: no batching)."""
+def batched(threads: int, processes: int = 1) -> beam.PTransform:
+    """Batches sized for a :class:`PooledFn` with ``threads`` threads or ``processes`` processes
+    (one of each: no batching)."""
+    if processes > 1:
+        return beam.BatchElements(min_batch_size=PROCESS_BATCH, max_batch_size=PROCESS_BATCH)
     if threads <= 1:
         return beam.Map(_alone)
     return beam.BatchElements(min_batch_size=BATCH, max_batch_size=BATCH)

@@ -7,7 +7,6 @@ validated is written from those bytes, never read twice.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
@@ -17,7 +16,6 @@ from dicom_transfer import metrics
 from dicom_transfer.elements import OUTCOMES, FileRef, Outcome
 from dicom_transfer.errors import FAILURES
 from dicom_transfer.io.copying import Copied, FileCopier
-from dicom_transfer.io.processes import WorkerProcesses
 from dicom_transfer.layout import Layout
 from dicom_transfer.resources import ResourceFilter
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, PooledFn, batched
@@ -26,20 +24,14 @@ from dicom_transfer.transforms.results import Copied as CopiedFiles
 from dicom_transfer.transforms.results import Unmatched
 from dicom_transfer.transforms.route import MATCHED, UnmatchedFilterLines, filter_file_selection
 
-LOG = logging.getLogger(__name__)
-# With worker processes: batches of PROCESS_BATCH files, given to them in chunks of PROCESS_CHUNK
-PROCESS_BATCH = 256
-PROCESS_CHUNK = 32
-
 
 class _CopyFn(PooledFn):
     """Copies one file (one thread), or a batch of them (``threads`` at once, or in ``processes``
     worker processes)."""
 
     def __init__(self, copier: FileCopier, dry_run: bool, threads: int, processes: int = 1) -> None:
-        super().__init__(threads)
+        super().__init__(threads, processes)
         self.copier = copier
-        self.processes = processes
         self.valid = Metrics.counter(metrics.NAMESPACE, metrics.INSTANCES_VALID)
         self.filtered = Metrics.counter(metrics.NAMESPACE, metrics.FILTERED)
         self.placements = Placements(dry_run)
@@ -47,13 +39,7 @@ class _CopyFn(PooledFn):
 
     def setup(self) -> None:
         super().setup()
-        self.workers: WorkerProcesses | None = None
         self.placements.start("copy" if not self.dry_run else "dry-run")
-
-    def teardown(self) -> None:
-        if self.workers is not None:
-            self.workers.close()
-        super().teardown()
 
     def process(self, element: FileRef | list[FileRef], selection: ResourceFilter | None = None) -> Iterator:
         # Metrics on the bundle's thread, where the runner collects them
@@ -69,13 +55,15 @@ class _CopyFn(PooledFn):
                 yield self.placements.output(copied.result)
 
     def _copy(self, element: FileRef | list[FileRef], selection: ResourceFilter | None) -> Iterable[Copied]:
-        if self.processes > 1 and isinstance(element, list) and len(element) >= PROCESS_CHUNK:
-            if self.workers is None:  # each worker gets the filter file's selection once, with the copier
-                self.copier.selection = selection
-                self.workers = WorkerProcesses(self.processes, self.copier)
-                LOG.debug("%d worker processes copy the files", self.processes)
-            return self.workers.map("copy_all", element, PROCESS_CHUNK)
+        if self.workers is None:  # the workers, forked on first use, get the filter file's selection
+            self.copier.selection = selection
+        in_processes = self.in_processes("copy_all", element)
+        if in_processes is not None:
+            return in_processes
         return self.each(lambda ref: self.copier.copy(ref, selection), element)
+
+    def copy_all(self, refs: list[FileRef]) -> list[Copied]:  # in a worker process
+        return self.copier.copy_all(refs)
 
 
 class CopyFiles(beam.PTransform):
@@ -116,10 +104,8 @@ class CopyFiles(beam.PTransform):
         if self.filter_file:
             selection = filter_file_selection(files.pipeline, self.filter_file)
             side.append(beam.pvalue.AsSingleton(selection))
-        if self.processes > 1:
-            files = files | "Batch" >> beam.BatchElements(min_batch_size=PROCESS_BATCH, max_batch_size=PROCESS_BATCH)
-        elif self.threads > 1:
-            files = files | "Batch" >> batched(self.threads)
+        if self.threads > 1 or self.processes > 1:
+            files = files | "Batch" >> batched(self.threads, self.processes)
         copied = files | "Copy" >> beam.ParDo(self.fn, *side).with_outputs(FAILURES, MATCHED, OUTCOMES)
         if selection is None or self.filter_file is None:
             return CopiedFiles(copied[OUTCOMES], copied[FAILURES])

@@ -55,11 +55,12 @@ class _Done:
 
 
 class _DeidentifyFilesFn(PooledFn):
-    """De-identifies and writes one file (one thread), or a batch of them (``threads`` at once)."""
+    """De-identifies and writes one file (one thread), or a batch of them (``threads`` at once, or
+    in ``processes`` worker processes)."""
 
     def __init__(self, settings: DeidSettings, destination_url: str, staging: str, layout: Layout, run: str,
-                 overwrite: bool, dry_run: bool, threads: int, mapping: bool) -> None:
-        super().__init__(threads)
+                 overwrite: bool, dry_run: bool, threads: int, mapping: bool, processes: int = 1) -> None:
+        super().__init__(threads, processes)
         self.settings = settings
         self.destination_url = destination_url
         self.staging = staging
@@ -87,7 +88,8 @@ class _DeidentifyFilesFn(PooledFn):
 
     def process(self, element: FileRef | list[FileRef]) -> Iterator:
         # Metrics on the bundle's thread, where the runner collects them
-        for done in self.each(self.deidentify, element):
+        results = self.in_processes("deidentify_all", element)
+        for done in self.each(self.deidentify, element) if results is None else results:
             if done.valid:
                 self.valid.inc()
             if done.deidentified is not None:
@@ -104,6 +106,9 @@ class _DeidentifyFilesFn(PooledFn):
                 self.seen.clear()
             self.seen.add(row)
             yield beam.pvalue.TaggedOutput(MAPPING, row)
+
+    def deidentify_all(self, refs: list[FileRef]) -> list[_Done]:  # in a worker process
+        return [self.deidentify(ref) for ref in refs]
 
     def deidentify(self, ref: FileRef) -> _Done:
         """Validate, de-identify, route and write the file at ``ref`` (thread-safe; no Metrics)."""
@@ -173,7 +178,8 @@ class DeidentifyFiles(beam.PTransform):
     elements for the rewrite), de-identified as :class:`Deidentify` does (into ``staging``, on
     the destination's file system) and moved into place as :class:`WriteInstances` does on local
     disk (the first input written to a path stays, labelled with ``run``). ``threads`` files are
-    worked on at once per worker.
+    worked on at once per worker, or batches of them by ``processes`` processes forked from it
+    (for the DirectRunner in-process, as :class:`CopyFiles`).
 
     Returns a :class:`Transferred`: ``outcomes`` (:class:`Outcome`: ``success`` or ``unchanged``,
     and one ``deidentified`` per de-identified instance), ``failures`` (identified by the input's
@@ -187,14 +193,15 @@ class DeidentifyFiles(beam.PTransform):
 
     def __init__(self, settings: DeidSettings, destination_url: str, staging: str, layout: Layout, *,
                  run: str = "", overwrite: bool = False, dry_run: bool = False, threads: int = DEFAULT_THREADS,
-                 mapping: bool = True) -> None:
+                 mapping: bool = True, processes: int = 1) -> None:
         super().__init__()
         self.fn = _DeidentifyFilesFn(settings, destination_url, staging, layout, run, overwrite, dry_run, threads,
-                                     mapping)
+                                     mapping, processes)
         self.threads = threads
+        self.processes = processes
 
     def expand(self, files: beam.PCollection) -> Transferred:
-        if self.threads > 1:
-            files = files | "Batch" >> batched(self.threads)
+        if self.threads > 1 or self.processes > 1:
+            files = files | "Batch" >> batched(self.threads, self.processes)
         done = files | "Deidentify" >> beam.ParDo(self.fn).with_outputs(FAILURES, MAPPING, OUTCOMES)
         return Transferred(done[OUTCOMES], done[FAILURES], done[MAPPING])
