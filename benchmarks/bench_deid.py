@@ -85,15 +85,18 @@ PYDICOM_LOOP = textwrap.dedent("""
 """)
 
 
-BASELINE = "same, code of --baseline-src (in-process)"
+BASELINE = "same, code of --baseline-src"
 
 
 def commands(src: Path, dst: Path, baseline_src: str | None = None) -> dict[str, list[str]]:
     found = {
         "pydicom loop": [PYTHON, "-c", PYDICOM_LOOP, str(src), str(dst)],
-        "dicom-transfer (in-process)": [*CLI, "copy", "--input", str(src), "--output", str(dst), *DEID],
-        "dicom-transfer (2 processes)": [*CLI, "copy", "--input", str(src), "--output", str(dst), *DEID,
-                                         *TWO_PROCESSES],
+        # the default: files de-identified by worker processes (one per core, up to 4)
+        "dicom-transfer (worker processes)": [*CLI, "copy", "--input", str(src), "--output", str(dst), *DEID],
+        "dicom-transfer (in-process)": [*CLI, "copy", "--input", str(src), "--output", str(dst), *DEID,
+                                        "--processes", "1"],
+        "dicom-transfer (multi_processing x 2)": [*CLI, "copy", "--input", str(src), "--output", str(dst), *DEID,
+                                                  *TWO_PROCESSES],
     }
     if baseline_src:
         found[BASELINE] = [*with_code_from(baseline_src), "copy", "--input", str(src), "--output", str(dst), *DEID]
