@@ -201,9 +201,9 @@ def add_io_threads_argument(parser: argparse.ArgumentParser) -> None:
 def add_processes_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--processes", dest="processes", type=positive_int, default=None, metavar="N",
-        help="Processes that read, validate and write the files of a copy to a local folder, on "
-             "this machine (default: one per CPU core, at most 4, when a copy between local disks "
-             "runs on the DirectRunner in-process; else 1, this process alone).")
+        help="Processes that read, validate (de-identify) and write the files of a copy to a local "
+             "folder, on this machine (default: one per CPU core, at most 4, when a copy between "
+             "local disks runs on the DirectRunner in-process; else 1, this process alone).")
 
 
 def add_dry_run_argument(what: str, doing: str) -> Callable[[argparse.ArgumentParser], None]:
