@@ -49,19 +49,20 @@ class Probe:
 
 
 def test_the_workers_answer_in_order_from_other_processes_and_log_through_the_launcher(caplog):
+    before = set(children_of(os.getpid()))  # servers other tests of this process started, say
     workers = WorkerProcesses(2, Probe())
     try:
         results = list(workers.map("where", list(range(40)), 4, "t"))
-        assert len(children_of(os.getpid())) == 2
+        started = set(children_of(os.getpid())) - before
     finally:
         workers.close()
     assert [item for item, _, _ in results] == list(range(40))
     pids = {pid for _, pid, _ in results}
-    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    assert len(started) == 2 and pids <= started
     assert {tag for _, _, tag in results} == {"t"}
     logged = [record for record in caplog.records if record.name == "dicom_transfer.probe"]
     assert len(logged) == 10 and {record.process for record in logged} == pids
-    assert children_of(os.getpid()) == []  # closed: every worker ended and was reaped
+    assert not set(children_of(os.getpid())) & started  # closed: every worker ended and was reaped
 
 
 LAUNCHER = """
