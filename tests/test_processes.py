@@ -181,6 +181,37 @@ def test_worker_processes_de_identify_what_one_process_does(copy_cli, tmp_path, 
     assert len(two.errors) == len(sample.bad)
 
 
+def test_a_bug_in_a_worker_is_one_record_and_its_traceback_reaches_the_launchers_log(copy_cli, tmp_path,
+                                                                                    monkeypatch):
+    """As in one process (test_errors): the run goes on, is "failed", and the traceback is logged
+    once, by the launcher's handlers (here its --log-file), although a worker hit it."""
+    from dicom_transfer.io import instances
+
+    sample = write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=1, instances_per_series=64,
+                              bad_files=False, seed="bug")
+    broken = sample.valid[40]
+    real = instances.validate_part10
+
+    def validate_with_a_bug(stream, size, keywords, head=None):
+        header = real(stream, size, keywords, head)
+        if header.sop_uid == broken.sop_uid:
+            return header.no_such_attribute  # the bug
+        return header
+
+    monkeypatch.setattr(instances, "validate_part10", validate_with_a_bug)  # the workers are forked with it
+    log = tmp_path / "run.log"
+    run = copy_cli("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--processes", "2",
+                   "--log-file", str(log), "--log-level", "debug")
+    assert "2 worker processes share out" in log.read_text()
+    assert run.status == 1 and run.summary["status"] == "failed" and run.summary["internalErrors"] == 1
+    assert run.counter["success"] == 63 and run.counter["failure"] == 1
+    [record] = run.errors
+    assert record["Identifier"] == broken.path and "internal error: AttributeError" in record["Error"]
+    text = log.read_text()
+    assert text.count("internal error (a bug: please report it with this traceback)") == 1
+    assert "no_such_attribute" in text and "Traceback" in text
+
+
 def test_processes_are_refused_where_they_do_not_apply(capsys, tmp_path, monkeypatch):
     write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=1, instances_per_series=2)
     common = ["copy", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"), "--processes", "2"]
