@@ -116,8 +116,18 @@ element, so that one failure becomes one record instead of stopping the run."""
 # traceback is logged once per kind and place, so that a bug is not hidden as tidy records.
 PROGRAMMING_ERRORS = (AttributeError, TypeError, NameError, AssertionError, IndexError, KeyError,
                       ZeroDivisionError, RecursionError, NotImplementedError)
-_REPORTED_BUGS: set[tuple[str, str]] = set()
+_REPORTED_BUGS: set[str] = set()
 INTERNAL_ERROR = "internal error: "  # how the record of a bug begins; such a run's status is "failed"
+
+
+def already_reported(bug: str) -> bool:
+    """Whether the traceback of ``bug`` (its type and place) was logged already; it counts as
+    logged from now on. A worker process's log records pass here too, in its launcher
+    (:mod:`~dicom_transfer.io.processes`), so that a run logs each bug once."""
+    if bug in _REPORTED_BUGS:
+        return True
+    _REPORTED_BUGS.add(bug)
+    return False
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
@@ -133,10 +143,10 @@ def error_text(exc: BaseException) -> str:
         while frame is not None and frame.tb_next is not None:
             frame = frame.tb_next
         place = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
-        if (type(exc).__name__, place) not in _REPORTED_BUGS:
-            _REPORTED_BUGS.add((type(exc).__name__, place))
+        bug = f"{type(exc).__name__} at {place}"
+        if not already_reported(bug):
             logging.getLogger("dicom_transfer").error(
-                "internal error (a bug: please report it with this traceback)", exc_info=exc)
+                "internal error (a bug: please report it with this traceback)", exc_info=exc, extra={"bug": bug})
         return f"{INTERNAL_ERROR}{type(exc).__name__}: {redact(first_line(exc, 1000))}"
     text = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [""])[0]
     if isinstance(exc, OSError):

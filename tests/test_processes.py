@@ -16,6 +16,7 @@ import pytest
 from conftest import REPO, run_cli_in_process, write_instance
 
 from dicom_transfer.io.processes import WorkerProcesses
+from dicom_transfer.pipelines.configs import usable_cores
 from dicom_transfer.sample import write_sample_set
 
 
@@ -91,6 +92,36 @@ def test_workers_end_when_their_launcher_is_killed():
         assert not any(running(pid) for pid in pids), "a worker outlived its launcher"
     finally:
         launcher.kill()
+
+
+def test_a_worker_killed_in_the_middle_stops_the_run_with_a_clear_message(tmp_path):
+    """The out-of-memory killer, say: the run cannot go on without the worker; it stops at once
+    (never hangs), says so, keeps what was written, and leaves no process behind."""
+    write_sample_set(str(tmp_path / "in"), studies=2, series_per_study=5, instances_per_series=300,
+                     pixel_bytes=16 * 1024, bad_files=False, seed="killed")
+    out = tmp_path / "out"
+    launcher = subprocess.Popen([sys.executable, "-m", "dicom_transfer.pipelines.cli", "copy", "--input",
+                                 str(tmp_path / "in"), "--output", str(out), "--processes", "2",
+                                 "--operation-id", "killed"],
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(children_of(launcher.pid)) < 2:
+            time.sleep(0.02)
+        workers = children_of(launcher.pid)
+        assert len(workers) == 2, "no worker processes started"
+        os.kill(workers[0], signal.SIGKILL)
+        stdout, stderr = launcher.communicate(timeout=60)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 2, stderr
+    assert "a worker process ended in the middle of the run (killed? out of memory?)" in stderr
+    assert "Traceback" not in stderr
+    summary = json.loads((out / ".dicom-transfer" / "killed" / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert not any(running(pid) for pid in workers)
+    written = [p for p in out.rglob("*.dcm") if ".dicom-transfer" not in p.parts]
+    assert all(p.stat().st_size > 16 * 1024 for p in written)  # complete, or not there
 
 
 def outputs(out: Path) -> dict[str, bytes]:
@@ -183,18 +214,18 @@ def test_worker_processes_de_identify_what_one_process_does(copy_cli, tmp_path, 
 
 def test_a_bug_in_a_worker_is_one_record_and_its_traceback_reaches_the_launchers_log(copy_cli, tmp_path,
                                                                                     monkeypatch):
-    """As in one process (test_errors): the run goes on, is "failed", and the traceback is logged
-    once, by the launcher's handlers (here its --log-file), although a worker hit it."""
+    """As in one process (test_errors): the run goes on, is "failed", and the bug's traceback is
+    logged once, by the launcher's handlers (here its --log-file), although two workers hit it."""
     from dicom_transfer.io import instances
 
     sample = write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=1, instances_per_series=64,
                               bad_files=False, seed="bug")
-    broken = sample.valid[40]
+    broken = {sample.valid[n].sop_uid: sample.valid[n] for n in (5, 40)}  # in two chunks: two workers
     real = instances.validate_part10
 
     def validate_with_a_bug(stream, size, keywords, head=None):
         header = real(stream, size, keywords, head)
-        if header.sop_uid == broken.sop_uid:
+        if header.sop_uid in broken:
             return header.no_such_attribute  # the bug
         return header
 
@@ -203,12 +234,12 @@ def test_a_bug_in_a_worker_is_one_record_and_its_traceback_reaches_the_launchers
     run = copy_cli("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--processes", "2",
                    "--log-file", str(log), "--log-level", "debug")
     assert "2 worker processes share out" in log.read_text()
-    assert run.status == 1 and run.summary["status"] == "failed" and run.summary["internalErrors"] == 1
-    assert run.counter["success"] == 63 and run.counter["failure"] == 1
-    [record] = run.errors
-    assert record["Identifier"] == broken.path and "internal error: AttributeError" in record["Error"]
+    assert run.status == 1 and run.summary["status"] == "failed" and run.summary["internalErrors"] == 2
+    assert run.counter["success"] == 62 and run.counter["failure"] == 2
+    assert sorted(record["Identifier"] for record in run.errors) == sorted(i.path for i in broken.values())
+    assert all("internal error: AttributeError" in record["Error"] for record in run.errors)
     text = log.read_text()
-    assert text.count("internal error (a bug: please report it with this traceback)") == 1
+    assert text.count("internal error (a bug: please report it with this traceback)") == 1  # one bug
     assert "no_such_attribute" in text and "Traceback" in text
 
 
@@ -223,13 +254,13 @@ def test_processes_are_refused_where_they_do_not_apply(capsys, tmp_path, monkeyp
     result = run_cli_in_process(capsys, *common, "--deidentify", "basic", "--deid-key-env", "DEID_KEY",
                                 "--filter-file", str(tmp_path / "filter.txt"))
     assert result.returncode == 2
-    assert "--processes applies to a copy to a local folder (with --deidentify: without --filter-file)" \
+    assert "--processes applies to a copy between local disks (with --deidentify: without --filter-file)" \
         in result.stderr
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*.dcm"))
 
 
 @pytest.mark.parametrize(("extra", "expected"), [
-    ((), min(len(os.sched_getaffinity(0)), 4)),
+    ((), min(usable_cores(), 4)),
     (("--direct_running_mode", "multi_processing"), 1),
     (("--io-threads", "4"), 1),
 ])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import os
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -187,8 +188,8 @@ def copy_processes(config: CopyConfig, requested: int | None, options, local: bo
     in_process = local and options.view_as(DirectOptions).direct_running_mode == "in_memory"
     one_step = config.streams or config.deidentifies_in_one_step  # the steps that copy file by file
     if requested is not None:
-        if requested > 1 and not one_step:
-            raise UsageError("--processes applies to a copy to a local folder (with --deidentify: "
+        if requested > 1 and not (one_step and config.between_local_disks):
+            raise UsageError("--processes applies to a copy between local disks (with --deidentify: "
                              "without --filter-file)")
         if requested > 1 and not in_process:
             raise UsageError("--processes applies to the DirectRunner in-process (other runners' and "
@@ -196,8 +197,21 @@ def copy_processes(config: CopyConfig, requested: int | None, options, local: bo
         return requested
     if not (in_process and one_step and config.between_local_disks and config.io_threads <= 1):
         return 1
+    return max(1, min(usable_cores(), MAX_DEFAULT_PROCESSES))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on, and at most its control group's CPU quota (a container's
+    ``--cpus``: cgroup v2 ``cpu.max``)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, MAX_DEFAULT_PROCESSES))
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as limits:
+            quota, period = limits.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
 
 
 def check_readable(url: str, flag: str) -> None:

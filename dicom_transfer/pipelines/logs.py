@@ -16,6 +16,7 @@ import logging
 import sys
 
 from dicom_transfer.errors import redact
+from dicom_transfer.io.processes import WorkerDied
 
 PRODUCT = "dicom_transfer"
 NOISY = ("apache_beam", "azure", "botocore", "aiobotocore", "s3fs", "gcsfs", "fsspec", "urllib3", "google")
@@ -54,11 +55,17 @@ def unsilence_libraries() -> None:
     _LIBRARIES_SILENCED.clear()
 
 
+def _worker_died(record: logging.LogRecord) -> bool:
+    """The runner's error, with its traceback, about a step whose worker process died: the
+    product says it in one line (``pipelines.run``)."""
+    return isinstance(record.exc_info, tuple) and isinstance(record.exc_info[1], WorkerDied)
+
+
 class RedactingFilter(logging.Filter):
     """Last line of defence: no credential in any line, whoever logged it; drops import noise."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _LIBRARIES_SILENCED and not record.name.startswith(PRODUCT):
+        if not record.name.startswith(PRODUCT) and (_LIBRARIES_SILENCED or _worker_died(record)):
             return False
         message = record.getMessage()
         if record.name == "root" and message.startswith(_IMPORT_NOISE):

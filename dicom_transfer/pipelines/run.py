@@ -110,7 +110,7 @@ def run_pipeline(options, local: bool, config, build: Callable, description: str
         display = ProgressDisplay(ProgressListener().start(), progress, patterns, interval=interval)
 
     def interrupted() -> int:
-        close_worker_processes()  # what they are copying is written, then counted below
+        close_worker_processes()  # each finishes the files in hand (the last ones may not be counted)
         totals = display.stop() if display else Totals()
         return _interrupted(config, totals, "" if local else _still_running_remotely(options))
 
