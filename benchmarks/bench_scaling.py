@@ -1,8 +1,9 @@
 """Scaling of `dicom-transfer copy` with the number of files, and where the time goes.
 
 In one run: copy N small files for each N of ``--counts`` (default 10,000 and 100,000) with
-the in-process DirectRunner, and report per N the marginal time per file (start-up, measured
-on one file, subtracted) and the peak RSS; then the ratios of the largest N to the smallest
+the in-process DirectRunner (and its worker processes, as by default), and report per N the
+marginal time per file (start-up, measured on one file, subtracted) and the peak RSS (of the
+launcher or of a worker, whichever is larger); then the ratios of the largest N to the smallest
 (targets: time per file <= 1.1x, peak RSS <= 1.2x and <= 300 MB). ``--multi-processing`` adds
 the multi_processing DirectRunner (2 workers); ``--dask`` the DaskRunner on a dask.distributed
 LocalCluster of 2 worker processes (a new cluster per N, warmed by a 1-file copy, so that each N's

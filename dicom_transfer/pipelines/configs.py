@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import math
 import os
+import sys
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -180,8 +181,8 @@ MAX_DEFAULT_PROCESSES = 4  # beyond, the pipeline's own process is the bottlenec
 def copy_processes(config: CopyConfig, requested: int | None, options, local: bool) -> int:
     """How many processes copy the files (:class:`~dicom_transfer.io.processes.WorkerProcesses`):
     ``--processes``, else one per core (at most MAX_DEFAULT_PROCESSES) for a copy between local
-    disks on the in-process DirectRunner, where Python's CPU time per file is what limits it; 1
-    (no worker processes) elsewhere: other runners' workers are processes already, and with an
+    disks on the in-process DirectRunner on Linux, where Python's CPU time per file is what limits
+    it; 1 (no worker processes) elsewhere: other runners' workers are processes already, and with an
     object store the threads that hide its latency are what count. Raises UsageError."""
     from apache_beam.options.pipeline_options import DirectOptions
 
@@ -196,6 +197,8 @@ def copy_processes(config: CopyConfig, requested: int | None, options, local: bo
                              "multi_processing's workers are processes already)")
         return requested
     if not (in_process and one_step and config.between_local_disks and config.io_threads <= 1):
+        return 1
+    if not sys.platform.startswith("linux"):  # macOS: fork() with threads can crash system libraries
         return 1
     return max(1, min(usable_cores(), MAX_DEFAULT_PROCESSES))
 
