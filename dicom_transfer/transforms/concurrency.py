@@ -29,7 +29,7 @@ R = TypeVar("R")
 
 class PooledFn(beam.DoFn):
     """A DoFn with a pool of ``threads`` threads, made in ``setup()`` (none for one thread), and
-    ``processes`` worker processes forked from it on first use (:meth:`in_processes`; for a
+    ``processes`` worker processes forked from it on first use (:meth:`each`; for a
     runner whose workers are threads of one process: the DirectRunner in-process)."""
 
     def __init__(self, threads: int = DEFAULT_THREADS, processes: int = 1) -> None:
@@ -48,7 +48,7 @@ class PooledFn(beam.DoFn):
         if workers is not None:
             workers.close()
 
-    def in_processes(self, method: str, batch: T | list[T]) -> Iterator | None:
+    def _in_processes(self, method: str, batch: T | list[T]) -> Iterator | None:
         """The results of ``self.METHOD(chunk)`` (a list per chunk) over ``batch`` in the worker
         processes, in order; None when it is this process's to work on (one process, or a batch
         smaller than a chunk). The workers are forked from this DoFn as it is then (set up)."""
@@ -59,9 +59,15 @@ class PooledFn(beam.DoFn):
             LOG.debug("%d worker processes share out the work of %s", self.processes, type(self).__name__)
         return self.workers.map(method, batch, PROCESS_CHUNK)
 
-    def each(self, work: Callable[[T], R], element: T | list[T]) -> Iterable[R]:
+    def each(self, work: Callable[[T], R], element: T | list[T], batch_method: str | None = None) -> Iterable[R]:
         """``work`` over the batch ``element`` on the pool, in order (a list: :func:`batched` made it
-        for several threads), or over the single ``element`` (one thread: no batching)."""
+        for several threads or processes), or over the single ``element`` (one thread: no batching).
+        ``batch_method``: the name of this DoFn's method that does ``work`` over a list, for the
+        worker processes, which then get the batch (see :meth:`_in_processes`)."""
+        if batch_method is not None:
+            in_processes = self._in_processes(batch_method, element)
+            if in_processes is not None:
+                return in_processes
         if isinstance(element, list):
             return self.pool.map(work, element) if self.pool else map(work, element)
         return [work(element)]

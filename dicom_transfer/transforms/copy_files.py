@@ -57,10 +57,7 @@ class _CopyFn(PooledFn):
     def _copy(self, element: FileRef | list[FileRef], selection: ResourceFilter | None) -> Iterable[Copied]:
         if self.workers is None:  # the workers, forked on first use, get the filter file's selection
             self.copier.selection = selection
-        in_processes = self.in_processes("copy_all", element)
-        if in_processes is not None:
-            return in_processes
-        return self.each(lambda ref: self.copier.copy(ref, selection), element)
+        return self.each(lambda ref: self.copier.copy(ref, selection), element, batch_method="copy_all")
 
     def copy_all(self, refs: list[FileRef]) -> list[Copied]:  # in a worker process
         return self.copier.copy_all(refs)

@@ -88,8 +88,7 @@ class _DeidentifyFilesFn(PooledFn):
 
     def process(self, element: FileRef | list[FileRef]) -> Iterator:
         # Metrics on the bundle's thread, where the runner collects them
-        results = self.in_processes("deidentify_all", element)
-        for done in self.each(self.deidentify, element) if results is None else results:
+        for done in self.each(self.deidentify, element, batch_method="deidentify_all"):
             if done.valid:
                 self.valid.inc()
             if done.deidentified is not None:
