@@ -120,6 +120,11 @@ _REPORTED_BUGS: set[str] = set()
 INTERNAL_ERROR = "internal error: "  # how the record of a bug begins; such a run's status is "failed"
 
 
+class WorkerDied(RuntimeError):
+    """A worker process on this machine (:mod:`~dicom_transfer.io.processes`) ended while it had
+    work: the run cannot go on without it."""
+
+
 def already_reported(bug: str) -> bool:
     """Whether the traceback of ``bug`` (its type and place) was logged already; it counts as
     logged from now on. A worker process's log records pass here too, in its launcher

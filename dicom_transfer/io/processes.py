@@ -37,14 +37,10 @@ import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from dicom_transfer.errors import already_reported
+from dicom_transfer.errors import WorkerDied, already_reported
 
 _WORKER: Any = None  # in a worker process: the object whose methods the launcher calls
 _OPEN: weakref.WeakSet[WorkerProcesses] = weakref.WeakSet()
-
-
-class WorkerDied(RuntimeError):
-    """A worker process ended while it had work (the pool cannot go on without it)."""
 
 
 class _Relay(logging.Handler):

@@ -15,8 +15,7 @@ import json
 import logging
 import sys
 
-from dicom_transfer.errors import redact
-from dicom_transfer.io.processes import WorkerDied
+from dicom_transfer.errors import WorkerDied, redact
 
 PRODUCT = "dicom_transfer"
 NOISY = ("apache_beam", "azure", "botocore", "aiobotocore", "s3fs", "gcsfs", "fsspec", "urllib3", "google")
