@@ -133,10 +133,11 @@ def run_copy(args: argparse.Namespace, beam_argv: list[str]) -> int:
                 return status
     if options is None:
         options, local = pipeline_options(beam_argv)
-    from dicom_transfer.pipelines.configs import copy_processes
+    from dicom_transfer.pipelines.configs import copy_processes, in_one_process
     from dicom_transfer.pipelines.copy import build_copy_pipeline
 
-    config = dataclasses.replace(config, processes=copy_processes(config, args.processes, options, local))
+    config = dataclasses.replace(config, processes=copy_processes(config, args.processes, options, local),
+                                 in_one_process=in_one_process(options, local))
 
     return execute(args, options, local, config, build_copy_pipeline, description, patterns=len(config.patterns))
 

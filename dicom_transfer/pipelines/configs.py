@@ -184,9 +184,7 @@ def copy_processes(config: CopyConfig, requested: int | None, options, local: bo
     disks on the in-process DirectRunner on Linux, where Python's CPU time per file is what limits
     it; 1 (no worker processes) elsewhere: other runners' workers are processes already, and with an
     object store the threads that hide its latency are what count. Raises UsageError."""
-    from apache_beam.options.pipeline_options import DirectOptions
-
-    in_process = local and options.view_as(DirectOptions).direct_running_mode == "in_memory"
+    in_process = in_one_process(options, local)
     one_step = config.streams or config.deidentifies_in_one_step  # the steps that copy file by file
     if requested is not None:
         if requested > 1 and not (one_step and config.between_local_disks):
@@ -201,6 +199,13 @@ def copy_processes(config: CopyConfig, requested: int | None, options, local: bo
     if not sys.platform.startswith("linux"):  # macOS: fork() with threads can crash system libraries
         return 1
     return max(1, min(usable_cores(), MAX_DEFAULT_PROCESSES))
+
+
+def in_one_process(options, local: bool) -> bool:
+    """Whether the runner executes the whole pipeline in this process: the DirectRunner in_memory."""
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    return local and options.view_as(DirectOptions).direct_running_mode == "in_memory"
 
 
 def usable_cores() -> int:

@@ -45,7 +45,8 @@ def build_copy_pipeline(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCo
 def _build_streaming(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PCollection:
     """Expansion, then one step per file (:class:`CopyFiles`), then the reports."""
     expanded: Listed = pipeline | "ExpandPatterns" >> ExpandPatterns(
-        config.patterns, strict=config.strict, exclude=[absolute(config.destination)])
+        config.patterns, strict=config.strict, exclude=[absolute(config.destination)],
+        spread=not config.in_one_process)
     files, skipped = expanded.files, None
     skip = config.skip_unchanged()
     if skip is not None:
@@ -73,7 +74,8 @@ def _build_deidentifying(pipeline: beam.Pipeline, config: CopyConfig) -> beam.PC
     deid = config.deid
     assert deid is not None
     expanded: Listed = pipeline | "ExpandPatterns" >> ExpandPatterns(
-        config.patterns, strict=config.strict, exclude=[absolute(config.destination)])
+        config.patterns, strict=config.strict, exclude=[absolute(config.destination)],
+        spread=not config.in_one_process)
     done: Transferred = expanded.files | "DeidentifyFiles" >> DeidentifyFiles(
         deid.settings, config.destination, staging_url(config.destination, config.reports.operation_id),
         config.layout, run=config.run, overwrite=config.overwrite, dry_run=config.dry_run, threads=config.threads,

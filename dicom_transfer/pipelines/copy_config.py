@@ -26,6 +26,9 @@ class CopyConfig:
     overwrite: bool = False
     io_threads: int = 0  # 0: decide from where the bytes are
     processes: int = 1  # that copy files to a local folder (see configs.copy_processes)
+    # the runner executes the whole pipeline in this process (the in-process DirectRunner): the files
+    # found go straight to the copy instead of through a grouping that spreads them over workers
+    in_one_process: bool = False
     strict: bool = False
     deid: DeidConfig | None = None
     # an earlier run's manifest (or a pattern: the newest match) whose successes are not read again

@@ -48,8 +48,8 @@ class _ExpandPatternFn(beam.DoFn):
                 if isinstance(output, beam.pvalue.TaggedOutput):
                     yield output
                     continue
-                url = output[0]
-                self.buckets.setdefault(zlib.crc32(url.encode("utf-8")) % BUCKETS, []).append(output)
+                url = output[0]  # into its bucket (see BUCKETS); a plain tuple, compact to shuffle
+                self.buckets.setdefault(zlib.crc32(url.encode("utf-8")) % BUCKETS, []).append(tuple(output))
                 self.held += 1
                 if self.held >= HELD:
                     yield from self._chunks()
@@ -93,7 +93,7 @@ class _ExpandPatternFn(beam.DoFn):
                 count += 1
                 self.progress.add(1, found.size)
                 self.progress.report("found")
-                yield tuple(found)  # into its bucket (see BUCKETS); a plain tuple, compact to shuffle
+                yield found
         except IO_ERRORS as exc:
             yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
                 text, f"cannot list files for this pattern: {error_text(exc)}", Stage.EXPAND))
@@ -146,6 +146,44 @@ def unpack_files(chunk: bytes) -> list[list]:
     return json.loads(zlib.decompress(chunk))
 
 
+class _ListFn(_ExpandPatternFn):
+    """The files found, straight on as :class:`FileRef` values, for a runner that executes the whole
+    pipeline in this process: nothing to spread over workers, so no grouping, and the first file is
+    copied while the listing goes on. A file matched by several patterns goes on once (the URLs
+    seen are kept only when there are several patterns). Per bundle, how many files went on
+    (tagged ``file_counts``)."""
+
+    def __init__(self, strict: bool, exclude: tuple[str, ...], distinct: bool) -> None:
+        super().__init__(strict, exclude)
+        self.distinct = distinct
+
+    def setup(self) -> None:
+        super().setup()
+        self.seen: set[str] = set()  # across bundles: the runner is in this process, this is its one DoFn
+
+    def start_bundle(self) -> None:
+        self.count = 0
+
+    def process(self, text: str) -> Iterator:
+        try:
+            for output in self._expand(text):
+                if not isinstance(output, beam.pvalue.TaggedOutput):
+                    if self.distinct:
+                        if output.url in self.seen:
+                            continue
+                        self.seen.add(output.url)
+                    self.count += 1
+                yield output
+        finally:
+            self.progress.report("patterns")
+            self.progress.flush()
+
+    def finish_bundle(self) -> Iterator:
+        if self.count:
+            yield beam.pvalue.TaggedOutput(FILE_COUNTS, WindowedValue(
+                self.count, GlobalWindow().max_timestamp(), (GlobalWindow(),)))
+
+
 class _FirstFn(beam.DoFn):
     """One :class:`FileRef` per URL (from ``(bucket, chunks of FileRef tuples)`` groups); and,
     per bundle, how many there were (tagged ``file_counts``): the count of files matched, without
@@ -176,7 +214,9 @@ class ExpandPatterns(beam.PTransform):
     The output goes through a ``GroupByKey`` (on one of ``BUCKETS`` buckets of a
     hash of the file URL, the files in compressed chunks), which both drops files
     matched by several patterns and breaks fusion, so that reading and validation
-    parallelise across workers (up to ``BUCKETS`` groups at once).
+    parallelise across workers (up to ``BUCKETS`` groups at once). With ``spread=False``, for a
+    runner that executes the whole pipeline in one process, there is no grouping: each file goes on
+    as it is found (:class:`_ListFn`), so the next steps start while the listing goes on.
 
     Returns :class:`~.results.Listed`: ``files`` (FileRef), ``failures`` (ErrorRecord),
     ``unmatched`` (``("patterns", pattern)`` for each pattern that matched
@@ -190,13 +230,23 @@ class ExpandPatterns(beam.PTransform):
         expanded.files | ReadAndValidate()
     """
 
-    def __init__(self, patterns: Iterable[str], strict: bool = False, exclude: Iterable[str] = ()) -> None:
+    def __init__(self, patterns: Iterable[str], strict: bool = False, exclude: Iterable[str] = (),
+                 spread: bool = True) -> None:
         super().__init__()
         self.patterns = list(patterns)
         self.strict = strict
         self.exclude = tuple(exclude)
+        self.spread = spread
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> Listed:
+        if not self.spread:
+            listed = (
+                pbegin
+                | "Patterns" >> beam.Create(self.patterns, reshuffle=False)
+                | "List" >> beam.ParDo(_ListFn(self.strict, self.exclude, len(set(self.patterns)) > 1)).with_outputs(
+                    FAILURES, UNMATCHED, FILE_COUNTS, main=FILES)
+            )
+            return Listed(listed[FILES], listed[FAILURES], listed[UNMATCHED], listed[FILE_COUNTS])
         expanded = (
             pbegin
             | "Patterns" >> beam.Create(self.patterns)
