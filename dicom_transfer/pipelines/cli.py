@@ -104,14 +104,16 @@ def _beam_flags() -> list[str]:
 
 def pipeline_options(beam_argv: list[str]):
     """Beam's ``PipelineOptions`` from Beam's options alone; local workers log warnings only."""
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.options.pipeline_options import StandardOptions
 
-    runner = PipelineOptions(beam_argv).view_as(StandardOptions).runner
+    from dicom_transfer.pipelines.beam_options import BeamOptions
+
+    runner = BeamOptions(beam_argv).view_as(StandardOptions).runner
     if runner in PRODUCT_RUNNERS:
         beam_argv = [*beam_argv, "--runner", PRODUCT_RUNNERS[runner]]  # the last --runner wins
     if runner in LOCAL_RUNNERS and not any(a.startswith("--sdk_harness_log_level_overrides") for a in beam_argv):
         beam_argv = [*beam_argv, "--sdk_harness_log_level_overrides", json.dumps({"apache_beam": "WARNING"})]
-    return PipelineOptions(beam_argv), runner in LOCAL_RUNNERS
+    return BeamOptions(beam_argv), runner in LOCAL_RUNNERS
 
 
 def run_copy(args: argparse.Namespace, beam_argv: list[str]) -> int:
