@@ -11,7 +11,9 @@ where staging goes through them.
 The same holds for SDKs ``import apache_beam`` loads that a local run never calls: the Dataflow
 API client (~0.2 s; only ``DataflowRunner`` uses it, while submitting), and those of IO
 connectors the product does not use — BigQuery (~0.1 s), the Pub/Sub client (~0.06 s) and
-MongoDB's ``pymongo`` (~0.05 s). Beam guards each of these imports and goes on without them (its
+MongoDB's ``pymongo`` (~0.05 s); and Google's ``apitools``, whose HTTP error type Beam's retry
+helpers import to recognise Google API errors (~0.2 s with the ``oauth2client``, ``pyasn1``
+and certificate schemas it loads). Beam guards each of these imports and goes on without them (its
 DirectRunner still imports ``apache_beam.io.gcp.pubsub``, which works without the Pub/Sub client).
 """
 
@@ -26,7 +28,8 @@ from dicom_transfer.io.files import scheme_of
 
 CLOUD_FILESYSTEMS = ("apache_beam.io.gcp.gcsfilesystem", "apache_beam.io.aws.s3filesystem",
                      "apache_beam.io.azure.blobstoragefilesystem", "apache_beam.io.hadoopfilesystem")
-UNUSED_SDKS = ("apache_beam.io.gcp.bigquery", "google.cloud.pubsub", "pymongo", "bson", "google.cloud.dataflow")
+UNUSED_SDKS = ("apache_beam.io.gcp.bigquery", "google.cloud.pubsub", "pymongo", "bson", "google.cloud.dataflow",
+               "apitools")
 _SKIPPED = ("HadoopFileSystem", "GCSFileSystem", "S3FileSystem", "BlobStorageFileSystem")
 
 
