@@ -388,21 +388,23 @@ def test_the_installed_command_ends_with_the_runs_status_and_everything_it_print
 def test_a_local_run_does_not_import_beams_cloud_filesystems(tmp_path):
     """They cost ~0.8 s of start-up with the cloud SDKs installed (and the Dataflow API client, BigQuery,
     Pub/Sub and MongoDB's SDKs ~0.4 s more, apitools and oauth2client ~0.2 s), for nothing on a local
-    run. Nor does a copy of explicit-VR files with the UID layout import pydicom, de-identification or
-    DIMSE (~0.45 s)."""
+    run. Nor does a copy of explicit-VR files with the UID layout import pydicom, de-identification,
+    DIMSE (~0.45 s) or requests (~0.1 s)."""
     write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=1, instances_per_series=2, bad_files=False)
     code = ("import sys\nfrom dicom_transfer.pipelines.cli import main\n"
             f"status = main(['copy', '--input', {str(tmp_path / 'in')!r}, '--output', {str(tmp_path / 'out')!r}])\n"
             "print(sorted(m for m in sys.modules if m.endswith(('gcsfilesystem', 's3filesystem', "
             "'blobstoragefilesystem')) or m.startswith(('pymongo', 'google.cloud.pubsub', "
             "'google.cloud.bigquery', 'google.cloud.dataflow', 'apitools', 'oauth2client'))))\n"
-            "print(sorted(m for m in ('pydicom', 'pynetdicom', 'dicom_transfer.deid') if m in sys.modules))\n"
+            "print(sorted(m for m in ('pydicom', 'pynetdicom', 'dicom_transfer.deid', 'requests')\n"
+            "             if m in sys.modules))\n"
             "sys.exit(status)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
     beams, ours = result.stdout.strip().splitlines()[-2:]
     assert beams == "[]"
-    assert ours == "[]"  # nor pydicom (~0.3 s), de-identification or DIMSE: a plain copy uses none of them
+    assert ours == "[]"  # nor pydicom (~0.3 s), de-identification, DIMSE or requests (~0.1 s): a local copy
+    # uses none of them
     assert "Failed to import" not in result.stderr and "bson" not in result.stderr
     assert len(tree(tmp_path / "out")) == 2
 

@@ -21,7 +21,7 @@ import posixpath
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -33,13 +33,15 @@ from dicom_transfer import manifest, metrics
 from dicom_transfer.elements import OUTCOMES, Outcome, count_outcome, merge_counts
 from dicom_transfer.errors import IO_ERRORS, ErrorRecord, error_text, redact, redact_url, utc_now_iso
 from dicom_transfer.io.destination import Destination
-from dicom_transfer.io.dicomweb import DicomwebClient
 from dicom_transfer.io.files import CHUNK, is_local, scheme_of, split_url
 from dicom_transfer.io.holdings import listed_sizes, local_size, reconcile_with
 from dicom_transfer.io.manifests import previous_lines
 from dicom_transfer.progress import ProgressLog
-from dicom_transfer.transforms.migrate_targets import DicomwebTarget, MigrationTarget
 from dicom_transfer.transforms.results import QuickChecked
+
+if TYPE_CHECKING:
+    from dicom_transfer.io.dicomweb import DicomwebClient
+    from dicom_transfer.transforms.migrate_targets import MigrationTarget
 
 LOG = logging.getLogger(__name__)
 
@@ -226,6 +228,8 @@ class DicomwebCheck(TargetCheck):
     """Asks a DICOMweb store (QIDO-RS, paged) which instances of a series it holds."""
 
     def __init__(self, client: DicomwebClient) -> None:
+        from dicom_transfer.transforms.migrate_targets import DicomwebTarget  # requests: not for a copy (~0.1 s)
+
         super().__init__(DicomwebTarget(client))
 
 
