@@ -206,3 +206,28 @@ def test_resources_to_export_parses_identifiers_and_records_a_malformed_one():
         assert_that(resources.resources, equal_to([ResourcePath(study), ResourcePath(study, series)]),
                     label="resources")
         assert_that(resources.failures | beam.Map(lambda r: r.identifier), equal_to(["1.2.abc"]), label="failures")
+
+
+def test_dofns_show_beam_only_their_own_methods_and_stateful_ones_stay_stateful():
+    """Beam inspects the signature of every method dir() lists, several times per DoFn (~0.3 s of
+    a copy's start): the product's DoFns list their own names, and Beam still finds state in them."""
+    from apache_beam.coders import VarIntCoder
+    from apache_beam.transforms import userstate
+
+    from dicom_transfer.transforms.dofn import DoFn
+
+    class Stateless(DoFn):
+        def process(self, element):
+            yield element
+
+    class Counting(DoFn):
+        COUNT = userstate.ReadModifyWriteStateSpec("count", VarIntCoder())
+
+        def process(self, element, count=DoFn.StateParam(COUNT)):  # noqa: B008 - how Beam declares state
+            yield element
+
+    assert "process" in dir(Stateless()) and "default_label" not in dir(Stateless())
+    assert not userstate.is_stateful_dofn(Stateless())
+    assert userstate.is_stateful_dofn(Counting())
+    with local_pipeline() as p:
+        assert_that(p | beam.Create([1, 2]) | beam.ParDo(Stateless()), equal_to([1, 2]))

@@ -17,6 +17,7 @@ from dicom_transfer.io.manifests import read_manifest_lines
 from dicom_transfer.layout import Layout
 from dicom_transfer.report import RunReports, absolute
 from dicom_transfer.transforms import WriteReports
+from dicom_transfer.transforms.dofn import DoFn
 from dicom_transfer.transforms.manifest import DicomwebCheck
 
 
@@ -43,7 +44,7 @@ class VerifyConfig:
         return self.client.safe_url if self.client is not None else absolute(redact(self.destination or ""))
 
 
-class _VerifySeriesFn(beam.DoFn):
+class _VerifySeriesFn(DoFn):
     """One series of the manifest: the destination is asked once, then each line is judged."""
 
     def __init__(self, check, checksum: bool) -> None:

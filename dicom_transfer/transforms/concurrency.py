@@ -16,6 +16,7 @@ from typing import TypeVar
 import apache_beam as beam
 
 from dicom_transfer.io.processes import WorkerProcesses
+from dicom_transfer.transforms.dofn import DoFn
 
 DEFAULT_THREADS = 8
 BATCH = 64
@@ -27,7 +28,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class PooledFn(beam.DoFn):
+class PooledFn(DoFn):
     """A DoFn with a pool of ``threads`` threads, made in ``setup()`` (none for one thread), and
     ``processes`` worker processes forked from it on first use (:meth:`each`; for a
     runner whose workers are threads of one process: the DirectRunner in-process)."""

@@ -29,6 +29,7 @@ from dicom_transfer.layout import Layout
 from dicom_transfer.part10 import InvalidInstance, read_head, validate_part10
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
+from dicom_transfer.transforms.dofn import DoFn
 from dicom_transfer.transforms.place import place_instance
 from dicom_transfer.transforms.results import Deidentified
 from dicom_transfer.transforms.validate import INSTANCES
@@ -307,7 +308,7 @@ def _csv_line(element: tuple[tuple[str, str], tuple[str, frozenset[str]]]) -> st
     return out.getvalue()
 
 
-class _WriteMappingFn(beam.DoFn):
+class _WriteMappingFn(DoFn):
     def __init__(self, merge_existing: bool = False) -> None:
         self.merge_existing = merge_existing
 

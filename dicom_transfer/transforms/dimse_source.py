@@ -44,6 +44,7 @@ from dicom_transfer.layout import Layout
 from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.resources import ResourcePath
 from dicom_transfer.transforms.deidentify import DEIDENTIFIED, MAPPING, DeidSettings, deidentify_and_place
+from dicom_transfer.transforms.dofn import DoFn
 from dicom_transfer.transforms.place import (
     Placements,
     clear_journal_entries,
@@ -59,7 +60,7 @@ INSTANCES = "instances"
 WARNINGS = metrics.DIMSE_WARNINGS
 
 
-class PeerDoFn(beam.DoFn):
+class PeerDoFn(DoFn):
     """A DoFn that talks to one peer through the worker's :class:`AssociationPool`."""
 
     def __init__(self, settings: DimseSettings) -> None:

@@ -19,6 +19,7 @@ from dicom_transfer.io.c_store import CStoreSender
 from dicom_transfer.io.dimse import DimseError, DimseSettings
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.dimse_source import WARNINGS
+from dicom_transfer.transforms.dofn import DoFn
 from dicom_transfer.transforms.duplicates import UniqueBySopUid
 from dicom_transfer.transforms.results import Deduplicated, Written
 from dicom_transfer.vocabulary import Stage
@@ -28,7 +29,7 @@ SERIES_IN_FLIGHT = 2  # per DoFn instance: the next series starts while the last
 HELD, WOULD_STORE = "held", "would store"  # answers that are no status code
 
 
-class _StoreFn(beam.DoFn):
+class _StoreFn(DoFn):
     """((study, series), [ValidInstance]) -> C-FIND what the PACS holds, C-STORE the rest."""
 
     def __init__(self, settings: DimseSettings, check_existing: bool, dry_run: bool) -> None:

@@ -12,6 +12,7 @@ from dicom_transfer.elements import OUTCOMES, ValidInstance, instance_outcome
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.destination import remove_url, same_content
 from dicom_transfer.io.files import open_url
+from dicom_transfer.transforms.dofn import DoFn
 from dicom_transfer.transforms.results import Deduplicated
 from dicom_transfer.vocabulary import Stage
 
@@ -54,7 +55,7 @@ def _decide(target: str, other: ValidInstance, winner: ValidInstance, stage: Sta
             stage, uids=(other.study_uid, other.series_uid, other.sop_uid)))
 
 
-class _ResolveFn(beam.DoFn):
+class _ResolveFn(DoFn):
     def __init__(self, stage: Stage) -> None:
         self.stage = stage
         self.unchanged = Metrics.counter(metrics.NAMESPACE, metrics.UNCHANGED)

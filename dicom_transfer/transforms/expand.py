@@ -18,6 +18,7 @@ from dicom_transfer.elements import FileRef
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.listing import NotAFile, list_pattern
 from dicom_transfer.progress import ProgressLog
+from dicom_transfer.transforms.dofn import DoFn
 from dicom_transfer.transforms.results import Listed
 from dicom_transfer.vocabulary import Stage
 from dicom_transfer.wildcards import parse_pattern
@@ -28,7 +29,7 @@ UNMATCHED = "unmatched"
 FILE_COUNTS = "file_counts"
 
 
-class _ExpandPatternFn(beam.DoFn):
+class _ExpandPatternFn(DoFn):
     def __init__(self, strict: bool = False, exclude: tuple[str, ...] = ()) -> None:
         self.strict = strict
         self.exclude = tuple(prefix.rstrip("/") + "/" for prefix in exclude)
@@ -184,7 +185,7 @@ class _ListFn(_ExpandPatternFn):
                 self.count, GlobalWindow().max_timestamp(), (GlobalWindow(),)))
 
 
-class _FirstFn(beam.DoFn):
+class _FirstFn(DoFn):
     """One :class:`FileRef` per URL (from ``(bucket, chunks of FileRef tuples)`` groups); and,
     per bundle, how many there were (tagged ``file_counts``): the count of files matched, without
     a per-file element to count downstream."""

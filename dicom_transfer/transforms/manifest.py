@@ -37,6 +37,7 @@ from dicom_transfer.io.files import CHUNK, is_local, scheme_of, split_url
 from dicom_transfer.io.holdings import listed_sizes, local_size, reconcile_with
 from dicom_transfer.io.manifests import previous_lines
 from dicom_transfer.progress import ProgressLog
+from dicom_transfer.transforms.dofn import DoFn
 from dicom_transfer.transforms.results import QuickChecked
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ class _PartWriter:
         return self.part
 
 
-class _WriteRowsFn(beam.DoFn):
+class _WriteRowsFn(DoFn):
     """Appends the reconciliation rows of one bundle, as CSV lines, to a part file of its own;
     yields the part's URL."""
 
@@ -235,7 +236,7 @@ class DicomwebCheck(TargetCheck):
 
 # -- the manifest and the reconciliation of a run -----------------------------------------------
 
-class _ReconcileSeriesFn(beam.DoFn):
+class _ReconcileSeriesFn(DoFn):
     """One reconciliation row per series. A check that may be asked about several series at once
     (``questions_at_once``: a DICOMweb server's QIDO-RS) is asked on a pool of that many threads,
     the rows leaving in the order of the series: Orthanc answers an instance-level query from each
@@ -445,7 +446,7 @@ def _concatenate_both(urls: tuple[str, str], *, manifest_parts: list[str], manif
 PARTS, ENTRY_PARTS, FIGURES, SERIES_LINES = "parts", "entry_parts", "figures", "series_lines"
 
 
-class _ManifestLinesFn(beam.DoFn):
+class _ManifestLinesFn(DoFn):
     """One step per instance for the whole manifest: its line goes into this bundle's part file,
     the report's figures are added up per bundle, and what the reconciliation needs of the line
     goes on, keyed by series: the entries of a bundle gathered per series (at most ``HELD``
@@ -523,7 +524,7 @@ class _ManifestLinesFn(beam.DoFn):
 UNREAD = "unread"
 
 
-class _MatchPreviousFn(beam.DoFn):
+class _MatchPreviousFn(DoFn):
     """A file with an earlier successful line of the same size and version goes on to the output
     check; any other file is read as usual. On local disk the output is checked here (one
     ``stat``); on an object store it goes on as ``(directory, (file, line))``, for one listing
@@ -550,7 +551,7 @@ class _MatchPreviousFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(UNREAD, ref)
 
 
-class _OutputStillThereFn(beam.DoFn):
+class _OutputStillThereFn(DoFn):
     """One output directory, listed once: a candidate whose output is there with its size is
     ``unchanged``; any other is read as usual."""
 

@@ -32,6 +32,7 @@ from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.progress import ProgressLog, format_bytes
 from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, RequestBatcher
 from dicom_transfer.transforms.deidentify import DEIDENTIFIED, MAPPING, DeidSettings, MappingRow, deidentify_file
+from dicom_transfer.transforms.dofn import DoFn
 from dicom_transfer.transforms.migrate_targets import DicomwebTarget, MigrationTarget, migration_target
 from dicom_transfer.transforms.results import Transferred
 from dicom_transfer.vocabulary import Stage
@@ -77,7 +78,7 @@ class _SeriesRun:
         return path, os.fdopen(handle, "wb")
 
 
-class _MigrateSeriesFn(beam.DoFn):
+class _MigrateSeriesFn(DoFn):
     """((study, series), [(sop, whole), ...]) -> outcomes and failure records, one per instance."""
 
     def __init__(self, source: DicomwebClient | None, destination: DicomwebClient | DimseSettings, max_instances: int,

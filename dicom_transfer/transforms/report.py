@@ -15,6 +15,7 @@ from dicom_transfer.errors import INTERNAL_ERROR, ErrorRecord, to_errors_log_lin
 from dicom_transfer.io.files import is_local, split_url
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.report import RunReports, report_settings, write_summary
+from dicom_transfer.transforms.dofn import DoFn
 from dicom_transfer.transforms.manifest import AuditRun
 
 
@@ -35,7 +36,7 @@ class CountOutcomes(beam.CombineFn):
         return accumulator
 
 
-class _CountProgressFn(beam.DoFn):
+class _CountProgressFn(DoFn):
     """Reports each final outcome and failure to the run's progress display as it happens, and
     makes each outcome a ``(kind, size)`` pair."""
 
@@ -54,7 +55,7 @@ class _CountProgressFn(beam.DoFn):
         self.progress.flush()
 
 
-class _WriteErrorsLogFn(beam.DoFn):
+class _WriteErrorsLogFn(DoFn):
     """Writes every error line into one errors.log and counts ``failure``; yields
     ``(failures, internal errors)`` — the records of bugs in this product, which fail the run."""
 

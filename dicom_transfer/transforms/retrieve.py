@@ -26,6 +26,7 @@ from dicom_transfer.layout import Layout
 from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.resources import ResourcePath, parse_filter_line, parse_identifier
 from dicom_transfer.transforms.deidentify import DEIDENTIFIED, MAPPING, DeidSettings, deidentify_and_place
+from dicom_transfer.transforms.dofn import DoFn
 from dicom_transfer.transforms.place import Placements, place_instance
 from dicom_transfer.transforms.results import Found, Resources, Transferred
 from dicom_transfer.vocabulary import Stage
@@ -41,7 +42,7 @@ def read_request_lines(url: str) -> Iterator[tuple[str, str]]:
     return read_list_file(url, errors="replace")
 
 
-class _ParseFn(beam.DoFn):
+class _ParseFn(DoFn):
     def __init__(self, kind: str) -> None:
         self.kind = kind
 
@@ -56,7 +57,7 @@ class _ParseFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(text, str(exc), Stage.EXPAND))
 
 
-class _ClientFn(beam.DoFn):
+class _ClientFn(DoFn):
     """A DoFn that talks to a DICOMweb server; the HTTP session is made per worker."""
 
     def __init__(self, client: DicomwebClient) -> None:

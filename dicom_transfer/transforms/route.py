@@ -13,6 +13,7 @@ from dicom_transfer.errors import FAILURES, ErrorRecord
 from dicom_transfer.io.files import open_url
 from dicom_transfer.layout import Layout, LayoutError
 from dicom_transfer.resources import ResourceFilter, iter_filter_file_lines
+from dicom_transfer.transforms.dofn import DoFn
 from dicom_transfer.transforms.results import Routed, Selected, Unmatched
 from dicom_transfer.transforms.validate import INSTANCES
 from dicom_transfer.vocabulary import Stage
@@ -37,7 +38,7 @@ def load_filter_file(url: str) -> ResourceFilter:
 MATCHED = "matched"
 
 
-class _FilterFn(beam.DoFn):
+class _FilterFn(DoFn):
     def __init__(self) -> None:
         self.filtered = Metrics.counter(metrics.NAMESPACE, metrics.FILTERED)
 
@@ -52,7 +53,7 @@ class _FilterFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(metrics.FILTERED, instance)
 
 
-class _UnmatchedLinesFn(beam.DoFn):
+class _UnmatchedLinesFn(DoFn):
     """The filter-file lines that selected no instance: warnings, or failures with ``strict``."""
 
     def __init__(self, url: str, strict: bool) -> None:
@@ -131,7 +132,7 @@ class FilterInstances(beam.PTransform):
         return Selected(result[INSTANCES], result[metrics.FILTERED], lines.unmatched, lines.failures)
 
 
-class _RouteFn(beam.DoFn):
+class _RouteFn(DoFn):
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
 

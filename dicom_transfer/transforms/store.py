@@ -18,6 +18,7 @@ from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
 from dicom_transfer.io.stow_requests import StowSender
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, plan_requests
+from dicom_transfer.transforms.dofn import DoFn
 from dicom_transfer.transforms.duplicates import UniqueBySopUid
 from dicom_transfer.transforms.results import Deduplicated, Written
 from dicom_transfer.vocabulary import Stage
@@ -68,7 +69,7 @@ class HeldBySeries:
         return future.result()
 
 
-class _StoreFn(beam.DoFn):
+class _StoreFn(DoFn):
     def __init__(self, client: DicomwebClient, max_instances: int, max_bytes: int,
                  concurrency: int, check_existing: bool, dry_run: bool = False) -> None:
         self.dry_run = dry_run

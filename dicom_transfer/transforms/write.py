@@ -29,6 +29,7 @@ from dicom_transfer.io.files import scheme_of
 from dicom_transfer.io.instances import place_file
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.concurrency import DEFAULT_THREADS, BatchedIoFn, batched
+from dicom_transfer.transforms.dofn import DoFn
 from dicom_transfer.transforms.duplicates import UNIQUE, keep_one
 from dicom_transfer.transforms.results import Written
 from dicom_transfer.vocabulary import Stage
@@ -92,7 +93,7 @@ def _by_directory(element: tuple[str, ValidInstance]) -> tuple[str, tuple[str, V
     return element[0].rpartition("/")[0], element
 
 
-class _ResolveInDirectoryFn(beam.DoFn):
+class _ResolveInDirectoryFn(DoFn):
     """One output directory of an object store: list it once, keep one instance per output
     path (:func:`keep_one`), and pass on what the listing says about that path, so that
     writing needs no existence request per instance and re-runs need none at all."""

@@ -1,0 +1,24 @@
+"""The base of this product's DoFns."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+
+class DoFn(beam.DoFn):
+    """A :class:`beam.DoFn` whose ``dir()`` lists the names its own classes define, not the ~35
+    methods of ``beam.DoFn`` itself.
+
+    Beam looks for state and timer parameters in the signature of every method ``dir()`` lists,
+    several times per DoFn while it builds and starts a pipeline (``userstate.get_dofn_specs``):
+    ~200 times and 6,500 signatures for a copy, ~0.3 s of a 2 s run. ``beam.DoFn``'s own methods
+    have no such parameters; a subclass's state or timer methods are still listed.
+    """
+
+    def __dir__(self) -> list[str]:
+        names = set(vars(self))
+        for cls in type(self).__mro__:
+            if cls is DoFn:
+                break
+            names.update(vars(cls))
+        return sorted(names)
