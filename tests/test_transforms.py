@@ -52,17 +52,19 @@ def test_expand_patterns_lists_each_file_once_and_names_the_pattern_that_matched
 
 
 @pytest.mark.parametrize("spread", [True, False])
-def test_expand_patterns_deduplicates_across_chunks_and_bundles_flushes(sample, tmp_path, monkeypatch, spread):
+@pytest.mark.parametrize("patterns", [["**", "**.dcm", "study1/**"], ["**", "**"]], ids=["overlapping", "repeated"])
+def test_expand_patterns_deduplicates_across_chunks_and_bundles_flushes(sample, tmp_path, monkeypatch, spread,
+                                                                       patterns):
     """Files cross the de-duplicating grouping in chunks (a few buckets, a few held at once here):
     a file matched by two patterns whose copies went in different chunks is still listed once. Without
-    the grouping (``spread=False``, for a runner in one process) as well."""
+    the grouping (``spread=False``, for a runner in one process) as well, a pattern given twice too."""
     from dicom_transfer.transforms import expand
     monkeypatch.setattr(expand, "HELD", 3)
     monkeypatch.setattr(expand, "BUCKETS", 2)
     root = tmp_path / "in"
     expected = sorted([i.path for i in sample.valid] + [str(path) for path in sample.bad])
     with local_pipeline() as p:
-        listed = p | ExpandPatterns([f"{root}/**", f"{root}/**.dcm", f"{root}/study1/**"], spread=spread)
+        listed = p | ExpandPatterns([f"{root}/{pattern}" for pattern in patterns], spread=spread)
         assert_that(listed.files | beam.Map(lambda ref: ref.url), equal_to(expected), label="files")
         assert_that(listed.file_counts | beam.CombineGlobally(sum), equal_to([len(expected)]), label="counts")
 

@@ -149,8 +149,8 @@ def unpack_files(chunk: bytes) -> list[list]:
 
 class _ListFn(_ExpandPatternFn):
     """The files found, straight on as :class:`FileRef` values, for a runner that executes the whole
-    pipeline in this process: nothing to spread over workers, so no grouping, and the first file is
-    copied while the listing goes on. A file matched by several patterns goes on once (the URLs
+    pipeline in this process: nothing to spread over workers, so no grouping, and the next steps
+    start on the first file while the listing goes on. A file matched by several patterns goes on once (the URLs
     seen are kept only when there are several patterns). Per bundle, how many files went on
     (tagged ``file_counts``)."""
 
@@ -244,7 +244,7 @@ class ExpandPatterns(beam.PTransform):
             listed = (
                 pbegin
                 | "Patterns" >> beam.Create(self.patterns, reshuffle=False)
-                | "List" >> beam.ParDo(_ListFn(self.strict, self.exclude, len(set(self.patterns)) > 1)).with_outputs(
+                | "List" >> beam.ParDo(_ListFn(self.strict, self.exclude, len(self.patterns) > 1)).with_outputs(
                     FAILURES, UNMATCHED, FILE_COUNTS, main=FILES)
             )
             return Listed(listed[FILES], listed[FAILURES], listed[UNMATCHED], listed[FILE_COUNTS])
