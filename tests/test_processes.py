@@ -66,6 +66,52 @@ def test_the_workers_answer_in_order_from_other_processes_and_log_through_the_la
     assert not set(children_of(os.getpid())) & started  # closed: every worker ended and was reaped
 
 
+class Marking:
+    """A worker that leaves a file per item in ``folder`` as it works on it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def mark(self, items: list[int]) -> list[int]:
+        for item in items:
+            (self.folder / str(item)).touch()
+        return items
+
+
+def test_the_next_batch_is_in_the_workers_while_the_previous_ones_results_are_handed_on(tmp_path):
+    """With worker processes a copy keeps one batch ahead (``PooledFn.each_ahead``): the workers go
+    on with it while the launcher hands on the previous batch's results and Beam makes the next."""
+    from apache_beam.utils.windowed_value import WindowedValue
+
+    from dicom_transfer.transforms.concurrency import PROCESS_CHUNK, PooledFn
+
+    class Fn(PooledFn):
+        def __init__(self) -> None:
+            super().__init__(threads=1, processes=2)
+            self.marking = Marking(tmp_path)
+
+        def mark(self, items: list[int]) -> list[int]:
+            return self.marking.mark(items)
+
+    fn = Fn()
+    fn.setup()
+    first, second = list(range(PROCESS_CHUNK * 2)), list(range(1000, 1000 + PROCESS_CHUNK * 2))
+    try:
+        assert list(fn.each_ahead(lambda item: item, first, "mark")) == []  # nothing back yet: it is ahead
+        previous = fn.each_ahead(lambda item: item, second, "mark")  # the first batch's results, not read yet
+        deadline = time.monotonic() + 30
+        while not (tmp_path / str(second[-1])).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (tmp_path / str(second[-1])).exists()  # the second batch was worked on meanwhile
+        assert list(previous) == first
+        small = fn.each_ahead(lambda item: -item, [7], "mark")  # in this process, after those ahead
+        assert list(small) == second
+        rest = list(fn.finish_ahead(lambda item: [item]))
+        assert [value.value for value in rest] == [-7] and all(isinstance(v, WindowedValue) for v in rest)
+    finally:
+        fn.teardown()
+
+
 LAUNCHER = """
 import sys, time
 sys.path.insert(0, {tests!r})

@@ -112,7 +112,8 @@ class WorkerProcesses:
 
     def map(self, method: str, items: Sequence, chunk: int, *args: Any) -> Iterator:
         """The results of ``worker.METHOD`` (a list per chunk) for ``items``, in their order, the
-        chunks of ``chunk`` items worked on at once by the processes.
+        chunks of ``chunk`` items worked on at once by the processes. The chunks are given to the
+        processes now; the results come as they are read.
 
         Raises
         ------
@@ -124,12 +125,10 @@ class WorkerProcesses:
         try:
             with self._forking() if not self.forked else contextlib.nullcontext():
                 results = pool.map(_call, [method] * len(chunks), chunks, [args] * len(chunks))
-            self.forked = True
-            for chunk_results in results:
-                yield from chunk_results
         except concurrent.futures.process.BrokenProcessPool as exc:
-            raise WorkerDied("a worker process ended in the middle of the run (killed? out of memory?); what "
-                             "was written stays, complete: run the same command again to finish") from exc
+            raise _died() from exc
+        self.forked = True
+        return _in_order(results)
 
     @staticmethod
     @contextlib.contextmanager
@@ -159,6 +158,19 @@ class WorkerProcesses:
         if self.listener is not None:
             self.listener.stop()
             self.listener = None
+
+
+def _in_order(results: Iterator[list]) -> Iterator:
+    try:
+        for chunk_results in results:
+            yield from chunk_results
+    except concurrent.futures.process.BrokenProcessPool as exc:
+        raise _died() from exc
+
+
+def _died() -> WorkerDied:
+    return WorkerDied("a worker process ended in the middle of the run (killed? out of memory?); what "
+                      "was written stays, complete: run the same command again to finish")
 
 
 def close_all() -> None:

@@ -8,12 +8,15 @@ where the runner collects them.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 
 from dicom_transfer.io.processes import WorkerProcesses
 from dicom_transfer.transforms.dofn import DoFn
@@ -40,6 +43,7 @@ class PooledFn(DoFn):
     def setup(self) -> None:
         self.pool = concurrent.futures.ThreadPoolExecutor(self.threads) if self.threads > 1 else None
         self.workers: WorkerProcesses | None = None
+        self.ahead: collections.deque[Iterator] = collections.deque()  # see each_ahead
 
     def teardown(self) -> None:
         pool = getattr(self, "pool", None)
@@ -73,6 +77,27 @@ class PooledFn(DoFn):
             return self.pool.map(work, element) if self.pool else map(work, element)
         return [work(element)]
 
+    def each_ahead(self, work: Callable[[T], R], element: T | list[T], batch_method: str) -> Iterable[R]:
+        """As :meth:`each`, but a batch given to the worker processes stays ahead: what is returned
+        is the previous batch's results, so that the workers go on with this one while this process
+        hands those on and Beam makes the next batch (with one batch at a time, the workers waited
+        for both). The last results come from :meth:`finish_ahead`, in ``finish_bundle``."""
+        results = self._in_processes(batch_method, element)
+        if results is None:
+            if not self.ahead:
+                return self.each(work, element)
+            results = iter(list(self.each(work, element)))  # after those ahead: results stay in order
+        self.ahead.append(results)
+        return self.ahead.popleft() if len(self.ahead) > 1 else ()
+
+    def finish_ahead(self, outputs: Callable[[R], Iterable]) -> Iterator:
+        """For ``finish_bundle``: ``outputs(result)`` for the results still ahead (see
+        :meth:`each_ahead`), in the global window."""
+        while self.ahead:
+            for result in self.ahead.popleft():
+                for output in outputs(result):
+                    yield _in_global_window(output)
+
 
 class BatchedIoFn(PooledFn):
     """Subclasses implement :meth:`work` (thread-safe, no Metrics) and :meth:`account`."""
@@ -89,6 +114,13 @@ class BatchedIoFn(PooledFn):
 
     def account(self, output) -> None:
         """Update counters for one output (runs on the bundle's thread)."""
+
+
+def _in_global_window(output):
+    """An output of ``process`` as ``finish_bundle`` must give it."""
+    if isinstance(output, beam.pvalue.TaggedOutput):
+        return beam.pvalue.TaggedOutput(output.tag, _in_global_window(output.value))
+    return WindowedValue(output, GlobalWindow().max_timestamp(), (GlobalWindow(),))
 
 
 def _alone(element) -> list:

@@ -7,7 +7,7 @@ validated is written from those bytes, never read twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -42,22 +42,25 @@ class _CopyFn(PooledFn):
         self.placements.start("copy" if not self.dry_run else "dry-run")
 
     def process(self, element: FileRef | list[FileRef], selection: ResourceFilter | None = None) -> Iterator:
-        # Metrics on the bundle's thread, where the runner collects them
-        for copied in self._copy(element, selection):
-            if copied.valid:
-                self.valid.inc()
-            for line in copied.lines:
-                yield beam.pvalue.TaggedOutput(MATCHED, line)
-            if isinstance(copied.result, Outcome) and copied.result.kind == metrics.FILTERED:
-                self.filtered.inc()
-                yield beam.pvalue.TaggedOutput(OUTCOMES, copied.result)
-            else:
-                yield self.placements.output(copied.result)
-
-    def _copy(self, element: FileRef | list[FileRef], selection: ResourceFilter | None) -> Iterable[Copied]:
         if self.workers is None:  # the workers, forked on first use, get the filter file's selection
             self.copier.selection = selection
-        return self.each(lambda ref: self.copier.copy(ref, selection), element, batch_method="copy_all")
+        for copied in self.each_ahead(lambda ref: self.copier.copy(ref, selection), element, "copy_all"):
+            yield from self._outputs(copied)
+
+    def finish_bundle(self) -> Iterator:
+        yield from self.finish_ahead(self._outputs)
+
+    def _outputs(self, copied: Copied) -> Iterator:
+        # Metrics on the bundle's thread, where the runner collects them
+        if copied.valid:
+            self.valid.inc()
+        for line in copied.lines:
+            yield beam.pvalue.TaggedOutput(MATCHED, line)
+        if isinstance(copied.result, Outcome) and copied.result.kind == metrics.FILTERED:
+            self.filtered.inc()
+            yield beam.pvalue.TaggedOutput(OUTCOMES, copied.result)
+        else:
+            yield self.placements.output(copied.result)
 
     def copy_all(self, refs: list[FileRef]) -> list[Copied]:  # in a worker process
         return self.copier.copy_all(refs)

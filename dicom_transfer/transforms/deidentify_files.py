@@ -87,15 +87,21 @@ class _DeidentifyFilesFn(PooledFn):
         self.seen: set[MappingRow] = set()  # each row once per bundle, as Deidentify sends them
 
     def process(self, element: FileRef | list[FileRef]) -> Iterator:
+        for done in self.each_ahead(self.deidentify, element, "deidentify_all"):
+            yield from self._outputs(done)
+
+    def finish_bundle(self) -> Iterator:
+        yield from self.finish_ahead(self._outputs)
+
+    def _outputs(self, done: _Done) -> Iterator:
         # Metrics on the bundle's thread, where the runner collects them
-        for done in self.each(self.deidentify, element, batch_method="deidentify_all"):
-            if done.valid:
-                self.valid.inc()
-            if done.deidentified is not None:
-                self.deidentified.inc()
-                yield from self._rows(done.rows)
-                yield beam.pvalue.TaggedOutput(OUTCOMES, done.deidentified)
-            yield self.placements.output(done.result)
+        if done.valid:
+            self.valid.inc()
+        if done.deidentified is not None:
+            self.deidentified.inc()
+            yield from self._rows(done.rows)
+            yield beam.pvalue.TaggedOutput(OUTCOMES, done.deidentified)
+        yield self.placements.output(done.result)
 
     def _rows(self, rows: Iterable[MappingRow]) -> Iterator[beam.pvalue.TaggedOutput]:
         for row in rows:
