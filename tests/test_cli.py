@@ -432,3 +432,39 @@ def test_a_local_run_makes_no_network_connection(tmp_path, mode):
     assert connections == []
     assert not (tmp_path / "home" / ".apache_beam").exists()  # no Prism download was attempted
     assert "Discarding unparseable" not in result.stderr and "semi_persistent" not in result.stderr
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    ([], True),
+    (["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"], False),
+    (["--direct_running_mode", "multi_threading"], False),
+    (["--direct_num_workers", "2"], False),
+    (["--runner", "BundleBasedDirectRunner"], False),
+    (["--runner", "DataflowRunner", "--project", "p", "--region", "r", "--temp_location", "gs://b/t"], False),
+])
+def test_only_a_runner_in_this_process_gets_the_listing_without_its_grouping(argv, expected):
+    """With workers in other processes (or threads), each would de-duplicate only what it saw:
+    the files found must go through the grouping that spreads them (ExpandPatterns' ``spread``)."""
+    from dicom_transfer.pipelines.cli import pipeline_options
+    from dicom_transfer.pipelines.configs import in_one_process
+
+    assert in_one_process(*pipeline_options(argv)) is expected
+
+
+def test_beam_options_views_are_made_once_and_share_the_options():
+    import copy
+    import pickle
+
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    from dicom_transfer.pipelines.beam_options import BeamOptions
+
+    options = BeamOptions(["--direct_num_workers", "3"])
+    assert options.view_as(StandardOptions) is options.view_as(StandardOptions)
+    options.view_as(StandardOptions).runner = "DirectRunner"  # through one view, seen through the others
+    assert options.view_as(StandardOptions).runner == "DirectRunner" == options.get_all_options()["runner"]
+    assert options.view_as(DirectOptions).direct_num_workers == 3
+    for again in (pickle.loads(pickle.dumps(options)), copy.deepcopy(options)):
+        assert "_views" not in vars(again)
+        assert again.view_as(StandardOptions).runner == "DirectRunner"
+        assert again.view_as(DirectOptions).direct_num_workers == 3

@@ -233,3 +233,25 @@ def test_dofns_show_beam_only_their_own_methods_and_stateful_ones_stay_stateful(
     assert userstate.is_stateful_dofn(Counting())
     with local_pipeline() as p:
         assert_that(p | beam.Create([1, 2]) | beam.ParDo(Stateless()), equal_to([1, 2]))
+
+
+@pytest.mark.parametrize("spread", [True, False])
+def test_expand_patterns_groups_only_to_spread_the_files(tmp_path, spread):
+    """In one process the files found go straight on (no grouping to wait for); for runners with
+    several workers they go through the grouping that spreads them."""
+    p = beam.Pipeline()
+    _ = p | ExpandPatterns([f"{tmp_path}/a/**", f"{tmp_path}/b/**"], spread=spread)
+    urns = {transform.spec.urn for transform in p.to_runner_api().components.transforms.values()}
+    assert ("beam:transform:group_by_key:v1" in urns) == spread
+
+
+def test_patterns_may_overlap_when_one_starts_in_or_below_another(tmp_path, monkeypatch):
+    from dicom_transfer.transforms.expand import may_overlap
+
+    monkeypatch.chdir(tmp_path)
+    assert not may_overlap(["/d/study1/**", "/d/study2/**", "/d/study10/*.dcm"])  # an input list of studies
+    assert not may_overlap(["/d/a.dcm", "/d/b.dcm"]) and not may_overlap(["/d/**"])
+    assert may_overlap(["/d/**", "/d/study1/**"]) and may_overlap(["/d/study1/*.dcm", "/d/study1/**.dcm"])
+    assert may_overlap(["/d/**", "/d/**"]) and may_overlap([f"{tmp_path}/in/**", "in/x/*.dcm"])
+    assert may_overlap(["gs://b/p/**", "gs://b/p/q/*"]) and not may_overlap(["gs://b/p/**", "gs://b/pq/*"])
+    assert not may_overlap(["/d/**", "/d/a/**/b/**"])  # a bad pattern lists nothing

@@ -145,7 +145,11 @@ def local_files(directory: str) -> Iterator[tuple[str, os.stat_result]]:
         if entry.is_dir():
             yield from local_files(entry.path)
         elif entry.is_file():
-            yield entry.path, entry.stat()
+            try:
+                status = entry.stat()
+            except FileNotFoundError:  # removed since the folder was read (a temporary file): not an input
+                continue
+            yield entry.path, status
 
 
 def _verify(fs: fsspec.AbstractFileSystem, path: str, size: int, expected_md5: str | None, how: str,

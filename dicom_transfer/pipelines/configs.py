@@ -184,7 +184,9 @@ def copy_processes(config: CopyConfig, requested: int | None, options, local: bo
     disks on the in-process DirectRunner on Linux, where Python's CPU time per file is what limits
     it; 1 (no worker processes) elsewhere: other runners' workers are processes already, and with an
     object store the threads that hide its latency are what count. Raises UsageError."""
-    in_process = in_one_process(options, local)
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    in_process = local and options.view_as(DirectOptions).direct_running_mode == "in_memory"
     one_step = config.streams or config.deidentifies_in_one_step  # the steps that copy file by file
     if requested is not None:
         if requested > 1 and not (one_step and config.between_local_disks):
@@ -202,10 +204,14 @@ def copy_processes(config: CopyConfig, requested: int | None, options, local: bo
 
 
 def in_one_process(options, local: bool) -> bool:
-    """Whether the runner executes the whole pipeline in this process: the DirectRunner in_memory."""
-    from apache_beam.options.pipeline_options import DirectOptions
+    """Whether the runner executes the whole pipeline in this process, one bundle at a time through
+    fused steps: the DirectRunner in_memory with one worker (not the BundleBasedDirectRunner, whose
+    steps each take all their input at once)."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
-    return local and options.view_as(DirectOptions).direct_running_mode == "in_memory"
+    direct = options.view_as(DirectOptions)
+    return (local and direct.direct_running_mode == "in_memory" and direct.direct_num_workers == 1
+            and options.view_as(StandardOptions).runner != "BundleBasedDirectRunner")
 
 
 def usable_cores() -> int:

@@ -18,7 +18,9 @@ class DoFn(beam.DoFn):
     def __dir__(self) -> list[str]:
         names = set(vars(self))
         for cls in type(self).__mro__:
-            if cls is DoFn:
-                break
-            names.update(vars(cls))
+            if cls not in _BEAMS:  # a mixin after DoFn in the order stays listed
+                names.update(vars(cls))
         return sorted(names)
+
+
+_BEAMS = frozenset((DoFn, *beam.DoFn.__mro__))

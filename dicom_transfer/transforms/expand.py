@@ -16,6 +16,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from dicom_transfer import metrics
 from dicom_transfer.elements import FileRef
 from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
+from dicom_transfer.io.files import scheme_of
 from dicom_transfer.io.listing import NotAFile, list_pattern
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.dofn import DoFn
@@ -49,6 +50,7 @@ class _ExpandPatternFn(DoFn):
                 if isinstance(output, beam.pvalue.TaggedOutput):
                     yield output
                     continue
+                self._found(output)
                 url = output[0]  # into its bucket (see BUCKETS); a plain tuple, compact to shuffle
                 self.buckets.setdefault(zlib.crc32(url.encode("utf-8")) % BUCKETS, []).append(tuple(output))
                 self.held += 1
@@ -57,6 +59,10 @@ class _ExpandPatternFn(DoFn):
         finally:
             self.progress.report("patterns")
             self.progress.flush()
+
+    def _found(self, found: FileRef) -> None:
+        self.progress.add(1, found.size)
+        self.progress.report("found")
 
     def _chunks(self) -> Iterator[tuple[int, bytes]]:
         buckets, self.buckets, self.held = self.buckets, {}, 0
@@ -92,8 +98,6 @@ class _ExpandPatternFn(DoFn):
                         "\\x escapes): rename it to copy it", Stage.EXPAND))
                     continue
                 count += 1
-                self.progress.add(1, found.size)
-                self.progress.report("found")
                 yield found
         except IO_ERRORS as exc:
             yield beam.pvalue.TaggedOutput(FAILURES, ErrorRecord.create(
@@ -111,6 +115,24 @@ class _ExpandPatternFn(DoFn):
             else:
                 LOG.warning("input pattern %r matched no file", text)
                 yield beam.pvalue.TaggedOutput(UNMATCHED, ("patterns", text))
+
+
+def may_overlap(patterns: list[str]) -> bool:
+    """Whether a file may be matched by two of ``patterns``: one is given twice, or the folder
+    (or file) a pattern starts from is, or is below, another's. An input list of separate study
+    folders never overlaps."""
+    roots = []
+    for text in patterns:
+        try:
+            root = parse_pattern(text).root
+        except ValueError:  # lists nothing: one error record
+            continue
+        roots.append(root if scheme_of(root) else os.path.abspath(root or "."))
+    for index, root in enumerate(roots):
+        for other in roots[index + 1:]:
+            if root == other or other.startswith(root.rstrip("/") + "/") or root.startswith(other.rstrip("/") + "/"):
+                return True
+    return False
 
 
 def is_utf8(text: str) -> bool:
@@ -150,9 +172,9 @@ def unpack_files(chunk: bytes) -> list[list]:
 class _ListFn(_ExpandPatternFn):
     """The files found, straight on as :class:`FileRef` values, for a runner that executes the whole
     pipeline in this process: nothing to spread over workers, so no grouping, and the next steps
-    start on the first file while the listing goes on. A file matched by several patterns goes on once (the URLs
-    seen are kept only when there are several patterns). Per bundle, how many files went on
-    (tagged ``file_counts``)."""
+    start on the first file while the listing goes on. A file matched by several patterns goes on
+    once: the URLs seen are kept (~150 bytes each) only when patterns may overlap (see
+    :func:`may_overlap`). Per bundle, how many files went on (tagged ``file_counts``)."""
 
     def __init__(self, strict: bool, exclude: tuple[str, ...], distinct: bool) -> None:
         super().__init__(strict, exclude)
@@ -173,6 +195,7 @@ class _ListFn(_ExpandPatternFn):
                         if output.url in self.seen:
                             continue
                         self.seen.add(output.url)
+                    self._found(output)
                     self.count += 1
                 yield output
         finally:
@@ -244,7 +267,7 @@ class ExpandPatterns(beam.PTransform):
             listed = (
                 pbegin
                 | "Patterns" >> beam.Create(self.patterns, reshuffle=False)
-                | "List" >> beam.ParDo(_ListFn(self.strict, self.exclude, len(self.patterns) > 1)).with_outputs(
+                | "List" >> beam.ParDo(_ListFn(self.strict, self.exclude, may_overlap(self.patterns))).with_outputs(
                     FAILURES, UNMATCHED, FILE_COUNTS, main=FILES)
             )
             return Listed(listed[FILES], listed[FAILURES], listed[UNMATCHED], listed[FILE_COUNTS])
