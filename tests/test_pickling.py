@@ -34,6 +34,14 @@ def _copy(args: argparse.Namespace):
     return build_copy_pipeline, copy_config(args)
 
 
+def _copy_in_process(args: argparse.Namespace):
+    """As the in-process DirectRunner runs it: the listing without its grouping, worker processes."""
+    import dataclasses
+
+    build, config = _copy(args)
+    return build, dataclasses.replace(config, in_one_process=True, processes=2)
+
+
 def _import(args: argparse.Namespace):
     from dicom_transfer.pipelines.configs import import_config
     from dicom_transfer.pipelines.import_pipeline import build_import_pipeline
@@ -76,6 +84,8 @@ def _dimse_migrate(args: argparse.Namespace):
 # name -> (builder, command line); {d} is a scratch folder. Each command line is one a user could run.
 COMMANDS = {
     "copy": (_copy, ["copy", "--input", "{d}/in/**", "--output", "{d}/out"]),
+    "copy-in-process": (_copy_in_process, ["copy", "--input", "{d}/in/**", "--input", "{d}/in/a/*.dcm",
+                                           "--output", "{d}/out"]),
     "copy-deidentify": (_copy, ["copy", "--input", "{d}/in/**", "--output", "{d}/out", "--deidentify", "basic",
                                 "--deid-key-env", "DEID_KEY_FOR_TEST", "--deid-mapping", "{d}/map.csv"]),
     "import": (_import, ["import", "--input", "{d}/in/**", "--dicomweb-url", "{url}",
