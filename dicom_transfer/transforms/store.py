@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -17,12 +18,18 @@ from dicom_transfer.errors import FAILURES, ErrorRecord
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
 from dicom_transfer.io.stow_requests import StowSender
 from dicom_transfer.progress import ProgressLog
+from dicom_transfer.series_answers import HeldFingerprint, SeriesKey, SeriesProgress
 from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, plan_requests
 from dicom_transfer.transforms.duplicates import UniqueBySopUid
+from dicom_transfer.transforms.migrate_targets import held_instances
 from dicom_transfer.transforms.results import Deduplicated, Written
 from dicom_transfer.vocabulary import Stage
 
 __all__ = ["StoreInstances", "plan_requests"]
+
+LOG = logging.getLogger(__name__)
+ANSWERS = "answers"
+QUESTION_THREADS = 2  # QIDO-RS about finished series, beside the STOW-RS requests (never in their place)
 
 
 class HeldBySeries:
@@ -70,8 +77,10 @@ class HeldBySeries:
 
 class _StoreFn(beam.DoFn):
     def __init__(self, client: DicomwebClient, max_instances: int, max_bytes: int,
-                 concurrency: int, check_existing: bool, dry_run: bool = False) -> None:
+                 concurrency: int, check_existing: bool, dry_run: bool = False,
+                 answer_series: bool = False) -> None:
         self.dry_run = dry_run
+        self.answer_series = answer_series and not dry_run
         self.client_settings = client.settings
         self.max_instances = max_instances
         self.max_bytes = max_bytes
@@ -86,28 +95,70 @@ class _StoreFn(beam.DoFn):
         self.sender = StowSender(self.client, self.check_existing, self.dry_run,
                                  existing=HeldBySeries(self.client).of)
         self.pool = concurrent.futures.ThreadPoolExecutor(self.concurrency)
-        self.pending: collections.deque[concurrent.futures.Future] = collections.deque()
+        self.pending: collections.deque[tuple[concurrent.futures.Future, set[SeriesKey]]] = collections.deque()
         self.progress = ProgressLog("store")
+        self.questions = concurrent.futures.ThreadPoolExecutor(QUESTION_THREADS) if self.answer_series else None
+        self.asking: collections.deque[concurrent.futures.Future] = collections.deque()
+        self.series = SeriesProgress()
 
     def teardown(self) -> None:
-        if getattr(self, "pool", None):
-            self.pool.shutdown(wait=False)
+        for pool in (getattr(self, "pool", None), getattr(self, "questions", None)):
+            if pool is not None:
+                pool.shutdown(wait=False)
 
     def process(self, batch: list[ValidInstance]) -> Iterator:
         # Requests stay in flight across batches: the next batch's requests are queued while this
         # one's are answered, so the server never waits for a batch to drain. At most two
         # requests per thread are queued; results leave in order, counted on this thread (the
         # pool only does the HTTP work; Beam's metrics belong to the DoFn's thread).
+        latest: set[SeriesKey] = set()
         for group in plan_requests(batch, self.max_instances, self.max_bytes):
-            self.pending.append(self.pool.submit(self.sender.store, group))
-        while self.pending and (len(self.pending) > 2 * self.concurrency or self.pending[0].done()):
-            yield from self._outputs(self.pending.popleft().result())
+            keys = {(i.study_uid, i.series_uid) for i in group}
+            latest |= keys
+            self.series.sending(keys)
+            self.pending.append((self.pool.submit(self.sender.store, group), keys))
+        while self.pending and (len(self.pending) > 2 * self.concurrency or self.pending[0][0].done()):
+            yield from self._outputs(self._answered())
+        # A series the input has moved on from, its requests answered, is asked about now, while
+        # the others are sent: the reconciliation need not ask after the last request.
+        if self.questions is not None:
+            self._ask(self.series.quiet(latest))
+            while self.asking and self.asking[0].done():
+                yield from self._answer(self.asking.popleft().result())
 
     def finish_bundle(self) -> Iterator:
         while self.pending:
-            for output in self._outputs(self.pending.popleft().result()):
-                yield beam.pvalue.TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
+            yield from _windowed(self._outputs(self._answered()))
+            if self.questions is not None:  # no batch follows: a series is done once its requests are;
+                # asked on the STOW threads as they free up
+                self._ask(self.series.quiet(set(), last=True), self.pool)
+        while self.asking:
+            yield from _windowed(self._answer(self.asking.popleft().result()))
+        self.series = SeriesProgress()
         self.progress.flush()
+
+    def _answered(self) -> list:
+        future, keys = self.pending.popleft()
+        results = future.result()
+        self.series.answered(keys)
+        return results
+
+    def _ask(self, keys: list[SeriesKey], pool: concurrent.futures.Executor | None = None) -> None:
+        pool = pool or self.questions
+        assert pool is not None
+        self.asking.extend(pool.submit(self._held, key) for key in keys)
+
+    def _held(self, key: SeriesKey) -> tuple[SeriesKey, HeldFingerprint] | None:
+        try:
+            return key, HeldFingerprint.of(held_instances(self.client, *key))
+        except DicomwebError as exc:  # the reconciliation asks again
+            LOG.debug("cannot ask about series %s/%s yet: %s", *key, exc)
+            return None
+
+    @staticmethod
+    def _answer(answer: tuple[SeriesKey, HeldFingerprint] | None) -> Iterator[beam.pvalue.TaggedOutput]:
+        if answer is not None:
+            yield beam.pvalue.TaggedOutput(ANSWERS, answer)
 
     def _outputs(self, results) -> Iterator[beam.pvalue.TaggedOutput]:
         for instance, kind, message in results:
@@ -124,6 +175,12 @@ class _StoreFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(OUTCOMES, instance_outcome(kind, instance, target))
 
 
+def _windowed(outputs: Iterable[beam.pvalue.TaggedOutput]) -> Iterator[beam.pvalue.TaggedOutput]:
+    """``outputs`` as outputs of ``finish_bundle`` (the global window: these are batch pipelines)."""
+    for output in outputs:
+        yield beam.pvalue.TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
+
+
 class StoreInstances(beam.PTransform):
     """Store validated instances on a DICOMweb server (STOW-RS to ``{url}/studies``).
 
@@ -135,9 +192,12 @@ class StoreInstances(beam.PTransform):
     worker when ``check_existing``, and from 409/duplicate answers). A request refused
     as a whole (400, 413, ...) is split to find the culprit; transient errors are retried with backoff. With
     ``dry_run`` nothing is sent: the instances the server does not hold are
-    counted as what would be stored.
+    counted as what would be stored. With ``answer_series``, a series the input has moved on
+    from is asked about (QIDO-RS) as soon as its requests are answered, while the others are
+    sent, for the run's reconciliation (:mod:`~dicom_transfer.series_answers`).
 
-    Returns :class:`~.results.Written`: ``outcomes`` and ``failures``.
+    Returns :class:`~.results.Written`: ``outcomes``, ``failures`` and, with ``answer_series``,
+    ``answers``.
 
     Example::
 
@@ -145,9 +205,11 @@ class StoreInstances(beam.PTransform):
     """
 
     def __init__(self, client: DicomwebClient, max_instances: int = 32, max_bytes: int = 32 << 20,
-                 concurrency: int = 4, check_existing: bool = True, dry_run: bool = False) -> None:
+                 concurrency: int = 4, check_existing: bool = True, dry_run: bool = False,
+                 answer_series: bool = False) -> None:
         super().__init__()
         self.dry_run = dry_run
+        self.answer_series = answer_series and not dry_run
         self.client = client
         self.max_instances = max_instances
         self.max_bytes = max_bytes
@@ -161,9 +223,10 @@ class StoreInstances(beam.PTransform):
             | "Batch" >> beam.BatchElements(min_batch_size=self.max_instances * self.concurrency,
                                             max_batch_size=self.max_instances * self.concurrency)
             | "StowRs" >> beam.ParDo(_StoreFn(self.client, self.max_instances, self.max_bytes,
-                                              self.concurrency, self.check_existing, self.dry_run)
-                                     ).with_outputs(FAILURES, OUTCOMES)
+                                              self.concurrency, self.check_existing, self.dry_run,
+                                              self.answer_series)
+                                     ).with_outputs(FAILURES, OUTCOMES, ANSWERS)
         )
         outcomes = (resolved.outcomes, stored[OUTCOMES]) | "Outcomes" >> beam.Flatten()
         failures = (resolved.failures, stored[FAILURES]) | "Failures" >> beam.Flatten()
-        return Written(outcomes, failures)
+        return Written(outcomes, failures, stored[ANSWERS] if self.answer_series else None)
