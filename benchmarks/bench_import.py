@@ -172,7 +172,8 @@ def main() -> None:
     commands = {
         "dicomweb-client loop": lambda folder: lambda url: [PYTHON, "-c", DICOMWEB_CLIENT_LOOP, url, str(folder)],
         "hand-tuned batches+threads": lambda folder: lambda url: [PYTHON, "-c", HAND_TUNED, url, str(folder)],
-        "dicom-transfer import": ours(work, []),
+        # with a baseline, both run through the same launcher (python -c, code from a checkout)
+        "dicom-transfer import": ours(work, [], str(HERE.parent) if args.baseline_src else None),
     }
     if args.baseline_src:
         commands["import baseline-src"] = ours(work, [], args.baseline_src)
