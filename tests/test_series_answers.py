@@ -66,24 +66,23 @@ def test_reconciliation_asks_again_unless_the_earlier_answer_is_exact():
     assert (stray.questions, row.present, row.missing, row.extra) == (1, 2, [], ["1.7"])
 
 
-def test_series_are_asked_about_once_the_input_has_moved_on_and_their_requests_are_answered():
+def test_series_are_asked_about_once_their_requests_are_answered():
     a, b, c = ("st", "a"), ("st", "b"), ("st", "c")
     progress = SeriesProgress()
     progress.sending({a})
     progress.sending({a, b})
-    assert progress.quiet({a, b}) == []  # both in the latest batch
-    progress.answered({a})
-    assert progress.quiet({b}) == []  # a still has a request in flight
-    progress.answered({a, b})
     progress.sending({c})
-    assert progress.quiet({c}) == [a, b]
-    assert progress.quiet(set()) == []  # asked once before the end
-    progress.sending({a})  # a arrives again: its answer was too early
+    assert progress.done() == []  # nothing answered yet
     progress.answered({a})
-    assert progress.quiet(set()) == []  # not asked twice early...
-    assert progress.quiet(set(), last=True) == [a]  # ...but again once no batch follows
+    assert progress.done() == []  # a still has a request in flight
+    progress.answered({a, b})
+    assert progress.done() == [a, b]
+    assert progress.done() == []  # each once
     progress.answered({c})
-    assert progress.quiet(set(), last=True) == [c]
+    assert progress.done() == [c]
+    progress.sending({a})  # sent to again (another bundle): asked again
+    progress.answered({a})
+    assert progress.done() == [a]
 
 
 def test_store_step_answers_what_the_server_holds_of_each_series(orthanc, tmp_path):

@@ -29,7 +29,6 @@ __all__ = ["StoreInstances", "plan_requests"]
 
 LOG = logging.getLogger(__name__)
 ANSWERS = "answers"
-QUESTION_THREADS = 2  # QIDO-RS about finished series, beside the STOW-RS requests (never in their place)
 
 
 class HeldBySeries:
@@ -97,41 +96,33 @@ class _StoreFn(beam.DoFn):
         self.pool = concurrent.futures.ThreadPoolExecutor(self.concurrency)
         self.pending: collections.deque[tuple[concurrent.futures.Future, set[SeriesKey]]] = collections.deque()
         self.progress = ProgressLog("store")
-        self.questions = concurrent.futures.ThreadPoolExecutor(QUESTION_THREADS) if self.answer_series else None
         self.asking: collections.deque[concurrent.futures.Future] = collections.deque()
         self.series = SeriesProgress()
 
     def teardown(self) -> None:
-        for pool in (getattr(self, "pool", None), getattr(self, "questions", None)):
-            if pool is not None:
-                pool.shutdown(wait=False)
+        if getattr(self, "pool", None):
+            self.pool.shutdown(wait=False)
 
     def process(self, batch: list[ValidInstance]) -> Iterator:
         # Requests stay in flight across batches: the next batch's requests are queued while this
         # one's are answered, so the server never waits for a batch to drain. At most two
         # requests per thread are queued; results leave in order, counted on this thread (the
         # pool only does the HTTP work; Beam's metrics belong to the DoFn's thread).
-        latest: set[SeriesKey] = set()
         for group in plan_requests(batch, self.max_instances, self.max_bytes):
             keys = {(i.study_uid, i.series_uid) for i in group}
-            latest |= keys
             self.series.sending(keys)
             self.pending.append((self.pool.submit(self.sender.store, group), keys))
         while self.pending and (len(self.pending) > 2 * self.concurrency or self.pending[0][0].done()):
             yield from self._outputs(self._answered())
-        # A series the input has moved on from, its requests answered, is asked about now, while
-        # the others are sent: the reconciliation need not ask after the last request.
-        if self.questions is not None:
-            self._ask(self.series.quiet(latest))
-            while self.asking and self.asking[0].done():
-                yield from self._answer(self.asking.popleft().result())
 
     def finish_bundle(self) -> Iterator:
         while self.pending:
             yield from _windowed(self._outputs(self._answered()))
-            if self.questions is not None:  # no batch follows: a series is done once its requests are;
-                # asked on the STOW threads as they free up
-                self._ask(self.series.quiet(set(), last=True), self.pool)
+            if self.answer_series:  # no batch follows: a series is done once its requests are
+                # answered, and asked about while the others' last requests are sent
+                self._ask(self.series.done())
+        if self.answer_series:  # those whose requests were all answered before the bundle ended
+            self._ask(self.series.done())
         while self.asking:
             yield from _windowed(self._answer(self.asking.popleft().result()))
         self.series = SeriesProgress()
@@ -143,10 +134,9 @@ class _StoreFn(beam.DoFn):
         self.series.answered(keys)
         return results
 
-    def _ask(self, keys: list[SeriesKey], pool: concurrent.futures.Executor | None = None) -> None:
-        pool = pool or self.questions
-        assert pool is not None
-        self.asking.extend(pool.submit(self._held, key) for key in keys)
+    def _ask(self, keys: list[SeriesKey]) -> None:
+        # on the STOW threads, after the requests already queued (a question never delays one)
+        self.asking.extend(self.pool.submit(self._held, key) for key in keys)
 
     def _held(self, key: SeriesKey) -> tuple[SeriesKey, HeldFingerprint] | None:
         try:
@@ -192,9 +182,9 @@ class StoreInstances(beam.PTransform):
     worker when ``check_existing``, and from 409/duplicate answers). A request refused
     as a whole (400, 413, ...) is split to find the culprit; transient errors are retried with backoff. With
     ``dry_run`` nothing is sent: the instances the server does not hold are
-    counted as what would be stored. With ``answer_series``, a series the input has moved on
-    from is asked about (QIDO-RS) as soon as its requests are answered, while the others are
-    sent, for the run's reconciliation (:mod:`~dicom_transfer.series_answers`).
+    counted as what would be stored. With ``answer_series``, each series is asked about
+    (QIDO-RS) as soon as its last request is answered, while the others are still sent, for the
+    run's reconciliation (:mod:`~dicom_transfer.series_answers`).
 
     Returns :class:`~.results.Written`: ``outcomes``, ``failures`` and, with ``answer_series``,
     ``answers``.
