@@ -3,11 +3,13 @@ series' reconciliation only when they name exactly the instances the manifest ex
 
 from __future__ import annotations
 
+import collections
 import os
 
 import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 from conftest import local_pipeline
+from servers import FaultProxy
 
 from dicom_transfer.elements import FileRef
 from dicom_transfer.io.dicomweb import DicomwebClient
@@ -108,3 +110,30 @@ def test_store_step_answers_what_the_server_holds_of_each_series(orthanc, tmp_pa
     row = reconcile_with(DicomwebCheck(DicomwebClient(orthanc.dicomweb)), first.study_uid, first.series_uid,
                          lines, earlier=[HeldFingerprint.of(expected[(first.study_uid, first.series_uid)])])
     assert (row.present, row.missing, row.extra) == (5, [], [stray])
+
+
+def test_rerun_asks_the_server_about_each_series_once(orthanc, import_cli, tmp_path):
+    """On a re-run nothing is sent: the existence check's answer settles the reconciliation, and
+    Orthanc does not read the series' files a second time."""
+    made = write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=3, instances_per_series=4,
+                            seed="series-answers-rerun")
+    for path in made.bad:
+        os.remove(path)
+    asked: list[str] = []
+
+    def record(number, method, path, body):
+        path = path.split("?")[0]
+        if method == "GET" and "/series/" in path and path.endswith("/instances"):
+            asked.append(path)
+
+    proxy = FaultProxy(orthanc.url, record).start()
+    try:
+        first = import_cli("--input", f"{tmp_path}/in/**", "--dicomweb-url", proxy.dicomweb())
+        assert (first.status, first.counter["success"]) == (0, 12)
+        asked.clear()
+        again = import_cli("--input", f"{tmp_path}/in/**", "--dicomweb-url", proxy.dicomweb())
+    finally:
+        proxy.stop()
+    assert (again.status, again.counter["unchanged"]) == (0, 12)
+    assert again.summary["reconciliation"]["complete"] == 3
+    assert sorted(collections.Counter(asked).values()) == [1, 1, 1]

@@ -73,6 +73,26 @@ class HeldBySeries:
                 future.set_exception(exc)
         return future.result()
 
+    def known_answer(self, study: str, series: str) -> set[str] | None:
+        """What the server held of a series when it was asked, if it was, answered and still kept."""
+        with self.lock:
+            future = self.known.get((study, series))
+        if future is None or not future.done() or future.exception() is not None:
+            return None
+        return future.result()
+
+
+class _RecordingSender(StowSender[ValidInstance]):
+    """A StowSender that notes the series of what it sends (``sent``), not of what it skips."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent: set[SeriesKey] = set()
+
+    def send(self, group: Sequence[ValidInstance]) -> list:
+        self.sent.update((i.study_uid, i.series_uid) for i in group)
+        return super().send(group)
+
 
 class _StoreFn(beam.DoFn):
     def __init__(self, client: DicomwebClient, max_instances: int, max_bytes: int,
@@ -91,8 +111,8 @@ class _StoreFn(beam.DoFn):
 
     def setup(self) -> None:
         self.client = DicomwebClient(**self.client_settings)  # one session per worker
-        self.sender = StowSender(self.client, self.check_existing, self.dry_run,
-                                 existing=HeldBySeries(self.client).of)
+        self.held = HeldBySeries(self.client)
+        self.sender = _RecordingSender(self.client, self.check_existing, self.dry_run, existing=self.held.of)
         self.pool = concurrent.futures.ThreadPoolExecutor(self.concurrency)
         self.pending: collections.deque[tuple[concurrent.futures.Future, set[SeriesKey]]] = collections.deque()
         self.progress = ProgressLog("store")
@@ -126,6 +146,7 @@ class _StoreFn(beam.DoFn):
         while self.asking:
             yield from _windowed(self._answer(self.asking.popleft().result()))
         self.series = SeriesProgress()
+        self.sender.sent = set()
         self.progress.flush()
 
     def _answered(self) -> list:
@@ -139,6 +160,11 @@ class _StoreFn(beam.DoFn):
         self.asking.extend(self.pool.submit(self._held, key) for key in keys)
 
     def _held(self, key: SeriesKey) -> tuple[SeriesKey, HeldFingerprint] | None:
+        # Nothing of the series sent (a re-run: all held already): the existence check's answer is
+        # still what the server holds, and Orthanc is spared reading the series' files again.
+        known = None if key in self.sender.sent else self.held.known_answer(*key)
+        if known is not None:
+            return key, HeldFingerprint.of(known)
         try:
             return key, HeldFingerprint.of(held_instances(self.client, *key))
         except DicomwebError as exc:  # the reconciliation asks again
