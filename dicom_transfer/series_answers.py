@@ -4,11 +4,11 @@ A run's reconciliation asks the destination which instances each series holds on
 has been sent, in a later step of the pipeline; Orthanc answers an instance-level QIDO-RS by
 reading every stored file of the series. The store step can ask instead, at the end of its
 bundle, about each series as soon as its last request is answered, while the last requests of
-the others are still being sent. Its answer travels as a :class:`HeldFingerprint` (a count and a digest, not
-the UIDs: a few bytes per series, whatever its size) and settles the series' reconciliation
-only if it names exactly the instances the manifest expects there; any other answer (asked too
-early, an instance missing, one the run did not send) leaves the reconciliation to ask again
-then, as it always did.
+the others are still being sent. Its answer travels as a :class:`HeldFingerprint` (a count and
+a digest, not the UIDs: a few bytes per series, whatever its size) and settles the series'
+reconciliation only if it names exactly the instances the manifest expects there; any other
+answer (asked too early, an instance missing, one the run did not send) leaves the
+reconciliation to ask again then, as it always did.
 
 Example::
 
