@@ -14,12 +14,14 @@ not get, and CPU figures vary less than the clock when the machine is shared.
 
     python benchmarks/bench_import.py [--count 1500] [--kb 256] [--huge-gb 2] [--repeat 1]
         [--variant 'c8=--concurrency 8' ...] [--baseline-src OTHER_CHECKOUT]
+        [--orthanc-config '{"StoreMD5ForAttachments": false}']
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shutil
 import statistics
@@ -98,13 +100,13 @@ class Cost:
         return Cost(self.wall / count, self.client / count, self.server / count)
 
 
-def run_against_fresh_orthanc(work: Path, name: str, command) -> tuple[Cost, int]:
+def run_against_fresh_orthanc(work: Path, name: str, command, config: dict | None = None) -> tuple[Cost, int]:
     """Run ``command(url)`` against a new Orthanc with empty storage (its folder is removed
     afterwards: a later round must not find the instances there, or an import with its
     existence check would send nothing)."""
     storage = work / f"orthanc-{name}"
     shutil.rmtree(storage, ignore_errors=True)
-    server = Orthanc(storage).start()
+    server = Orthanc(storage, extra_config=config).start()
     try:
         assert server.process is not None
         server_before, client_before = process_cpu(server.process.pid), children_cpu()
@@ -160,6 +162,8 @@ def main() -> None:
                         help="also run dicom-transfer import with these options, e.g. 'c8=--concurrency 8'")
     parser.add_argument("--baseline-src", default=None, metavar="DIR",
                         help="also run the import of the code in DIR (another checkout), for a before/after")
+    parser.add_argument("--orthanc-config", type=json.loads, default=None, metavar="JSON",
+                        help="settings added to every Orthanc's configuration (the same for every contender)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dt-bench-import-"))
     full, one = work / "full", work / "one"
@@ -168,22 +172,24 @@ def main() -> None:
     commands = {
         "dicomweb-client loop": lambda folder: lambda url: [PYTHON, "-c", DICOMWEB_CLIENT_LOOP, url, str(folder)],
         "hand-tuned batches+threads": lambda folder: lambda url: [PYTHON, "-c", HAND_TUNED, url, str(folder)],
-        "dicom-transfer import": ours(work, []),
+        # with a baseline, both run through the same launcher (python -c, code from a checkout)
+        "dicom-transfer import": ours(work, [], str(HERE.parent) if args.baseline_src else None),
     }
     if args.baseline_src:
         commands["import baseline-src"] = ours(work, [], args.baseline_src)
     for variant in args.variant:
         name, _, options = variant.partition("=")
         commands[f"import {name}"] = ours(work, options.split())
-    print(f"{args.count} instances of ~{args.kb} KB; {os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}")
+    print(f"{args.count} instances of ~{args.kb} KB; {os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}"
+          + (f"; Orthanc with {json.dumps(args.orthanc_config)}" if args.orthanc_config else ""))
     print("  marginal per instance: wall, client CPU, Orthanc CPU (start-up subtracted)")
     rounds: list[dict[str, Cost]] = []
     for round_ in range(args.repeat):
         measured: dict[str, Cost] = {}
         names = list(commands) if round_ % 2 == 0 else list(reversed(commands))  # no order favours one
         for name in names:
-            total, stored = run_against_fresh_orthanc(work, name, commands[name](full))
-            startup, _ = run_against_fresh_orthanc(work, name + "-one", commands[name](one))
+            total, stored = run_against_fresh_orthanc(work, name, commands[name](full), args.orthanc_config)
+            startup, _ = run_against_fresh_orthanc(work, name + "-one", commands[name](one), args.orthanc_config)
             assert stored == args.count, f"{name} stored {stored} of {args.count}"
             measured[name] = marginal = (total - startup) / max(args.count - 1, 1)
             print(f"  {name:28s} total {total.wall:6.2f} s  start-up {startup.wall:5.2f} s  "

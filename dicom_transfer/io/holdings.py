@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from dicom_transfer import manifest
 from dicom_transfer.errors import IO_ERRORS, error_text, redact
 from dicom_transfer.io.destination import Destination
 from dicom_transfer.layout import Layout
+from dicom_transfer.series_answers import HeldFingerprint, present_if_exact
 
 LOG = logging.getLogger(__name__)
 
@@ -107,11 +108,16 @@ def ask(check, study: str, series: str, lines: list[dict]) -> dict[str, int | No
 
 
 def reconcile_with(check, study: str, series: str, lines: list[dict],
-                   present: dict[str, int | None] | None = None) -> manifest.SeriesRow:
+                   present: dict[str, int | None] | None = None,
+                   earlier: Iterable[HeldFingerprint] = ()) -> manifest.SeriesRow:
     """The reconciliation row of one series' manifest ``lines``, asking ``check`` (a
     :class:`LayoutCheck` or a target check; None: the counts only) what the destination holds,
-    unless its answer is given (``present``). A destination that does not answer leaves every
+    unless its answer is given (``present``), or an answer asked ``earlier`` in the run (by the
+    store step) names exactly the instances the lines expect there (see
+    :mod:`~dicom_transfer.series_answers`). A destination that does not answer leaves every
     instance that should be there missing: not proven complete."""
+    if check is not None and present is None:
+        present = present_if_exact(lines, earlier)
     if check is not None and present is None:
         present = ask(check, study, series, lines)
     row = manifest.reconcile_series(study, series, lines, present, per_series=getattr(check, "per_series", False))

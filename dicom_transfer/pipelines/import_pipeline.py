@@ -41,11 +41,11 @@ def build_import_pipeline(pipeline: beam.Pipeline, config: ImportConfig) -> beam
     stored: Written = inputs.instances | "StoreInstances" >> StoreInstances(
         config.client, max_instances=config.max_instances, max_bytes=config.max_bytes,
         concurrency=config.concurrency, check_existing=config.check_existing,
-        dry_run=config.dry_run)
+        dry_run=config.dry_run, answer_series=True)
     failures = (*inputs.failures, stored.failures) | "AllFailures" >> beam.Flatten()
     outcomes = (stored.outcomes, *inputs.outcomes) | "AllOutcomes" >> beam.Flatten()
     return (failures, outcomes, inputs.unmatched, inputs.file_counts) | "WriteReports" >> WriteReports.for_run(
         config.reports,
         extra={"source": [redact(p) for p in config.patterns], "destination": config.client.safe_url},
-        check=DicomwebCheck(config.client),
+        check=DicomwebCheck(config.client), answers=stored.answers,
     )

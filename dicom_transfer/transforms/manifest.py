@@ -37,6 +37,7 @@ from dicom_transfer.io.files import CHUNK, is_local, scheme_of, split_url
 from dicom_transfer.io.holdings import listed_sizes, local_size, reconcile_with
 from dicom_transfer.io.manifests import previous_lines
 from dicom_transfer.progress import ProgressLog
+from dicom_transfer.series_answers import HeldFingerprint
 from dicom_transfer.transforms.dofn import DoFn
 from dicom_transfer.transforms.results import QuickChecked
 
@@ -259,13 +260,24 @@ class _ReconcileSeriesFn(DoFn):
         if close is not None:
             close()
 
-    def process(self, element: tuple[tuple[str, str], Iterable[tuple[str, int, int]]]) -> Iterator[dict]:
-        (study, series), locations = element
-        if self.pool is None:
-            yield self._row(study, series, locations)
+    def process(self, element: tuple[tuple[str, str], Iterable[tuple[str, int, int] | HeldFingerprint]]
+                ) -> Iterator[dict]:
+        (study, series), values = element
+        # The grouped values are read here, on the bundle's thread (the runner may serve them lazily):
+        # where the series' entries are, and what the store step found the series held, if it asked.
+        locations: list[tuple[str, int, int]] = []
+        earlier: list[HeldFingerprint] = []
+        for value in values:
+            if isinstance(value, HeldFingerprint):
+                earlier.append(value)
+            else:
+                locations.append(value)
+        if not locations:  # answers about a series without entries: none of this run's instances
             return
-        # The grouped values are read here, on the bundle's thread (the runner may serve them lazily).
-        self.pending.append(self.pool.submit(self._row, study, series, list(locations)))
+        if self.pool is None:
+            yield self._row(study, series, locations, earlier)
+            return
+        self.pending.append(self.pool.submit(self._row, study, series, locations, earlier))
         while self.pending and (len(self.pending) > 2 * self.threads or self.pending[0].done()):
             yield self.pending.popleft().result()
 
@@ -273,9 +285,10 @@ class _ReconcileSeriesFn(DoFn):
         while self.pending:
             yield _once(self.pending.popleft().result())
 
-    def _row(self, study: str, series: str, locations: Iterable[tuple[str, int, int]]) -> dict:
+    def _row(self, study: str, series: str, locations: list[tuple[str, int, int]],
+             earlier: list[HeldFingerprint]) -> dict:
         entries = manifest.unpack_series_entries(read_entries(locations))
-        return reconcile_with(self.check, study, series, entries).to_dict()
+        return reconcile_with(self.check, study, series, entries, earlier=earlier).to_dict()
 
 
 class _StudyTotalFn(beam.CombineFn):
@@ -365,7 +378,10 @@ class AuditRun(beam.PTransform):
     compute what the summary and the report show.
 
     ``check`` (:class:`LayoutCheck`, :class:`DicomwebCheck` or None) says how to ask the
-    destination what it holds; None (a dry run) reconciles the counts only.
+    destination what it holds; None (a dry run) reconciles the counts only. ``answers``
+    (optional): ``((study, series), HeldFingerprint)`` pairs, what the store step found each series
+    held while the run still sent others; a series whose answer names exactly the instances its
+    lines expect is not asked again (see :mod:`~dicom_transfer.series_answers`).
 
     Few steps, whatever the run's size: on the DirectRunner each step costs a fixed time.
 
@@ -375,11 +391,13 @@ class AuditRun(beam.PTransform):
                                                 LayoutCheck("out", layout))
     """
 
-    def __init__(self, manifest_url: str, reconciliation_url: str, check=None) -> None:
+    def __init__(self, manifest_url: str, reconciliation_url: str, check=None,
+                 answers: beam.PCollection | None = None) -> None:
         super().__init__()
         self.manifest_url = manifest_url
         self.reconciliation_url = reconciliation_url
         self.check = check
+        self.answers = answers
 
     def expand(self, inputs: tuple) -> Audit:
         outcomes, failures = inputs
@@ -397,8 +415,11 @@ class AuditRun(beam.PTransform):
         def joined(tag: str) -> beam.PCollection:
             return tuple(output[tag] for output in written) | f"All{tag.title()}" >> beam.Flatten()
 
+        series_lines = joined(SERIES_LINES)
+        if self.answers is not None and self.check is not None:
+            series_lines = (series_lines, self.answers) | "WithEarlierAnswers" >> beam.Flatten()
         rows = (
-            joined(SERIES_LINES)
+            series_lines
             | "GroupBySeries" >> beam.GroupByKey()
             | "ReconcileSeries" >> beam.ParDo(_ReconcileSeriesFn(self.check))
         )

@@ -107,11 +107,13 @@ class WriteReports(beam.PTransform):
                                         extra=extra, html_url=html_url)
 
     @classmethod
-    def for_run(cls, reports: RunReports, extra: dict | None = None, check=None) -> WriteReports:
+    def for_run(cls, reports: RunReports, extra: dict | None = None, check=None,
+                answers: beam.PCollection | None = None) -> WriteReports:
         """The reports of the run that ``reports`` describes: errors.log, the summary, the manifest,
-        the reconciliation (asking the destination with ``check``, see ``transforms.manifest``)
-        and report.html."""
-        audit = AuditRun(reports.manifest_url, reports.reconciliation_url, None if reports.dry_run else check)
+        the reconciliation (asking the destination with ``check``, unless ``answers`` the store
+        step got settle a series, see ``transforms.manifest``) and report.html."""
+        audit = AuditRun(reports.manifest_url, reports.reconciliation_url, None if reports.dry_run else check,
+                         answers=answers)
         return cls(errors_url=reports.errors_url, summary_url=reports.summary_url,
                    operation_id=reports.operation_id, operation_type=reports.operation_type,
                    created_time=reports.created_time, dry_run=reports.dry_run, extra=extra,

@@ -22,10 +22,13 @@ import apache_beam as beam
 
 class Written(NamedTuple):
     """Instances written or stored (:class:`~.write.WriteInstances`, :class:`~.store.StoreInstances`,
-    :class:`~.dimse_store.DimseStoreInstances`)."""
+    :class:`~.dimse_store.DimseStoreInstances`). ``answers``: what the destination held of each
+    series, asked by the store step while it sent the others (``((study, series),
+    HeldFingerprint)``, see :mod:`~dicom_transfer.series_answers`), or ``None``."""
 
     outcomes: beam.PCollection
     failures: beam.PCollection
+    answers: beam.PCollection | None = None
 
 
 class Copied(NamedTuple):

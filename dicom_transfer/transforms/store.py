@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -17,13 +18,18 @@ from dicom_transfer.errors import FAILURES, ErrorRecord
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
 from dicom_transfer.io.stow_requests import StowSender
 from dicom_transfer.progress import ProgressLog
+from dicom_transfer.series_answers import HeldFingerprint, SeriesKey, SeriesProgress
 from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, plan_requests
 from dicom_transfer.transforms.dofn import DoFn
 from dicom_transfer.transforms.duplicates import UniqueBySopUid
+from dicom_transfer.transforms.migrate_targets import held_instances
 from dicom_transfer.transforms.results import Deduplicated, Written
 from dicom_transfer.vocabulary import Stage
 
 __all__ = ["StoreInstances", "plan_requests"]
+
+LOG = logging.getLogger(__name__)
+ANSWERS = "answers"
 
 
 class HeldBySeries:
@@ -68,11 +74,33 @@ class HeldBySeries:
                 future.set_exception(exc)
         return future.result()
 
+    def known_answer(self, study: str, series: str) -> set[str] | None:
+        """What the server held of a series when it was asked, if it was, answered and still kept."""
+        with self.lock:
+            future = self.known.get((study, series))
+        if future is None or not future.done() or future.exception() is not None:
+            return None
+        return future.result()
+
+
+class _RecordingSender(StowSender[ValidInstance]):
+    """A StowSender that notes the series of what it sends (``sent``), not of what it skips."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent: set[SeriesKey] = set()
+
+    def send(self, group: Sequence[ValidInstance]) -> list:
+        self.sent.update((i.study_uid, i.series_uid) for i in group)
+        return super().send(group)
+
 
 class _StoreFn(DoFn):
     def __init__(self, client: DicomwebClient, max_instances: int, max_bytes: int,
-                 concurrency: int, check_existing: bool, dry_run: bool = False) -> None:
+                 concurrency: int, check_existing: bool, dry_run: bool = False,
+                 answer_series: bool = False) -> None:
         self.dry_run = dry_run
+        self.answer_series = answer_series and not dry_run
         self.client_settings = client.settings
         self.max_instances = max_instances
         self.max_bytes = max_bytes
@@ -84,11 +112,13 @@ class _StoreFn(DoFn):
 
     def setup(self) -> None:
         self.client = DicomwebClient(**self.client_settings)  # one session per worker
-        self.sender = StowSender(self.client, self.check_existing, self.dry_run,
-                                 existing=HeldBySeries(self.client).of)
+        self.held = HeldBySeries(self.client)
+        self.sender = _RecordingSender(self.client, self.check_existing, self.dry_run, existing=self.held.of)
         self.pool = concurrent.futures.ThreadPoolExecutor(self.concurrency)
-        self.pending: collections.deque[concurrent.futures.Future] = collections.deque()
+        self.pending: collections.deque[tuple[concurrent.futures.Future, set[SeriesKey]]] = collections.deque()
         self.progress = ProgressLog("store")
+        self.asking: collections.deque[concurrent.futures.Future] = collections.deque()
+        self.series = SeriesProgress()
 
     def teardown(self) -> None:
         if getattr(self, "pool", None):
@@ -100,15 +130,52 @@ class _StoreFn(DoFn):
         # requests per thread are queued; results leave in order, counted on this thread (the
         # pool only does the HTTP work; Beam's metrics belong to the DoFn's thread).
         for group in plan_requests(batch, self.max_instances, self.max_bytes):
-            self.pending.append(self.pool.submit(self.sender.store, group))
-        while self.pending and (len(self.pending) > 2 * self.concurrency or self.pending[0].done()):
-            yield from self._outputs(self.pending.popleft().result())
+            keys = {(i.study_uid, i.series_uid) for i in group}
+            self.series.sending(keys)
+            self.pending.append((self.pool.submit(self.sender.store, group), keys))
+        while self.pending and (len(self.pending) > 2 * self.concurrency or self.pending[0][0].done()):
+            yield from self._outputs(self._answered())
 
     def finish_bundle(self) -> Iterator:
         while self.pending:
-            for output in self._outputs(self.pending.popleft().result()):
-                yield beam.pvalue.TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
+            yield from _windowed(self._outputs(self._answered()))
+            if self.answer_series:  # no batch follows: a series is done once its requests are
+                # answered, and asked about while the others' last requests are sent
+                self._ask(self.series.done())
+        if self.answer_series:  # those whose requests were all answered before the bundle ended
+            self._ask(self.series.done())
+        while self.asking:
+            yield from _windowed(self._answer(self.asking.popleft().result()))
+        self.series = SeriesProgress()
+        self.sender.sent = set()
         self.progress.flush()
+
+    def _answered(self) -> list:
+        future, keys = self.pending.popleft()
+        results = future.result()
+        self.series.answered(keys)
+        return results
+
+    def _ask(self, keys: list[SeriesKey]) -> None:
+        # on the STOW threads, after the requests already queued (a question never delays one)
+        self.asking.extend(self.pool.submit(self._held, key) for key in keys)
+
+    def _held(self, key: SeriesKey) -> tuple[SeriesKey, HeldFingerprint] | None:
+        # Nothing of the series sent (a re-run: all held already): the existence check's answer is
+        # still what the server holds, and Orthanc is spared reading the series' files again.
+        known = None if key in self.sender.sent else self.held.known_answer(*key)
+        if known is not None:
+            return key, HeldFingerprint.of(known)
+        try:
+            return key, HeldFingerprint.of(held_instances(self.client, *key))
+        except DicomwebError as exc:  # the reconciliation asks again
+            LOG.debug("cannot ask about series %s/%s yet: %s", *key, exc)
+            return None
+
+    @staticmethod
+    def _answer(answer: tuple[SeriesKey, HeldFingerprint] | None) -> Iterator[beam.pvalue.TaggedOutput]:
+        if answer is not None:
+            yield beam.pvalue.TaggedOutput(ANSWERS, answer)
 
     def _outputs(self, results) -> Iterator[beam.pvalue.TaggedOutput]:
         for instance, kind, message in results:
@@ -125,6 +192,12 @@ class _StoreFn(DoFn):
             yield beam.pvalue.TaggedOutput(OUTCOMES, instance_outcome(kind, instance, target))
 
 
+def _windowed(outputs: Iterable[beam.pvalue.TaggedOutput]) -> Iterator[beam.pvalue.TaggedOutput]:
+    """``outputs`` as outputs of ``finish_bundle`` (the global window: these are batch pipelines)."""
+    for output in outputs:
+        yield beam.pvalue.TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
+
+
 class StoreInstances(beam.PTransform):
     """Store validated instances on a DICOMweb server (STOW-RS to ``{url}/studies``).
 
@@ -136,9 +209,12 @@ class StoreInstances(beam.PTransform):
     worker when ``check_existing``, and from 409/duplicate answers). A request refused
     as a whole (400, 413, ...) is split to find the culprit; transient errors are retried with backoff. With
     ``dry_run`` nothing is sent: the instances the server does not hold are
-    counted as what would be stored.
+    counted as what would be stored. With ``answer_series``, each series is asked about
+    (QIDO-RS) as soon as its last request is answered, while the others are still sent, for the
+    run's reconciliation (:mod:`~dicom_transfer.series_answers`).
 
-    Returns :class:`~.results.Written`: ``outcomes`` and ``failures``.
+    Returns :class:`~.results.Written`: ``outcomes``, ``failures`` and, with ``answer_series``,
+    ``answers``.
 
     Example::
 
@@ -146,9 +222,11 @@ class StoreInstances(beam.PTransform):
     """
 
     def __init__(self, client: DicomwebClient, max_instances: int = 32, max_bytes: int = 32 << 20,
-                 concurrency: int = 4, check_existing: bool = True, dry_run: bool = False) -> None:
+                 concurrency: int = 4, check_existing: bool = True, dry_run: bool = False,
+                 answer_series: bool = False) -> None:
         super().__init__()
         self.dry_run = dry_run
+        self.answer_series = answer_series and not dry_run
         self.client = client
         self.max_instances = max_instances
         self.max_bytes = max_bytes
@@ -162,9 +240,10 @@ class StoreInstances(beam.PTransform):
             | "Batch" >> beam.BatchElements(min_batch_size=self.max_instances * self.concurrency,
                                             max_batch_size=self.max_instances * self.concurrency)
             | "StowRs" >> beam.ParDo(_StoreFn(self.client, self.max_instances, self.max_bytes,
-                                              self.concurrency, self.check_existing, self.dry_run)
-                                     ).with_outputs(FAILURES, OUTCOMES)
+                                              self.concurrency, self.check_existing, self.dry_run,
+                                              self.answer_series)
+                                     ).with_outputs(FAILURES, OUTCOMES, ANSWERS)
         )
         outcomes = (resolved.outcomes, stored[OUTCOMES]) | "Outcomes" >> beam.Flatten()
         failures = (resolved.failures, stored[FAILURES]) | "Failures" >> beam.Flatten()
-        return Written(outcomes, failures)
+        return Written(outcomes, failures, stored[ANSWERS] if self.answer_series else None)
