@@ -14,8 +14,9 @@ connectors the product does not use — BigQuery (~0.1 s), the Pub/Sub client (~
 MongoDB's ``pymongo`` (~0.05 s); and Google's ``apitools``, whose HTTP error type Beam's retry
 helpers import, with google-api-core's, to recognise Google API errors (~0.2 s with the
 ``oauth2client``, ``pyasn1`` and certificate schemas it loads; their only callers are Beam's GCS,
-BigQuery and Dataflow clients and its stager, none of which a local run uses). Beam guards each of these imports and goes on without them (its
-DirectRunner still imports ``apache_beam.io.gcp.pubsub``, which works without the Pub/Sub client).
+BigQuery and Dataflow clients and its stager, none of which a local run uses). Beam guards each of
+these imports and goes on without them (its DirectRunner still imports ``apache_beam.io.gcp.pubsub``,
+which works without the Pub/Sub client).
 """
 
 from __future__ import annotations
