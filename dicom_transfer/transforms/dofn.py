@@ -11,8 +11,10 @@ class DoFn(beam.DoFn):
 
     Beam looks for state and timer parameters in the signature of every method ``dir()`` lists,
     several times per DoFn while it builds and starts a pipeline (``userstate.get_dofn_specs``):
-    ~200 times and 6,500 signatures for a copy, ~0.3 s of a 2 s run. ``beam.DoFn``'s own methods
-    have no such parameters; a subclass's state or timer methods are still listed.
+    ~200 times and 6,500 signatures for a copy. ``beam.DoFn``'s own methods have no such
+    parameters; a subclass's state or timer methods are still listed. For the product's DoFns this
+    saves ~0.07 s of a copy's start; the rest of that time goes to Beam's own DoFns (those of
+    ``Map``, ``Create`` and the combiners).
     """
 
     def __dir__(self) -> list[str]:
