@@ -3,12 +3,14 @@ one process, their logs in the launcher's, and none left behind however the laun
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -110,6 +112,59 @@ def test_the_next_batch_is_in_the_workers_while_the_previous_ones_results_are_ha
         assert [value.value for value in rest] == [-7] and all(isinstance(v, WindowedValue) for v in rest)
     finally:
         fn.teardown()
+
+
+class Sleeper:
+    """A worker that leaves a file as it starts a chunk, then takes its time."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def nap(self, items: list[int]) -> list[int]:
+        (self.folder / f"{os.getpid()}-{items[0]}").touch()
+        time.sleep(3)
+        return items
+
+
+def test_the_workers_left_stop_when_one_dies_though_the_launcher_handles_sigterm(tmp_path):
+    """A run's launcher turns SIGTERM into a stop (KeyboardInterrupt), and its workers are forked
+    from it. When a worker dies, the pool ends the others with SIGTERM. A worker that had taken the
+    launcher's handler caught it in the middle of a chunk, lived on and waited for more work on the
+    task queue, whose lock the dead worker held (an idle worker waits holding it): closing the pool
+    (and so the run) hung for ever."""
+    from dicom_transfer.errors import WorkerDied
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    before = set(children_of(os.getpid()))
+    previous = signal.signal(signal.SIGTERM, stop)  # as pipelines.run does for a run
+    workers = WorkerProcesses(2, Sleeper(tmp_path))
+    started: set[int] = set()
+    try:
+        results = workers.map("nap", [0], 1)  # one chunk: one worker in it, the other waits for work
+        deadline = time.monotonic() + 30
+        while not list(tmp_path.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        busy = int(next(tmp_path.iterdir()).name.split("-")[0])
+        while len(started) < 2 and time.monotonic() < deadline:
+            started = set(children_of(os.getpid())) - before
+            time.sleep(0.01)
+        (idle,) = started - {busy}
+        time.sleep(0.2)  # waiting on the task queue
+        os.kill(idle, signal.SIGKILL)
+        with pytest.raises(WorkerDied):
+            list(results)
+        closing = threading.Thread(target=workers.close, daemon=True)
+        closing.start()
+        closing.join(timeout=20)
+        assert not closing.is_alive(), "closing the pool waits for a worker that lived on"
+        assert not running(busy)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for pid in started:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 LAUNCHER = """

@@ -62,7 +62,11 @@ def _start_worker(worker: Any, log_queue: Any) -> None:
     # blocked from before the fork (a Ctrl-C then would have killed this worker and broken the pool).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    # SIGTERM ends a worker: when one dies, the pool stops the others with it, and waits for them
+    # SIGTERM ends a worker at once: when one dies, the pool stops the others with it and waits for
+    # them. Not the launcher's handler, inherited by the fork (it stops a run with KeyboardInterrupt,
+    # which the pool catches around a chunk's work and sends back: the worker lived on, and the
+    # pool, then the run, waited for it for ever).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # Every record goes to the launcher (levels stay as the launcher set them): no handler of its
     # own writes here, to a stream or file the launcher may be writing at the same time.
     for logger in [logging.getLogger(), *(logging.getLogger(name) for name in logging.Logger.manager.loggerDict)]:
