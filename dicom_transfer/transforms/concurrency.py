@@ -15,11 +15,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 import apache_beam as beam
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.windowed_value import WindowedValue
 
 from dicom_transfer.io.processes import WorkerProcesses
-from dicom_transfer.transforms.dofn import DoFn
+from dicom_transfer.transforms.dofn import DoFn, finished
 
 DEFAULT_THREADS = 8
 BATCH = 64
@@ -96,7 +94,7 @@ class PooledFn(DoFn):
         while self.ahead:
             for result in self.ahead.popleft():
                 for output in outputs(result):
-                    yield _in_global_window(output)
+                    yield finished(output)
 
 
 class BatchedIoFn(PooledFn):
@@ -114,13 +112,6 @@ class BatchedIoFn(PooledFn):
 
     def account(self, output) -> None:
         """Update counters for one output (runs on the bundle's thread)."""
-
-
-def _in_global_window(output):
-    """An output of ``process`` as ``finish_bundle`` must give it."""
-    if isinstance(output, beam.pvalue.TaggedOutput):
-        return beam.pvalue.TaggedOutput(output.tag, _in_global_window(output.value))
-    return WindowedValue(output, GlobalWindow().max_timestamp(), (GlobalWindow(),))
 
 
 def _alone(element) -> list:

@@ -9,7 +9,6 @@ from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import GlobalWindows
 
 from dicom_transfer import metrics
 from dicom_transfer.dimse import FAILURE, WARNING, status_text, store_outcome
@@ -19,7 +18,7 @@ from dicom_transfer.io.c_store import CStoreSender
 from dicom_transfer.io.dimse import DimseError, DimseSettings
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.transforms.dimse_source import WARNINGS
-from dicom_transfer.transforms.dofn import DoFn
+from dicom_transfer.transforms.dofn import DoFn, finished
 from dicom_transfer.transforms.duplicates import UniqueBySopUid
 from dicom_transfer.transforms.results import Deduplicated, Written
 from dicom_transfer.vocabulary import Stage
@@ -65,7 +64,7 @@ class _StoreFn(DoFn):
     def finish_bundle(self) -> Iterator:
         while self.running:
             for output in self._outputs(self.running.popleft().result()):
-                yield beam.pvalue.TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
+                yield finished(output)
 
     def _outputs(self, answers: list[tuple[ValidInstance, int | str | None, str]]) -> Iterator:
         for instance, code, message in answers:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
 
 
 class DoFn(beam.DoFn):
@@ -26,3 +27,11 @@ class DoFn(beam.DoFn):
 
 
 _BEAMS = frozenset((DoFn, *beam.DoFn.__mro__))
+
+
+def finished(output):
+    """An output of ``process`` (a value or a ``TaggedOutput``) as ``finish_bundle`` must give it:
+    in the global window (these are batch pipelines)."""
+    if isinstance(output, beam.pvalue.TaggedOutput):
+        return beam.pvalue.TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
+    return GlobalWindows.windowed_value(output)

@@ -10,7 +10,6 @@ from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from dicom_transfer import metrics
@@ -19,7 +18,7 @@ from dicom_transfer.errors import FAILURES, IO_ERRORS, ErrorRecord, error_text
 from dicom_transfer.io.files import scheme_of
 from dicom_transfer.io.listing import NotAFile, list_pattern
 from dicom_transfer.progress import ProgressLog
-from dicom_transfer.transforms.dofn import DoFn
+from dicom_transfer.transforms.dofn import DoFn, finished
 from dicom_transfer.transforms.results import Listed
 from dicom_transfer.vocabulary import Stage
 from dicom_transfer.wildcards import parse_pattern
@@ -71,7 +70,7 @@ class _ExpandPatternFn(DoFn):
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         for chunk in self._chunks():
-            yield WindowedValue(chunk, GlobalWindow().max_timestamp(), (GlobalWindow(),))
+            yield finished(chunk)
 
     def _expand(self, text: str) -> Iterator:
         try:
@@ -204,8 +203,7 @@ class _ListFn(_ExpandPatternFn):
 
     def finish_bundle(self) -> Iterator:
         if self.count:
-            yield beam.pvalue.TaggedOutput(FILE_COUNTS, WindowedValue(
-                self.count, GlobalWindow().max_timestamp(), (GlobalWindow(),)))
+            yield finished(beam.pvalue.TaggedOutput(FILE_COUNTS, self.count))
 
 
 class _FirstFn(DoFn):
@@ -228,8 +226,7 @@ class _FirstFn(DoFn):
 
     def finish_bundle(self) -> Iterator:
         if self.count:
-            yield beam.pvalue.TaggedOutput(FILE_COUNTS, WindowedValue(
-                self.count, GlobalWindow().max_timestamp(), (GlobalWindow(),)))
+            yield finished(beam.pvalue.TaggedOutput(FILE_COUNTS, self.count))
 
 
 class ExpandPatterns(beam.PTransform):

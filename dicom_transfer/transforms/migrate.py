@@ -16,7 +16,6 @@ from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import GlobalWindows
 
 from dicom_transfer import metrics
 from dicom_transfer.deid.rewrite import DeidentificationError, Deidentifier
@@ -32,7 +31,7 @@ from dicom_transfer.part10 import InvalidInstance
 from dicom_transfer.progress import ProgressLog, format_bytes
 from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, RequestBatcher
 from dicom_transfer.transforms.deidentify import DEIDENTIFIED, MAPPING, DeidSettings, MappingRow, deidentify_file
-from dicom_transfer.transforms.dofn import DoFn
+from dicom_transfer.transforms.dofn import DoFn, finished
 from dicom_transfer.transforms.migrate_targets import DicomwebTarget, MigrationTarget, migration_target
 from dicom_transfer.transforms.results import Transferred
 from dicom_transfer.vocabulary import Stage
@@ -132,7 +131,7 @@ class _MigrateSeriesFn(DoFn):
     def finish_bundle(self) -> Iterator:
         while self.running:
             for output in self._report(self.running.popleft().result()):
-                yield beam.pvalue.TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
+                yield finished(output)
         self.progress.flush()
 
     def _migrate(self, element: tuple[tuple[str, str], Iterable[tuple[str, bool]]]) -> _SeriesRun:

@@ -6,11 +6,10 @@ import collections
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import GlobalWindows
 
 from dicom_transfer import metrics
 from dicom_transfer.elements import OUTCOMES, ValidInstance, instance_outcome
@@ -20,7 +19,7 @@ from dicom_transfer.io.stow_requests import StowSender
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.series_answers import HeldFingerprint, SeriesKey, SeriesProgress
 from dicom_transfer.stow import FAILURE, SUCCESS, UNCHANGED, plan_requests
-from dicom_transfer.transforms.dofn import DoFn
+from dicom_transfer.transforms.dofn import DoFn, finished
 from dicom_transfer.transforms.duplicates import UniqueBySopUid
 from dicom_transfer.transforms.migrate_targets import held_instances
 from dicom_transfer.transforms.results import Deduplicated, Written
@@ -138,14 +137,14 @@ class _StoreFn(DoFn):
 
     def finish_bundle(self) -> Iterator:
         while self.pending:
-            yield from _windowed(self._outputs(self._answered()))
+            yield from map(finished, self._outputs(self._answered()))
             if self.answer_series:  # no batch follows: a series is done once its requests are
                 # answered, and asked about while the others' last requests are sent
                 self._ask(self.series.done())
         if self.answer_series:  # those whose requests were all answered before the bundle ended
             self._ask(self.series.done())
         while self.asking:
-            yield from _windowed(self._answer(self.asking.popleft().result()))
+            yield from map(finished, self._answer(self.asking.popleft().result()))
         self.series = SeriesProgress()
         self.sender.sent = set()
         self.progress.flush()
@@ -190,12 +189,6 @@ class _StoreFn(DoFn):
                 self.bytes_sent.inc(instance.size)
             self.progress.add(1, instance.size if kind == SUCCESS else 0)
             yield beam.pvalue.TaggedOutput(OUTCOMES, instance_outcome(kind, instance, target))
-
-
-def _windowed(outputs: Iterable[beam.pvalue.TaggedOutput]) -> Iterator[beam.pvalue.TaggedOutput]:
-    """``outputs`` as outputs of ``finish_bundle`` (the global window: these are batch pipelines)."""
-    for output in outputs:
-        yield beam.pvalue.TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
 
 
 class StoreInstances(beam.PTransform):
