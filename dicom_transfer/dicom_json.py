@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"
+SERIES_INSTANCES = "00201209"  # NumberOfSeriesRelatedInstances
 
 
 def values(item: dict, tag: str) -> list:

@@ -10,6 +10,12 @@ reconciliation only if it names exactly the instances the manifest expects there
 answer (asked too early, an instance missing, one the run did not send) leaves the
 reconciliation to ask again then, as it always did.
 
+The store step's answer is not always a listing. For a series it sent to, what the destination
+held before the first request (the existence check's listing), together with what it acknowledged
+since instance by instance, is the answer when the destination's count of the series agrees
+(:func:`claimed`); only when it does not, or is not given, is the series listed again. For a
+series it sent nothing to (a re-run), the existence check's listing is the answer.
+
 Example::
 
     progress = SeriesProgress()
@@ -41,6 +47,25 @@ class HeldFingerprint:
     def of(cls, sop_uids: Iterable[str]) -> HeldFingerprint:
         uids = sorted(set(sop_uids))
         return cls(len(uids), hashlib.sha256("\n".join(uids).encode("utf-8")).hexdigest())
+
+
+def claimed(before: Iterable[str], acknowledged: Iterable[str], count: int | None) -> set[str] | None:
+    """What a destination holds of a series after a store step sent to it, without listing it
+    again: what it held ``before`` the first request (the existence check's listing) and what
+    it ``acknowledged`` since, instance by instance (stored, or held already), if its ``count``
+    of the series (series-level QIDO-RS) says it holds nothing else; None: list the series.
+
+    Orthanc answers the count from its index, but an instance-level listing by reading each
+    stored file of the series (~0.9 ms of its CPU per instance, a fifth of what it spends
+    storing one). The count cannot tell the claim from a destination that lost an
+    acknowledged instance while, in the same series, it gained one this run did not send;
+    everything else shows as a different count, and then the series is listed.
+
+    >>> claimed({"1.1"}, {"1.2", "1.3"}, 3) == {"1.1", "1.2", "1.3"}, claimed(set(), {"1.2"}, 2)
+    (True, None)
+    """
+    held = set(before) | set(acknowledged)
+    return held if count == len(held) else None
 
 
 def expected_uids(lines: Iterable[dict]) -> set[str]:

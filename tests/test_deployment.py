@@ -130,6 +130,28 @@ def test_local_copy_graph_is_slim():
     assert len([t for t in pardos if "/Audit/" in t.unique_name]) <= 16
 
 
+@pytest.mark.parametrize("in_one_process", [False, True])
+def test_import_graph_groups_by_sop_uid_only_for_workers_elsewhere(tmp_path, in_one_process):
+    """In this process the first request leaves while the files are still read; with workers
+    elsewhere the grouping by SOP Instance UID is what decides duplicates across them."""
+    from dicom_transfer.io.dicomweb import DicomwebClient
+    from dicom_transfer.pipelines.import_pipeline import ImportConfig, build_import_pipeline
+    from dicom_transfer.report import RunReports
+
+    pipeline = beam.Pipeline()
+    build_import_pipeline(pipeline, ImportConfig(
+        patterns=(f"{tmp_path}/**",), client=DicomwebClient("http://127.0.0.1:9/dicom-web"),
+        reports=RunReports("import", "x", "t", "e", "s"), in_one_process=in_one_process))
+    transforms = transforms_of(pipeline)
+    shuffles = {name for name in upstream_of(transforms, "StoreInstances/StowRs/ParDo(_StoreFn)")
+                if transforms[name].spec.urn == GBK}
+    if in_one_process:
+        assert shuffles == set()
+    else:
+        assert {"ExpandPatterns/DeduplicateAndReshuffle",
+                "StoreInstances/UniqueBySopUid/ResolveDuplicates/GroupByTarget"} <= shuffles
+
+
 def test_export_graph_breaks_fusion_per_series(tmp_path):
     from dicom_transfer.io.dicomweb import DicomwebClient
     from dicom_transfer.layout import Layout

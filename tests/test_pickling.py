@@ -49,6 +49,14 @@ def _import(args: argparse.Namespace):
     return build_import_pipeline, import_config(args, True)
 
 
+def _import_in_process(args: argparse.Namespace):
+    """As the in-process DirectRunner runs it: no grouping by SOP Instance UID before sending."""
+    import dataclasses
+
+    build, config = _import(args)
+    return build, dataclasses.replace(config, in_one_process=True)
+
+
 def _export(args: argparse.Namespace):
     from dicom_transfer.pipelines.configs import export_config
     from dicom_transfer.pipelines.export_pipeline import build_export_pipeline
@@ -90,6 +98,8 @@ COMMANDS = {
                                 "--deid-key-env", "DEID_KEY_FOR_TEST", "--deid-mapping", "{d}/map.csv"]),
     "import": (_import, ["import", "--input", "{d}/in/**", "--dicomweb-url", "{url}",
                          "--auth", "bearer", "--errors", "{d}/errors.log", "--summary", "{d}/summary.json"]),
+    "import-in-process": (_import_in_process, ["import", "--input", "{d}/in/**", "--input", "{d}/in/a/*.dcm",
+                                               "--dicomweb-url", "{url}", "--auth", "bearer"]),
     "export": (_export, ["export", "--dicomweb-url", "{url}", "--auth", "basic",
                          "--username", "reader", "--all", "--output", "{d}/out"]),
     "export-deidentify": (_export, ["export", "--dicomweb-url", "{url}", "--all",

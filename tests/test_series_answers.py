@@ -4,6 +4,8 @@ series' reconciliation only when they name exactly the instances the manifest ex
 from __future__ import annotations
 
 import collections
+import csv
+import json
 import os
 
 import apache_beam as beam
@@ -16,7 +18,7 @@ from dicom_transfer.io.dicomweb import DicomwebClient
 from dicom_transfer.io.holdings import reconcile_with
 from dicom_transfer.io.instances import validate_file
 from dicom_transfer.sample import instance_bytes, uid_for, write_sample_set
-from dicom_transfer.series_answers import HeldFingerprint, SeriesProgress, present_if_exact
+from dicom_transfer.series_answers import HeldFingerprint, SeriesProgress, claimed, present_if_exact
 from dicom_transfer.transforms.manifest import DicomwebCheck
 from dicom_transfer.transforms.store import StoreInstances
 
@@ -41,6 +43,15 @@ def test_an_earlier_answer_counts_only_if_it_names_exactly_the_expected_instance
     assert present_if_exact(lines, []) is None
     assert present_if_exact(lines, [HeldFingerprint.of({"1.1", "1.2"})]) is None  # asked too early
     assert present_if_exact(lines, [HeldFingerprint.of(expected | {"1.9"})]) is None  # something else held
+
+
+def test_a_count_settles_a_series_only_if_it_says_nothing_else_is_held():
+    assert claimed(set(), {"1.1", "1.2"}, 2) == {"1.1", "1.2"}  # a first load
+    assert claimed({"1.1"}, {"1.1", "1.2"}, 2) == {"1.1", "1.2"}  # one held already, acknowledged again
+    assert claimed({"1.0"}, {"1.1"}, 2) == {"1.0", "1.1"}  # held before the run, never sent
+    assert claimed(set(), {"1.1", "1.2"}, 3) is None  # someone else stored one meanwhile: list it
+    assert claimed({"1.0"}, {"1.1"}, 1) is None  # one gone: list it
+    assert claimed(set(), {"1.1"}, None) is None  # the server's answer has no count
 
 
 class _Asked:
@@ -137,3 +148,107 @@ def test_rerun_asks_the_server_about_each_series_once(orthanc, import_cli, tmp_p
     assert (again.status, again.counter["unchanged"]) == (0, 12)
     assert again.summary["reconciliation"]["complete"] == 3
     assert sorted(collections.Counter(asked).values()) == [1, 1, 1]
+
+
+def _series_questions(orthanc, plan=None):
+    """A proxy in front of ``orthanc`` that notes each series' questions: instance-level listings
+    and series-level counts; ``plan`` may answer in Orthanc's place."""
+    asked: dict[str, list[str]] = {"listed": [], "counted": []}
+
+    def record(number, method, path, body):
+        bare = path.split("?")[0]
+        if method == "GET" and "/series/" in bare and bare.endswith("/instances"):
+            asked["listed"].append(bare)
+        elif method == "GET" and bare.endswith("/series") and "SeriesInstanceUID=" in path:
+            asked["counted"].append(path)
+        return plan(number, method, path, body) if plan else None
+
+    return FaultProxy(orthanc.url, record).start(), asked
+
+
+def test_series_count_is_what_orthanc_holds(orthanc, tmp_path):
+    made = write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=2, instances_per_series=3,
+                            seed="series-count")
+    first = made.valid[0]
+    for instance in made.valid:
+        if instance.series_uid == first.series_uid:
+            with open(instance.path, "rb") as handle:
+                orthanc.upload(handle.read())
+    client = DicomwebClient(orthanc.dicomweb)
+    assert client.series_count(first.study_uid, first.series_uid) == 3
+    other = next(i for i in made.valid if i.series_uid != first.series_uid)
+    assert client.series_count(other.study_uid, other.series_uid) == 0  # known study, unknown series
+    assert client.series_count(uid_for("series-count", "no-study"), other.series_uid) == 0
+
+
+def test_first_load_lists_no_series_after_sending_it(orthanc, import_cli, tmp_path):
+    """On a first load the store step proves each series by its count (one cheap series-level
+    question), not by listing it again: Orthanc reads every stored file to list a series."""
+    made = write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=3, instances_per_series=4,
+                            seed="series-answers-count")
+    for path in made.bad:
+        os.remove(path)
+    proxy, asked = _series_questions(orthanc)
+    try:
+        run = import_cli("--input", f"{tmp_path}/in/**", "--dicomweb-url", proxy.dicomweb())
+    finally:
+        proxy.stop()
+    assert (run.status, run.counter["success"]) == (0, 12)
+    assert run.summary["reconciliation"]["complete"] == 3
+    # each series listed once, by the existence check (empty then), and counted once afterwards
+    assert sorted(collections.Counter(asked["listed"]).values()) == [1, 1, 1]
+    assert len(asked["counted"]) == 3
+
+
+def test_an_instance_stored_by_someone_else_during_the_run_is_found_by_listing(orthanc, import_cli, tmp_path):
+    """The count then says more than the run sent: the series is listed, and the stranger reported."""
+    made = write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=2, instances_per_series=3,
+                            seed="series-answers-stranger")
+    for path in made.bad:
+        os.remove(path)
+    first = made.valid[0]
+    stranger = uid_for("series-answers-stranger", "stranger")
+    planted: list[int] = []
+
+    def plant(number, method, path, body):  # after the existence check, with the first request
+        if method == "POST" and not planted:
+            planted.append(number)
+            orthanc.upload(instance_bytes(first.study_uid, first.series_uid, stranger))
+
+    proxy, asked = _series_questions(orthanc, plant)
+    try:
+        run = import_cli("--input", f"{tmp_path}/in/**", "--dicomweb-url", proxy.dicomweb())
+    finally:
+        proxy.stop()
+    assert run.counter["success"] == 6 and planted
+    assert run.summary["reconciliation"]["instancesExtra"] == 1
+    with open(run.report_dir / "reconciliation.csv", newline="") as source:
+        rows = {row["SeriesInstanceUID"]: row for row in csv.DictReader(source) if row["level"] == "series"}
+    assert rows[first.series_uid]["extraSOPInstanceUIDs"] == stranger
+    # the series with the stranger was listed after its count disagreed; the other was not
+    listed = collections.Counter(path.split("/series/")[1].split("/")[0] for path in asked["listed"])
+    assert listed[first.series_uid] >= 2
+    assert [n for series, n in listed.items() if series != first.series_uid] == [1]
+
+
+def test_a_server_that_gives_no_count_has_each_series_listed(orthanc, import_cli, tmp_path):
+    made = write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=2, instances_per_series=3,
+                            seed="series-answers-nocount")
+    for path in made.bad:
+        os.remove(path)
+
+    def no_count(number, method, path, body):  # a series without NumberOfSeriesRelatedInstances
+        if method == "GET" and path.split("?")[0].endswith("/series") and "SeriesInstanceUID=" in path:
+            series = path.split("SeriesInstanceUID=")[1].split("&")[0]
+            return ("status", 200, {"Content-Type": "application/dicom+json"},
+                    json.dumps([{"0020000E": {"vr": "UI", "Value": [series]}}]).encode())
+        return None
+
+    proxy, asked = _series_questions(orthanc, no_count)
+    try:
+        run = import_cli("--input", f"{tmp_path}/in/**", "--dicomweb-url", proxy.dicomweb())
+    finally:
+        proxy.stop()
+    assert (run.status, run.counter["success"]) == (0, 6)
+    assert run.summary["reconciliation"]["complete"] == 2
+    assert sorted(collections.Counter(asked["listed"]).values()) == [2, 2]  # existence check, then listed

@@ -111,7 +111,8 @@ def test_route_to_layout_places_by_uid_and_fails_what_the_layout_cannot_place(sa
                     equal_to([(i.path, Stage.ROUTE) for i in sample.valid]), label="route failures")
 
 
-def test_unique_by_sop_uid_keeps_one_counts_an_identical_copy_and_fails_a_conflicting_one(tmp_path):
+@pytest.mark.parametrize("in_one_process", [False, True])
+def test_unique_by_sop_uid_keeps_one_counts_an_identical_copy_and_fails_a_conflicting_one(tmp_path, in_one_process):
     sop = uid_for("t", "sop")
     data = instance_bytes(STUDY, SERIES, sop)
     paths = {name: tmp_path / name for name in ("a.dcm", "b.dcm", "c.dcm")}
@@ -120,7 +121,7 @@ def test_unique_by_sop_uid_keeps_one_counts_an_identical_copy_and_fails_a_confli
     paths["c.dcm"].write_bytes(instance_bytes(STUDY, SERIES, sop, patient_id="OTHER"))
     with local_pipeline() as p:
         checked = p | beam.Create(file_refs(paths.values())) | ReadAndValidate()
-        unique = checked.instances | UniqueBySopUid(stage=Stage.STORE)
+        unique = checked.instances | UniqueBySopUid(stage=Stage.STORE, in_one_process=in_one_process)
         assert_that(unique.unique | beam.Map(lambda i: i.url), equal_to([str(paths["a.dcm"])]), label="unique")
         assert_that(unique.outcomes | beam.Map(lambda o: (o.kind, o.source)),
                     equal_to([("unchanged", str(paths["b.dcm"]))]), label="outcomes")

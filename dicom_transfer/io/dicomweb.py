@@ -16,7 +16,7 @@ from typing import BinaryIO
 import requests
 from requests.adapters import HTTPAdapter
 
-from dicom_transfer.dicom_json import SOP_UID, first_value, values
+from dicom_transfer.dicom_json import SERIES_INSTANCES, SERIES_UID, SOP_UID, first_value, values
 from dicom_transfer.errors import redact, redact_url
 from dicom_transfer.io.auth import AuthConfig, AuthError
 from dicom_transfer.io.files import CHUNK, open_url
@@ -231,6 +231,27 @@ class DicomwebClient:
         """The SOP Instance UIDs the server holds in one series (paged QIDO-RS; empty if none)."""
         items = self.paged(f"/studies/{study}/series/{series}/instances", {"includefield": SOP_UID})
         return {sop for item in items if (sop := first_value(item, SOP_UID))}
+
+    def series_count(self, study: str, series: str) -> int | None:
+        """How many instances the server holds in one series (series-level QIDO-RS,
+        NumberOfSeriesRelatedInstances): 0 for a series it does not hold; None when its answer
+        does not say (the attribute is optional to return), or names another series."""
+        try:
+            found = self.get_json(f"/studies/{study}/series",
+                                  {"SeriesInstanceUID": series, "includefield": SERIES_INSTANCES})
+        except DicomwebError as exc:
+            if exc.status == 404:  # an unknown study, for some servers
+                return 0
+            raise
+        if not found:
+            return 0
+        if len(found) != 1 or first_value(found[0], SERIES_UID) not in (series, None):
+            return None
+        count = first_value(found[0], SERIES_INSTANCES)
+        try:
+            return int(count) if count is not None else None
+        except (TypeError, ValueError):
+            return None
 
     def existing_instances(self, sop_uids: Iterable[str]) -> set[str]:
         """Which of ``sop_uids`` the server already holds (one QIDO-RS request)."""

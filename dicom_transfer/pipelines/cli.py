@@ -149,11 +149,11 @@ def run_import(args: argparse.Namespace, beam_argv: list[str]) -> int:
         return run_dimse_import(args, beam_argv)
     if not args.dicomweb_url:
         raise UsageError("give --dicomweb-url URL or --dimse-destination dimse://AE@HOST:PORT")
-    from dicom_transfer.pipelines.configs import check_stores, import_config
+    from dicom_transfer.pipelines.configs import check_stores, import_config, in_one_process
     from dicom_transfer.pipelines.import_pipeline import build_import_pipeline
 
     options, local = pipeline_options(beam_argv)
-    config = import_config(args, local)
+    config = dataclasses.replace(import_config(args, local), in_one_process=in_one_process(options, local))
     check_stores(config.patterns, None, config.reports)
     return execute(args, options, local, config, build_import_pipeline,
                    f"{len(config.patterns)} pattern(s) -> {config.client.safe_url}", patterns=len(config.patterns))

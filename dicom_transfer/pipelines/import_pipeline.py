@@ -29,6 +29,7 @@ class ImportConfig:
     concurrency: int = 4
     check_existing: bool = True
     strict: bool = False
+    in_one_process: bool = False  # the runner executes the pipeline in this process: no grouping
 
     @property
     def dry_run(self) -> bool:
@@ -37,11 +38,12 @@ class ImportConfig:
 
 def build_import_pipeline(pipeline: beam.Pipeline, config: ImportConfig) -> beam.PCollection:
     """Add the import stages to ``pipeline``; return the PCollection of the summary URL."""
-    inputs = read_inputs(pipeline, config.patterns, config.filter_file, strict=config.strict)
+    inputs = read_inputs(pipeline, config.patterns, config.filter_file, strict=config.strict,
+                         spread=not config.in_one_process)
     stored: Written = inputs.instances | "StoreInstances" >> StoreInstances(
         config.client, max_instances=config.max_instances, max_bytes=config.max_bytes,
         concurrency=config.concurrency, check_existing=config.check_existing,
-        dry_run=config.dry_run, answer_series=True)
+        dry_run=config.dry_run, answer_series=True, in_one_process=config.in_one_process)
     failures = (*inputs.failures, stored.failures) | "AllFailures" >> beam.Flatten()
     outcomes = (stored.outcomes, *inputs.outcomes) | "AllOutcomes" >> beam.Flatten()
     return (failures, outcomes, inputs.unmatched, inputs.file_counts) | "WriteReports" >> WriteReports.for_run(

@@ -31,13 +31,15 @@ def _filtered_outcome(instance) -> Outcome:
 
 def read_inputs(pipeline: beam.Pipeline, patterns: Iterable[str], filter_file: str | None,
                 keywords: Iterable[str] = (), threads: int = DEFAULT_THREADS, strict: bool = False,
-                exclude: Iterable[str] = (), skip: beam.PTransform | None = None) -> Inputs:
+                exclude: Iterable[str] = (), skip: beam.PTransform | None = None, spread: bool = True) -> Inputs:
     """Expand ``patterns``, validate every file, keep what ``filter_file`` selects.
 
     ``strict``: a pattern or filter-file line that matches nothing is a failure, not a warning.
     ``skip``: what decides, before reading, which files need no reading (``SkipUnchanged``).
+    ``spread=False``: the files found go straight on, not grouped (see ``ExpandPatterns``).
     """
-    expanded: Listed = pipeline | "ExpandPatterns" >> ExpandPatterns(patterns, strict=strict, exclude=exclude)
+    expanded: Listed = pipeline | "ExpandPatterns" >> ExpandPatterns(patterns, strict=strict, exclude=exclude,
+                                                                      spread=spread)
     to_read, skipped = expanded.files, []
     if skip is not None:
         checked_before: QuickChecked = expanded.files | "SkipUnchanged" >> skip

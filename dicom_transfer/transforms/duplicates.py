@@ -95,21 +95,56 @@ def _by_sop_uid(instance: ValidInstance) -> tuple[str, ValidInstance]:
     return instance.sop_uid, instance
 
 
+class _FirstSeenFn(DoFn):
+    """The first instance of each SOP Instance UID goes on as it arrives; a later one is decided
+    against it as :func:`keep_one` decides (identical: ``unchanged``; else a failure naming both).
+    For a runner that executes the whole pipeline in this process: the UIDs seen are kept across
+    bundles in this one DoFn (the UID and the URL: ~360 bytes per instance with 55-character paths)."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+        self.unchanged = Metrics.counter(metrics.NAMESPACE, metrics.UNCHANGED)
+
+    def setup(self) -> None:
+        self.kept: dict[str, ValidInstance] = {}
+
+    def process(self, instance: ValidInstance) -> Iterator:
+        kept = self.kept.get(instance.sop_uid)
+        if kept is None:
+            self.kept[instance.sop_uid] = ValidInstance(instance.url, instance.size, "", "", "", "",
+                                                        origin=instance.origin)
+            yield instance
+            return
+        try:
+            yield from _decide(instance.sop_uid, instance, kept, self.stage, self.unchanged)
+        finally:
+            if instance.origin is not None:  # a staged copy (de-identified) that will not be sent
+                remove_url(instance.url)
+
+
 class UniqueBySopUid(beam.PTransform):
     """One instance per SOP Instance UID, as a store keeps them (:class:`ResolveDuplicates`
-    keyed by it). Returns :class:`~.results.Deduplicated`: ``unique`` (:class:`ValidInstance`), ``outcomes`` and
-    ``failures``.
+    keyed by it: the first by source URL wins). With ``in_one_process`` (a runner that executes
+    the whole pipeline in this process) no grouping: each instance goes on as it arrives, the
+    first one listed wins, and the next step starts on the first instance instead of after the
+    last (:class:`_FirstSeenFn`). Returns :class:`~.results.Deduplicated`: ``unique``
+    (:class:`ValidInstance`), ``outcomes`` and ``failures``.
 
     Example::
 
         unique = instances | UniqueBySopUid(stage=Stage.STORE)
     """
 
-    def __init__(self, stage: Stage = Stage.STORE) -> None:
+    def __init__(self, stage: Stage = Stage.STORE, in_one_process: bool = False) -> None:
         super().__init__()
         self.stage = stage
+        self.in_one_process = in_one_process
 
     def expand(self, instances: beam.PCollection) -> Deduplicated:
+        if self.in_one_process:
+            first = instances | "FirstBySopUid" >> beam.ParDo(_FirstSeenFn(self.stage)).with_outputs(
+                FAILURES, OUTCOMES, main=UNIQUE)
+            return Deduplicated(first[UNIQUE], first[OUTCOMES], first[FAILURES])
         resolved: Deduplicated = (instances | "KeyBySopUid" >> beam.Map(_by_sop_uid)
                                   | "ResolveDuplicates" >> ResolveDuplicates(stage=self.stage))
         return resolved._replace(unique=resolved.unique | "DropKey" >> beam.Values())

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from dicom_transfer import metrics
+from dicom_transfer import metrics, series_answers
 from dicom_transfer.elements import OUTCOMES, ValidInstance, instance_outcome
 from dicom_transfer.errors import FAILURES, ErrorRecord
 from dicom_transfer.io.dicomweb import DicomwebClient, DicomwebError
@@ -118,6 +118,7 @@ class _StoreFn(DoFn):
         self.progress = ProgressLog("store")
         self.asking: collections.deque[concurrent.futures.Future] = collections.deque()
         self.series = SeriesProgress()
+        self.acknowledged: collections.defaultdict[SeriesKey, set[str]] = collections.defaultdict(set)
 
     def teardown(self) -> None:
         if getattr(self, "pool", None):
@@ -146,6 +147,7 @@ class _StoreFn(DoFn):
         while self.asking:
             yield from map(finished, self._answer(self.asking.popleft().result()))
         self.series = SeriesProgress()
+        self.acknowledged.clear()
         self.sender.sent = set()
         self.progress.flush()
 
@@ -157,15 +159,22 @@ class _StoreFn(DoFn):
 
     def _ask(self, keys: list[SeriesKey]) -> None:
         # on the STOW threads, after the requests already queued (a question never delays one)
-        self.asking.extend(self.pool.submit(self._held, key) for key in keys)
+        self.asking.extend(self.pool.submit(self._held, key, frozenset(self.acknowledged.pop(key, ())))
+                           for key in keys)
 
-    def _held(self, key: SeriesKey) -> tuple[SeriesKey, HeldFingerprint] | None:
-        # Nothing of the series sent (a re-run: all held already): the existence check's answer is
-        # still what the server holds, and Orthanc is spared reading the series' files again.
-        known = None if key in self.sender.sent else self.held.known_answer(*key)
-        if known is not None:
-            return key, HeldFingerprint.of(known)
+    def _held(self, key: SeriesKey, acknowledged: frozenset[str]) -> tuple[SeriesKey, HeldFingerprint] | None:
+        before = self.held.known_answer(*key)
         try:
+            # Nothing of the series sent (a re-run: all held already): the existence check's answer
+            # is still what the server holds, and Orthanc is spared reading the series' files again.
+            if before is not None and key not in self.sender.sent:
+                return key, HeldFingerprint.of(before)
+            # Sent to: what it held before, plus what it acknowledged instance by instance, if its
+            # count of the series says there is nothing else (see series_answers.claimed).
+            if acknowledged:
+                claimed = series_answers.claimed(before or (), acknowledged, self.client.series_count(*key))
+                if claimed is not None:
+                    return key, HeldFingerprint.of(claimed)
             return key, HeldFingerprint.of(held_instances(self.client, *key))
         except DicomwebError as exc:  # the reconciliation asks again
             LOG.debug("cannot ask about series %s/%s yet: %s", *key, exc)
@@ -185,6 +194,8 @@ class _StoreFn(DoFn):
             target = f"{self.client.safe_url}/studies/{instance.study_uid}/series/" \
                      f"{instance.series_uid}/instances/{instance.sop_uid}"
             self.counters[kind].inc()
+            if self.answer_series:  # the server's word that it holds it (stored, or held already)
+                self.acknowledged[(instance.study_uid, instance.series_uid)].add(instance.sop_uid)
             if kind == SUCCESS and not self.dry_run:
                 self.bytes_sent.inc(instance.size)
             self.progress.add(1, instance.size if kind == SUCCESS else 0)
@@ -204,7 +215,9 @@ class StoreInstances(beam.PTransform):
     ``dry_run`` nothing is sent: the instances the server does not hold are
     counted as what would be stored. With ``answer_series``, each series is asked about
     (QIDO-RS) as soon as its last request is answered, while the others are still sent, for the
-    run's reconciliation (:mod:`~dicom_transfer.series_answers`).
+    run's reconciliation (:mod:`~dicom_transfer.series_answers`). With ``in_one_process`` (a
+    runner that executes the whole pipeline in this process), the first request leaves as soon as
+    its instances are validated: duplicates are decided as instances arrive, not grouped.
 
     Returns :class:`~.results.Written`: ``outcomes``, ``failures`` and, with ``answer_series``,
     ``answers``.
@@ -216,8 +229,9 @@ class StoreInstances(beam.PTransform):
 
     def __init__(self, client: DicomwebClient, max_instances: int = 32, max_bytes: int = 32 << 20,
                  concurrency: int = 4, check_existing: bool = True, dry_run: bool = False,
-                 answer_series: bool = False) -> None:
+                 answer_series: bool = False, in_one_process: bool = False) -> None:
         super().__init__()
+        self.in_one_process = in_one_process
         self.dry_run = dry_run
         self.answer_series = answer_series and not dry_run
         self.client = client
@@ -227,7 +241,8 @@ class StoreInstances(beam.PTransform):
         self.check_existing = check_existing
 
     def expand(self, instances: beam.PCollection) -> Written:
-        resolved: Deduplicated = instances | "UniqueBySopUid" >> UniqueBySopUid(stage=Stage.STORE)
+        resolved: Deduplicated = instances | "UniqueBySopUid" >> UniqueBySopUid(
+            stage=Stage.STORE, in_one_process=self.in_one_process)
         stored = (
             resolved.unique
             | "Batch" >> beam.BatchElements(min_batch_size=self.max_instances * self.concurrency,
