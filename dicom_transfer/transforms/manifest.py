@@ -25,8 +25,6 @@ from typing import IO, TYPE_CHECKING
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from dicom_transfer import manifest, metrics
@@ -38,7 +36,7 @@ from dicom_transfer.io.holdings import listed_sizes, local_size, reconcile_with
 from dicom_transfer.io.manifests import previous_lines
 from dicom_transfer.progress import ProgressLog
 from dicom_transfer.series_answers import HeldFingerprint
-from dicom_transfer.transforms.dofn import DoFn
+from dicom_transfer.transforms.dofn import DoFn, finished
 from dicom_transfer.transforms.results import QuickChecked
 
 if TYPE_CHECKING:
@@ -49,11 +47,6 @@ LOG = logging.getLogger(__name__)
 
 
 # -- bounded-memory text output -----------------------------------------------------------------
-
-def _once(value: object) -> WindowedValue:
-    """``value`` as an output of ``finish_bundle`` (the global window: these are batch pipelines)."""
-    return WindowedValue(value, MIN_TIMESTAMP, (GlobalWindow(),))
-
 
 def _open_part(parts_url: str, mode: str) -> tuple[str, IO]:
     """A new part file below ``parts_url`` (its folder made on local disk): its URL, opened."""
@@ -113,7 +106,7 @@ class _WriteRowsFn(DoFn):
     def finish_bundle(self) -> Iterator[WindowedValue]:
         part = self.writer.close()
         if part is not None:
-            yield _once(part)
+            yield finished(part)
 
 
 def _concatenate(url: str, parts: list[str], header: str | None, parts_url: str) -> str:
@@ -283,7 +276,7 @@ class _ReconcileSeriesFn(DoFn):
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         while self.pending:
-            yield _once(self.pending.popleft().result())
+            yield finished(self.pending.popleft().result())
 
     def _row(self, study: str, series: str, locations: list[tuple[str, int, int]],
              earlier: list[HeldFingerprint]) -> dict:
@@ -529,15 +522,15 @@ class _ManifestLinesFn(DoFn):
     def finish_bundle(self) -> Iterator:
         part = self.writer.close()
         if part is not None:
-            yield beam.pvalue.TaggedOutput(PARTS, _once(part))
+            yield finished(beam.pvalue.TaggedOutput(PARTS, part))
         for key_and_location in self._series_entries():
-            yield _once(key_and_location)
+            yield finished(key_and_location)
         entries_part = self.entries.close()
         if entries_part is not None:
-            yield beam.pvalue.TaggedOutput(ENTRY_PARTS, _once(entries_part))
+            yield finished(beam.pvalue.TaggedOutput(ENTRY_PARTS, entries_part))
         self.progress.flush()
         if self.timeline or self.kinds or self.counts:
-            yield beam.pvalue.TaggedOutput(FIGURES, _once((self.timeline, self.kinds, self.counts)))
+            yield finished(beam.pvalue.TaggedOutput(FIGURES, (self.timeline, self.kinds, self.counts)))
 
 
 # -- quick check of a re-run: what an earlier run moved, unchanged since, is not read again --------
