@@ -57,9 +57,9 @@ def claimed(before: Iterable[str], acknowledged: Iterable[str], count: int | Non
 
     Orthanc answers the count from its index, but an instance-level listing by reading each
     stored file of the series (~0.9 ms of its CPU per instance, a fifth of what it spends
-    storing one). The count cannot tell the claim from a destination that lost an
-    acknowledged instance while, in the same series, it gained one this run did not send;
-    everything else shows as a different count, and then the series is listed.
+    storing one). The count cannot tell the claim from a destination that lost an instance
+    (held before, or acknowledged) while, in the same series, it gained one this run did not
+    send; everything else shows as a different count, and then the series is listed.
 
     >>> claimed({"1.1"}, {"1.2", "1.3"}, 3) == {"1.1", "1.2", "1.3"}, claimed(set(), {"1.2"}, 2)
     (True, None)
@@ -91,10 +91,9 @@ class SeriesProgress:
     still answered: those sent to since they were asked (or never asked), with no request in
     flight (:meth:`done`).
 
-    Not before the end of a bundle: in ``import`` the grouping by SOP Instance UID upstream
-    interleaves the series, so that a series the latest batches did not name had more to come
-    for half of them (measured: 8 of 15 series asked twice), and each question costs Orthanc a
-    read of every stored file of the series."""
+    Not before the end of a bundle: a series the latest batches did not name may have more to
+    come (with workers elsewhere, the grouping by SOP Instance UID upstream interleaves the
+    series: 8 of 15 series were asked twice), and a question asked too early is asked again."""
 
     def __init__(self) -> None:
         self.in_flight: collections.Counter[SeriesKey] = collections.Counter()

@@ -468,3 +468,19 @@ def test_beam_options_views_are_made_once_and_share_the_options():
         assert "_views" not in vars(again)
         assert again.view_as(StandardOptions).runner == "DirectRunner"
         assert again.view_as(DirectOptions).direct_num_workers == 3
+
+
+@pytest.mark.parametrize(("given", "in_process", "expected"), [
+    ([], True, 8), ([], False, 4), (["--concurrency", "2"], True, 2), (["--concurrency", "16"], False, 16)])
+def test_import_requests_in_flight_default_to_8_in_process_and_4_elsewhere(orthanc, tmp_path, given, in_process,
+                                                                           expected):
+    """A Dataflow worker has many threads, each with its own requests in flight; in one process,
+    the store step alone sends. Export and migrate keep 4."""
+    from dicom_transfer.pipelines.cli import parse_command
+    from dicom_transfer.pipelines.configs import import_config
+
+    args, _ = parse_command(["import", "--input", str(tmp_path), "--dicomweb-url", orthanc.dicomweb, *given])
+    config = import_config(args, True, in_process)
+    assert (config.concurrency, config.in_one_process) == (expected, in_process)
+    export, _ = parse_command(["export", "--dicomweb-url", orthanc.dicomweb, "--all", "--output", str(tmp_path)])
+    assert export.concurrency == 4

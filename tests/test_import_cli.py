@@ -86,6 +86,20 @@ def test_conflicting_duplicate_sop_uids_store_one_and_report_the_other(orthanc, 
     assert digest(orthanc.instances_in(uids[0])[uids[2]]) == digest(first)
 
 
+def test_in_process_the_first_duplicate_listed_is_kept(orthanc, import_cli, tmp_path):
+    """The in-process run sends as it reads: of two files with one SOP Instance UID, the one of
+    the pattern given first is kept, even when its URL sorts after the other's."""
+    uids = (uid_for("listed-first", 1), uid_for("listed-first", 2), uid_for("listed-first", 3))
+    (tmp_path / "a.dcm").write_bytes(instance_bytes(*uids, patient_id="A"))
+    (tmp_path / "b.dcm").write_bytes(kept := instance_bytes(*uids, patient_id="B"))
+    run = import_cli("--input", str(tmp_path / "b.dcm"), "--input", str(tmp_path / "a.dcm"),
+                     "--dicomweb-url", orthanc.dicomweb)
+    assert (run.status, run.counter["success"], run.counter["failure"]) == (1, 1, 1)
+    error = run.error_for("a.dcm")["Error"]
+    assert "conflicting duplicate" in error and f"{tmp_path / 'b.dcm'} was kept" in error
+    assert digest(orthanc.instances_in(uids[0])[uids[2]]) == digest(kept)
+
+
 def test_server_down_is_a_clear_error_and_exit_2(tmp_path, capsys):
     from servers import free_port
 

@@ -9,6 +9,7 @@ import json
 import os
 
 import apache_beam as beam
+import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from conftest import local_pipeline
 from servers import FaultProxy
@@ -252,3 +253,54 @@ def test_a_server_that_gives_no_count_has_each_series_listed(orthanc, import_cli
     assert (run.status, run.counter["success"]) == (0, 6)
     assert run.summary["reconciliation"]["complete"] == 2
     assert sorted(collections.Counter(asked["listed"]).values()) == [2, 2]  # existence check, then listed
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ([], 0),
+    ([{"0020000E": {"vr": "UI", "Value": ["{series}"]}, "00201209": {"vr": "IS", "Value": [3]}}], 3),
+    ([{"00201209": {"vr": "IS", "Value": ["3"]}}], 3),  # IS as a string; the series UID left out
+    ([{"0020000E": {"vr": "UI", "Value": ["1.2.3"]}, "00201209": {"vr": "IS", "Value": [3]}}], None),  # another
+    ([{"00201209": {"vr": "IS", "Value": [1]}}, {"00201209": {"vr": "IS", "Value": [2]}}], None),  # two series
+    ([{"00201209": {"vr": "IS", "Value": [3.7]}}], None),
+    ([{"00201209": {"vr": "IS", "Value": [True]}}], None),
+    ([{"00201209": {"vr": "IS", "Value": [-1]}}], None),
+    ([{"00201209": {"vr": "IS"}}], None),
+    ({"a": 1}, None),
+    (["x"], None),
+    ([{"0020000E": "1.2"}], None),
+], ids=["none", "count", "string", "other-series", "two", "fraction", "bool", "negative", "empty", "object",
+        "not-items", "not-dicom-json"])
+def test_series_count_takes_only_a_count_of_that_series(orthanc, body, expected):
+    """Whatever a server answers, the count is a whole number of that series or None (then the
+    series is listed): an odd answer never ends a run whose instances were all sent."""
+    study, series = uid_for("odd-count", "study"), uid_for("odd-count", "series")
+    text = json.dumps(body).replace("{series}", series).encode()
+    proxy = FaultProxy(orthanc.url, lambda number, method, path, _: (
+        ("status", 200, {"Content-Type": "application/dicom+json"}, text) if "/series?" in path else None)).start()
+    try:
+        assert DicomwebClient(proxy.dicomweb()).series_count(study, series) == expected
+    finally:
+        proxy.stop()
+
+
+def test_a_server_that_refuses_counts_is_asked_once_and_each_series_listed(orthanc, import_cli, tmp_path):
+    made = write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=3, instances_per_series=2,
+                            seed="series-answers-refused")
+    for path in made.bad:
+        os.remove(path)
+
+    def refuse(number, method, path, body):
+        if method == "GET" and path.split("?")[0].endswith("/series") and "SeriesInstanceUID=" in path:
+            return ("status", 400, {"Content-Type": "text/plain"}, b"series-level queries not supported")
+        return None
+
+    proxy, asked = _series_questions(orthanc, refuse)
+    try:
+        # one question at a time (the questions of one bundle's end share the STOW-RS threads)
+        run = import_cli("--input", f"{tmp_path}/in/**", "--dicomweb-url", proxy.dicomweb(), "--concurrency", "1")
+    finally:
+        proxy.stop()
+    assert (run.status, run.counter["success"]) == (0, 6)
+    assert run.summary["reconciliation"]["complete"] == 3
+    assert len(asked["counted"]) == 1  # refused once: not asked again
+    assert sorted(collections.Counter(asked["listed"]).values()) == [2, 2, 2]

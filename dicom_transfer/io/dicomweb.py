@@ -243,15 +243,22 @@ class DicomwebClient:
             if exc.status == 404:  # an unknown study, for some servers
                 return 0
             raise
+        if not isinstance(found, list):
+            return None
         if not found:
             return 0
-        if len(found) != 1 or first_value(found[0], SERIES_UID) not in (series, None):
+        item = found[0]
+        if len(found) != 1 or not isinstance(item, dict):
             return None
-        count = first_value(found[0], SERIES_INSTANCES)
         try:
-            return int(count) if count is not None else None
-        except (TypeError, ValueError):
+            named, count = first_value(item, SERIES_UID), first_value(item, SERIES_INSTANCES)
+        except (AttributeError, TypeError):  # not the DICOM JSON model
             return None
+        if named not in (series, None):
+            return None
+        if isinstance(count, str) and count.strip().isdigit():  # IS as a string, as some servers give it
+            count = int(count)
+        return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
 
     def existing_instances(self, sop_uids: Iterable[str]) -> set[str]:
         """Which of ``sop_uids`` the server already holds (one QIDO-RS request)."""

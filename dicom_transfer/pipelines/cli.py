@@ -153,7 +153,7 @@ def run_import(args: argparse.Namespace, beam_argv: list[str]) -> int:
     from dicom_transfer.pipelines.import_pipeline import build_import_pipeline
 
     options, local = pipeline_options(beam_argv)
-    config = dataclasses.replace(import_config(args, local), in_one_process=in_one_process(options, local))
+    config = import_config(args, local, in_one_process(options, local))
     check_stores(config.patterns, None, config.reports)
     return execute(args, options, local, config, build_import_pipeline,
                    f"{len(config.patterns)} pattern(s) -> {config.client.safe_url}", patterns=len(config.patterns))

@@ -323,10 +323,16 @@ def _reports_without_destination(operation_type: str, options: argparse.Namespac
     return run_reports(operation_type, options, IMPORT_REPORTS, layout_name="azure", dry_run=options.dry_run)
 
 
-def import_config(options: argparse.Namespace, local: bool = True) -> ImportConfig:
+IMPORT_CONCURRENCY = {True: 8, False: 4}  # STOW-RS requests in flight per worker thread: in one process, elsewhere
+
+
+def import_config(options: argparse.Namespace, local: bool = True, in_process: bool = False) -> ImportConfig:
     """Check the import options and build the run's configuration; raises UsageError.
 
     ``local``: the runner runs here (a distributed one needs explicit report locations).
+    ``in_process``: the runner executes the whole pipeline in this process (see
+    :func:`in_one_process`): no grouping before sending, and by default 8 requests in flight
+    rather than the 4 per thread of runners with many worker threads.
     """
     from dicom_transfer.pipelines.import_pipeline import ImportConfig
 
@@ -334,11 +340,14 @@ def import_config(options: argparse.Namespace, local: bool = True) -> ImportConf
     check_schemes(options)
     patterns = collect_patterns(options.input, options.input_list)
     check_filter_file(options.filter_file)
+    if options.concurrency is None:
+        options = argparse.Namespace(**{**vars(options), "concurrency": IMPORT_CONCURRENCY[in_process]})
     client = dicomweb_client(options)
     return ImportConfig(
         patterns=tuple(patterns), client=client, reports=reports, filter_file=options.filter_file,
         max_instances=options.max_instances_per_request, max_bytes=options.max_request_bytes,
-        concurrency=options.concurrency, check_existing=options.check_existing, strict=options.strict)
+        concurrency=options.concurrency, check_existing=options.check_existing, strict=options.strict,
+        in_one_process=in_process)
 
 
 def export_config(options: argparse.Namespace) -> ExportConfig:

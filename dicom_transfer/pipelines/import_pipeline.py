@@ -26,7 +26,7 @@ class ImportConfig:
     filter_file: str | None = None
     max_instances: int = 32
     max_bytes: int = 32 << 20
-    concurrency: int = 8
+    concurrency: int = 4
     check_existing: bool = True
     strict: bool = False
     in_one_process: bool = False  # the runner executes the pipeline in this process: no grouping

@@ -310,7 +310,8 @@ def add_dimse_arguments(role: str, replaces: str = "dicomweb_url", staging: bool
 
 
 def add_dicomweb_arguments(parser: argparse.ArgumentParser, prefix: str = "", role: str = "DICOMweb server",
-                           concurrency: bool = True, default_concurrency: int = 4) -> None:
+                           concurrency: bool = True, default_concurrency: int | None = 4,
+                           concurrency_help: str = "default 4") -> None:
     """The options of one DICOMweb server; ``prefix`` (e.g. ``source-``) names those of a second
     one, whose secrets come from ``SOURCE_``-prefixed environment variables by default."""
     env = prefix.upper().replace("-", "_")
@@ -345,14 +346,16 @@ def add_dicomweb_arguments(parser: argparse.ArgumentParser, prefix: str = "", ro
                 "backoff and jitter (default 6).")
     if concurrency:
         option("concurrency", type=positive_int, default=default_concurrency, metavar="N",
-               help=f"Requests in flight per worker thread (default {default_concurrency}).")
+               help=f"Requests in flight per worker thread ({concurrency_help}).")
 
 
 def add_import_destination_arguments(parser: argparse.ArgumentParser) -> None:
-    """The DICOMweb destination of ``import``: 8 STOW-RS requests in flight by default, not 4 (with
-    the store step fed as files are read, 8 measured 4.2 x the dicomweb-client loop against 3.8 x
-    for 4: ``benchmarks/bench_import.py``, 2026-11-29)."""
-    add_dicomweb_arguments(parser, default_concurrency=8)
+    """The DICOMweb destination of ``import``. STOW-RS requests in flight, by default: 8 on the
+    in-process DirectRunner, where the store step is fed as files are read (8 measured 4.2 x the
+    dicomweb-client loop against 3.8 x for 4: ``benchmarks/bench_import.py``, 2026-11-29); 4 per
+    worker thread elsewhere, where a worker has many threads (``configs.import_config``)."""
+    add_dicomweb_arguments(parser, default_concurrency=None,
+                           concurrency_help="default 8 on the in-process DirectRunner, 4 on other runners")
 
 
 def add_stow_arguments(parser: argparse.ArgumentParser, check_existing: bool = True) -> None:

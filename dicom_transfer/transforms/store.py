@@ -29,6 +29,7 @@ __all__ = ["StoreInstances", "plan_requests"]
 
 LOG = logging.getLogger(__name__)
 ANSWERS = "answers"
+REFUSED_QUESTION = frozenset({400, 403, 405, 501})  # a server that does not answer series-level queries
 
 
 class HeldBySeries:
@@ -119,6 +120,7 @@ class _StoreFn(DoFn):
         self.asking: collections.deque[concurrent.futures.Future] = collections.deque()
         self.series = SeriesProgress()
         self.acknowledged: collections.defaultdict[SeriesKey, set[str]] = collections.defaultdict(set)
+        self.counts = True  # the server answers series-level counts (until it refuses one)
 
     def teardown(self) -> None:
         if getattr(self, "pool", None):
@@ -171,13 +173,24 @@ class _StoreFn(DoFn):
                 return key, HeldFingerprint.of(before)
             # Sent to: what it held before, plus what it acknowledged instance by instance, if its
             # count of the series says there is nothing else (see series_answers.claimed).
-            if acknowledged:
-                claimed = series_answers.claimed(before or (), acknowledged, self.client.series_count(*key))
+            if acknowledged and self.counts:
+                claimed = series_answers.claimed(before or (), acknowledged, self._count(key))
                 if claimed is not None:
                     return key, HeldFingerprint.of(claimed)
             return key, HeldFingerprint.of(held_instances(self.client, *key))
         except DicomwebError as exc:  # the reconciliation asks again
             LOG.debug("cannot ask about series %s/%s yet: %s", *key, exc)
+            return None
+
+    def _count(self, key: SeriesKey) -> int | None:
+        """The server's count of the series; None (list the series instead) when it cannot give one,
+        and, once it has refused the question, no more questions of this kind to it."""
+        try:
+            return self.client.series_count(*key)
+        except DicomwebError as exc:
+            if exc.status in REFUSED_QUESTION:
+                self.counts = False
+            LOG.debug("no count of series %s/%s: %s", *key, exc)
             return None
 
     @staticmethod
