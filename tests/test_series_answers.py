@@ -127,10 +127,7 @@ def test_store_step_answers_what_the_server_holds_of_each_series(orthanc, tmp_pa
 def test_rerun_asks_the_server_about_each_series_once(orthanc, import_cli, tmp_path):
     """On a re-run nothing is sent: the existence check's answer settles the reconciliation, and
     Orthanc does not read the series' files a second time."""
-    made = write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=3, instances_per_series=4,
-                            seed="series-answers-rerun")
-    for path in made.bad:
-        os.remove(path)
+    _good_files(tmp_path, "series-answers-rerun", 3, 4)
     asked: list[str] = []
 
     def record(number, method, path, body):
@@ -151,20 +148,37 @@ def test_rerun_asks_the_server_about_each_series_once(orthanc, import_cli, tmp_p
     assert sorted(collections.Counter(asked).values()) == [1, 1, 1]
 
 
-def _series_questions(orthanc, plan=None):
-    """A proxy in front of ``orthanc`` that notes each series' questions: instance-level listings
-    and series-level counts; ``plan`` may answer in Orthanc's place."""
+def _is_count(method: str, path: str) -> bool:
+    """A series-level QIDO-RS for one series (the store step's count)."""
+    return method == "GET" and path.split("?")[0].endswith("/series") and "SeriesInstanceUID=" in path
+
+
+def _good_files(tmp_path, seed: str, series: int, per_series: int):
+    made = write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=series, instances_per_series=per_series,
+                            seed=seed)
+    for path in made.bad:
+        os.remove(path)
+    return made
+
+
+def _import_asked(orthanc, import_cli, tmp_path, plan=None, *options: str):
+    """Import tmp_path/in through a proxy in front of ``orthanc`` that notes each series' questions
+    (instance-level listings, series-level counts); ``plan`` may answer in Orthanc's place."""
     asked: dict[str, list[str]] = {"listed": [], "counted": []}
 
     def record(number, method, path, body):
         bare = path.split("?")[0]
         if method == "GET" and "/series/" in bare and bare.endswith("/instances"):
             asked["listed"].append(bare)
-        elif method == "GET" and bare.endswith("/series") and "SeriesInstanceUID=" in path:
+        elif _is_count(method, path):
             asked["counted"].append(path)
         return plan(number, method, path, body) if plan else None
 
-    return FaultProxy(orthanc.url, record).start(), asked
+    proxy = FaultProxy(orthanc.url, record).start()
+    try:
+        return import_cli("--input", f"{tmp_path}/in/**", "--dicomweb-url", proxy.dicomweb(), *options), asked
+    finally:
+        proxy.stop()
 
 
 def test_series_count_is_what_orthanc_holds(orthanc, tmp_path):
@@ -185,15 +199,8 @@ def test_series_count_is_what_orthanc_holds(orthanc, tmp_path):
 def test_first_load_lists_no_series_after_sending_it(orthanc, import_cli, tmp_path):
     """On a first load the store step proves each series by its count (one cheap series-level
     question), not by listing it again: Orthanc reads every stored file to list a series."""
-    made = write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=3, instances_per_series=4,
-                            seed="series-answers-count")
-    for path in made.bad:
-        os.remove(path)
-    proxy, asked = _series_questions(orthanc)
-    try:
-        run = import_cli("--input", f"{tmp_path}/in/**", "--dicomweb-url", proxy.dicomweb())
-    finally:
-        proxy.stop()
+    _good_files(tmp_path, "series-answers-count", 3, 4)
+    run, asked = _import_asked(orthanc, import_cli, tmp_path)
     assert (run.status, run.counter["success"]) == (0, 12)
     assert run.summary["reconciliation"]["complete"] == 3
     # each series listed once, by the existence check (empty then), and counted once afterwards
@@ -203,11 +210,7 @@ def test_first_load_lists_no_series_after_sending_it(orthanc, import_cli, tmp_pa
 
 def test_an_instance_stored_by_someone_else_during_the_run_is_found_by_listing(orthanc, import_cli, tmp_path):
     """The count then says more than the run sent: the series is listed, and the stranger reported."""
-    made = write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=2, instances_per_series=3,
-                            seed="series-answers-stranger")
-    for path in made.bad:
-        os.remove(path)
-    first = made.valid[0]
+    first = _good_files(tmp_path, "series-answers-stranger", 2, 3).valid[0]
     stranger = uid_for("series-answers-stranger", "stranger")
     planted: list[int] = []
 
@@ -216,11 +219,7 @@ def test_an_instance_stored_by_someone_else_during_the_run_is_found_by_listing(o
             planted.append(number)
             orthanc.upload(instance_bytes(first.study_uid, first.series_uid, stranger))
 
-    proxy, asked = _series_questions(orthanc, plant)
-    try:
-        run = import_cli("--input", f"{tmp_path}/in/**", "--dicomweb-url", proxy.dicomweb())
-    finally:
-        proxy.stop()
+    run, asked = _import_asked(orthanc, import_cli, tmp_path, plant)
     assert run.counter["success"] == 6 and planted
     assert run.summary["reconciliation"]["instancesExtra"] == 1
     with open(run.report_dir / "reconciliation.csv", newline="") as source:
@@ -233,23 +232,16 @@ def test_an_instance_stored_by_someone_else_during_the_run_is_found_by_listing(o
 
 
 def test_a_server_that_gives_no_count_has_each_series_listed(orthanc, import_cli, tmp_path):
-    made = write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=2, instances_per_series=3,
-                            seed="series-answers-nocount")
-    for path in made.bad:
-        os.remove(path)
+    _good_files(tmp_path, "series-answers-nocount", 2, 3)
 
     def no_count(number, method, path, body):  # a series without NumberOfSeriesRelatedInstances
-        if method == "GET" and path.split("?")[0].endswith("/series") and "SeriesInstanceUID=" in path:
+        if _is_count(method, path):
             series = path.split("SeriesInstanceUID=")[1].split("&")[0]
             return ("status", 200, {"Content-Type": "application/dicom+json"},
                     json.dumps([{"0020000E": {"vr": "UI", "Value": [series]}}]).encode())
         return None
 
-    proxy, asked = _series_questions(orthanc, no_count)
-    try:
-        run = import_cli("--input", f"{tmp_path}/in/**", "--dicomweb-url", proxy.dicomweb())
-    finally:
-        proxy.stop()
+    run, asked = _import_asked(orthanc, import_cli, tmp_path, no_count)
     assert (run.status, run.counter["success"]) == (0, 6)
     assert run.summary["reconciliation"]["complete"] == 2
     assert sorted(collections.Counter(asked["listed"]).values()) == [2, 2]  # existence check, then listed
@@ -284,22 +276,15 @@ def test_series_count_takes_only_a_count_of_that_series(orthanc, body, expected)
 
 
 def test_a_server_that_refuses_counts_is_asked_once_and_each_series_listed(orthanc, import_cli, tmp_path):
-    made = write_sample_set(str(tmp_path / "in"), studies=1, series_per_study=3, instances_per_series=2,
-                            seed="series-answers-refused")
-    for path in made.bad:
-        os.remove(path)
+    _good_files(tmp_path, "series-answers-refused", 3, 2)
 
     def refuse(number, method, path, body):
-        if method == "GET" and path.split("?")[0].endswith("/series") and "SeriesInstanceUID=" in path:
+        if _is_count(method, path):
             return ("status", 400, {"Content-Type": "text/plain"}, b"series-level queries not supported")
         return None
 
-    proxy, asked = _series_questions(orthanc, refuse)
-    try:
-        # one question at a time (the questions of one bundle's end share the STOW-RS threads)
-        run = import_cli("--input", f"{tmp_path}/in/**", "--dicomweb-url", proxy.dicomweb(), "--concurrency", "1")
-    finally:
-        proxy.stop()
+    # one question at a time (the questions of one bundle's end share the STOW-RS threads)
+    run, asked = _import_asked(orthanc, import_cli, tmp_path, refuse, "--concurrency", "1")
     assert (run.status, run.counter["success"]) == (0, 6)
     assert run.summary["reconciliation"]["complete"] == 3
     assert len(asked["counted"]) == 1  # refused once: not asked again
