@@ -51,10 +51,10 @@ def _import(args: argparse.Namespace):
 
 def _import_in_process(args: argparse.Namespace):
     """As the in-process DirectRunner runs it: no grouping by SOP Instance UID before sending."""
-    import dataclasses
+    from dicom_transfer.pipelines.configs import import_config
+    from dicom_transfer.pipelines.import_pipeline import build_import_pipeline
 
-    build, config = _import(args)
-    return build, dataclasses.replace(config, in_one_process=True)
+    return build_import_pipeline, import_config(args, True, in_process=True)
 
 
 def _export(args: argparse.Namespace):
