@@ -269,6 +269,23 @@ def _logging_restored():
         logger.disabled = disabled
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _beam_temp_folders_removed():
+    """Beam makes a ``beam-pipeline-temp*`` folder when a Pipeline is built and removes it only in
+    ``run()``: the tests that build a graph without running it would leave one each in the temp
+    folder. Those this test process made are removed at its end (only empty ones)."""
+    import contextlib
+    import glob
+    import tempfile
+
+    pattern = os.path.join(tempfile.gettempdir(), "beam-pipeline-temp*")
+    before = set(glob.glob(pattern))
+    yield
+    for folder in set(glob.glob(pattern)) - before:
+        with contextlib.suppress(OSError):  # not empty, or gone already
+            os.rmdir(folder)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "servers: starts Orthanc, an object-store emulator or another real server")
     config.addinivalue_line("markers", "subprocess: runs the CLI (or a build) in new processes")
