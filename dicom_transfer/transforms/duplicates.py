@@ -29,15 +29,20 @@ def keep_one(target: str, group: Iterable[ValidInstance], stage: Stage, unchange
     of the others (tagged), then ``(target, winner)``. ``unchanged`` is the Metrics counter."""
     winner, *others = sorted(group, key=lambda instance: instance.source)
     for other in others:
-        try:
-            yield from _decide(target, other, winner, stage, unchanged)
-        finally:
-            if other.origin is not None:  # a staged copy (de-identified) that will not be written
-                remove_url(other.url)
+        yield from _decide(target, other, winner, stage, unchanged)
     yield target, winner
 
 
 def _decide(target: str, other: ValidInstance, winner: ValidInstance, stage: Stage, unchanged) -> Iterator:
+    """The outcome or failure of ``other``, which goes no further since ``winner`` claims ``target``."""
+    try:
+        yield from _compare(target, other, winner, stage, unchanged)
+    finally:
+        if other.origin is not None:  # a staged copy (de-identified) that will not be written
+            remove_url(other.url)
+
+
+def _compare(target: str, other: ValidInstance, winner: ValidInstance, stage: Stage, unchanged) -> Iterator:
     try:
         identical = other.size == winner.size and same_file_content(other.url, winner.url)
     except IO_ERRORS as exc:
@@ -115,11 +120,7 @@ class _FirstSeenFn(DoFn):
                                                         origin=instance.origin)
             yield instance
             return
-        try:
-            yield from _decide(instance.sop_uid, instance, kept, self.stage, self.unchanged)
-        finally:
-            if instance.origin is not None:  # a staged copy (de-identified) that will not be sent
-                remove_url(instance.url)
+        yield from _decide(instance.sop_uid, instance, kept, self.stage, self.unchanged)
 
 
 class UniqueBySopUid(beam.PTransform):
