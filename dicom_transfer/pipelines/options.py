@@ -311,7 +311,7 @@ def add_dimse_arguments(role: str, replaces: str = "dicomweb_url", staging: bool
 
 def add_dicomweb_arguments(parser: argparse.ArgumentParser, prefix: str = "", role: str = "DICOMweb server",
                            concurrency: bool = True, default_concurrency: int | None = 4,
-                           concurrency_help: str = "default 4") -> None:
+                           concurrency_help: str | None = None) -> None:
     """The options of one DICOMweb server; ``prefix`` (e.g. ``source-``) names those of a second
     one, whose secrets come from ``SOURCE_``-prefixed environment variables by default."""
     env = prefix.upper().replace("-", "_")
@@ -346,7 +346,7 @@ def add_dicomweb_arguments(parser: argparse.ArgumentParser, prefix: str = "", ro
                 "backoff and jitter (default 6).")
     if concurrency:
         option("concurrency", type=positive_int, default=default_concurrency, metavar="N",
-               help=f"Requests in flight per worker thread ({concurrency_help}).")
+               help=f"Requests in flight per worker thread ({concurrency_help or f'default {default_concurrency}'}).")
 
 
 def add_import_destination_arguments(parser: argparse.ArgumentParser) -> None:
