@@ -289,3 +289,18 @@ def test_a_server_that_refuses_counts_is_asked_once_and_each_series_listed(ortha
     assert run.summary["reconciliation"]["complete"] == 3
     assert len(asked["counted"]) == 1  # refused once: not asked again
     assert sorted(collections.Counter(asked["listed"]).values()) == [2, 2, 2]
+
+
+def test_a_count_cut_off_mid_answer_has_the_series_listed(orthanc, import_cli, tmp_path):
+    """A count whose answer is cut off every time (after the retries) is no count: the series is
+    listed instead, and the run ends complete, with what was sent."""
+    _good_files(tmp_path, "series-answers-cut", 2, 3)
+
+    def cut(number, method, path, body):
+        return ("truncate", 0.5) if _is_count(method, path) else None
+
+    run, asked = _import_asked(orthanc, import_cli, tmp_path, cut, "--max-attempts", "2")
+    assert (run.status, run.counter["success"]) == (0, 6)
+    assert run.summary["reconciliation"]["complete"] == 2
+    assert len(asked["counted"]) == 4  # each series' count tried twice
+    assert sorted(collections.Counter(asked["listed"]).values()) == [2, 2]  # existence check, then listed
